@@ -1,0 +1,31 @@
+"""dask-redisparam: run any dask graph through Redis, after Bioconductor's RedisParam."""
+
+from __future__ import annotations
+
+from .errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    RedisParamError,
+    RemoteError,
+    RunLost,
+    SerializationError,
+    ServerError,
+    ServerUnavailable,
+    WorkerConflict,
+    WorkerError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationFailed",
+    "ConfigurationError",
+    "RedisParamError",
+    "RemoteError",
+    "RunLost",
+    "SerializationError",
+    "ServerError",
+    "ServerUnavailable",
+    "WorkerConflict",
+    "WorkerError",
+]

@@ -1,0 +1,157 @@
+"""Every exception that dask-redisparam raises on purpose.
+
+All of them derive from :class:`RedisParamError`, so ``except RedisParamError`` catches any failure of the
+package itself. Exceptions raised *by a task* on a worker are re-raised on the manager with their original
+type; the re-raised instance is also an instance of :class:`RemoteError`, so both ``except ZeroDivisionError``
+and ``except RemoteError`` work::
+
+    RedisParamError
+    ├── ConfigurationError         (also ValueError)    a setting is invalid; names the setting
+    ├── ServerError                                      a Redis server cannot be used
+    │   ├── ServerUnavailable      (also ConnectionError) cannot connect; names host:port
+    │   ├── AuthenticationFailed                          wrong or missing password / ACL user
+    │   └── RunLost                                       the run's state vanished from Redis
+    ├── SerializationError         (also TypeError)     a task, argument or result cannot be pickled
+    ├── WorkerError                                      a worker cannot start or serve
+    │   └── WorkerConflict                                another live worker has the same id
+    └── RemoteError                                      mixin of every exception raised by a task
+
+    StopRequested                  (BaseException)      control flow: a worker was asked to stop
+
+Examples
+--------
+>>> from dask_redisparam.errors import ConfigurationError, RedisParamError
+>>> issubclass(ConfigurationError, ValueError) and issubclass(ConfigurationError, RedisParamError)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthenticationFailed",
+    "ConfigurationError",
+    "RedisParamError",
+    "RemoteError",
+    "RunLost",
+    "SerializationError",
+    "ServerError",
+    "ServerUnavailable",
+    "StopRequested",
+    "WorkerConflict",
+    "WorkerError",
+    "make_remote",
+]
+
+
+class RedisParamError(Exception):
+    """Base class of every error raised by dask-redisparam itself."""
+
+
+class ConfigurationError(RedisParamError, ValueError):
+    """A setting (constructor argument, environment variable or dask config key) is invalid."""
+
+
+class ServerError(RedisParamError):
+    """The Redis server cannot be used for this run."""
+
+
+class ServerUnavailable(ServerError, ConnectionError):
+    """No connection to the Redis server could be made; the message names ``host:port`` or the socket."""
+
+
+class AuthenticationFailed(ServerError):
+    """The Redis server refused the password or the ACL user."""
+
+
+class RunLost(ServerError):
+    """The run's state vanished from Redis, e.g. a restart of a server without persistence."""
+
+
+class SerializationError(RedisParamError, TypeError):
+    """A task's function, its arguments or its result cannot be pickled; the message names the task key."""
+
+
+class WorkerError(RedisParamError):
+    """A worker could not start, register or serve."""
+
+
+class WorkerConflict(WorkerError):
+    """A live worker with the same id already serves the same jobname."""
+
+
+class RemoteError(RedisParamError):
+    """Mixin class of every exception that a task raised on a worker.
+
+    Attributes
+    ----------
+    key : object
+        The dask key of the task that raised.
+    worker : str
+        The id of the worker that ran it.
+    remote_traceback : str
+        The traceback as formatted on the worker.
+    """
+
+    key: Any = None
+    worker: str = ""
+    remote_traceback: str = ""
+
+
+_REMOTE_TYPES: dict[type[BaseException], type[BaseException]] = {}
+
+
+def _remote_type(cls: type[BaseException]) -> type[BaseException]:
+    """Return (and cache) a subclass of both ``cls`` and :class:`RemoteError`."""
+    if issubclass(cls, RemoteError):
+        return cls
+    try:
+        return _REMOTE_TYPES[cls]
+    except KeyError:
+        pass
+    try:
+        new = type(cls.__name__, (cls, RemoteError), {"__module__": cls.__module__})
+    except TypeError:  # a class that cannot be subclassed (e.g. final C types)
+        new = type(cls.__name__, (RemoteError,), {"__module__": cls.__module__})
+    _REMOTE_TYPES[cls] = new
+    return new
+
+
+def make_remote(exc: BaseException, key: Any, worker: str, remote_traceback: str) -> BaseException:
+    """Turn an exception raised by a task into one that also is a :class:`RemoteError`.
+
+    The result keeps the original type (as a subclass), ``args`` and attributes, and carries the task key,
+    the worker id and the remote traceback, also as a note shown under the traceback.
+
+    Examples
+    --------
+    >>> err = make_remote(ZeroDivisionError("division by zero"), "x", "w1", "Traceback ...")
+    >>> isinstance(err, ZeroDivisionError), isinstance(err, RemoteError), err.key
+    (True, True, 'x')
+    """
+    cls = _remote_type(type(exc))
+    try:
+        new = cls.__new__(cls, *exc.args)
+        new.args = exc.args
+        new.__dict__.update(getattr(exc, "__dict__", {}))
+    except Exception:  # an exception type whose __new__ insists on other arguments
+        new = _remote_type(RuntimeError)(f"{type(exc).__name__}: {exc}")
+    new.__traceback__ = exc.__traceback__
+    new.__cause__ = exc.__cause__
+    assert isinstance(new, RemoteError)
+    new.key = key
+    new.worker = worker
+    new.remote_traceback = remote_traceback
+    notes = list(getattr(exc, "__notes__", []))
+    notes.append(f"raised by task {key!r} on worker {worker}; remote traceback:\n{remote_traceback}")
+    new.__notes__ = notes
+    return new
+
+
+class StopRequested(BaseException):
+    """Raised inside a worker when it is asked to stop.
+
+    It derives from ``BaseException`` on purpose, as rq's ``ShutDownImminentException``: task code that catches
+    ``Exception`` must not swallow a shutdown.
+    """

@@ -1,0 +1,122 @@
+"""Every Redis key name that dask-redisparam uses, as pure functions.
+
+All keys of a job live under ``drp:{<jobname>}:``; the braces are a Redis Cluster hash tag, so one job's keys
+sit on one slot and Lua scripts may touch several of them. ``SCAN MATCH drp:{<jobname>}:*`` finds a whole
+job (:func:`job_pattern`), ``drp:{<jobname>}:run:<run_id>:*`` a whole run (:func:`run_pattern`).
+
+=============================================  =======  =====================================================
+key                                             type     meaning
+=============================================  =======  =====================================================
+``drp:{job}:queue``                             LIST     task messages waiting for any worker of the job
+``drp:{job}:workers``                           SET      ids of the workers that registered on the job
+``drp:{job}:worker:<wid>``                      HASH     a worker's registration; its TTL is the lease
+``drp:{job}:worker:<wid>:proc``                 LIST     messages a worker claimed (reliable dequeue)
+``drp:{job}:worker:<wid>:control``              LIST     control messages for one worker (e.g. stop)
+``drp:{job}:run:<rid>:alive``                   STRING   exists while the run's manager lives (TTL)
+``drp:{job}:run:<rid>:data``                    HASH     results and uploaded literals, one field each
+``drp:{job}:run:<rid>:done``                    LIST     completion records for the run's manager
+=============================================  =======  =====================================================
+
+Examples
+--------
+>>> queue("demo")
+'drp:{demo}:queue'
+>>> data("demo", "r1")
+'drp:{demo}:run:r1:data'
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PREFIX",
+    "alive",
+    "control",
+    "data",
+    "done",
+    "job_pattern",
+    "processing",
+    "queue",
+    "run_pattern",
+    "validate_name",
+    "worker",
+    "workers",
+]
+
+PREFIX = "drp"
+
+_FORBIDDEN = set("{}*?[]: \t\r\n")
+
+
+def validate_name(name: str, what: str) -> str:
+    """Return ``name`` if it may appear in a key, else raise ``ValueError`` naming ``what``.
+
+    Examples
+    --------
+    >>> validate_name("job-1", "jobname")
+    'job-1'
+    >>> validate_name("a:b", "jobname")
+    Traceback (most recent call last):
+    ...
+    ValueError: jobname 'a:b' must be a non-empty string without any of '*:?[]{}' or white space
+    """
+    if not isinstance(name, str) or not name or any(c in _FORBIDDEN for c in name) or len(name) > 200:
+        raise ValueError(f"{what} {name!r} must be a non-empty string without any of '*:?[]{{}}' or white space")
+    return name
+
+
+def _job(jobname: str) -> str:
+    return f"{PREFIX}:{{{jobname}}}"
+
+
+def job_pattern(jobname: str) -> str:
+    """SCAN pattern of every key of a job."""
+    return f"{_job(jobname)}:*"
+
+
+def queue(jobname: str) -> str:
+    """The job's shared queue of task messages."""
+    return f"{_job(jobname)}:queue"
+
+
+def workers(jobname: str) -> str:
+    """The set of worker ids registered on the job."""
+    return f"{_job(jobname)}:workers"
+
+
+def worker(jobname: str, worker_id: str) -> str:
+    """A worker's registration hash; it expires when the worker stops heart-beating."""
+    return f"{_job(jobname)}:worker:{worker_id}"
+
+
+def processing(jobname: str, worker_id: str) -> str:
+    """The list of messages a worker has claimed and not yet completed."""
+    return f"{_job(jobname)}:worker:{worker_id}:proc"
+
+
+def control(jobname: str, worker_id: str) -> str:
+    """The list of control messages addressed to one worker."""
+    return f"{_job(jobname)}:worker:{worker_id}:control"
+
+
+def _run(jobname: str, run_id: str) -> str:
+    return f"{_job(jobname)}:run:{run_id}"
+
+
+def run_pattern(jobname: str, run_id: str) -> str:
+    """SCAN pattern of every key of one run."""
+    return f"{_run(jobname, run_id)}:*"
+
+
+def alive(jobname: str, run_id: str) -> str:
+    """Exists (with a TTL the manager renews) while the run is live; workers drop results of dead runs."""
+    return f"{_run(jobname, run_id)}:alive"
+
+
+def data(jobname: str, run_id: str) -> str:
+    """The run's hash of stored values (task results and uploaded literals)."""
+    return f"{_run(jobname, run_id)}:data"
+
+
+def done(jobname: str, run_id: str) -> str:
+    """The list of completion records that workers push for the run's manager."""
+    return f"{_run(jobname, run_id)}:done"
