@@ -14,10 +14,16 @@ from .errors import (
     WorkerConflict,
     WorkerError,
 )
+from .param import RedisParam, redis_get, shutdown
+from .server import EmbeddedRedis
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EmbeddedRedis",
+    "RedisParam",
+    "redis_get",
+    "shutdown",
     "AuthenticationFailed",
     "ConfigurationError",
     "RedisParamError",

@@ -41,15 +41,14 @@ def parse_port(value: object, what: str) -> int:
     try:
         if isinstance(value, bool):
             raise TypeError
-        port = int(value)  # type: ignore[call-overload]
+        port: int = int(value)  # type: ignore[call-overload]
         if isinstance(value, float) and port != value:
             raise TypeError
     except (TypeError, ValueError):
         hint = ""
         if isinstance(value, str) and "://" in value:
             hint = (
-                " (Kubernetes sets REDIS_PORT=tcp://host:port for a service named 'redis';"
-                " set REDISPARAM_PORT instead)"
+                " (Kubernetes sets REDIS_PORT=tcp://host:port for a service named 'redis'; set REDISPARAM_PORT instead)"
             )
         raise ConfigurationError(f"{what}={value!r} is not an integer port{hint}") from None
     if not 0 < port < 65536:
@@ -171,7 +170,7 @@ class RedisAddress:
         if self.username or self.password is not None:
             auth = quote(self.username or "", safe="")
             if self.password is not None:
-                auth += ":" + quote(secret or "", safe="")
+                auth += ":" + (quote(secret or "", safe="") if show_password else "*****")
             auth += "@"
         if self.path is not None:
             return f"unix://{auth}{quote(self.path)}?db={self.db}"

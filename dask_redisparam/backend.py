@@ -1,0 +1,342 @@
+"""The one doorway to Redis: every redis-py call of the package is in this module.
+
+:class:`Backend` wraps one connection pool to one server and offers the few operations that the manager
+(:mod:`dask_redisparam.scheduler`), the workers (:mod:`dask_redisparam.worker`) and the CLI need. Each
+operation is one round trip: a pipeline or a Lua script, never one command per task.
+
+Blocking calls (``BLMOVE``, ``BLPOP``) always use a timeout shorter than the socket timeout, since redis-py
+otherwise retries a blocking call that outlives its socket silently for a minute.
+
+Examples
+--------
+>>> from dask_redisparam.server import EmbeddedRedis
+>>> with EmbeddedRedis() as server:
+...     backend = Backend.connect(server.address)
+...     backend.ping()
+...     backend.close()
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from . import keys
+from .address import RedisAddress
+from .errors import AuthenticationFailed, ServerError, ServerUnavailable
+
+__all__ = ["Backend"]
+
+logger = logging.getLogger(__name__)
+
+SOCKET_TIMEOUT = 10.0
+"""Seconds a reply may take; blocking commands use at most :data:`MAX_BLOCK`."""
+MAX_BLOCK = 2.0
+"""Longest timeout of a blocking command, in seconds; well under :data:`SOCKET_TIMEOUT`."""
+
+# Store a batch's results and its completion record only while the run is alive, then forget the message.
+# Keys of a dead run are never re-created, so nothing is left behind after a run ends.
+_COMPLETE = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('LREM', KEYS[4], 1, ARGV[1])
+  return 0
+end
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+if #ARGV > 2 then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('LREM', KEYS[4], 1, ARGV[1])
+return 1
+"""
+
+# Register a worker unless a live worker with the same id exists.
+_REGISTER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2, #ARGV - 1))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[#ARGV])
+return 1
+"""
+
+# Put every message a worker holds back on the queue (consumed next), then forget the worker.
+_DEREGISTER = """
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
+redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[1])
+return n
+"""
+
+
+def _make_client(address: RedisAddress, *, retries: int) -> redis.Redis:
+    common: dict[str, Any] = {
+        "password": address.password,
+        "username": address.username,
+        "db": address.db,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": 5.0,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+        "health_check_interval": 30,
+    }
+    if address.path is not None:
+        return redis.Redis(unix_socket_path=address.path, **common)
+    return redis.Redis(
+        host=address.host,
+        port=address.port,
+        ssl=address.tls,
+        socket_keepalive=True,
+        **common,
+    )
+
+
+class Backend:
+    """Redis operations of manager, workers and CLI, for one server.
+
+    Use :meth:`connect`, which checks the server and the credentials at once and turns failures into
+    :class:`~dask_redisparam.errors.ServerUnavailable` or
+    :class:`~dask_redisparam.errors.AuthenticationFailed` naming the server.
+
+    Attributes
+    ----------
+    address : RedisAddress
+        The server.
+    bytes_downloaded : int
+        Bytes of stored values this backend fetched with :meth:`fetch_values` (results, not messages).
+    """
+
+    def __init__(self, address: RedisAddress, *, retries: int = 3) -> None:
+        self.address = address
+        self.bytes_downloaded = 0
+        self._r = _make_client(address, retries=retries)
+        self._complete = self._r.register_script(_COMPLETE)
+        self._register = self._r.register_script(_REGISTER)
+        self._deregister = self._r.register_script(_DEREGISTER)
+
+    @classmethod
+    def connect(cls, address: RedisAddress, *, retries: int = 3) -> Backend:
+        """Connect and check with ``PING``; fail fast with an error that names the server."""
+        probe = cls(address, retries=0)
+        try:
+            probe.ping()
+        finally:
+            probe.close()
+        return cls(address, retries=retries)
+
+    def close(self) -> None:
+        """Release the connections."""
+        self._r.close()
+
+    def _describe_user(self) -> str:
+        return f"user {self.address.username!r}" if self.address.username else "the default user"
+
+    def ping(self) -> bool:
+        """Return True if the server answers; raise a package error naming the server otherwise."""
+        try:
+            return bool(self._r.ping())
+        except redis.AuthenticationError as e:
+            raise AuthenticationFailed(
+                f"Redis at {self.address.describe()} refused {self._describe_user()}: {e}"
+            ) from None
+        except redis.ResponseError as e:
+            if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
+                raise AuthenticationFailed(
+                    f"Redis at {self.address.describe()} refused {self._describe_user()}: {e}"
+                ) from None
+            raise ServerError(f"Redis at {self.address.describe()}: {e}") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise ServerUnavailable(f"cannot connect to Redis at {self.address.describe()}: {e}") from None
+
+    # ------------------------------------------------------------------ manager side
+    def live_workers(self, jobname: str) -> list[str]:
+        """Ids of the workers of ``jobname`` whose lease has not expired (two round trips)."""
+        ids = sorted(m.decode() for m in cast(Iterable[bytes], self._r.smembers(keys.workers(jobname))))
+        if not ids:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for wid in ids:
+            pipe.exists(keys.worker(jobname, wid))
+        return [wid for wid, alive in zip(ids, pipe.execute(), strict=True) if alive]
+
+    def open_run(self, jobname: str, run_id: str, ttl: float, values: dict[str, bytes]) -> None:
+        """Mark the run alive for ``ttl`` seconds and upload ``values`` (field -> pickled literal)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.set(keys.alive(jobname, run_id), b"1", px=int(ttl * 1000))
+        if values:
+            pipe.hset(keys.data(jobname, run_id), mapping=cast(Any, values))
+            pipe.pexpire(keys.data(jobname, run_id), int(ttl * 1000))
+        pipe.execute()
+
+    def exchange(
+        self,
+        jobname: str,
+        run_id: str,
+        messages: Sequence[bytes],
+        release: Sequence[str],
+        ttl: float | None,
+        max_records: int = 4096,
+    ) -> list[bytes]:
+        """One round trip of the manager: push ``messages``, delete ``release`` fields, renew the run's
+        lease when ``ttl`` is given, and take up to ``max_records`` completion records (never blocks)."""
+        pipe = self._r.pipeline(transaction=False)
+        if messages:
+            pipe.lpush(keys.queue(jobname), *messages)
+        if release:
+            pipe.hdel(keys.data(jobname, run_id), *release)
+        if ttl is not None:
+            ms = int(ttl * 1000)
+            pipe.pexpire(keys.alive(jobname, run_id), ms)
+            pipe.pexpire(keys.data(jobname, run_id), ms)
+        pipe.lpop(keys.done(jobname, run_id), max_records)
+        records = pipe.execute()[-1]
+        return list(records) if records else []
+
+    def wait_records(self, jobname: str, run_id: str, timeout: float) -> list[bytes]:
+        """Block up to ``timeout`` seconds (at most :data:`MAX_BLOCK`) for completion records."""
+        got = self._r.blpop([keys.done(jobname, run_id)], timeout=min(timeout, MAX_BLOCK))
+        if not got:
+            return []
+        return [cast(tuple[bytes, bytes], got)[1]]
+
+    def run_alive(self, jobname: str, run_id: str) -> bool:
+        """Whether the run's lease key still exists."""
+        return bool(self._r.exists(keys.alive(jobname, run_id)))
+
+    def fetch_values(self, jobname: str, run_id: str, fields: Sequence[str]) -> list[bytes | None]:
+        """Download stored values (one ``HMGET``)."""
+        if not fields:
+            return []
+        values = cast(list[bytes | None], self._r.hmget(keys.data(jobname, run_id), list(fields)))
+        self.bytes_downloaded += sum(len(v) for v in values if v is not None)
+        return values
+
+    def withdraw(self, jobname: str, messages: Sequence[bytes]) -> int:
+        """Remove messages that no worker has claimed yet from the queue; return how many were removed."""
+        if not messages:
+            return 0
+        pipe = self._r.pipeline(transaction=False)
+        for message in messages:
+            pipe.lrem(keys.queue(jobname), 1, message)  # type: ignore[arg-type]
+        return sum(cast(list[int], pipe.execute()))
+
+    def close_run(self, jobname: str, run_id: str) -> None:
+        """Delete every key of the run."""
+        self._r.delete(keys.alive(jobname, run_id), keys.data(jobname, run_id), keys.done(jobname, run_id))
+
+    # ------------------------------------------------------------------ worker side
+    def register_worker(self, jobname: str, worker_id: str, info: dict[str, str], ttl: float) -> bool:
+        """Register a worker with a lease of ``ttl`` seconds; False if a live worker has the same id."""
+        # ARGV: the lease in ms, the field/value pairs for HSET, and last the id for SADD
+        argv: list[str | int] = [int(ttl * 1000)]
+        for field, value in info.items():
+            argv += [field, value]
+        argv.append(worker_id)
+        done = self._register(keys=[keys.worker(jobname, worker_id), keys.workers(jobname)], args=argv)
+        return bool(done)
+
+    def heartbeat(self, jobname: str, worker_id: str, ttl: float, info: dict[str, str]) -> bool:
+        """Renew a worker's lease and update its fields; False if the lease had already expired."""
+        pipe = self._r.pipeline(transaction=False)
+        key = keys.worker(jobname, worker_id)
+        pipe.pexpire(key, int(ttl * 1000))
+        if info:
+            pipe.hset(key, mapping=cast(Any, info))
+            pipe.pexpire(key, int(ttl * 1000))
+        return bool(pipe.execute()[0])
+
+    def deregister_worker(self, jobname: str, worker_id: str) -> int:
+        """Return the worker's claimed messages to the queue and delete its keys; returns how many."""
+        return int(
+            self._deregister(
+                keys=[
+                    keys.processing(jobname, worker_id),
+                    keys.queue(jobname),
+                    keys.worker(jobname, worker_id),
+                    keys.control(jobname, worker_id),
+                    keys.workers(jobname),
+                ],
+                args=[worker_id],
+            )
+        )
+
+    def claim(self, jobname: str, worker_id: str, timeout: float) -> bytes | None:
+        """Move the next message into the worker's processing list (``BLMOVE``), waiting up to ``timeout``."""
+        got = self._r.blmove(
+            keys.queue(jobname),
+            keys.processing(jobname, worker_id),
+            min(timeout, MAX_BLOCK),  # type: ignore[arg-type]  # redis accepts fractional seconds
+            "RIGHT",
+            "LEFT",
+        )
+        return cast(bytes | None, got)
+
+    def load_inputs(self, jobname: str, run_id: str, fields: Sequence[str]) -> tuple[bool, list[bytes | None]]:
+        """Whether the run is alive, and the stored values of ``fields`` (one round trip)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.exists(keys.alive(jobname, run_id))
+        if fields:
+            pipe.hmget(keys.data(jobname, run_id), list(fields))
+        replies = pipe.execute()
+        return bool(replies[0]), (list(replies[1]) if fields else [])
+
+    def complete(
+        self,
+        jobname: str,
+        worker_id: str,
+        run_id: str,
+        message: bytes,
+        record: bytes,
+        values: Sequence[tuple[str, bytes]],
+    ) -> bool:
+        """Store a batch's results and completion record and release the message, atomically.
+
+        Returns False (and stores nothing) when the run is gone.
+        """
+        args: list[bytes | str] = [message, record]
+        for field, value in values:
+            args += [field, value]
+        return bool(
+            self._complete(
+                keys=[
+                    keys.alive(jobname, run_id),
+                    keys.data(jobname, run_id),
+                    keys.done(jobname, run_id),
+                    keys.processing(jobname, worker_id),
+                ],
+                args=args,
+            )
+        )
+
+    def release_message(self, jobname: str, worker_id: str, message: bytes) -> None:
+        """Drop a message from the worker's processing list without a result (its run is gone)."""
+        self._r.lrem(keys.processing(jobname, worker_id), 1, message)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ inspection
+    def scan_keys(self, pattern: str) -> list[str]:
+        """Key names matching ``pattern`` (SCAN, never KEYS)."""
+        return sorted(k.decode() for k in self._r.scan_iter(match=pattern, count=1000))
+
+    def server_time(self) -> float:
+        """The Redis server's clock, in seconds."""
+        sec, usec = self._r.time()
+        return sec + usec / 1e6
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate()`` until it is true or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)

@@ -1,0 +1,126 @@
+"""Command-line interface: ``dask-redisparam-worker`` and the ``dask-redisparam`` group.
+
+This is the only module that configures logging. Connection settings come from the options or the environment
+(``REDISPARAM_URL``, ``REDISPARAM_HOST``/``_PORT``/``_PASSWORD``, then ``REDIS_HOST``/``_PORT``/``_PASSWORD``);
+a password is only ever read from the environment, so it never shows in a process list.
+
+Examples
+--------
+Serve job ``demo`` with 4 worker processes::
+
+    REDISPARAM_HOST=redis.example dask-redisparam-worker --jobname demo --nworkers 4
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from typing import Any
+
+import click
+
+from .errors import RedisParamError
+from .settings import Settings
+
+__all__ = ["main", "worker_main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings(jobname: str | None, url: str | None, host: str | None, port: int | None) -> Settings:
+    try:
+        settings = Settings(jobname=jobname, is_worker=True, url=url, host=host, port=port)
+    except RedisParamError as e:
+        raise click.UsageError(str(e)) from None
+    if settings.address is None:
+        raise click.UsageError(
+            "no Redis server configured: give --url or --host/--port, or set REDISPARAM_URL or "
+            "REDISPARAM_HOST/REDISPARAM_PORT (or REDIS_HOST/REDIS_PORT)"
+        )
+    return settings
+
+
+@click.command(name="worker", context_settings={"max_content_width": 100})
+@click.option("--jobname", envvar="REDISPARAM_JOBNAME", required=True, help="Job to serve [REDISPARAM_JOBNAME].")
+@click.option("--url", default=None, help="Redis URL (redis://, rediss://, unix://) [REDISPARAM_URL].")
+@click.option("--host", default=None, help="Redis host [REDISPARAM_HOST, REDIS_HOST].")
+@click.option("--port", type=int, default=None, help="Redis port [REDISPARAM_PORT, REDIS_PORT].")
+@click.option("--nworkers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option("--id", "worker_id", envvar="REDISPARAM_ID", default=None, help="Worker id [REDISPARAM_ID].")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Exit after this many messages.")
+@click.option("--no-restart", is_flag=True, help="Do not replace worker processes that die.")
+@click.option("--child", is_flag=True, hidden=True, help="Serve in this process (used by the supervisor).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v: debug).")
+def worker_command(
+    jobname: str,
+    url: str | None,
+    host: str | None,
+    port: int | None,
+    nworkers: int,
+    worker_id: str | None,
+    burst: bool,
+    max_tasks: int | None,
+    no_restart: bool,
+    child: bool,
+    verbose: int,
+) -> None:
+    """Serve the tasks of a job from a Redis server, until stopped (SIGTERM/SIGINT: warm; twice: cold)."""
+    _configure_logging(verbose)
+    settings = _settings(jobname, url, host, port)
+    address = settings.address
+    assert address is not None
+    if child:
+        from .worker import Worker
+
+        worker = Worker(
+            address,
+            settings.jobname,
+            worker_id,
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_ttl=settings.heartbeat_ttl,
+            burst=burst,
+            max_tasks=max_tasks,
+        )
+        try:
+            worker.run()
+        except RedisParamError as e:
+            logger.error("worker %s: %s", worker.id, e)
+            sys.exit(3)
+        return
+    from .supervisor import Supervisor
+
+    child_args = ["--jobname", settings.jobname]
+    if burst:
+        child_args.append("--burst")
+    if max_tasks is not None:
+        child_args += ["--max-tasks", str(max_tasks)]
+    child_args += ["-v"] * verbose
+    env = {"REDISPARAM_URL": address.to_url(show_password=True)}
+    base_id = worker_id or uuid.uuid4().hex[:8]
+    restart = not (no_restart or burst or max_tasks is not None)
+    sys.exit(Supervisor(nworkers, child_args, env, base_id, restart=restart).run())
+
+
+@click.group(name="redisparam", context_settings={"max_content_width": 100})
+def main() -> None:
+    """dask-redisparam: run dask graphs through Redis."""
+
+
+main.add_command(worker_command)
+
+
+def worker_main(prog_name: str | None = None) -> Any:
+    """Entry point of ``dask-redisparam-worker``."""
+    return worker_command.main(prog_name=prog_name or os.path.basename(sys.argv[0]))

@@ -1,0 +1,120 @@
+"""From what dask hands a scheduler to a culled, ordered task graph.
+
+dask passes a ``get`` an ``Expr`` (from ``dask.compute``), a ``HighLevelGraph`` or a plain dict with legacy
+tuples. :func:`prepare_graph` accepts all three, converts them to dask's task spec (``Task``, ``Alias``,
+``DataNode``...), checks the requested keys (``KeyError`` for an unknown one), keeps only what the requested
+keys need, and orders it with :func:`dask.order.order`. Nothing here recurses, so a 10,000-long chain is fine.
+
+Examples
+--------
+>>> from operator import add
+>>> g = prepare_graph({"x": 1, "y": (add, "x", 10), "unused": (add, 1, 2)}, "y")
+>>> sorted(g.nodes), g.dependencies["y"], g.requested
+(['x', 'y'], {'x'}, ['y'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from dask._task_spec import GraphNode, convert_legacy_graph
+from dask.core import flatten
+from dask.order import order
+
+__all__ = ["Graph", "flatten_keys", "materialize", "prepare_graph"]
+
+
+@dataclasses.dataclass
+class Graph:
+    """A culled task graph ready to run.
+
+    Attributes
+    ----------
+    nodes : dict
+        Key -> ``GraphNode`` for every key the requested keys need.
+    dependencies, dependents : dict
+        Key -> set of keys, both directions.
+    priority : dict
+        Key -> int from ``dask.order.order``; lower runs first.
+    requested : list
+        The requested keys, flat and without duplicates, in first-seen order.
+    annotations : dict
+        ``{annotation: {key: value}}`` as dask collections attach them.
+    """
+
+    nodes: dict[Hashable, GraphNode]
+    dependencies: dict[Hashable, set[Hashable]]
+    dependents: dict[Hashable, set[Hashable]]
+    priority: dict[Hashable, int]
+    requested: list[Hashable]
+    annotations: dict[str, dict[Hashable, Any]]
+
+
+def materialize(dsk: Any) -> tuple[dict[Hashable, Any], dict[str, dict[Hashable, Any]]]:
+    """Return ``(graph dict, annotations)`` for an ``Expr``, a ``HighLevelGraph`` or a mapping."""
+    annotations: dict[str, dict[Hashable, Any]] = {}
+    if hasattr(dsk, "__dask_annotations__") and not isinstance(dsk, Mapping):
+        try:
+            annotations = dict(dsk.__dask_annotations__() or {})
+        except Exception:  # annotations are advisory; a collection that cannot report them has none
+            annotations = {}
+    if not isinstance(dsk, Mapping):
+        dsk = dsk.__dask_graph__()
+    return dict(dsk), annotations
+
+
+def flatten_keys(keys: Any) -> list[Hashable]:
+    """The requested keys, flattened from nested lists, without duplicates, in first-seen order.
+
+    Examples
+    --------
+    >>> flatten_keys([["x"], "y", "x"])
+    ['x', 'y']
+    """
+    if not isinstance(keys, list):
+        return [keys]
+    flat = list(flatten(keys))  # type: ignore[no-untyped-call]
+    return list(dict.fromkeys(flat))
+
+
+def prepare_graph(dsk: Any, keys: Any) -> Graph:
+    """Materialize, convert, check, cull and order ``dsk`` for the requested ``keys``.
+
+    Raises
+    ------
+    KeyError
+        A requested key is not in the graph.
+    ValueError
+        A task depends on a key that is neither in the graph nor a literal.
+    """
+    raw, annotations = materialize(dsk)
+    requested = flatten_keys(keys)
+    for key in requested:
+        if key not in raw:
+            raise KeyError(key)
+    converted: dict[Hashable, GraphNode] = convert_legacy_graph(raw)
+    nodes: dict[Hashable, GraphNode] = {}
+    dependencies: dict[Hashable, set[Hashable]] = {}
+    dependents: dict[Hashable, set[Hashable]] = {}
+    stack = list(requested)
+    while stack:
+        key = stack.pop()
+        if key in nodes:
+            continue
+        node = converted[key]
+        nodes[key] = node
+        deps = set(node.dependencies)
+        dependencies[key] = deps
+        dependents.setdefault(key, set())
+        for dep in deps:
+            if dep not in converted:
+                raise ValueError(f"Missing dependency {dep!r} of task {key!r}")
+            dependents.setdefault(dep, set()).add(key)
+            if dep not in nodes:
+                stack.append(dep)
+    priority: dict[Hashable, int] = (
+        dict(order(nodes, dependencies=dependencies)) if len(nodes) > 1 else dict.fromkeys(nodes, 0)  # type: ignore[arg-type]
+    )
+    return Graph(nodes, dependencies, dependents, priority, requested, annotations)

@@ -1,0 +1,255 @@
+"""``RedisParam``: settings plus the life cycle of a manager and its workers (R's bpstart / bpstop / bpisup).
+
+A :class:`RedisParam` is callable like a dask ``get``, so it is a scheduler::
+
+    with RedisParam(workers=2) as p:          # start(): server (embedded if none is configured) + 2 workers
+        dask.compute(x, scheduler=p)           # as many computes as you like on the started pool
+                                               # stop(): workers and embedded server end
+
+An unstarted param starts before one compute and stops after it. :func:`redis_get` uses a process-wide default
+param, started on first use and kept until :func:`shutdown` or interpreter exit.
+
+``is_worker`` as in R: ``None`` (default) starts ``workers`` local worker processes with the manager; ``False``
+is a manager only, served by whatever workers listen on ``jobname``; ``True`` makes :meth:`RedisParam.start`
+serve tasks in the foreground until stopped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Hashable
+from types import TracebackType
+from typing import Any
+
+from dask.local import nested_get
+
+from .backend import Backend
+from .errors import ConfigurationError, WorkerError
+from .graph import prepare_graph
+from .scheduler import RunOptions, run_graph
+from .server import EmbeddedRedis
+from .settings import Settings
+from .supervisor import LocalWorkers
+
+__all__ = ["RedisParam", "redis_get", "shutdown"]
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0
+"""Seconds :meth:`RedisParam.start` waits for its local workers to register."""
+
+
+class RedisParam:
+    """A dask scheduler that runs graphs through Redis, configured as R's ``RedisParam``.
+
+    Takes the arguments of :class:`~dask_redisparam.settings.Settings` (``workers``, ``jobname``,
+    ``is_worker``, ``host``, ``port``, ``password``, ``username``, ``url``, ``queue_multiplier``,
+    ``stop_on_error``, ``timeout``, ``log``, ``threshold``, ``logdir``, ``resultdir``, ``progressbar``,
+    ``rng_seed``, ``tasks``...) and exposes them as read-only attributes.
+
+    Examples
+    --------
+    >>> import dask
+    >>> from operator import add
+    >>> with RedisParam(workers=1) as p:
+    ...     p({"x": 1, "y": (add, "x", 2)}, "y")
+    3
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.settings = Settings(*args, **kwargs)
+        self._server: EmbeddedRedis | None = None
+        self._backend: Backend | None = None
+        self._local: LocalWorkers | None = None
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "settings":
+            raise AttributeError(name)
+        try:
+            return getattr(self.settings, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
+
+    def __repr__(self) -> str:
+        state = "up" if self.is_up else "down"
+        fields = repr(self.settings)[len("Settings(") : -1]
+        return f"RedisParam({fields}, state={state!r})"
+
+    # ------------------------------------------------------------------ life cycle
+    @property
+    def is_up(self) -> bool:
+        """Whether the param is started (R's ``bpisup``)."""
+        return self._backend is not None
+
+    @property
+    def backend(self) -> Backend:
+        """The connection of a started param."""
+        if self._backend is None:
+            raise ConfigurationError("the RedisParam is not started; call start() or use it in a with block")
+        return self._backend
+
+    def start(self) -> RedisParam:
+        """Connect (starting the embedded server if none is configured) and start the local workers.
+
+        With ``is_worker=True`` this serves tasks in the foreground until the worker is stopped.
+        """
+        with self._lock:
+            if self.is_up:
+                return self
+            settings = self.settings
+            address = settings.address
+            if address is None:
+                if settings.is_worker is not None:
+                    raise ConfigurationError(
+                        f"is_worker={settings.is_worker} needs a Redis server that others can reach: set host/port"
+                        " or url, or REDISPARAM_URL / REDISPARAM_HOST (the embedded server is private)"
+                    )
+                self._server = EmbeddedRedis().start()
+                address = self._server.address
+            try:
+                self._backend = Backend.connect(address)
+                if settings.is_worker is None:
+                    env = dict(settings.to_env(), REDISPARAM_URL=address.to_url(show_password=True))
+                    self._local = LocalWorkers(settings.workers, settings.jobname, env, uuid.uuid4().hex[:8])
+                    self._wait_for_local_workers()
+            except BaseException:
+                self.stop()
+                raise
+        if settings.is_worker:
+            self._serve_foreground()
+        return self
+
+    def _wait_for_local_workers(self) -> None:
+        local, backend = self._local, self.backend
+        assert local is not None
+        expected = set(local.ids)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            live = expected.intersection(backend.live_workers(self.settings.jobname))
+            if len(live) == len(expected):
+                return
+            if not local.is_running():
+                raise WorkerError(f"the local workers of job {self.settings.jobname!r} exited at start")
+            if time.monotonic() > deadline:
+                if live:
+                    logger.warning("manager: only %d of %d local workers started", len(live), len(expected))
+                    return
+                raise WorkerError(f"no local worker of job {self.settings.jobname!r} started in {START_TIMEOUT:.0f} s")
+            time.sleep(0.02)
+
+    def _serve_foreground(self) -> None:
+        settings = self.settings
+        extra: LocalWorkers | None = None
+        address = self.backend.address
+        if settings.workers > 1:
+            env = dict(settings.to_env(), REDISPARAM_URL=address.to_url(show_password=True))
+            extra = LocalWorkers(settings.workers - 1, settings.jobname, env, uuid.uuid4().hex[:8])
+        from .worker import (
+            Worker,
+        )  # not at import time: ``python -m dask_redisparam.worker`` must import it first
+
+        try:
+            Worker(
+                address,
+                settings.jobname,
+                heartbeat_interval=settings.heartbeat_interval,
+                heartbeat_ttl=settings.heartbeat_ttl,
+            ).run()
+        finally:
+            if extra is not None:
+                extra.stop()
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the local workers this param started, close the connection, stop an embedded server."""
+        with self._lock:
+            local, self._local = self._local, None
+            backend, self._backend = self._backend, None
+            server, self._server = self._server, None
+        if local is not None:
+            local.stop()
+        if backend is not None:
+            backend.close()
+        if server is not None:
+            server.stop()
+
+    def __enter__(self) -> RedisParam:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def worker_ids(self) -> list[str]:
+        """Ids of the live workers of this param's job (R's ``bpworkers`` of a started param)."""
+        return self.backend.live_workers(self.settings.jobname)
+
+    # ------------------------------------------------------------------ scheduling
+    def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Compute ``keys`` of ``dsk``: the dask ``get`` interface. Unknown keyword arguments are ignored."""
+        return self.get(dsk, keys, **kwargs)
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Same as calling the param: run a graph and return the values of ``keys`` packed as dask expects."""
+        if self.settings.is_worker:
+            raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot run computations")
+        graph = prepare_graph(dsk, keys)
+        if not self.is_up:
+            with self:
+                return self._run(graph, keys, kwargs)
+        return self._run(graph, keys, kwargs)
+
+    def _run(self, graph: Any, keys: Any, kwargs: dict[str, Any]) -> Any:
+        settings = self.settings
+        options = RunOptions(
+            settings.jobname,
+            queue_multiplier=settings.queue_multiplier,
+            stop_on_error=settings.stop_on_error,
+            fuse_chains=bool(kwargs.get("fuse_chains", True)),
+            describe_server=self.backend.address.describe(),
+        )
+        values: dict[Hashable, Any] = run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"))
+        return nested_get(keys, values)  # type: ignore[no-untyped-call]
+
+
+_default: RedisParam | None = None
+_default_lock = threading.Lock()
+
+
+def default_param() -> RedisParam:
+    """The process-wide param behind :func:`redis_get`, started on first use."""
+    global _default
+    with _default_lock:
+        if _default is None or not _default.is_up:
+            _default = RedisParam().start()
+            # registered after the embedded server's own exit hook, so it runs first (atexit is LIFO)
+            atexit.unregister(shutdown)
+            atexit.register(shutdown)
+        return _default
+
+
+def redis_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """A dask ``get`` on the process-wide default :class:`RedisParam`.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> int(da.ones(10, chunks=5).sum().compute(scheduler=redis_get))
+    10
+    """
+    return default_param().get(dsk, keys, **kwargs)
+
+
+def shutdown() -> None:
+    """Stop the default param of :func:`redis_get` (its workers and embedded server)."""
+    global _default
+    with _default_lock:
+        param, _default = _default, None
+    if param is not None:
+        param.stop()

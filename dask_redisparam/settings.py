@@ -1,0 +1,401 @@
+"""The validated, immutable configuration behind :class:`RedisParam`.
+
+:class:`Settings` checks every value when it is built and raises :class:`ConfigurationError` naming the
+setting and showing the bad value (never a password). It also resolves, once, which Redis server to use
+(:attr:`Settings.address`); ``None`` means that no server is configured and the embedded one will be used.
+
+Server resolution, highest precedence first (empty environment values count as unset):
+
+1. the arguments ``host``, ``port``, ``password``, ``username`` over the argument ``url``;
+2. the environment variable ``REDISPARAM_URL``;
+3. ``REDISPARAM_HOST``/``_PORT``/``_PASSWORD``/``_USERNAME``, each falling back to ``REDIS_HOST`` etc.;
+4. the dask config key ``redisparam.url``;
+5. the dask config keys ``redisparam.host``, ``.port``, ``.password``, ``.username``.
+
+The highest source that names a location (url, host or port) gives the address (a lone host gets port 6379, a
+lone port host 127.0.0.1); a password or username from a *higher* source overrides the one it has. Lower
+sources are ignored. A password or username with no location anywhere is an error.
+
+Examples
+--------
+>>> s = Settings(2, jobname="demo", url="redis://:pw@db:6380", environ={})
+>>> s.workers, s.address.describe()
+(2, 'db:6380')
+>>> "pw" in repr(s)
+False
+>>> Settings(jobname="demo", environ={"REDISPARAM_HOST": "h", "REDIS_PORT": "7000"}).address
+RedisAddress('redis://h:7000/0')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import dask.config
+
+from . import keys
+from .address import RedisAddress, parse_port
+from .errors import ConfigurationError
+
+__all__ = ["THRESHOLDS", "Settings", "default_worker_count"]
+
+#: Log thresholds, as BiocParallel's, and the Python logging level of each.
+THRESHOLDS: Mapping[str, int] = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "FATAL": 50}
+
+_SERVER_FIELDS = ("host", "port", "password", "username", "url")
+_CREDENTIALS = ("password", "username")
+_LOCATION = ("url", "host", "port")
+
+# A source of server settings: field name -> (name of the argument/variable/key, raw value).
+_Layer = Mapping[str, tuple[str, Any]]
+
+
+def default_worker_count() -> int:
+    """The number of CPUs this process may use (at least 1): the default ``workers`` of a local run.
+
+    Examples
+    --------
+    >>> default_worker_count() >= 1
+    True
+    """
+    try:
+        count: int | None = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count()
+    return max(1, count or 1)
+
+
+def _int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a positive" if minimum == 1 else "a non-negative"
+        raise ConfigurationError(f"{name}={value!r} must be {kind} integer")
+    return int(value)
+
+
+def _number(name: str, value: object, above: float = 0.0, bound: str = "0") -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > above:
+        raise ConfigurationError(f"{name}={value!r} must be a number > {bound}")
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name}={value!r} must be a finite number > {bound}")
+    return float(value)
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name}={value!r} must be True or False")
+    return value
+
+
+def _directory(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(path, str) or not path:
+        raise ConfigurationError(f"{name}={value!r} must be None or a directory path (str or os.PathLike)")
+    if not os.path.isdir(path):
+        raise ConfigurationError(f"{name}={path!r} is not an existing directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"{name}={path!r} is not a writable directory")
+    return path
+
+
+def _text(source: str, value: object, secret: bool = False) -> str:
+    if not isinstance(value, str) or not value:
+        shown = "" if secret else f"={value!r}"
+        raise ConfigurationError(f"{source}{shown} must be a non-empty string")
+    return value
+
+
+def _layer_address(layer: _Layer) -> RedisAddress:
+    """The address that a source naming a location gives, before overrides from higher sources."""
+    address = RedisAddress()
+    if "url" in layer:
+        source, raw = layer["url"]
+        try:
+            address = RedisAddress.from_url(raw)
+        except ConfigurationError as exc:
+            if source == "url":
+                raise
+            raise ConfigurationError(f"{source}: {exc}") from None
+    changes: dict[str, Any] = {}
+    if "host" in layer:
+        changes["host"] = _text(layer["host"][0], layer["host"][1])
+    if "port" in layer:
+        changes["port"] = parse_port(layer["port"][1], layer["port"][0])
+    if changes:
+        changes["path"] = None  # an explicit host or port replaces a Unix socket from the url
+    for field in _CREDENTIALS:
+        if field in layer:
+            changes[field] = _text(layer[field][0], layer[field][1], secret=field == "password")
+    return dataclasses.replace(address, **changes)
+
+
+def _resolve(layers: tuple[_Layer, ...]) -> RedisAddress | None:
+    """Resolve the server from sources ordered from highest to lowest precedence (see the module doc)."""
+    for index, layer in enumerate(layers):
+        if any(field in layer for field in _LOCATION):
+            overrides: dict[str, Any] = {}
+            for above in reversed(layers[:index]):  # the highest source that sets a credential wins
+                for field in (f for f in _CREDENTIALS if f in above):
+                    overrides[field] = _text(*above[field], secret=field == "password")
+            return dataclasses.replace(_layer_address(layer), **overrides)
+    for layer in layers:
+        for field in (f for f in _CREDENTIALS if f in layer):
+            raise ConfigurationError(f"{field} given ({layer[field][0]}) but no Redis server (host, port or url)")
+    return None
+
+
+def _ambient_layers(environ: Mapping[str, str]) -> tuple[_Layer, ...]:
+    """The sources below the arguments: ``REDISPARAM_URL``, the other variables, then dask config."""
+    env_url: _Layer = {"url": ("REDISPARAM_URL", environ["REDISPARAM_URL"])} if environ.get("REDISPARAM_URL") else {}
+    env_fields: dict[str, tuple[str, Any]] = {}
+    for field in ("host", "port", "password", "username"):
+        for name in (f"REDISPARAM_{field.upper()}", f"REDIS_{field.upper()}"):
+            if environ.get(name):
+                env_fields[field] = (name, environ[name])
+                break
+    config: dict[str, tuple[str, Any]] = {}
+    for field in ("url", "host", "port", "password", "username"):
+        value = dask.config.get(f"redisparam.{field}", None)
+        if value is not None and value != "":
+            config[field] = (f"redisparam.{field}", value)
+    config_url = {"url": config.pop("url")} if "url" in config else {}
+    return env_url, env_fields, config_url, config
+
+
+@dataclasses.dataclass(frozen=True, init=False, repr=False)
+class Settings:
+    """Validated, immutable settings of a :class:`RedisParam`.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Number of workers. Default: the local CPU count when ``is_worker`` is None, 1000 (a cap on the
+        workers that may listen on the job) when False, 1 when True.
+    jobname : str, optional
+        Name shared by the manager and its workers; default a fresh unique id.
+    is_worker : bool or None
+        None: manager plus local workers; True: worker only; False: manager only.
+    host, port, password, username, url : optional
+        The Redis server; see the module documentation for how they combine with the environment.
+    queue_multiplier : float
+        Tasks queued per worker ahead of completion (> 0).
+    stop_on_error : bool
+        Stop the run at the first failed task.
+    timeout : float, optional
+        Seconds allowed to each task.
+    log : bool
+        Collect the workers' log records on the manager.
+    threshold : str
+        One of TRACE, DEBUG, INFO, WARN, ERROR, FATAL (any case).
+    logdir, resultdir : str or os.PathLike, optional
+        Existing writable directories for log files (needs ``log=True``) and for results.
+    progressbar : bool
+        Show a progress bar.
+    rng_seed : int, optional
+        Seed of the reproducible per-task random streams.
+    tasks : int, optional
+        None: one task per element; 0: one chunk per worker; n: n chunks.
+    allowed_failures : int
+        How often a task may be lost with its worker before the run fails.
+    retries : int
+        How often a task that raised is run again.
+    heartbeat_interval, heartbeat_ttl : float
+        Seconds between worker heartbeats, and after which a silent worker counts as lost (> interval).
+    environ : Mapping[str, str], optional
+        The environment to read (default ``os.environ``); not stored.
+
+    Attributes
+    ----------
+    address : RedisAddress or None
+        The resolved server; None when the embedded server will be used.
+
+    Examples
+    --------
+    >>> s = Settings(jobname="j1", is_worker=False, threshold="debug", environ={})
+    >>> s.workers, s.threshold, s.threshold_level, s.address
+    (1000, 'DEBUG', 10, None)
+    >>> s.replace(retries=2).retries
+    2
+    >>> Settings(queue_multiplier=-1)
+    Traceback (most recent call last):
+    ...
+    dask_redisparam.errors.ConfigurationError: queue_multiplier=-1 must be a number > 0
+    """
+
+    workers: int
+    jobname: str
+    is_worker: bool | None
+    host: str | None
+    port: int | None
+    password: str | None
+    username: str | None
+    url: str | None
+    queue_multiplier: float
+    stop_on_error: bool
+    timeout: float | None
+    log: bool
+    threshold: str
+    logdir: str | None
+    resultdir: str | None
+    progressbar: bool
+    rng_seed: int | None
+    tasks: int | None
+    allowed_failures: int
+    retries: int
+    heartbeat_interval: float
+    heartbeat_ttl: float
+    address: RedisAddress | None = dataclasses.field(init=False)
+    _ambient: tuple[_Layer, ...] = dataclasses.field(init=False, compare=False)
+    _workers_given: bool = dataclasses.field(init=False, compare=False)
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        jobname: str | None = None,
+        is_worker: bool | None = None,
+        host: str | None = None,
+        port: int | str | None = None,
+        password: str | None = None,
+        username: str | None = None,
+        url: str | None = None,
+        queue_multiplier: float = 2.0,
+        stop_on_error: bool = True,
+        timeout: float | None = None,
+        log: bool = False,
+        threshold: str = "INFO",
+        logdir: str | os.PathLike[str] | None = None,
+        resultdir: str | os.PathLike[str] | None = None,
+        progressbar: bool = False,
+        rng_seed: int | None = None,
+        tasks: int | None = None,
+        allowed_failures: int = 3,
+        retries: int = 0,
+        heartbeat_interval: float = 1.0,
+        heartbeat_ttl: float = 10.0,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        ambient = _ambient_layers(os.environ if environ is None else environ)
+        self._set(locals(), ambient, address=None, resolve=True)
+
+    def _set(self, values: dict[str, Any], ambient: tuple[_Layer, ...], address: Any, resolve: bool) -> None:
+        """Validate ``values`` (the constructor's arguments) and store them."""
+        out: dict[str, Any] = {}
+        is_worker = values["is_worker"]
+        if is_worker is not None and not isinstance(is_worker, bool):
+            raise ConfigurationError(f"is_worker={is_worker!r} must be None, True or False")
+        workers = values["workers"]
+        out["_workers_given"] = workers is not None
+        if workers is None:
+            workers = default_worker_count() if is_worker is None else (1 if is_worker else 1000)
+        out["workers"] = _int("workers", workers, 1)
+        jobname = uuid.uuid4().hex[:16] if values["jobname"] is None else values["jobname"]
+        try:
+            out["jobname"] = keys.validate_name(jobname, "jobname")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        out["is_worker"] = is_worker
+        out["host"] = None if values["host"] is None else _text("host", values["host"])
+        out["port"] = None if values["port"] is None else parse_port(values["port"], "port")
+        for field in _CREDENTIALS:  # "" means unset, as in R
+            value = values[field]
+            out[field] = None if value in (None, "") else _text(field, value, secret=field == "password")
+        if values["url"] is not None and not isinstance(values["url"], str):
+            raise ConfigurationError(f"url={values['url']!r} must be a string")
+        out["url"] = values["url"]
+        out["queue_multiplier"] = _number("queue_multiplier", values["queue_multiplier"])
+        for field in ("stop_on_error", "log", "progressbar"):
+            out[field] = _bool(field, values[field])
+        timeout = values["timeout"]
+        out["timeout"] = None if timeout is None else _number("timeout", timeout)
+        threshold = values["threshold"]
+        if not isinstance(threshold, str) or threshold.upper() not in THRESHOLDS:
+            raise ConfigurationError(f"threshold={threshold!r} must be one of {', '.join(THRESHOLDS)}")
+        out["threshold"] = threshold.upper()
+        out["logdir"] = _directory("logdir", values["logdir"])
+        if out["logdir"] is not None and not out["log"]:
+            raise ConfigurationError(f"logdir={out['logdir']!r} requires log=True")
+        out["resultdir"] = _directory("resultdir", values["resultdir"])
+        for field, minimum in (("rng_seed", 0), ("tasks", 0)):
+            out[field] = None if values[field] is None else _int(field, values[field], minimum)
+        for field in ("allowed_failures", "retries"):
+            out[field] = _int(field, values[field], 0)
+        out["heartbeat_interval"] = interval = _number("heartbeat_interval", values["heartbeat_interval"])
+        out["heartbeat_ttl"] = _number(
+            "heartbeat_ttl", values["heartbeat_ttl"], interval, f"heartbeat_interval={interval:g}"
+        )
+        if resolve:
+            explicit = {f: (f, out[f]) for f in _SERVER_FIELDS if out[f] is not None}
+            address = _resolve((explicit, *ambient))
+        out["address"] = address
+        out["_ambient"] = ambient
+        for name, value in out.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def threshold_level(self) -> int:
+        """The Python logging level of :attr:`threshold` (TRACE is 5, FATAL is 50)."""
+        return THRESHOLDS[self.threshold]
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a validated copy with ``changes`` applied.
+
+        The copy keeps the jobname and the resolved address; if a server setting (host, port, password,
+        username, url) changes, the address is resolved again against the environment and dask config seen
+        when ``self`` was built (neither is read again). A defaulted ``workers`` follows a new ``is_worker``.
+
+        Examples
+        --------
+        >>> s = Settings(url="redis://h:1", jobname="j", environ={})
+        >>> s.replace(password="x").address.to_url(show_password=True)
+        'redis://:x@h:1/0'
+        >>> s.replace(workers=3).jobname, s.replace(workers=3).workers
+        ('j', 3)
+        """
+        names = [f.name for f in dataclasses.fields(self) if f.init]
+        unknown = set(changes) - set(names)
+        if unknown:
+            raise TypeError(f"replace() got unexpected keyword arguments {sorted(unknown)}")
+        values: dict[str, Any] = {name: getattr(self, name) for name in names}
+        if not self._workers_given and "is_worker" in changes and "workers" not in changes:
+            values["workers"] = None
+        values.update(changes)
+        new = object.__new__(Settings)
+        resolve = any(field in changes for field in _SERVER_FIELDS)
+        new._set(values, self._ambient, address=self.address, resolve=resolve)
+        return new
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that tell a spawned worker process where and what to serve.
+
+        ``REDISPARAM_URL`` holds the password in clear text: pass it only to child processes, never log it.
+
+        Examples
+        --------
+        >>> Settings(jobname="j", host="h", password="pw", environ={}).to_env()
+        {'REDISPARAM_URL': 'redis://:pw@h:6379/0', 'REDISPARAM_JOBNAME': 'j'}
+        """
+        env: dict[str, str] = {}
+        if self.address is not None:
+            env["REDISPARAM_URL"] = self.address.to_url(show_password=True)
+        env["REDISPARAM_JOBNAME"] = self.jobname
+        return env
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in dataclasses.fields(self):
+            if f.name in ("port", "password", "username", "url", "address", "_ambient", "_workers_given"):
+                continue
+            if f.name == "host":  # the server settings are shown once, as the address with a masked password
+                shown = None if self.address is None else self.address.to_url()
+                parts.append(f"address={shown!r}")
+            else:
+                parts.append(f"{f.name}={getattr(self, f.name)!r}")
+        return f"Settings({', '.join(parts)})"

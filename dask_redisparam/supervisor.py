@@ -1,0 +1,191 @@
+"""Worker processes: start them, keep them running, stop them.
+
+:class:`Supervisor` runs inside the ``dask-redisparam-worker`` command: it starts ``nworkers`` worker processes
+(each one ``python -m dask_redisparam.worker --child``), starts a new one when one dies unexpectedly, and passes
+stop signals on (first signal: warm stop, second: cold). :class:`LocalWorkers` is how a manager launches such a
+command in the background (``is_worker=None``) and stops exactly it.
+
+Worker processes get ``PYTHONHASHSEED`` as ``dask.multiprocessing`` sets it, so hashing of strings agrees across
+workers; credentials travel in the environment, never on a command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+from .server import _pdeathsig_preexec
+
+__all__ = ["LocalWorkers", "Supervisor", "worker_environment"]
+
+logger = logging.getLogger(__name__)
+
+WORKER_MODULE = "dask_redisparam.worker"
+
+
+def worker_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a worker process: ours, ``extra``, and ``PYTHONHASHSEED`` (6640 unless set)."""
+    env = dict(os.environ)
+    env.update(extra)
+    env.setdefault("PYTHONHASHSEED", "6640")
+    return env
+
+
+class Supervisor:
+    """Run and look after ``nworkers`` worker processes.
+
+    Parameters
+    ----------
+    nworkers : int
+        How many worker processes.
+    child_args : sequence of str
+        Command-line options for each worker (``--jobname``...; never secrets).
+    env : mapping
+        Extra environment for the workers (the server URL with its password goes here).
+    base_id : str
+        Worker ids are ``<base_id>-<n>`` (``<base_id>`` alone when ``nworkers`` is 1); a replacement for a worker
+        that died gets a suffix ``.<k>``, since the dead worker's lease may still be live.
+    restart : bool
+        Start a new worker process when one dies while not stopping.
+    """
+
+    def __init__(
+        self,
+        nworkers: int,
+        child_args: Sequence[str],
+        env: Mapping[str, str],
+        base_id: str,
+        *,
+        restart: bool = True,
+    ) -> None:
+        self.nworkers = nworkers
+        self.child_args = list(child_args)
+        self.env = worker_environment(env)
+        self.base_id = base_id
+        self.restart = restart
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.incarnations: dict[int, int] = {}
+        self.signals = 0
+
+    def worker_id(self, slot: int) -> str:
+        """The id of the current process in ``slot``."""
+        wid = self.base_id if self.nworkers == 1 else f"{self.base_id}-{slot}"
+        k = self.incarnations.get(slot, 0)
+        return wid if k == 0 else f"{wid}.{k}"
+
+    def spawn(self, slot: int) -> None:
+        """Start the worker process of ``slot``."""
+        argv = [
+            sys.executable,
+            "-m",
+            WORKER_MODULE,
+            "--child",
+            "--id",
+            self.worker_id(slot),
+            *self.child_args,
+        ]
+        self.children[slot] = subprocess.Popen(argv, env=self.env, preexec_fn=_pdeathsig_preexec())
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        """Start the workers and supervise them until all have stopped; returns 0, or 1 if none could start."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for slot in range(self.nworkers):
+                self.spawn(slot)
+            return self._watch()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _watch(self) -> int:
+        failures_in_a_row = 0
+        while self.children:
+            time.sleep(0.1)
+            for slot, child in list(self.children.items()):
+                code = child.poll()
+                if code is None:
+                    continue
+                del self.children[slot]
+                if self.signals or not self.restart or code == 0:
+                    logger.info("supervisor: worker %s exited with code %s", self.worker_id(slot), code)
+                    continue
+                failures_in_a_row = failures_in_a_row + 1 if code == 3 else 0
+                if failures_in_a_row >= 3 * self.nworkers:
+                    logger.error("supervisor: workers keep failing to start (exit code %s); giving up", code)
+                    return 1
+                logger.warning(
+                    "supervisor: worker %s died (exit code %s); starting a new one",
+                    self.worker_id(slot),
+                    code,
+                )
+                self.incarnations[slot] = self.incarnations.get(slot, 0) + 1
+                self.spawn(slot)
+        return 0
+
+
+class LocalWorkers:
+    """A background ``dask-redisparam-worker`` command started by a manager, and stopped by it.
+
+    Parameters
+    ----------
+    nworkers : int
+        Number of worker processes.
+    jobname : str
+        The job they serve.
+    env : mapping
+        Extra environment (``REDISPARAM_URL`` with the password).
+    base_id : str
+        Prefix of the workers' ids.
+    """
+
+    def __init__(self, nworkers: int, jobname: str, env: Mapping[str, str], base_id: str) -> None:
+        self.nworkers = nworkers
+        self.jobname = jobname
+        self.base_id = base_id
+        argv = [
+            sys.executable,
+            "-m",
+            WORKER_MODULE,
+            "--nworkers",
+            str(nworkers),
+            "--jobname",
+            jobname,
+            "--id",
+            base_id,
+        ]
+        self.process = subprocess.Popen(argv, env=worker_environment(env), preexec_fn=_pdeathsig_preexec())
+
+    @property
+    def ids(self) -> list[str]:
+        """The ids of the first incarnation of each worker."""
+        if self.nworkers == 1:
+            return [self.base_id]
+        return [f"{self.base_id}-{n}" for n in range(self.nworkers)]
+
+    def is_running(self) -> bool:
+        """Whether the supervisor process still runs."""
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers (warm), then kill what is left after ``timeout`` seconds."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("local workers of job %s did not stop in %.0f s; killing them", self.jobname, timeout)
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,296 @@
+"""The worker: claim a task message, fetch its inputs, run it, store the results, report; repeat.
+
+One :class:`Worker` is one process serving one jobname. Its life::
+
+    register (fails if a live worker has the same id)
+      └─ loop: claim ──► load inputs ──► run entries ──► complete (store + report + release, atomically)
+    deregister (messages still held go back to the queue)
+
+Claiming moves the message into the worker's own processing list (``BLMOVE``), so a claimed task always sits in a
+Redis key: never only in a worker's memory. A heartbeat thread renews the worker's lease every
+``heartbeat_interval`` seconds.
+
+Signals: the first SIGTERM or SIGINT asks for a *warm* stop: an idle worker stops at once, a busy one finishes
+its current message first. A second signal stops it *cold*: the current message goes back to the queue.
+
+Run it with the ``dask-redisparam-worker`` command (:mod:`dask_redisparam.cli`) or
+``python -m dask_redisparam.worker``.
+
+Examples
+--------
+>>> from dask_redisparam.server import EmbeddedRedis
+>>> with EmbeddedRedis() as server:
+...     w = Worker(server.address, "doc-job", burst=True)
+...     w.run()
+0
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from types import FrameType
+from typing import Any
+
+from .address import RedisAddress
+from .backend import Backend
+from .errors import SerializationError, ServerError, StopRequested, WorkerConflict
+from .protocol import (
+    ERROR,
+    OK,
+    UNEVALUATED,
+    Batch,
+    Completion,
+    Outcome,
+    decode_header,
+    dumps_completion,
+)
+from .serialize import dumps_exception, dumps_value, loads
+
+__all__ = ["Worker", "new_worker_id"]
+
+logger = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    """A fresh random worker id (10 hex digits, as RedisParam's ids)."""
+    return uuid.uuid4().hex[:10]
+
+
+class Worker:
+    """A worker process's loop.
+
+    Parameters
+    ----------
+    address : RedisAddress
+        The Redis server.
+    jobname : str
+        The job whose queue it serves.
+    worker_id : str, optional
+        Its id; default ``REDISPARAM_ID`` or a random one.
+    heartbeat_interval, heartbeat_ttl : float
+        Seconds between lease renewals, and the lease length.
+    burst : bool
+        Stop as soon as the queue is empty.
+    max_tasks : int, optional
+        Stop after this many task messages.
+    """
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        jobname: str,
+        worker_id: str | None = None,
+        *,
+        heartbeat_interval: float = 1.0,
+        heartbeat_ttl: float = 10.0,
+        burst: bool = False,
+        max_tasks: int | None = None,
+    ) -> None:
+        self.address = address
+        self.jobname = jobname
+        self.id = worker_id or os.environ.get("REDISPARAM_ID") or new_worker_id()
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_ttl = heartbeat_ttl
+        self.burst = burst
+        self.max_tasks = max_tasks
+        self.tasks_done = 0
+        self.messages_done = 0
+        self._backend: Backend | None = None
+        self._stop = threading.Event()
+        self._signals = 0
+        self._busy = False
+        self._current = ""
+
+    # ---------------------------------------------------------------- lifecycle
+    def info(self) -> dict[str, str]:
+        """The fields of the worker's registration."""
+        return {
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "started": f"{time.time():.3f}",
+            "tasks": str(self.tasks_done),
+            "current": self._current,
+            "heartbeat": f"{time.time():.3f}",
+        }
+
+    def request_stop(self) -> None:
+        """Ask for a warm stop (the current message is finished first)."""
+        self._stop.set()
+
+    def run(self) -> int:
+        """Serve until stopped; return the number of tasks run."""
+        backend = self._backend = Backend.connect(self.address)
+        if not backend.register_worker(self.jobname, self.id, self.info(), self.heartbeat_ttl):
+            backend.close()
+            raise WorkerConflict(
+                f"a live worker with id {self.id!r} already serves job {self.jobname!r} on "
+                f"{self.address.describe()}; give this one another id (REDISPARAM_ID or --id)"
+            )
+        logger.info("worker %s: serving job %s on %s", self.id, self.jobname, self.address.describe())
+        restore = self._install_signal_handlers()
+        beat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.id}", daemon=True)
+        beat.start()
+        try:
+            self._serve(backend)
+        except StopRequested:
+            logger.info("worker %s: stopping", self.id)
+        finally:
+            self._stop.set()
+            restore()
+            try:
+                returned = backend.deregister_worker(self.jobname, self.id)
+            except Exception as e:  # the server may be gone already; its lease then simply expires
+                logger.warning("worker %s: could not deregister: %s", self.id, e)
+            else:
+                if returned:
+                    logger.info("worker %s: put %d unfinished message(s) back on the queue", self.id, returned)
+            beat.join(timeout=self.heartbeat_interval + 1)
+            backend.close()
+            logger.info("worker %s: stopped after %d task(s)", self.id, self.tasks_done)
+        return self.tasks_done
+
+    def _serve(self, backend: Backend) -> None:
+        while not self._stop.is_set():
+            self._busy = False
+            message = backend.claim(self.jobname, self.id, timeout=1.0)
+            if message is None:
+                if self.burst:
+                    return
+                continue
+            self._busy = True
+            self._process(backend, message)
+            self.messages_done += 1
+            if self.max_tasks is not None and self.messages_done >= self.max_tasks:
+                return
+
+    def _install_signal_handlers(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            self._signals += 1
+            self._stop.set()
+            if not self._busy:
+                raise StopRequested("idle")
+            if self._signals >= 2:
+                logger.warning("worker %s: cold stop; the current task goes back to the queue", self.id)
+                raise StopRequested("cold")
+            logger.info("worker %s: warm stop after the current task (signal again to stop now)", self.id)
+
+        for sig in previous:
+            signal.signal(sig, handle)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _heartbeat_loop(self) -> None:
+        backend = self._backend
+        assert backend is not None
+        while not self._stop.wait(self.heartbeat_interval):
+            try:
+                fields = {
+                    "tasks": str(self.tasks_done),
+                    "current": self._current,
+                    "heartbeat": f"{time.time():.3f}",
+                }
+                if not backend.heartbeat(self.jobname, self.id, self.heartbeat_ttl, fields):
+                    logger.warning("worker %s: lease had expired; registering again", self.id)
+                    backend.register_worker(self.jobname, self.id, self.info(), self.heartbeat_ttl)
+            except Exception as e:  # keep beating through a passing network fault
+                logger.warning("worker %s: heartbeat failed: %s", self.id, e)
+
+    # ---------------------------------------------------------------- one message
+    def _process(self, backend: Backend, message: bytes) -> None:
+        run_id, msg_id, attempt, offset = decode_header(message)
+        self._current = f"{run_id}/{msg_id}"
+        try:
+            batch: Batch = loads(memoryview(message)[offset:])
+        except BaseException as e:  # noqa: B036 - anything that breaks decoding is reported, never fatal
+            if isinstance(e, StopRequested):
+                raise
+            error = dumps_exception(e, e.__traceback__)
+            record = dumps_completion(Completion(msg_id, attempt, self.id, [], error))
+            backend.complete(self.jobname, self.id, run_id, message, record, [])
+            return
+        produced = {entry.idx for entry in batch.entries}
+        external = sorted({i for entry in batch.entries for _, i in entry.deps} - produced - set(batch.inline))
+        alive, raw = backend.load_inputs(self.jobname, run_id, [str(i) for i in external])
+        if not alive:
+            logger.info("worker %s: run %s is gone; skipping message %d", self.id, run_id, msg_id)
+            backend.release_message(self.jobname, self.id, message)
+            return
+        values: dict[int, Any] = dict(batch.inline)
+        missing: set[int] = set()
+        for i, blob in zip(external, raw, strict=True):
+            if blob is None:
+                missing.add(i)
+            else:
+                values[i] = loads(blob)
+        outcomes, stores = self._run_entries(batch, values, missing)
+        record = dumps_completion(Completion(msg_id, attempt, self.id, outcomes, None))
+        backend.complete(self.jobname, self.id, run_id, message, record, stores)
+        self.tasks_done += len(outcomes)
+        self._current = ""
+
+    def _run_entries(
+        self, batch: Batch, values: dict[int, Any], missing: set[int]
+    ) -> tuple[list[Outcome], list[tuple[str, bytes]]]:
+        outcomes: list[Outcome] = []
+        stores: list[tuple[str, bytes]] = []
+        failed: set[int] = set()
+        for entry in batch.entries:
+            start = time.time()
+            lost = [key for key, i in entry.deps if i in missing]
+            if (failed and batch.stop_on_error) or any(i in failed for _, i in entry.deps):
+                failed.add(entry.idx)
+                outcomes.append(Outcome(entry.idx, UNEVALUATED, None, 0, start, start))
+                continue
+            if lost:
+                error: BaseException = ServerError(
+                    f"input(s) {lost!r} of task {entry.key!r} are missing from Redis (was the server restarted?)"
+                )
+                failed.add(entry.idx)
+                outcomes.append(Outcome(entry.idx, ERROR, dumps_exception(error, None), 0, start, time.time()))
+                continue
+            try:
+                result = entry.node({key: values[i] for key, i in entry.deps})
+                nbytes = 0
+                if entry.store:
+                    try:
+                        blob = dumps_value(result)
+                    except Exception as e:
+                        raise SerializationError(
+                            f"cannot pickle the result of task {entry.key!r} ({type(result).__name__}): {e}"
+                        ) from e
+                    stores.append((str(entry.idx), blob))
+                    nbytes = len(blob)
+                values[entry.idx] = result
+                outcomes.append(Outcome(entry.idx, OK, None, nbytes, start, time.time()))
+            except StopRequested:
+                raise
+            except BaseException as e:  # noqa: B036 - a task's failure, whatever it is, is reported
+                failed.add(entry.idx)
+                outcomes.append(Outcome(entry.idx, ERROR, dumps_exception(e, e.__traceback__), 0, start, time.time()))
+        return outcomes, stores
+
+
+def _main() -> None:
+    from .cli import worker_main
+
+    worker_main(prog_name="python -m dask_redisparam.worker")
+
+
+if __name__ == "__main__":
+    _main()
+    sys.exit(0)
