@@ -99,7 +99,10 @@ class Supervisor:
                 child.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
-        """Start the workers and supervise them until all have stopped; returns 0, or 1 if none could start."""
+        """Start the workers and supervise them until all have stopped.
+
+        Returns 0, or 1 when a worker failed and was not replaced (or kept failing at start).
+        """
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             for slot in range(self.nworkers):
@@ -111,6 +114,7 @@ class Supervisor:
 
     def _watch(self) -> int:
         failures_in_a_row = 0
+        status = 0
         while self.children:
             time.sleep(0.1)
             for slot, child in list(self.children.items()):
@@ -120,6 +124,8 @@ class Supervisor:
                 del self.children[slot]
                 if self.signals or not self.restart or code == 0:
                     logger.info("supervisor: worker %s exited with code %s", self.worker_id(slot), code)
+                    if code != 0 and not self.signals:
+                        status = 1
                     continue
                 failures_in_a_row = failures_in_a_row + 1 if code == 3 else 0
                 if failures_in_a_row >= 3 * self.nworkers:
@@ -132,7 +138,7 @@ class Supervisor:
                 )
                 self.incarnations[slot] = self.incarnations.get(slot, 0) + 1
                 self.spawn(slot)
-        return 0
+        return status
 
 
 class LocalWorkers:

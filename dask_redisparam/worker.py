@@ -144,6 +144,7 @@ class Worker:
         finally:
             self._stop.set()
             restore()
+            beat.join()  # before deregistering, so that the heartbeat cannot register the worker again
             try:
                 returned = backend.deregister_worker(self.jobname, self.id)
             except Exception as e:  # the server may be gone already; its lease then simply expires
@@ -151,7 +152,6 @@ class Worker:
             else:
                 if returned:
                     logger.info("worker %s: put %d unfinished message(s) back on the queue", self.id, returned)
-            beat.join(timeout=self.heartbeat_interval + 1)
             backend.close()
             logger.info("worker %s: stopped after %d task(s)", self.id, self.tasks_done)
         return self.tasks_done
@@ -204,7 +204,8 @@ class Worker:
                     "current": self._current,
                     "heartbeat": f"{time.time():.3f}",
                 }
-                if not backend.heartbeat(self.jobname, self.id, self.heartbeat_ttl, fields):
+                alive = backend.heartbeat(self.jobname, self.id, self.heartbeat_ttl, fields)
+                if not alive and not self._stop.is_set():
                     logger.warning("worker %s: lease had expired; registering again", self.id)
                     backend.register_worker(self.jobname, self.id, self.info(), self.heartbeat_ttl)
             except Exception as e:  # keep beating through a passing network fault

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
+from dask_redisparam import RedisParam
 from dask_redisparam.address import RedisAddress
+from dask_redisparam.backend import Backend
 from dask_redisparam.server import EmbeddedRedis
 
 
@@ -37,3 +44,70 @@ def rclient(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+class CliWorkers:
+    """``dask-redisparam-worker`` running in a subprocess, stopped (warm, then killed) at teardown."""
+
+    def __init__(self, address: RedisAddress, jobname: str, nworkers: int = 1, *extra: str) -> None:
+        env = dict(os.environ, REDISPARAM_URL=address.to_url(show_password=True))
+        env.pop("REDISPARAM_JOBNAME", None)
+        argv = ["dask-redisparam-worker", "--jobname", jobname, "--nworkers", str(nworkers), *extra]
+        self.nworkers = nworkers
+        self.log = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(argv, env=env, stderr=self.log)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def stderr(self) -> str:
+        """The worker's log output (after :meth:`stop`)."""
+        self.log.seek(0)
+        return self.log.read()
+
+
+def wait_for_workers(address: RedisAddress, jobname: str, n: int, timeout: float = 30.0) -> list[str]:
+    """Wait until ``n`` workers serve ``jobname``; return their ids."""
+    backend = Backend.connect(address)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            ids = backend.live_workers(jobname)
+            if len(ids) >= n:
+                return ids
+            assert time.monotonic() < deadline, f"only {len(ids)} of {n} workers started for {jobname}"
+            time.sleep(0.05)
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def cli_workers(redis_address: RedisAddress, jobname: str) -> Iterator[Callable[..., CliWorkers]]:
+    """Start ``dask-redisparam-worker`` subprocesses on the test's job; waits until they registered."""
+    started: list[CliWorkers] = []
+
+    def start(nworkers: int = 1, *extra: str, wait: bool = True) -> CliWorkers:
+        workers = CliWorkers(redis_address, jobname, nworkers, *extra)
+        started.append(workers)
+        if wait:
+            wait_for_workers(redis_address, jobname, nworkers + sum(w.nworkers for w in started[:-1]))
+        return workers
+
+    yield start
+    for workers in started:
+        workers.stop()
+        workers.log.close()
+
+
+@pytest.fixture
+def manager(redis_address: RedisAddress, jobname: str) -> Iterator[RedisParam]:
+    """A started manager-only param on the test's job (serve it with ``cli_workers``)."""
+    with RedisParam(jobname=jobname, is_worker=False, url=redis_address.to_url(show_password=True)) as param:
+        yield param

@@ -1,0 +1,93 @@
+"""Task functions for the tests: importable by worker processes (``tests.tasks``), unlike test-local functions."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+import time
+from typing import Any
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def noop(x: Any = None) -> Any:
+    return x
+
+
+def getpid(_: Any = None) -> int:
+    """The PID of the worker process that ran the task."""
+    return os.getpid()
+
+
+def sleep_then_pid(seconds: float, _: Any = None) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def slow_inc(x: int, seconds: float = 0.05) -> int:
+    time.sleep(seconds)
+    return x + 1
+
+
+def divide(x: float, y: float) -> float:
+    return x / y
+
+
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+def touch(path: str, value: Any = None) -> Any:
+    """Create ``path`` (a side effect the test can look for) and pass ``value`` on."""
+    pathlib.Path(path).write_text("ran")
+    return value
+
+
+def make_array(nbytes: int, fill: float, _: Any = None) -> Any:
+    import numpy as np
+
+    return np.full(nbytes // 8, fill, dtype="f8")
+
+
+def add_one_array(a: Any) -> Any:
+    return a + 1
+
+
+def array_sum(a: Any) -> float:
+    return float(a.sum())
+
+
+def make_lock(_: Any = None) -> Any:
+    """A result that cannot be pickled."""
+    return threading.Lock()
+
+
+class Unpicklable:
+    """An argument that cannot be pickled."""
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Unpicklable objects refuse to be pickled")
+
+
+class CustomError(Exception):
+    """An exception type defined outside the standard library."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message, code)
+        self.code = code
+
+
+def raise_custom(code: int) -> None:
+    raise CustomError("custom failure", code)
+
+
+def slow_fail(seconds: float) -> None:
+    time.sleep(seconds)
+    raise ValueError("slow failure")
