@@ -15,6 +15,7 @@ from .errors import (
     WorkerError,
 )
 from .param import RedisParam, redis_get, shutdown
+from .pool import bpstopall, rpalive, rphost, rpisworker, rppassword, rpport, rpstopall, rpworkers
 from .server import EmbeddedRedis
 
 __version__ = "0.1.0"
@@ -22,7 +23,15 @@ __version__ = "0.1.0"
 __all__ = [
     "EmbeddedRedis",
     "RedisParam",
+    "bpstopall",
     "redis_get",
+    "rpalive",
+    "rphost",
+    "rpisworker",
+    "rppassword",
+    "rpport",
+    "rpstopall",
+    "rpworkers",
     "shutdown",
     "AuthenticationFailed",
     "ConfigurationError",

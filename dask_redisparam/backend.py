@@ -31,6 +31,7 @@ from redis.retry import Retry
 from . import keys
 from .address import RedisAddress
 from .errors import AuthenticationFailed, ServerError, ServerUnavailable
+from .protocol import encode_lost
 
 __all__ = ["Backend"]
 
@@ -41,21 +42,50 @@ SOCKET_TIMEOUT = 10.0
 MAX_BLOCK = 2.0
 """Longest timeout of a blocking command, in seconds; well under :data:`SOCKET_TIMEOUT`."""
 
-# Store a batch's results and its completion record only while the run is alive, then forget the message.
-# Keys of a dead run are never re-created, so nothing is left behind after a run ends.
+# Store a batch's results and its completion record, and forget the message; but only if the worker still holds the
+# message (a reaped worker lost its claim: its late result is dropped) and the run is alive (keys of a dead run are
+# never re-created, so nothing is left behind after a run ends).
 _COMPLETE = """
+if redis.call('LREM', KEYS[4], 1, ARGV[1]) == 0 then return -1 end
 local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('LREM', KEYS[4], 1, ARGV[1])
-  return 0
-end
+if ttl < 0 then return 0 end
 for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 if #ARGV > 2 then redis.call('PEXPIRE', KEYS[2], ttl) end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('LREM', KEYS[4], 1, ARGV[1])
+return 1
+"""
+
+# A worker died: put every message it held back on the queue with its attempt number raised by one (the header
+# "<version>|<run>|<msg>|<attempt>|" of dask_redisparam.protocol), forget the worker, and return
+# {run, msg, attempt, ...} of what moved, so that the runs' managers can be told.
+_REAP = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local out = {}
+for i = #items, 1, -1 do
+  local item = items[i]
+  local ver, run, msg, att, pos = string.match(item, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|()')
+  if ver then
+    local next_attempt = tostring(tonumber(att) + 1)
+    redis.call('RPUSH', KEYS[2], ver .. '|' .. run .. '|' .. msg .. '|' .. next_attempt .. '|' .. string.sub(item, pos))
+    table.insert(out, run)
+    table.insert(out, msg)
+    table.insert(out, next_attempt)
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[1])
+return out
+"""
+
+# Tell a live run's manager that one of its messages was lost with its worker.
+_NOTIFY = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
 return 1
 """
 
@@ -78,13 +108,35 @@ return n
 """
 
 
-def _make_client(address: RedisAddress, *, retries: int) -> redis.Redis:
+# Renew a worker's lease (only if it still exists: never re-create a key without a TTL); report a stop request.
+_HEARTBEAT = """
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return {0, 0} end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+return {1, redis.call('HEXISTS', KEYS[1], 'stop')}
+"""
+
+# Ask one worker to stop, if it is live.
+_ASK_STOP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'stop', '1')
+return 1
+"""
+
+
+def _flat(first: int | str, mapping: dict[str, str]) -> list[int | str]:
+    out: list[int | str] = [first]
+    for field, value in mapping.items():
+        out += [field, value]
+    return out
+
+
+def _make_client(address: RedisAddress, *, retries: int, connect_timeout: float) -> redis.Redis:
     common: dict[str, Any] = {
         "password": address.password,
         "username": address.username,
         "db": address.db,
         "socket_timeout": SOCKET_TIMEOUT,
-        "socket_connect_timeout": 5.0,
+        "socket_connect_timeout": connect_timeout,
         "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
         "health_check_interval": 30,
     }
@@ -114,13 +166,17 @@ class Backend:
         Bytes of stored values this backend fetched with :meth:`fetch_values` (results, not messages).
     """
 
-    def __init__(self, address: RedisAddress, *, retries: int = 3) -> None:
+    def __init__(self, address: RedisAddress, *, retries: int = 3, connect_timeout: float = 5.0) -> None:
         self.address = address
         self.bytes_downloaded = 0
-        self._r = _make_client(address, retries=retries)
+        self._r = _make_client(address, retries=retries, connect_timeout=connect_timeout)
         self._complete = self._r.register_script(_COMPLETE)
         self._register = self._r.register_script(_REGISTER)
         self._deregister = self._r.register_script(_DEREGISTER)
+        self._heartbeat = self._r.register_script(_HEARTBEAT)
+        self._reap = self._r.register_script(_REAP)
+        self._notify = self._r.register_script(_NOTIFY)
+        self._ask_stop = self._r.register_script(_ASK_STOP)
 
     @classmethod
     def connect(cls, address: RedisAddress, *, retries: int = 3) -> Backend:
@@ -159,13 +215,45 @@ class Backend:
     # ------------------------------------------------------------------ manager side
     def live_workers(self, jobname: str) -> list[str]:
         """Ids of the workers of ``jobname`` whose lease has not expired (two round trips)."""
+        return self.worker_liveness(jobname)[0]
+
+    def worker_liveness(self, jobname: str) -> tuple[list[str], list[str]]:
+        """Ids of the registered workers of ``jobname``: ``(live, dead)``; dead ones' leases expired."""
         ids = sorted(m.decode() for m in cast(Iterable[bytes], self._r.smembers(keys.workers(jobname))))
         if not ids:
-            return []
+            return [], []
         pipe = self._r.pipeline(transaction=False)
         for wid in ids:
             pipe.exists(keys.worker(jobname, wid))
-        return [wid for wid, alive in zip(ids, pipe.execute(), strict=True) if alive]
+        flags = pipe.execute()
+        return (
+            [wid for wid, alive in zip(ids, flags, strict=True) if alive],
+            [wid for wid, alive in zip(ids, flags, strict=True) if not alive],
+        )
+
+    def reap_worker(self, jobname: str, worker_id: str) -> list[tuple[str, int, int]]:
+        """Requeue what a dead worker held (attempt + 1, atomically), forget it, and tell the runs' managers.
+
+        Returns ``(run_id, msg_id, attempt)`` of every message put back.
+        """
+        flat = self._reap(
+            keys=[
+                keys.processing(jobname, worker_id),
+                keys.queue(jobname),
+                keys.worker(jobname, worker_id),
+                keys.control(jobname, worker_id),
+                keys.workers(jobname),
+            ],
+            args=[worker_id],
+        )
+        moved = [(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+        if moved:
+            pipe = self._r.pipeline(transaction=False)
+            for run_id, msg_id, attempt in moved:
+                notice = encode_lost(msg_id, attempt, worker_id)
+                self._notify(keys=[keys.alive(jobname, run_id), keys.done(jobname, run_id)], args=[notice], client=pipe)
+            pipe.execute()
+        return moved
 
     def open_run(self, jobname: str, run_id: str, ttl: float, values: dict[str, bytes]) -> None:
         """Mark the run alive for ``ttl`` seconds and upload ``values`` (field -> pickled literal)."""
@@ -236,22 +324,71 @@ class Backend:
     def register_worker(self, jobname: str, worker_id: str, info: dict[str, str], ttl: float) -> bool:
         """Register a worker with a lease of ``ttl`` seconds; False if a live worker has the same id."""
         # ARGV: the lease in ms, the field/value pairs for HSET, and last the id for SADD
-        argv: list[str | int] = [int(ttl * 1000)]
-        for field, value in info.items():
-            argv += [field, value]
-        argv.append(worker_id)
+        argv = _flat(int(ttl * 1000), info) + [worker_id]
         done = self._register(keys=[keys.worker(jobname, worker_id), keys.workers(jobname)], args=argv)
         return bool(done)
 
-    def heartbeat(self, jobname: str, worker_id: str, ttl: float, info: dict[str, str]) -> bool:
-        """Renew a worker's lease and update its fields; False if the lease had already expired."""
+    def heartbeat(self, jobname: str, worker_id: str, ttl: float, info: dict[str, str]) -> tuple[bool, bool]:
+        """Renew a worker's lease and update its fields.
+
+        Returns ``(alive, stop)``: False if the lease had already expired, and whether a stop was requested.
+        """
+        return cast(
+            tuple[bool, bool],
+            tuple(
+                bool(x)
+                for x in self._heartbeat(keys=[keys.worker(jobname, worker_id)], args=_flat(int(ttl * 1000), info))
+            ),
+        )
+
+    def request_stop(self, jobname: str, worker_ids: Sequence[str]) -> int:
+        """Ask live workers to stop (warm); returns how many were asked."""
         pipe = self._r.pipeline(transaction=False)
-        key = keys.worker(jobname, worker_id)
-        pipe.pexpire(key, int(ttl * 1000))
-        if info:
-            pipe.hset(key, mapping=cast(Any, info))
-            pipe.pexpire(key, int(ttl * 1000))
-        return bool(pipe.execute()[0])
+        for wid in worker_ids:
+            self._ask_stop(keys=[keys.worker(jobname, wid)], client=pipe)
+        return sum(int(x) for x in pipe.execute())
+
+    def worker_records(self, jobname: str) -> dict[str, dict[str, str]]:
+        """Registration fields of every live worker of the job, by id."""
+        ids = sorted(m.decode() for m in cast(Iterable[bytes], self._r.smembers(keys.workers(jobname))))
+        pipe = self._r.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hgetall(keys.worker(jobname, wid))
+        out = {}
+        for wid, fields in zip(ids, pipe.execute(), strict=True):
+            if fields:
+                out[wid] = {k.decode(): v.decode() for k, v in fields.items()}
+        return out
+
+    def queue_length(self, jobname: str) -> int:
+        """Messages waiting in the job's queue."""
+        return int(self._r.llen(keys.queue(jobname)))
+
+    def run_ids(self, jobname: str) -> dict[str, bool]:
+        """Every run with a key in Redis, and whether its manager is alive."""
+        runs = {rid for k in self.scan_keys(keys.runs_pattern(jobname)) if (rid := keys.run_id_of(k))}
+        pipe = self._r.pipeline(transaction=False)
+        for rid in sorted(runs):
+            pipe.exists(keys.alive(jobname, rid))
+        return {rid: bool(alive) for rid, alive in zip(sorted(runs), pipe.execute(), strict=True)}
+
+    def clean(self, jobname: str) -> tuple[list[str], list[str], int]:
+        """Remove what dead workers and dead runs left; returns (dead workers, dead runs, messages requeued).
+
+        A dead worker's claimed messages go back to the queue first: cleaning never loses work.
+        """
+        registered = sorted(m.decode() for m in cast(Iterable[bytes], self._r.smembers(keys.workers(jobname))))
+        live = set(self.live_workers(jobname))
+        dead_workers = [wid for wid in registered if wid not in live]
+        requeued = sum(self.deregister_worker(jobname, wid) for wid in dead_workers)
+        dead_runs = [rid for rid, alive in self.run_ids(jobname).items() if not alive]
+        for rid in dead_runs:
+            self.close_run(jobname, rid)
+        for message in cast(list[bytes], self._r.lrange(keys.queue(jobname), 0, -1)):
+            head = message.split(b"|", 2)
+            if len(head) == 3 and head[1].decode(errors="replace") in dead_runs:
+                self._r.lrem(keys.queue(jobname), 1, message)  # type: ignore[arg-type]
+        return dead_workers, dead_runs, requeued
 
     def deregister_worker(self, jobname: str, worker_id: str) -> int:
         """Return the worker's claimed messages to the queue and delete its keys; returns how many."""
@@ -296,15 +433,16 @@ class Backend:
         message: bytes,
         record: bytes,
         values: Sequence[tuple[str, bytes]],
-    ) -> bool:
+    ) -> int:
         """Store a batch's results and completion record and release the message, atomically.
 
-        Returns False (and stores nothing) when the run is gone.
+        Returns 1 when stored, 0 when the run is gone and -1 when the worker no longer held the message (it was
+        reaped and the message requeued); in both cases nothing is stored.
         """
         args: list[bytes | str] = [message, record]
         for field, value in values:
             args += [field, value]
-        return bool(
+        return int(
             self._complete(
                 keys=[
                     keys.alive(jobname, run_id),

@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import uuid
 from typing import Any
 
 import click
 
+from .backend import Backend
 from .errors import RedisParamError
+from .pool import alive, job_status, stop_all
 from .settings import Settings
 
 __all__ = ["main", "worker_main"]
@@ -115,10 +118,103 @@ def worker_command(
 
 @click.group(name="redisparam", context_settings={"max_content_width": 100})
 def main() -> None:
-    """dask-redisparam: run dask graphs through Redis."""
+    """dask-redisparam: run dask graphs through Redis; manage a job's worker pool."""
 
 
 main.add_command(worker_command)
+
+
+def _connection_options(func: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--jobname", envvar="REDISPARAM_JOBNAME", required=True, help="Job [REDISPARAM_JOBNAME]."),
+            click.option("--url", default=None, help="Redis URL [REDISPARAM_URL]."),
+            click.option("--host", default=None, help="Redis host [REDISPARAM_HOST, REDIS_HOST]."),
+            click.option("--port", type=int, default=None, help="Redis port [REDISPARAM_PORT, REDIS_PORT]."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _connect(jobname: str, url: str | None, host: str | None, port: int | None) -> tuple[Settings, Backend]:
+    settings = _settings(jobname, url, host, port)
+    assert settings.address is not None
+    try:
+        return settings, Backend.connect(settings.address)
+    except RedisParamError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command(name="status")
+@_connection_options
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds to measure the task rate.")
+def status_command(jobname: str, url: str | None, host: str | None, port: int | None, interval: float) -> None:
+    """Show a job's workers, queue depth, runs and recent task rate."""
+    settings, backend = _connect(jobname, url, host, port)
+    try:
+        status = job_status(backend, settings.jobname, interval)
+    finally:
+        backend.close()
+    click.echo(f"job {status.jobname} on {backend.address.describe()}")
+    click.echo(
+        f"workers: {len(status.workers)}   queued messages: {status.queued}   tasks/s: {status.tasks_per_second:.1f}"
+    )
+    live_runs = sorted(r for r, a in status.runs.items() if a)
+    dead_runs = sorted(r for r, a in status.runs.items() if not a)
+    click.echo(f"active runs: {len(live_runs)} {' '.join(live_runs)}".rstrip())
+    if dead_runs:
+        click.echo(f"dead runs (remove with 'clean'): {' '.join(dead_runs)}")
+    if status.workers:
+        rows = [("ID", "HOST", "PID", "TASKS", "UP (s)", "CURRENT")]
+        now = time.time()
+        for wid, f in sorted(status.workers.items()):
+            up = now - float(f.get("started", now))
+            rows.append(
+                (wid, f.get("host", ""), f.get("pid", ""), f.get("tasks", "0"), f"{up:.0f}", f.get("current", ""))
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@main.command(name="stop-all")
+@_connection_options
+@click.option("--wait", type=float, default=5.0, show_default=True, help="Seconds to wait for the workers to leave.")
+def stop_all_command(jobname: str, url: str | None, host: str | None, port: int | None, wait: float) -> None:
+    """Stop every worker of a job (warm: current tasks finish first); no other job is touched."""
+    settings, backend = _connect(jobname, url, host, port)
+    try:
+        asked = stop_all(backend, settings.jobname, wait)
+        left = backend.live_workers(settings.jobname)
+    finally:
+        backend.close()
+    click.echo(f"asked {asked} worker(s) of job {settings.jobname} to stop; {len(left)} still running")
+
+
+@main.command(name="alive")
+@click.option("--url", default=None, help="Redis URL [REDISPARAM_URL].")
+@click.option("--host", default=None, help="Redis host [REDISPARAM_HOST, REDIS_HOST].")
+@click.option("--port", type=int, default=None, help="Redis port [REDISPARAM_PORT, REDIS_PORT].")
+def alive_command(url: str | None, host: str | None, port: int | None) -> None:
+    """Exit 0 if the Redis server answers, 1 if not."""
+    settings = _settings("alive-check", url, host, port)
+    ok = alive(settings.address)
+    assert settings.address is not None
+    click.echo(f"{settings.address.describe()}: {'alive' if ok else 'not reachable'}")
+    sys.exit(0 if ok else 1)
+
+
+@main.command(name="clean")
+@_connection_options
+def clean_command(jobname: str, url: str | None, host: str | None, port: int | None) -> None:
+    """Remove the keys of a job's dead runs and dead workers (their claimed tasks go back to the queue)."""
+    settings, backend = _connect(jobname, url, host, port)
+    try:
+        workers, runs, requeued = backend.clean(settings.jobname)
+    finally:
+        backend.close()
+    click.echo(f"removed {len(workers)} dead worker(s), {len(runs)} dead run(s); requeued {requeued} message(s)")
 
 
 def worker_main(prog_name: str | None = None) -> Any:

@@ -12,6 +12,7 @@ and ``except RemoteError`` work::
     │   ├── AuthenticationFailed                          wrong or missing password / ACL user
     │   └── RunLost                                       the run's state vanished from Redis
     ├── SerializationError         (also TypeError)     a task, argument or result cannot be pickled
+    ├── KilledWorker                                     a task's workers died too often while running it
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
     └── RemoteError                                      mixin of every exception raised by a task
@@ -32,6 +33,7 @@ from typing import Any
 __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
+    "KilledWorker",
     "RedisParamError",
     "RemoteError",
     "RunLost",
@@ -71,6 +73,28 @@ class RunLost(ServerError):
 
 class SerializationError(RedisParamError, TypeError):
     """A task's function, its arguments or its result cannot be pickled; the message names the task key."""
+
+
+class KilledWorker(RedisParamError):
+    """A task was running on more than ``allowed_failures`` workers that died (as dask.distributed's).
+
+    Attributes
+    ----------
+    key : object
+        The task.
+    attempts : int
+        How many times it was started.
+    last_worker : str
+        The id of the last worker that died running it.
+    """
+
+    def __init__(self, key: Any, attempts: int, last_worker: str, allowed_failures: int) -> None:
+        super().__init__(
+            f"task {key!r} was lost with {attempts} worker(s) that died while running it (last: {last_worker}); "
+            f"allowed_failures={allowed_failures}. Look at that worker's log: did the task crash the process "
+            "(os._exit, a segfault, running out of memory) or did the machine go away?"
+        )
+        self.key, self.attempts, self.last_worker = key, attempts, last_worker
 
 
 class WorkerError(RedisParamError):

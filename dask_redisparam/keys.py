@@ -36,7 +36,9 @@ __all__ = [
     "job_pattern",
     "processing",
     "queue",
+    "run_id_of",
     "run_pattern",
+    "runs_pattern",
     "validate_name",
     "worker",
     "workers",
@@ -105,6 +107,23 @@ def _run(jobname: str, run_id: str) -> str:
 def run_pattern(jobname: str, run_id: str) -> str:
     """SCAN pattern of every key of one run."""
     return f"{_run(jobname, run_id)}:*"
+
+
+def runs_pattern(jobname: str) -> str:
+    """SCAN pattern of every key of every run of a job."""
+    return f"{_job(jobname)}:run:*"
+
+
+def run_id_of(key: str) -> str | None:
+    """The run id in a run key's name, or None for a key that is not a run key.
+
+    Examples
+    --------
+    >>> run_id_of(done("demo", "r1")), run_id_of(queue("demo"))
+    ('r1', None)
+    """
+    head, sep, rest = key.partition("}:run:")
+    return rest.split(":", 1)[0] if sep and head.startswith(f"{PREFIX}:{{") else None
 
 
 def alive(jobname: str, run_id: str) -> str:

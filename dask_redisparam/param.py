@@ -27,6 +27,7 @@ from typing import Any
 
 from dask.local import nested_get
 
+from . import pool
 from .backend import Backend
 from .errors import ConfigurationError, WorkerError
 from .graph import prepare_graph
@@ -190,6 +191,30 @@ class RedisParam:
         """Ids of the live workers of this param's job (R's ``bpworkers`` of a started param)."""
         return self.backend.live_workers(self.settings.jobname)
 
+    def alive(self) -> bool:
+        """Whether the param's Redis server answers (R's ``rpalive``); never raises.
+
+        An unstarted param with no server configured has none to ask: False.
+        """
+        return pool.alive(self.backend.address if self.is_up else self.settings.address)
+
+    def stop_all(self, wait: float = 5.0) -> int:
+        """Stop every worker listening on this param's jobname, and only that one (R's ``rpstopall``).
+
+        Waits up to ``wait`` seconds for them to leave; returns how many workers were asked to stop.
+        """
+        if self.settings.is_worker:
+            raise ConfigurationError("use stop_all() (rpstopall) from a manager, not from a worker")
+        if self.is_up:
+            return pool.stop_all(self.backend, self.settings.jobname, wait)
+        if self.settings.address is None:
+            return 0  # no server configured and none started: nobody to stop
+        backend = Backend.connect(self.settings.address)
+        try:
+            return pool.stop_all(backend, self.settings.jobname, wait)
+        finally:
+            backend.close()
+
     # ------------------------------------------------------------------ scheduling
     def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """Compute ``keys`` of ``dsk``: the dask ``get`` interface. Unknown keyword arguments are ignored."""
@@ -212,6 +237,7 @@ class RedisParam:
             queue_multiplier=settings.queue_multiplier,
             stop_on_error=settings.stop_on_error,
             fuse_chains=bool(kwargs.get("fuse_chains", True)),
+            allowed_failures=settings.allowed_failures,
             describe_server=self.backend.address.describe(),
         )
         values: dict[Hashable, Any] = run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"))

@@ -35,6 +35,8 @@ __all__ = [
     "Entry",
     "Outcome",
     "decode_header",
+    "decode_lost",
+    "encode_lost",
     "dumps_completion",
     "encode_task",
     "loads_completion",
@@ -116,6 +118,26 @@ def decode_header(message: bytes) -> tuple[str, int, int, int]:
         raise ValueError(f"not a task message of protocol {VERSION.decode()}: {message[:40]!r}")
     offset = len(message) - len(parts[4])
     return parts[1].decode(), int(parts[2]), int(parts[3]), offset
+
+
+LOST = b"L|"
+
+
+def encode_lost(msg_id: int, attempt: int, worker: str) -> bytes:
+    """A notice, pushed to a run's ``done`` list, that a message was requeued after its worker died.
+
+    Examples
+    --------
+    >>> decode_lost(encode_lost(3, 2, "w1"))
+    (3, 2, 'w1')
+    """
+    return b"%s%d|%d|%s" % (LOST, msg_id, attempt, worker.encode())
+
+
+def decode_lost(record: bytes) -> tuple[int, int, str]:
+    """Inverse of :func:`encode_lost`: ``(msg_id, attempt, worker)``."""
+    _, msg, attempt, worker = record.split(b"|", 3)
+    return int(msg), int(attempt), worker.decode()
 
 
 def dumps_completion(completion: Completion) -> bytes:

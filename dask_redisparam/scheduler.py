@@ -49,9 +49,19 @@ from dask.callbacks import local_callbacks, unpack_callbacks
 from dask.sizeof import sizeof
 
 from .backend import Backend
-from .errors import SerializationError, make_remote
+from .errors import KilledWorker, RunLost, SerializationError, make_remote
 from .graph import Graph
-from .protocol import ERROR, OK, Batch, Entry, decode_header, encode_task, loads_completion
+from .protocol import (
+    ERROR,
+    LOST,
+    OK,
+    Batch,
+    Entry,
+    decode_header,
+    decode_lost,
+    encode_task,
+    loads_completion,
+)
 from .serialize import dumps_task, dumps_value, loads, loads_exception
 
 __all__ = ["RunOptions", "StoredResult", "run_graph"]
@@ -99,6 +109,8 @@ class RunOptions:
         Stop at the first failing task.
     fuse_chains : bool
         Send a task's linear chain of dependents in the same message.
+    allowed_failures : int
+        How many workers may die running a message before its tasks fail with ``KilledWorker``.
     describe_server : str
         ``host:port`` for messages.
     """
@@ -110,12 +122,14 @@ class RunOptions:
         queue_multiplier: float = 2.0,
         stop_on_error: bool = True,
         fuse_chains: bool = True,
+        allowed_failures: int = 3,
         describe_server: str = "",
     ) -> None:
         self.jobname = jobname
         self.queue_multiplier = queue_multiplier
         self.stop_on_error = stop_on_error
         self.fuse_chains = fuse_chains
+        self.allowed_failures = allowed_failures
         self.describe_server = describe_server
 
 
@@ -311,14 +325,18 @@ class _Run:
     def fill(self) -> list[bytes]:
         """New messages, up to the window."""
         out = []
-        while self.state["ready"] and len(self.messages) < self.window and self.error is None:
+        stopping = self.error is not None and self.options.stop_on_error
+        while self.state["ready"] and len(self.messages) < self.window and not stopping:
             free = self.window - len(self.messages)
             out.append(self.build_message(self.chunk_size(free)))
         return out
 
     # ------------------------------------------------------------------ completion
     def handle(self, record: bytes) -> None:
-        """Apply one completion record."""
+        """Apply one completion record, or a notice that a message was requeued after its worker died."""
+        if record.startswith(LOST):
+            self.handle_lost(*decode_lost(record))
+            return
         done = loads_completion(record)
         sent = self.messages.pop(done.msg_id, None)
         if sent is None:  # a duplicate, or from a message already given up
@@ -342,6 +360,18 @@ class _Run:
         for key in became_ready:
             self.make_ready(key)
 
+    def handle_lost(self, msg_id: int, attempt: int, worker: str) -> None:
+        """A message went back to the queue with ``attempt`` after its worker died."""
+        sent = self.messages.get(msg_id)
+        if sent is None:
+            return
+        message, keys = sent
+        run_id, _, _, offset = decode_header(message)
+        self.messages[msg_id] = (encode_task(run_id, msg_id, attempt, message[offset:]), keys)
+        logger.warning("manager: worker %s died running %d task(s) of run %s; retrying", worker, len(keys), run_id)
+        if attempt > self.options.allowed_failures and self.error is None:
+            self.error = KilledWorker(keys[0], attempt, worker, self.options.allowed_failures)
+
     def fail(self, key: Hashable, error_bytes: bytes, worker: str) -> None:
         """A task raised: keep the first error (the run stops in :func:`run_graph`)."""
         if self.error is not None:
@@ -362,7 +392,10 @@ class _Run:
         blobs = self.backend.fetch_values(self.job, self.run_id, [str(self.loc[k]) for k in remote])
         for key, blob in zip(remote, blobs, strict=True):
             if blob is None:
-                raise KeyError(f"the value of {key!r} is missing from Redis (was the server restarted?)")
+                raise RunLost(
+                    f"the value of {key!r} is missing from Redis at {self.options.describe_server}: "
+                    "was the server restarted without persistence, or the key evicted?"
+                )
             out[key] = loads(blob)
         return out
 
@@ -400,7 +433,7 @@ def run_graph(
     SerializationError
         A task cannot be pickled.
     """
-    count_workers = live_workers or (lambda: len(backend.live_workers(options.jobname)))
+    count_workers = live_workers or (lambda: _count_and_reap(backend, options.jobname))
     with local_callbacks(callbacks) as cbs:
         run = _Run(backend, graph, options, cbs)
         for cb in run.start_cbs:
@@ -419,6 +452,18 @@ def run_graph(
             _close(run)
             for cb in run.finish_cbs:
                 cb(graph.nodes, run.state, failed)
+
+
+def _count_and_reap(backend: Backend, jobname: str) -> int:
+    """Count the live workers; requeue what dead ones held (any manager of the job may do it; it is atomic)."""
+    live, dead = backend.worker_liveness(jobname)
+    for worker_id in dead:
+        moved = backend.reap_worker(jobname, worker_id)
+        if moved:
+            logger.warning(
+                "manager: worker %s of job %s is gone; requeued %d message(s)", worker_id, jobname, len(moved)
+            )
+    return len(live)
 
 
 def _loop(run: _Run, count_workers: Callable[[], int]) -> None:

@@ -13,8 +13,10 @@ Server resolution, highest precedence first (empty environment values count as u
 5. the dask config keys ``redisparam.host``, ``.port``, ``.password``, ``.username``.
 
 The highest source that names a location (url, host or port) gives the address (a lone host gets port 6379, a
-lone port host 127.0.0.1); a password or username from a *higher* source overrides the one it has. Lower
-sources are ignored. A password or username with no location anywhere is an error.
+lone port host 127.0.0.1). Each credential (password, username) then resolves on its own, as R resolves each
+field: the highest source that sets it wins, except that a lower source never replaces a credential that the
+location's own source sets (``--host h`` plus ``REDISPARAM_PASSWORD`` from a secret logs in with that password).
+A password or username with no location anywhere is an error.
 
 Examples
 --------
@@ -140,11 +142,17 @@ def _resolve(layers: tuple[_Layer, ...]) -> RedisAddress | None:
     """Resolve the server from sources ordered from highest to lowest precedence (see the module doc)."""
     for index, layer in enumerate(layers):
         if any(field in layer for field in _LOCATION):
+            address = _layer_address(layer)
             overrides: dict[str, Any] = {}
-            for above in reversed(layers[:index]):  # the highest source that sets a credential wins
+            # a credential comes from the highest source that sets one, as R resolves each field on its own:
+            # e.g. ``--host h`` with REDISPARAM_PASSWORD in the environment (a Kubernetes secret) logs in
+            for other in reversed(layers[index + 1 :]):
+                for field in (f for f in _CREDENTIALS if f in other and getattr(address, f) is None):
+                    overrides[field] = _text(*other[field], secret=field == "password")
+            for above in reversed(layers[:index]):
                 for field in (f for f in _CREDENTIALS if f in above):
                     overrides[field] = _text(*above[field], secret=field == "password")
-            return dataclasses.replace(_layer_address(layer), **overrides)
+            return dataclasses.replace(address, **overrides)
     for layer in layers:
         for field in (f for f in _CREDENTIALS if f in layer):
             raise ConfigurationError(f"{field} given ({layer[field][0]}) but no Redis server (host, port or url)")

@@ -204,7 +204,10 @@ class Worker:
                     "current": self._current,
                     "heartbeat": f"{time.time():.3f}",
                 }
-                alive = backend.heartbeat(self.jobname, self.id, self.heartbeat_ttl, fields)
+                alive, stop = backend.heartbeat(self.jobname, self.id, self.heartbeat_ttl, fields)
+                if stop and not self._stop.is_set():
+                    logger.info("worker %s: stop requested through Redis", self.id)
+                    self._stop.set()
                 if not alive and not self._stop.is_set():
                     logger.warning("worker %s: lease had expired; registering again", self.id)
                     backend.register_worker(self.jobname, self.id, self.info(), self.heartbeat_ttl)
@@ -240,7 +243,13 @@ class Worker:
                 values[i] = loads(blob)
         outcomes, stores = self._run_entries(batch, values, missing)
         record = dumps_completion(Completion(msg_id, attempt, self.id, outcomes, None))
-        backend.complete(self.jobname, self.id, run_id, message, record, stores)
+        if backend.complete(self.jobname, self.id, run_id, message, record, stores) < 0:
+            logger.warning(
+                "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",
+                self.id,
+                msg_id,
+                run_id,
+            )
         self.tasks_done += len(outcomes)
         self._current = ""
 

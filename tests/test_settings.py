@@ -258,11 +258,14 @@ def test_each_env_field_resolved_independently() -> None:
     assert url_of(s) == "redis://u:a@h:6379/0"
 
 
-def test_lower_source_credentials_are_ignored() -> None:
-    s = make(environ={"REDISPARAM_URL": "redis://h:1"})
+def test_lower_source_credentials_fill_in_missing_ones() -> None:
+    """Each credential resolves on its own (as R): a location from one source, a password from a lower one."""
     with dask.config.set({"redisparam.password": "cfg"}):
-        assert url_of(make(environ={"REDIS_HOST": "h"})) == "redis://h:6379/0"
-    assert url_of(make(environ={"REDISPARAM_URL": "redis://h:1", "REDIS_PASSWORD": "p"})) == url_of(s)
+        assert url_of(make(environ={"REDIS_HOST": "h"})) == "redis://:cfg@h:6379/0"
+    assert url_of(make(environ={"REDISPARAM_URL": "redis://h:1", "REDIS_PASSWORD": "p"})) == "redis://:p@h:1/0"
+    assert url_of(make(host="h", environ={"REDISPARAM_PASSWORD": "secret"})) == "redis://:secret@h:6379/0"
+    # but a credential that the location's own source sets is not replaced by a lower one
+    assert url_of(make(environ={"REDISPARAM_URL": "redis://:own@h:1", "REDIS_PASSWORD": "p"})) == "redis://:own@h:1/0"
 
 
 def test_higher_credentials_override_config_location() -> None:

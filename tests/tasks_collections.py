@@ -1,0 +1,34 @@
+"""Task functions for ``tests/test_collections.py``, importable by worker processes (``tests.tasks_collections``)."""
+
+from __future__ import annotations
+
+import os
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def is_odd(x: int) -> bool:
+    return x % 2 == 1
+
+
+def mod3(x: int) -> int:
+    return x % 3
+
+
+def add_to(total: int, x: int) -> int:
+    return total + x
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def pid_of(_: object = None) -> int:
+    """The PID of the process that ran the task."""
+    return os.getpid()
