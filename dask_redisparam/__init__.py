@@ -5,6 +5,7 @@ from __future__ import annotations
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
+    KilledWorker,
     RedisParamError,
     RemoteError,
     RunLost,
@@ -35,6 +36,7 @@ __all__ = [
     "shutdown",
     "AuthenticationFailed",
     "ConfigurationError",
+    "KilledWorker",
     "RedisParamError",
     "RemoteError",
     "RunLost",

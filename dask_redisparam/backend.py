@@ -47,12 +47,13 @@ MAX_BLOCK = 2.0
 # never re-created, so nothing is left behind after a run ends).
 _COMPLETE = """
 if redis.call('LREM', KEYS[4], 1, ARGV[1]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('HINCRBY', KEYS[5], 'tasks', ARGV[3]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then return 0 end
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
-if #ARGV > 2 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if #ARGV > 3 then redis.call('PEXPIRE', KEYS[2], ttl) end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ttl)
 return 1
@@ -433,13 +434,15 @@ class Backend:
         message: bytes,
         record: bytes,
         values: Sequence[tuple[str, bytes]],
+        ntasks: int,
     ) -> int:
         """Store a batch's results and completion record and release the message, atomically.
 
         Returns 1 when stored, 0 when the run is gone and -1 when the worker no longer held the message (it was
-        reaped and the message requeued); in both cases nothing is stored.
+        reaped and the message requeued); in both cases nothing is stored. ``ntasks`` is added to the worker's
+        task count.
         """
-        args: list[bytes | str] = [message, record]
+        args: list[bytes | str | int] = [message, record, ntasks]
         for field, value in values:
             args += [field, value]
         return int(
@@ -449,6 +452,7 @@ class Backend:
                     keys.data(jobname, run_id),
                     keys.done(jobname, run_id),
                     keys.processing(jobname, worker_id),
+                    keys.worker(jobname, worker_id),
                 ],
                 args=args,
             )

@@ -113,7 +113,8 @@ def worker_command(
     env = {"REDISPARAM_URL": address.to_url(show_password=True)}
     base_id = worker_id or uuid.uuid4().hex[:8]
     restart = not (no_restart or burst or max_tasks is not None)
-    sys.exit(Supervisor(nworkers, child_args, env, base_id, restart=restart).run())
+    supervisor = Supervisor(nworkers, child_args, env, base_id, restart=restart, reap=(address, settings.jobname))
+    sys.exit(supervisor.run())
 
 
 @click.group(name="redisparam", context_settings={"max_content_width": 100})

@@ -20,6 +20,8 @@ import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
+from .address import RedisAddress
+from .backend import Backend
 from .server import _pdeathsig_preexec
 
 __all__ = ["LocalWorkers", "Supervisor", "worker_environment"]
@@ -53,6 +55,9 @@ class Supervisor:
         that died gets a suffix ``.<k>``, since the dead worker's lease may still be live.
     restart : bool
         Start a new worker process when one dies while not stopping.
+    reap : tuple of (RedisAddress, jobname), optional
+        When given, a worker process that dies is reaped at once: what it held goes back to the queue (counting
+        one failed attempt), instead of waiting for its lease to expire.
     """
 
     def __init__(
@@ -63,7 +68,9 @@ class Supervisor:
         base_id: str,
         *,
         restart: bool = True,
+        reap: tuple[RedisAddress, str] | None = None,
     ) -> None:
+        self.reap = reap
         self.nworkers = nworkers
         self.child_args = list(child_args)
         self.env = worker_environment(env)
@@ -112,6 +119,22 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def _reap(self, worker_id: str) -> None:
+        if self.reap is None:
+            return
+        address, jobname = self.reap
+        try:
+            backend = Backend(address, retries=1)
+            try:
+                moved = backend.reap_worker(jobname, worker_id)
+            finally:
+                backend.close()
+        except Exception as e:  # the lease will expire and a manager will reap it then
+            logger.warning("supervisor: could not requeue the tasks of worker %s: %s", worker_id, e)
+            return
+        if moved:
+            logger.warning("supervisor: requeued %d message(s) of dead worker %s", len(moved), worker_id)
+
     def _watch(self) -> int:
         failures_in_a_row = 0
         status = 0
@@ -122,6 +145,8 @@ class Supervisor:
                 if code is None:
                     continue
                 del self.children[slot]
+                if code != 0:
+                    self._reap(self.worker_id(slot))
                 if self.signals or not self.restart or code == 0:
                     logger.info("supervisor: worker %s exited with code %s", self.worker_id(slot), code)
                     if code != 0 and not self.signals:

@@ -199,11 +199,7 @@ class Worker:
         assert backend is not None
         while not self._stop.wait(self.heartbeat_interval):
             try:
-                fields = {
-                    "tasks": str(self.tasks_done),
-                    "current": self._current,
-                    "heartbeat": f"{time.time():.3f}",
-                }
+                fields = {"current": self._current, "heartbeat": f"{time.time():.3f}"}
                 alive, stop = backend.heartbeat(self.jobname, self.id, self.heartbeat_ttl, fields)
                 if stop and not self._stop.is_set():
                     logger.info("worker %s: stop requested through Redis", self.id)
@@ -225,7 +221,7 @@ class Worker:
                 raise
             error = dumps_exception(e, e.__traceback__)
             record = dumps_completion(Completion(msg_id, attempt, self.id, [], error))
-            backend.complete(self.jobname, self.id, run_id, message, record, [])
+            backend.complete(self.jobname, self.id, run_id, message, record, [], 0)
             return
         produced = {entry.idx for entry in batch.entries}
         external = sorted({i for entry in batch.entries for _, i in entry.deps} - produced - set(batch.inline))
@@ -243,7 +239,7 @@ class Worker:
                 values[i] = loads(blob)
         outcomes, stores = self._run_entries(batch, values, missing)
         record = dumps_completion(Completion(msg_id, attempt, self.id, outcomes, None))
-        if backend.complete(self.jobname, self.id, run_id, message, record, stores) < 0:
+        if backend.complete(self.jobname, self.id, run_id, message, record, stores, len(outcomes)) < 0:
             logger.warning(
                 "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",
                 self.id,

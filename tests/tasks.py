@@ -91,3 +91,15 @@ def raise_custom(code: int) -> None:
 def slow_fail(seconds: float) -> None:
     time.sleep(seconds)
     raise ValueError("slow failure")
+
+
+def exit_if_pid(victim: int, _: Any = None) -> int:
+    """Kill the worker process whose PID is ``victim`` (as R's ``quit()`` in RedisParam's tests)."""
+    if os.getpid() == victim:
+        os._exit(1)
+    time.sleep(0.05)
+    return os.getpid()
+
+
+def always_exit(_: Any = None) -> None:
+    os._exit(1)
