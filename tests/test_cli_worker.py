@@ -74,3 +74,12 @@ def test_unreachable_server_names_host_and_port(jobname: str) -> None:
     )
     assert done.returncode != 0
     assert "127.0.0.1:1" in done.stderr
+
+
+def test_max_tasks_exits_after_that_many_messages(
+    manager: RedisParam, redis_address: RedisAddress, jobname: str, cli_workers: Callable[..., CliWorkers]
+) -> None:
+    limited = cli_workers(1, "--max-tasks", "2")
+    assert manager({"a": (tasks.inc, 1)}, "a") == 2
+    assert manager({"b": (tasks.inc, 2)}, "b") == 3
+    assert limited.process.wait(10) == 0
