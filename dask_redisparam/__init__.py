@@ -12,6 +12,7 @@ from .errors import (
     SerializationError,
     ServerError,
     ServerUnavailable,
+    TaskTimeout,
     WorkerConflict,
     WorkerError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "SerializationError",
     "ServerError",
     "ServerUnavailable",
+    "TaskTimeout",
     "WorkerConflict",
     "WorkerError",
 ]

@@ -33,9 +33,12 @@ from .address import RedisAddress
 from .errors import AuthenticationFailed, ServerError, ServerUnavailable
 from .protocol import encode_lost
 
-__all__ = ["Backend"]
+__all__ = ["TRANSIENT_ERRORS", "Backend"]
 
 logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, ConnectionError)
+"""Errors after which a retry may succeed (a lost connection, a restarting server); callers catch these."""
 
 SOCKET_TIMEOUT = 10.0
 """Seconds a reply may take; blocking commands use at most :data:`MAX_BLOCK`."""
@@ -79,6 +82,17 @@ end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
 redis.call('SREM', KEYS[5], ARGV[1])
 return out
+"""
+
+# Drop acknowledged completion records: the first ARGV[3] items, if they still are the ones acknowledged (so a
+# repeated call after a lost reply removes nothing more).
+_ACK = """
+local n = tonumber(ARGV[3])
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[2] then
+  redis.call('LTRIM', KEYS[1], n, -1)
+  return 1
+end
+return 0
 """
 
 # Tell a live run's manager that one of its messages was lost with its worker.
@@ -177,6 +191,7 @@ class Backend:
         self._heartbeat = self._r.register_script(_HEARTBEAT)
         self._reap = self._r.register_script(_REAP)
         self._notify = self._r.register_script(_NOTIFY)
+        self._ack = self._r.register_script(_ACK)
         self._ask_stop = self._r.register_script(_ASK_STOP)
 
     @classmethod
@@ -271,30 +286,40 @@ class Backend:
         run_id: str,
         messages: Sequence[bytes],
         release: Sequence[str],
-        ttl: float | None,
+        ttl: float,
+        acknowledge: Sequence[bytes] = (),
         max_records: int = 4096,
-    ) -> list[bytes]:
-        """One round trip of the manager: push ``messages``, delete ``release`` fields, renew the run's
-        lease when ``ttl`` is given, and take up to ``max_records`` completion records (never blocks)."""
+    ) -> tuple[list[bytes], bool]:
+        """One round trip of the manager.
+
+        Drops the completion records ``acknowledge`` (those the last call returned and the manager applied),
+        pushes ``messages``, deletes ``release`` fields, renews the run's lease for ``ttl`` seconds and reads up
+        to ``max_records`` completion records. Records are removed only once acknowledged, and the removal is
+        idempotent, so a reply lost with a broken connection loses no record (a record may come twice; the
+        manager ignores repeats). Returns ``(records, run alive)``.
+        """
+        done = keys.done(jobname, run_id)
         pipe = self._r.pipeline(transaction=False)
+        if acknowledge:
+            self._ack(keys=[done], args=[acknowledge[0], acknowledge[-1], len(acknowledge)], client=pipe)
         if messages:
             pipe.lpush(keys.queue(jobname), *messages)
         if release:
             pipe.hdel(keys.data(jobname, run_id), *release)
-        if ttl is not None:
-            ms = int(ttl * 1000)
-            pipe.pexpire(keys.alive(jobname, run_id), ms)
-            pipe.pexpire(keys.data(jobname, run_id), ms)
-        pipe.lpop(keys.done(jobname, run_id), max_records)
-        records = pipe.execute()[-1]
-        return list(records) if records else []
+        ms = int(ttl * 1000)
+        pipe.pexpire(keys.data(jobname, run_id), ms)
+        pipe.pexpire(keys.alive(jobname, run_id), ms)
+        pipe.lrange(done, 0, max_records - 1)
+        replies = pipe.execute()
+        return list(replies[-1]), bool(replies[-2])
 
-    def wait_records(self, jobname: str, run_id: str, timeout: float) -> list[bytes]:
-        """Block up to ``timeout`` seconds (at most :data:`MAX_BLOCK`) for completion records."""
-        got = self._r.blpop([keys.done(jobname, run_id)], timeout=min(timeout, MAX_BLOCK))
-        if not got:
-            return []
-        return [cast(tuple[bytes, bytes], got)[1]]
+    def wait_records(self, jobname: str, run_id: str, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds (at most :data:`MAX_BLOCK`) until a completion record is there.
+
+        Nothing is removed (the head of the list is moved onto itself), so nothing can be lost in transit.
+        """
+        done = keys.done(jobname, run_id)
+        return self._r.blmove(done, done, min(timeout, MAX_BLOCK), "LEFT", "LEFT") is not None  # type: ignore[arg-type]
 
     def run_alive(self, jobname: str, run_id: str) -> bool:
         """Whether the run's lease key still exists."""
@@ -457,6 +482,10 @@ class Backend:
                 args=args,
             )
         )
+
+    def held_messages(self, jobname: str, worker_id: str) -> list[bytes]:
+        """The messages in a worker's processing list (claimed, not completed), oldest first."""
+        return list(reversed(cast(list[bytes], self._r.lrange(keys.processing(jobname, worker_id), 0, -1))))
 
     def release_message(self, jobname: str, worker_id: str, message: bytes) -> None:
         """Drop a message from the worker's processing list without a result (its run is gone)."""

@@ -13,6 +13,7 @@ and ``except RemoteError`` work::
     │   └── RunLost                                       the run's state vanished from Redis
     ├── SerializationError         (also TypeError)     a task, argument or result cannot be pickled
     ├── KilledWorker                                     a task's workers died too often while running it
+    ├── TaskTimeout                (also TimeoutError)  a task ran longer than the timeout
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
     └── RemoteError                                      mixin of every exception raised by a task
@@ -41,6 +42,7 @@ __all__ = [
     "ServerError",
     "ServerUnavailable",
     "StopRequested",
+    "TaskTimeout",
     "WorkerConflict",
     "WorkerError",
     "make_remote",
@@ -95,6 +97,30 @@ class KilledWorker(RedisParamError):
             "(os._exit, a segfault, running out of memory) or did the machine go away?"
         )
         self.key, self.attempts, self.last_worker = key, attempts, last_worker
+        self.allowed_failures = allowed_failures
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.attempts, self.last_worker, self.allowed_failures))
+
+
+class TaskTimeout(RedisParamError, TimeoutError):
+    """A task ran longer than the ``timeout`` setting; it is not retried.
+
+    Attributes
+    ----------
+    key : object
+        The task (None when not known where it was detected).
+    seconds : float
+        The limit.
+    """
+
+    def __init__(self, key: Any, seconds: float) -> None:
+        what = "a task" if key is None else f"task {key!r}"
+        super().__init__(f"{what} ran longer than timeout={seconds:g} s and was stopped")
+        self.key, self.seconds = key, seconds
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.seconds))
 
 
 class WorkerError(RedisParamError):

@@ -31,7 +31,8 @@ from . import pool
 from .backend import Backend
 from .errors import ConfigurationError, WorkerError
 from .graph import prepare_graph
-from .scheduler import RunOptions, run_graph
+from .manager import run_graph
+from .scheduler import RunOptions
 from .server import EmbeddedRedis
 from .settings import Settings
 from .supervisor import LocalWorkers
@@ -238,6 +239,8 @@ class RedisParam:
             stop_on_error=settings.stop_on_error,
             fuse_chains=bool(kwargs.get("fuse_chains", True)),
             allowed_failures=settings.allowed_failures,
+            retries=int(kwargs.get("retries", settings.retries)),
+            timeout=settings.timeout,
             describe_server=self.backend.address.describe(),
         )
         values: dict[Hashable, Any] = run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"))

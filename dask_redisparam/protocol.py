@@ -74,11 +74,13 @@ class Entry(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """The payload of a task message: entries run in order; ``inline`` holds small literal inputs."""
+    """The payload of a task message: entries run in order; ``inline`` holds small literal inputs;
+    ``timeout`` is the seconds each entry may run (None: no limit)."""
 
     stop_on_error: bool
     inline: dict[int, Any]
     entries: list[Entry]
+    timeout: float | None = None
 
 
 class Outcome(NamedTuple):

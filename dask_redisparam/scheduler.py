@@ -1,7 +1,7 @@
-"""The manager: run one dask graph through Redis.
+"""The manager's state machine for one run (one call of a ``get``).
 
-:func:`run_graph` drives one *run* (one call of a ``get``) with a single state machine, shaped like
-``dask.local``'s so that ``dask.diagnostics`` callbacks read it unchanged. The state dict holds:
+:class:`RunState` holds the run's state, shaped like ``dask.local``'s so that ``dask.diagnostics`` callbacks read
+it unchanged, and its transitions; :mod:`dask_redisparam.manager` drives it against Redis. The state dict holds:
 
 ``dependencies`` / ``dependents``
     key -> set of keys, both directions (of the culled graph).
@@ -23,6 +23,8 @@
 A task's life on the manager::
 
     waiting ──► ready ──► running (in a message: queued, then claimed by a worker) ──► finished ──► released
+                  ▲                          │
+                  └──────────────────────────┘  it raised and has retries left, or it was not evaluated
 
 Ready tasks leave in **messages** (batches): at most ``ceil(live workers × queue_multiplier)`` messages are
 queued or running at once, the rest waits in ``ready``. A message takes a chunk of ready tasks, sized so that it
@@ -30,8 +32,10 @@ runs about ``TARGET_SECONDS`` (measured), and each task's linear chain of depend
 input it is), which then never leaves the worker. Small literals travel inside messages; large ones are uploaded
 once at the start.
 
-Every round trip of the loop is one pipeline: push new messages, delete released values, renew the run's lease
-and take completion records; it blocks (up to a second) only when nothing came back.
+A message whose worker died comes back with its attempt number raised (a *lost* notice); after
+``allowed_failures`` + 1 attempts its tasks fail with :class:`~dask_redisparam.errors.KilledWorker`. A task that
+raised runs again while it has retries (``retries`` setting or ``dask.annotate(retries=n)``). With a ``timeout``
+every message carries one task, so that stopping one task never costs another its result.
 """
 
 from __future__ import annotations
@@ -39,17 +43,16 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import time
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from dask._task_spec import Alias, DataNode
-from dask.callbacks import local_callbacks, unpack_callbacks
+from dask.callbacks import unpack_callbacks
 from dask.sizeof import sizeof
 
 from .backend import Backend
-from .errors import KilledWorker, RunLost, SerializationError, make_remote
+from .errors import KilledWorker, RunLost, SerializationError, TaskTimeout, make_remote
 from .graph import Graph
 from .protocol import (
     ERROR,
@@ -64,7 +67,7 @@ from .protocol import (
 )
 from .serialize import dumps_task, dumps_value, loads, loads_exception
 
-__all__ = ["RunOptions", "StoredResult", "run_graph"]
+__all__ = ["RunOptions", "RunState", "StoredResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +75,6 @@ TARGET_SECONDS = 0.05
 """How long one message should keep a worker busy, in seconds (chunking of small tasks)."""
 INLINE_BYTES = 16 * 1024
 """Literals estimated smaller than this travel inside messages; larger ones are uploaded once."""
-RUN_TTL = 30.0
-"""Seconds a run's keys outlive its manager's last sign of life."""
-WAIT_WARNING = 10.0
-"""Seconds between warnings while no worker serves the job."""
 
 
 class StoredResult:
@@ -111,6 +110,10 @@ class RunOptions:
         Send a task's linear chain of dependents in the same message.
     allowed_failures : int
         How many workers may die running a message before its tasks fail with ``KilledWorker``.
+    retries : int
+        How often a task that raised runs again (``dask.annotate(retries=n)`` overrides it per task).
+    timeout : float, optional
+        Seconds each task may run.
     describe_server : str
         ``host:port`` for messages.
     """
@@ -123,6 +126,8 @@ class RunOptions:
         stop_on_error: bool = True,
         fuse_chains: bool = True,
         allowed_failures: int = 3,
+        retries: int = 0,
+        timeout: float | None = None,
         describe_server: str = "",
     ) -> None:
         self.jobname = jobname
@@ -130,11 +135,13 @@ class RunOptions:
         self.stop_on_error = stop_on_error
         self.fuse_chains = fuse_chains
         self.allowed_failures = allowed_failures
+        self.retries = retries
+        self.timeout = timeout
         self.describe_server = describe_server
 
 
-class _Run:
-    """The state of one run; see the module docstring."""
+class RunState:
+    """The state of one run and its transitions; see the module docstring."""
 
     def __init__(self, backend: Backend, graph: Graph, options: RunOptions, callbacks: Sequence[Any]) -> None:
         self.backend, self.graph, self.options = backend, graph, options
@@ -151,6 +158,7 @@ class _Run:
         self.counter = 0
         self.to_release: list[str] = []
         self.mean_seconds: float | None = None
+        self.retries: dict[Hashable, int] = dict(graph.annotations.get("retries", {}))
         self.window = 0
         self.error: BaseException | None = None
         self.state: dict[str, Any] = {
@@ -261,7 +269,7 @@ class _Run:
     def chunk_size(self, free_slots: int) -> int:
         ready = len(self.state["ready"])
         even = math.ceil(ready / max(1, free_slots))
-        if self.mean_seconds is None:
+        if self.mean_seconds is None or self.options.timeout is not None:
             return 1
         cap = max(1, int(TARGET_SECONDS / max(self.mean_seconds, 1e-6)))
         return max(1, min(even, cap))
@@ -269,7 +277,7 @@ class _Run:
     def chain_of(self, key: Hashable) -> list[Hashable]:
         """``key`` and the dependents that only it feeds, one after the other."""
         chain = [key]
-        if not self.options.fuse_chains:
+        if not self.options.fuse_chains or self.options.timeout is not None:
             return chain
         nodes, dependents, dependencies = self.graph.nodes, self.graph.dependents, self.graph.dependencies
         waiting = self.state["waiting"]
@@ -305,7 +313,7 @@ class _Run:
                     cb(key, self.graph.nodes, self.state)
         msg_id = self.next_msg
         self.next_msg += 1
-        batch = Batch(self.options.stop_on_error, inline, entries)
+        batch = Batch(self.options.stop_on_error, inline, entries, self.options.timeout)
         try:
             payload = dumps_task(batch)
         except Exception as e:
@@ -345,6 +353,7 @@ class _Run:
             self.fail(sent[1][0], done.batch_error, done.worker)
             return
         became_ready: list[Hashable] = []
+        again: list[Hashable] = []
         for outcome in done.outcomes:
             key = self.keys_by_idx[outcome.idx]
             if outcome.status == OK:
@@ -356,8 +365,33 @@ class _Run:
                 became_ready += self.mark_finished(key, StoredResult(key, outcome.nbytes, done.worker))
             elif outcome.status == ERROR:
                 assert outcome.error is not None
-                self.fail(key, outcome.error, done.worker)
+                if self.retry(key, outcome.error):
+                    again.append(key)
+                else:
+                    self.fail(key, outcome.error, done.worker)
+            else:  # not evaluated (an earlier entry of the message failed): send it again when it can run
+                again.append(key)
+        for key in again:
+            self.redispatch(key)
         for key in became_ready:
+            self.make_ready(key)
+
+    def retry(self, key: Hashable, error: bytes) -> bool:
+        """Whether a task that raised gets another run (and use up one of its retries)."""
+        left = self.retries.get(key, self.options.retries)
+        if left <= 0 or isinstance(loads_exception(error)[0], TaskTimeout):
+            return False
+        self.retries[key] = left - 1
+        logger.info("manager: task %r raised; retrying (%d retries left)", key, left - 1)
+        return True
+
+    def redispatch(self, key: Hashable) -> None:
+        """Put a task that ran without result back: ready if its inputs exist, else waiting for them."""
+        self.state["running"].discard(key)
+        unfinished = {d for d in self.graph.dependencies[key] if d not in self.state["finished"]}
+        if unfinished:
+            self.state["waiting"][key] = unfinished
+        else:
             self.make_ready(key)
 
     def handle_lost(self, msg_id: int, attempt: int, worker: str) -> None:
@@ -366,7 +400,9 @@ class _Run:
         if sent is None:
             return
         message, keys = sent
-        run_id, _, _, offset = decode_header(message)
+        run_id, _, known, offset = decode_header(message)
+        if attempt <= known:  # a repeated notice
+            return
         self.messages[msg_id] = (encode_task(run_id, msg_id, attempt, message[offset:]), keys)
         logger.warning("manager: worker %s died running %d task(s) of run %s; retrying", worker, len(keys), run_id)
         if attempt > self.options.allowed_failures and self.error is None:
@@ -377,6 +413,8 @@ class _Run:
         if self.error is not None:
             return
         exc, tb, text = loads_exception(error_bytes)
+        if isinstance(exc, TaskTimeout) and exc.key is None:  # detected by a supervisor, which knows no keys
+            exc = TaskTimeout(key, exc.seconds)
         self.error = make_remote(exc, key, worker, text).with_traceback(tb)
 
     def results(self) -> dict[Hashable, Any]:
@@ -401,122 +439,3 @@ class _Run:
 
 
 _MISSING = object()
-
-
-def run_graph(
-    backend: Backend,
-    graph: Graph,
-    options: RunOptions,
-    *,
-    callbacks: Any = None,
-    live_workers: Callable[[], int] | None = None,
-) -> dict[Hashable, Any]:
-    """Run ``graph`` through Redis and return ``{requested key: value}``.
-
-    Parameters
-    ----------
-    backend : Backend
-        The connection to the server.
-    graph : Graph
-        From :func:`dask_redisparam.graph.prepare_graph`.
-    options : RunOptions
-        Job name, window and error policy.
-    callbacks : optional
-        dask ``Callback`` objects or 5-tuples; default: the active ones (``with ProgressBar(): ...``).
-    live_workers : callable, optional
-        Returns the number of live workers; default asks Redis (at most once per second).
-
-    Raises
-    ------
-    Exception
-        The first exception a task raised, with its original type, also a ``RemoteError``.
-    SerializationError
-        A task cannot be pickled.
-    """
-    count_workers = live_workers or (lambda: _count_and_reap(backend, options.jobname))
-    with local_callbacks(callbacks) as cbs:
-        run = _Run(backend, graph, options, cbs)
-        for cb in run.start_cbs:
-            cb(graph.nodes)
-        failed = True
-        try:
-            uploads = run.start()
-            for cb in run.start_state_cbs:
-                cb(graph.nodes, run.state)
-            backend.open_run(run.job, run.run_id, RUN_TTL, uploads)
-            _loop(run, count_workers)
-            result = run.results()
-            failed = False
-            return result
-        finally:
-            _close(run)
-            for cb in run.finish_cbs:
-                cb(graph.nodes, run.state, failed)
-
-
-def _count_and_reap(backend: Backend, jobname: str) -> int:
-    """Count the live workers; requeue what dead ones held (any manager of the job may do it; it is atomic)."""
-    live, dead = backend.worker_liveness(jobname)
-    for worker_id in dead:
-        moved = backend.reap_worker(jobname, worker_id)
-        if moved:
-            logger.warning(
-                "manager: worker %s of job %s is gone; requeued %d message(s)", worker_id, jobname, len(moved)
-            )
-    return len(live)
-
-
-def _loop(run: _Run, count_workers: Callable[[], int]) -> None:
-    backend, job = run.backend, run.job
-    last_count = last_renew = last_warning = time.monotonic()
-    run.window = math.ceil(count_workers() * run.options.queue_multiplier)
-    todo = len(run.graph.nodes)
-    while len(run.state["finished"]) < todo:
-        now = time.monotonic()
-        if now - last_count >= 1.0:
-            run.window = math.ceil(count_workers() * run.options.queue_multiplier)
-            last_count = now
-        renew = now - last_renew >= RUN_TTL / 6
-        if renew:
-            last_renew = now
-        messages = run.fill()
-        records = backend.exchange(job, run.run_id, messages, run.to_release, RUN_TTL if renew else None)
-        run.to_release = []
-        if not records and run.messages:
-            records = backend.wait_records(job, run.run_id, 1.0)
-        elif not records and not run.messages:
-            if run.error is not None:
-                raise run.error
-            if not run.state["ready"]:
-                raise RuntimeError(f"run {run.run_id} has tasks waiting on nothing: {list(run.state['waiting'])[:5]}")
-            if run.window == 0:
-                if now - last_warning >= WAIT_WARNING:
-                    logger.warning(
-                        "manager: no live worker serves job %r on %s; waiting for one",
-                        job,
-                        run.options.describe_server,
-                    )
-                    last_warning = now
-                time.sleep(0.1)
-                last_count = 0.0
-        for record in records:
-            run.handle(record)
-        if run.error is not None and run.options.stop_on_error:
-            raise run.error
-
-
-def _close(run: _Run) -> None:
-    """End the run: withdraw its queued messages and delete its keys."""
-    try:
-        if run.messages:
-            withdrawn = run.backend.withdraw(run.job, [m for m, _ in run.messages.values()])
-            if withdrawn:
-                logger.debug("manager: withdrew %d queued message(s) of run %s", withdrawn, run.run_id)
-        run.backend.close_run(run.job, run.run_id)
-    except Exception as e:  # never hide the run's own outcome behind a clean-up failure
-        logger.warning("manager: could not clean up run %s: %s", run.run_id, e)
-
-
-def message_run_id(message: bytes) -> str:
-    """The run id in a task message's header (for inspection tools)."""
-    return decode_header(message)[0]

@@ -12,7 +12,8 @@ import pytest
 import redis
 
 import dask_redisparam
-from dask_redisparam import ConfigurationError, RedisParam, redis_get, scheduler
+from dask_redisparam import ConfigurationError, RedisParam, redis_get
+from dask_redisparam import manager as manager_module
 from dask_redisparam.address import RedisAddress
 from tests import tasks
 from tests.conftest import CliWorkers
@@ -110,7 +111,7 @@ def test_manager_waits_for_a_worker_and_says_so(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(scheduler, "WAIT_WARNING", 0.2)
+    monkeypatch.setattr(manager_module, "WAIT_WARNING", 0.2)
     workers: list[CliWorkers] = []
     timer = threading.Timer(1.0, lambda: workers.append(CliWorkers(redis_address, jobname, 1)))
     timer.start()

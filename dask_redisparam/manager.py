@@ -1,0 +1,195 @@
+"""The manager's loop: drive a :class:`~dask_redisparam.scheduler.RunState` against Redis until the run ends.
+
+Each turn of :func:`run_graph`'s loop is one round trip (:meth:`Backend.exchange`): acknowledge the completion
+records of the last turn, push new messages, delete released values, renew the run's lease and read new
+records; it blocks (up to a second) only when nothing came back. About once a second it also counts the live
+workers (the window follows them) and reaps dead ones: what a dead worker held goes back to the queue.
+
+Faults:
+
+- a lost connection or a restarting server: the turn is repeated with a bounded backoff; every step of a turn
+  may be repeated safely (records are removed only once acknowledged, by an idempotent script). After
+  ``OUTAGE_GRACE`` seconds without Redis the run fails with :class:`~dask_redisparam.errors.ServerUnavailable`;
+- the run's keys vanished (a server restarted without persistence): :class:`~dask_redisparam.errors.RunLost`;
+- any exception in the manager, ``KeyboardInterrupt`` included: the run's queued messages are withdrawn and its
+  keys deleted; results of tasks still running are dropped by the workers' completion script.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from dask.callbacks import local_callbacks
+
+from .backend import TRANSIENT_ERRORS, Backend
+from .errors import RunLost, ServerUnavailable
+from .graph import Graph
+from .scheduler import RunOptions, RunState
+
+__all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
+
+logger = logging.getLogger(__name__)
+
+RUN_TTL = 30.0
+"""Seconds a run's keys outlive its manager's last sign of life."""
+WAIT_WARNING = 10.0
+"""Seconds between warnings while no worker serves the job."""
+OUTAGE_GRACE = 30.0
+"""Seconds the manager keeps trying to reach a Redis server that went away before it gives up."""
+
+
+def run_graph(
+    backend: Backend,
+    graph: Graph,
+    options: RunOptions,
+    *,
+    callbacks: Any = None,
+    live_workers: Callable[[], int] | None = None,
+) -> dict[Hashable, Any]:
+    """Run ``graph`` through Redis and return ``{requested key: value}``.
+
+    Parameters
+    ----------
+    backend : Backend
+        The connection to the server.
+    graph : Graph
+        From :func:`dask_redisparam.graph.prepare_graph`.
+    options : RunOptions
+        Job name, window and error policy.
+    callbacks : optional
+        dask ``Callback`` objects or 5-tuples; default: the active ones (``with ProgressBar(): ...``).
+    live_workers : callable, optional
+        Returns the number of live workers; default asks Redis (at most once per second) and reaps dead ones.
+
+    Raises
+    ------
+    Exception
+        The first exception a task raised, with its original type, also a ``RemoteError``.
+    SerializationError
+        A task cannot be pickled.
+    KilledWorker, TaskTimeout, RunLost, ServerUnavailable
+        See :mod:`dask_redisparam.errors`.
+    """
+    count_workers = live_workers or (lambda: count_and_reap(backend, options.jobname))
+    with local_callbacks(callbacks) as cbs:
+        run = RunState(backend, graph, options, cbs)
+        for cb in run.start_cbs:
+            cb(graph.nodes)
+        failed = True
+        try:
+            uploads = run.start()
+            for cb in run.start_state_cbs:
+                cb(graph.nodes, run.state)
+            backend.open_run(run.job, run.run_id, RUN_TTL, uploads)
+            _loop(run, count_workers)
+            result = run.results()
+            failed = False
+            return result
+        finally:
+            close_run(run)
+            for cb in run.finish_cbs:
+                cb(graph.nodes, run.state, failed)
+
+
+def count_and_reap(backend: Backend, jobname: str) -> int:
+    """Count the live workers; requeue what dead ones held (any manager of the job may do it; it is atomic)."""
+    live, dead = backend.worker_liveness(jobname)
+    for worker_id in dead:
+        moved = backend.reap_worker(jobname, worker_id)
+        if moved:
+            logger.warning(
+                "manager: worker %s of job %s is gone; requeued %d message(s)", worker_id, jobname, len(moved)
+            )
+    return len(live)
+
+
+class _Outage:
+    """Bounded backoff while Redis cannot be reached."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.since: float | None = None
+        self.delay = 0.05
+
+    def failed(self, error: Exception) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            logger.warning("manager: lost Redis at %s (%s); reconnecting", self.where, error)
+        if now - self.since > OUTAGE_GRACE:
+            raise ServerUnavailable(
+                f"lost the connection to Redis at {self.where} for more than {OUTAGE_GRACE:.0f} s: {error}"
+            ) from error
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 2.0)
+
+    def succeeded(self) -> None:
+        if self.since is not None:
+            logger.warning("manager: reconnected to Redis at %s", self.where)
+        self.since, self.delay = None, 0.05
+
+
+def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
+    backend, job = run.backend, run.job
+    outage = _Outage(run.options.describe_server)
+    last_count = last_warning = time.monotonic()
+    run.window = math.ceil(count_workers() * run.options.queue_multiplier)
+    todo = len(run.graph.nodes)
+    pending: list[bytes] = []  # messages built but not yet surely pushed
+    acknowledge: list[bytes] = []
+    while len(run.state["finished"]) < todo:
+        try:
+            now = time.monotonic()
+            if now - last_count >= 1.0:
+                run.window = math.ceil(count_workers() * run.options.queue_multiplier)
+                last_count = now
+            pending += run.fill()
+            records, alive = backend.exchange(job, run.run_id, pending, run.to_release, RUN_TTL, acknowledge)
+            pending, run.to_release, acknowledge = [], [], records
+            outage.succeeded()
+            if not alive:
+                raise RunLost(
+                    f"Redis at {run.options.describe_server} lost the state of run {run.run_id} of job {job!r}: "
+                    "was the server restarted without persistence (or the run's keys deleted)?"
+                )
+            if not records and run.messages:
+                backend.wait_records(job, run.run_id, 1.0)
+            elif not records:
+                if run.error is not None:
+                    raise run.error
+                if not run.state["ready"]:
+                    waiting = list(run.state["waiting"])[:5]
+                    raise RuntimeError(f"run {run.run_id} has tasks waiting on nothing: {waiting}")
+                if run.window == 0:
+                    if now - last_warning >= WAIT_WARNING:
+                        logger.warning(
+                            "manager: no live worker serves job %r on %s; waiting for one",
+                            job,
+                            run.options.describe_server,
+                        )
+                        last_warning = now
+                    time.sleep(0.1)
+                    last_count = 0.0
+        except TRANSIENT_ERRORS as e:
+            outage.failed(e)
+            continue
+        for record in records:
+            run.handle(record)
+        if run.error is not None and run.options.stop_on_error:
+            raise run.error
+
+
+def close_run(run: RunState) -> None:
+    """End the run: withdraw its queued messages and delete its keys."""
+    try:
+        if run.messages:
+            withdrawn = run.backend.withdraw(run.job, [m for m, _ in run.messages.values()])
+            if withdrawn:
+                logger.debug("manager: withdrew %d queued message(s) of run %s", withdrawn, run.run_id)
+        run.backend.close_run(run.job, run.run_id)
+    except Exception as e:  # never hide the run's own outcome behind a clean-up failure
+        logger.warning("manager: could not clean up run %s: %s", run.run_id, e)
