@@ -64,6 +64,16 @@ def _settings(jobname: str | None, url: str | None, host: str | None, port: int 
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Exit after this many messages.")
 @click.option("--no-restart", is_flag=True, help="Do not replace worker processes that die.")
+@click.option(
+    "--heartbeat-interval", type=float, default=1.0, show_default=True, help="Seconds between lease renewals."
+)
+@click.option(
+    "--heartbeat-ttl",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds without a heartbeat after which a worker counts as dead and its tasks are requeued.",
+)
 @click.option("--child", is_flag=True, hidden=True, help="Serve in this process (used by the supervisor).")
 @click.option("-v", "--verbose", count=True, help="More logging (-v: debug).")
 def worker_command(
@@ -76,12 +86,18 @@ def worker_command(
     burst: bool,
     max_tasks: int | None,
     no_restart: bool,
+    heartbeat_interval: float,
+    heartbeat_ttl: float,
     child: bool,
     verbose: int,
 ) -> None:
     """Serve the tasks of a job from a Redis server, until stopped (SIGTERM/SIGINT: warm; twice: cold)."""
     _configure_logging(verbose)
     settings = _settings(jobname, url, host, port)
+    try:
+        settings = settings.replace(heartbeat_interval=heartbeat_interval, heartbeat_ttl=heartbeat_ttl)
+    except RedisParamError as e:
+        raise click.UsageError(str(e)) from None
     address = settings.address
     assert address is not None
     if child:
@@ -105,6 +121,7 @@ def worker_command(
     from .supervisor import Supervisor
 
     child_args = ["--jobname", settings.jobname]
+    child_args += ["--heartbeat-interval", str(heartbeat_interval), "--heartbeat-ttl", str(heartbeat_ttl)]
     if burst:
         child_args.append("--burst")
     if max_tasks is not None:

@@ -116,8 +116,7 @@ class RedisParam:
             try:
                 self._backend = Backend.connect(address)
                 if settings.is_worker is None:
-                    env = dict(settings.to_env(), REDISPARAM_URL=address.to_url(show_password=True))
-                    self._local = LocalWorkers(settings.workers, settings.jobname, env, uuid.uuid4().hex[:8])
+                    self._local = self._launch_local(settings.workers)
                     self._wait_for_local_workers()
             except BaseException:
                 self.stop()
@@ -125,6 +124,18 @@ class RedisParam:
         if settings.is_worker:
             self._serve_foreground()
         return self
+
+    def _launch_local(self, n: int) -> LocalWorkers:
+        """Start ``n`` worker processes in the background (one supervisor) on this param's server and job."""
+        settings, address = self.settings, self.backend.address
+        env = dict(settings.to_env(), REDISPARAM_URL=address.to_url(show_password=True))
+        args = [
+            "--heartbeat-interval",
+            str(settings.heartbeat_interval),
+            "--heartbeat-ttl",
+            str(settings.heartbeat_ttl),
+        ]
+        return LocalWorkers(n, settings.jobname, env, uuid.uuid4().hex[:8], args)
 
     def _wait_for_local_workers(self) -> None:
         local, backend = self._local, self.backend
@@ -146,14 +157,10 @@ class RedisParam:
 
     def _serve_foreground(self) -> None:
         settings = self.settings
-        extra: LocalWorkers | None = None
         address = self.backend.address
-        if settings.workers > 1:
-            env = dict(settings.to_env(), REDISPARAM_URL=address.to_url(show_password=True))
-            extra = LocalWorkers(settings.workers - 1, settings.jobname, env, uuid.uuid4().hex[:8])
-        from .worker import (
-            Worker,
-        )  # not at import time: ``python -m dask_redisparam.worker`` must import it first
+        extra = self._launch_local(settings.workers - 1) if settings.workers > 1 else None
+        # imported here, not at import time: ``python -m dask_redisparam.worker`` must import it first
+        from .worker import Worker
 
         try:
             Worker(

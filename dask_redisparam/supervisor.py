@@ -22,6 +22,10 @@ from types import FrameType
 
 from .address import RedisAddress
 from .backend import Backend
+from .errors import TaskTimeout
+from .execute import WATCHDOG_ENV
+from .protocol import Completion, decode_header, dumps_completion
+from .serialize import dumps_exception
 from .server import _pdeathsig_preexec
 
 __all__ = ["LocalWorkers", "Supervisor", "worker_environment"]
@@ -29,6 +33,8 @@ __all__ = ["LocalWorkers", "Supervisor", "worker_environment"]
 logger = logging.getLogger(__name__)
 
 WORKER_MODULE = "dask_redisparam.worker"
+KILL_GRACE = 1.0
+"""Seconds past a task's timeout before the supervisor kills its worker (the worker's own alarm goes first)."""
 
 
 def worker_environment(extra: Mapping[str, str]) -> dict[str, str]:
@@ -78,6 +84,8 @@ class Supervisor:
         self.restart = restart
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.incarnations: dict[int, int] = {}
+        self.watchdogs: dict[int, tuple[int, bytearray]] = {}  # slot -> (read end of its pipe, unread bytes)
+        self.deadlines: dict[int, tuple[float, float]] = {}  # slot -> (monotonic deadline, limit) of its task
         self.signals = 0
 
     def worker_id(self, slot: int) -> str:
@@ -97,7 +105,64 @@ class Supervisor:
             self.worker_id(slot),
             *self.child_args,
         ]
-        self.children[slot] = subprocess.Popen(argv, env=self.env, preexec_fn=_pdeathsig_preexec())
+        self._close_watchdog(slot)
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        env = dict(self.env, **{WATCHDOG_ENV: str(write_end)})
+        try:
+            self.children[slot] = subprocess.Popen(
+                argv, env=env, pass_fds=(write_end,), preexec_fn=_pdeathsig_preexec()
+            )
+        finally:
+            os.close(write_end)
+        self.watchdogs[slot] = (read_end, bytearray())
+
+    def _close_watchdog(self, slot: int) -> None:
+        self.deadlines.pop(slot, None)
+        if slot in self.watchdogs:
+            os.close(self.watchdogs.pop(slot)[0])
+
+    def _check_deadlines(self) -> None:
+        """Read what workers reported; kill a worker whose task outlived its deadline by :data:`KILL_GRACE`."""
+        now = time.monotonic()
+        for slot, (fd, buffer) in self.watchdogs.items():
+            try:
+                while chunk := os.read(fd, 4096):
+                    buffer += chunk
+            except BlockingIOError:
+                pass
+            *lines, rest = bytes(buffer).split(b"\n")
+            buffer[:] = rest
+            if lines:
+                deadline, limit = (float(x) for x in lines[-1].split())
+                self.deadlines[slot] = (deadline, limit)
+            deadline, limit = self.deadlines.get(slot, (0.0, 0.0))
+            child = self.children.get(slot)
+            if deadline and now > deadline + KILL_GRACE and child is not None and child.poll() is None:
+                wid = self.worker_id(slot)
+                logger.warning("supervisor: worker %s is stuck past its task's timeout; killing it", wid)
+                child.kill()
+                child.wait()
+                self.deadlines[slot] = (0.0, 0.0)
+                self._report_timeout(wid, limit)
+
+    def _report_timeout(self, worker_id: str, limit: float) -> None:
+        """Fail the message the killed worker held with a TaskTimeout (not retried, unlike a crash)."""
+        if self.reap is None:
+            return
+        address, jobname = self.reap
+        try:
+            backend = Backend(address, retries=1)
+            try:
+                for message in backend.held_messages(jobname, worker_id):
+                    run_id, msg_id, attempt, _ = decode_header(message)
+                    error = TaskTimeout(None, limit)
+                    record = dumps_completion(Completion(msg_id, attempt, worker_id, [], dumps_exception(error, None)))
+                    backend.complete(jobname, worker_id, run_id, message, record, [], 1)
+            finally:
+                backend.close()
+        except Exception as e:  # the lease will expire and a manager will requeue it then
+            logger.warning("supervisor: could not report the timeout of worker %s: %s", worker_id, e)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
@@ -140,11 +205,13 @@ class Supervisor:
         status = 0
         while self.children:
             time.sleep(0.1)
+            self._check_deadlines()
             for slot, child in list(self.children.items()):
                 code = child.poll()
                 if code is None:
                     continue
                 del self.children[slot]
+                self._close_watchdog(slot)
                 if code != 0:
                     self._reap(self.worker_id(slot))
                 if self.signals or not self.restart or code == 0:
@@ -179,9 +246,13 @@ class LocalWorkers:
         Extra environment (``REDISPARAM_URL`` with the password).
     base_id : str
         Prefix of the workers' ids.
+    extra_args : sequence of str
+        More options for the command (e.g. ``--heartbeat-ttl 5``).
     """
 
-    def __init__(self, nworkers: int, jobname: str, env: Mapping[str, str], base_id: str) -> None:
+    def __init__(
+        self, nworkers: int, jobname: str, env: Mapping[str, str], base_id: str, extra_args: Sequence[str] = ()
+    ) -> None:
         self.nworkers = nworkers
         self.jobname = jobname
         self.base_id = base_id
@@ -195,6 +266,7 @@ class LocalWorkers:
             jobname,
             "--id",
             base_id,
+            *extra_args,
         ]
         self.process = subprocess.Popen(argv, env=worker_environment(env), preexec_fn=_pdeathsig_preexec())
 

@@ -39,19 +39,11 @@ from types import FrameType
 from typing import Any
 
 from .address import RedisAddress
-from .backend import Backend
-from .errors import SerializationError, ServerError, StopRequested, WorkerConflict
-from .protocol import (
-    ERROR,
-    OK,
-    UNEVALUATED,
-    Batch,
-    Completion,
-    Outcome,
-    decode_header,
-    dumps_completion,
-)
-from .serialize import dumps_exception, dumps_value, loads
+from .backend import TRANSIENT_ERRORS, Backend
+from .errors import StopRequested, WorkerConflict
+from .execute import Watchdog, run_batch
+from .protocol import Batch, Completion, decode_header, dumps_completion
+from .serialize import dumps_exception, loads
 
 __all__ = ["Worker", "new_worker_id"]
 
@@ -107,6 +99,7 @@ class Worker:
         self._signals = 0
         self._busy = False
         self._current = ""
+        self._watchdog = Watchdog()
 
     # ---------------------------------------------------------------- lifecycle
     def info(self) -> dict[str, str]:
@@ -157,15 +150,27 @@ class Worker:
         return self.tasks_done
 
     def _serve(self, backend: Backend) -> None:
+        delay, recover = 0.05, False
         while not self._stop.is_set():
             self._busy = False
-            message = backend.claim(self.jobname, self.id, timeout=1.0)
-            if message is None:
-                if self.burst:
-                    return
+            try:
+                # after a lost connection, a claim may have moved a message that never reached us
+                held = backend.held_messages(self.jobname, self.id) if recover else []
+                recover = False
+                message = held[0] if held else backend.claim(self.jobname, self.id, timeout=1.0)
+                if message is None:
+                    if self.burst:
+                        return
+                    continue
+                self._busy = True
+                _test_hook("claimed")
+                self._process(backend, message)
+                delay = 0.05
+            except TRANSIENT_ERRORS as e:
+                logger.warning("worker %s: lost Redis at %s (%s); retrying", self.id, self.address.describe(), e)
+                time.sleep(delay)
+                delay, recover = min(2 * delay, 2.0), True
                 continue
-            self._busy = True
-            self._process(backend, message)
             self.messages_done += 1
             if self.max_tasks is not None and self.messages_done >= self.max_tasks:
                 return
@@ -237,58 +242,49 @@ class Worker:
                 missing.add(i)
             else:
                 values[i] = loads(blob)
-        outcomes, stores = self._run_entries(batch, values, missing)
+        outcomes, stores = run_batch(batch, values, missing, self._watchdog)
         record = dumps_completion(Completion(msg_id, attempt, self.id, outcomes, None))
-        if backend.complete(self.jobname, self.id, run_id, message, record, stores, len(outcomes)) < 0:
+        _test_hook("executed")
+        if self._complete(backend, run_id, message, record, stores, len(outcomes)) < 0:
             logger.warning(
                 "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",
                 self.id,
                 msg_id,
                 run_id,
             )
+        _test_hook("completed")
         self.tasks_done += len(outcomes)
         self._current = ""
 
-    def _run_entries(
-        self, batch: Batch, values: dict[int, Any], missing: set[int]
-    ) -> tuple[list[Outcome], list[tuple[str, bytes]]]:
-        outcomes: list[Outcome] = []
-        stores: list[tuple[str, bytes]] = []
-        failed: set[int] = set()
-        for entry in batch.entries:
-            start = time.time()
-            lost = [key for key, i in entry.deps if i in missing]
-            if (failed and batch.stop_on_error) or any(i in failed for _, i in entry.deps):
-                failed.add(entry.idx)
-                outcomes.append(Outcome(entry.idx, UNEVALUATED, None, 0, start, start))
-                continue
-            if lost:
-                error: BaseException = ServerError(
-                    f"input(s) {lost!r} of task {entry.key!r} are missing from Redis (was the server restarted?)"
-                )
-                failed.add(entry.idx)
-                outcomes.append(Outcome(entry.idx, ERROR, dumps_exception(error, None), 0, start, time.time()))
-                continue
+    def _complete(
+        self, backend: Backend, run_id: str, message: bytes, record: bytes, stores: list[tuple[str, bytes]], n: int
+    ) -> int:
+        """Store and report, repeating through a lost connection (a repeat after success stores nothing)."""
+        delay = 0.05
+        while True:
             try:
-                result = entry.node({key: values[i] for key, i in entry.deps})
-                nbytes = 0
-                if entry.store:
-                    try:
-                        blob = dumps_value(result)
-                    except Exception as e:
-                        raise SerializationError(
-                            f"cannot pickle the result of task {entry.key!r} ({type(result).__name__}): {e}"
-                        ) from e
-                    stores.append((str(entry.idx), blob))
-                    nbytes = len(blob)
-                values[entry.idx] = result
-                outcomes.append(Outcome(entry.idx, OK, None, nbytes, start, time.time()))
-            except StopRequested:
-                raise
-            except BaseException as e:  # noqa: B036 - a task's failure, whatever it is, is reported
-                failed.add(entry.idx)
-                outcomes.append(Outcome(entry.idx, ERROR, dumps_exception(e, e.__traceback__), 0, start, time.time()))
-        return outcomes, stores
+                return backend.complete(self.jobname, self.id, run_id, message, record, stores, n)
+            except TRANSIENT_ERRORS as e:
+                logger.warning("worker %s: cannot report (%s); retrying", self.id, e)
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+
+
+TEST_HOOK_ENV = "REDISPARAM_TEST_KILL_AT"
+"""For fault tests only: ``<point>:<marker file>`` makes the worker SIGKILL itself once at ``point`` (claimed,
+executed, completed) if the marker file does not exist yet (it is created first)."""
+
+
+def _test_hook(point: str) -> None:
+    spec = os.environ.get(TEST_HOOK_ENV)
+    if not spec or not spec.startswith(point + ":"):
+        return
+    marker = spec.split(":", 1)[1]
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _main() -> None:

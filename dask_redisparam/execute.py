@@ -1,0 +1,134 @@
+"""Running the entries of one batch on a worker: inputs in, outcomes and pickled results out.
+
+Each entry is called as ``node({input key: value})``. Whatever an entry raises becomes an ERROR outcome, except:
+
+- :class:`~dask_redisparam.errors.StopRequested` (a cold stop) propagates;
+- ``SystemExit`` raised by a task ends the worker process at once (exit code 70), as a crash would: its
+  supervisor requeues the message counting one failed attempt, so ``sys.exit()`` in a task behaves like
+  ``os._exit()``, a segfault or an OOM kill (retried, then ``KilledWorker``).
+
+With a ``timeout``, a task that runs too long is interrupted by ``SIGALRM`` (a TaskTimeout ERROR, the worker goes
+on); code stuck in C, which no signal interrupts, is killed by the worker's supervisor, to which the
+:class:`Watchdog` reports each task's deadline through a pipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from .errors import SerializationError, ServerError, StopRequested, TaskTimeout
+from .protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome
+from .serialize import dumps_exception, dumps_value
+
+__all__ = ["EXIT_TASK_EXITED", "WATCHDOG_ENV", "Watchdog", "run_batch"]
+
+logger = logging.getLogger(__name__)
+
+WATCHDOG_ENV = "REDISPARAM_WATCHDOG_FD"
+"""Environment variable holding the file descriptor on which a worker reports deadlines to its supervisor."""
+EXIT_TASK_EXITED = 70
+"""Exit code of a worker process whose task called ``sys.exit()``."""
+
+
+class Watchdog:
+    """The write end of the pipe to the supervisor: a line ``<monotonic deadline> <limit>`` when a task starts,
+    ``0 0`` when it ends. Without a supervisor (no :data:`WATCHDOG_ENV`), it does nothing."""
+
+    def __init__(self) -> None:
+        fd = os.environ.get(WATCHDOG_ENV)
+        self.fd = int(fd) if fd else None
+
+    def report(self, deadline: float, limit: float) -> None:
+        if self.fd is not None:
+            try:
+                os.write(self.fd, b"%.3f %.3f\n" % (deadline, limit))
+            except OSError:  # the supervisor is gone; the process will be gone soon as well
+                self.fd = None
+
+
+@contextmanager
+def time_limit(key: Any, seconds: float | None, watchdog: Watchdog) -> Iterator[None]:
+    """Raise :class:`TaskTimeout` in the task after ``seconds`` (main thread only), and tell the supervisor."""
+    if seconds is None:
+        yield
+        return
+    main = threading.current_thread() is threading.main_thread()
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise TaskTimeout(key, seconds)
+
+    previous = signal.signal(signal.SIGALRM, expire) if main else None
+    if main:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    watchdog.report(time.monotonic() + seconds, seconds)
+    try:
+        yield
+    finally:
+        watchdog.report(0.0, 0.0)
+        if main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def run_batch(
+    batch: Batch, values: dict[int, Any], missing: set[int], watchdog: Watchdog
+) -> tuple[list[Outcome], list[tuple[str, bytes]]]:
+    """Run the entries of ``batch`` in order; ``values`` holds the inputs by field (and receives the results).
+
+    Returns the outcomes and the ``(field, pickled result)`` pairs to store.
+    """
+    outcomes: list[Outcome] = []
+    stores: list[tuple[str, bytes]] = []
+    failed: set[int] = set()
+    for entry in batch.entries:
+        start = time.time()
+        if (failed and batch.stop_on_error) or any(i in failed for _, i in entry.deps):
+            failed.add(entry.idx)
+            outcomes.append(Outcome(entry.idx, UNEVALUATED, None, 0, start, start))
+            continue
+        try:
+            nbytes = _run_entry(entry, values, missing, batch.timeout, watchdog, stores)
+            outcomes.append(Outcome(entry.idx, OK, None, nbytes, start, time.time()))
+        except StopRequested:
+            raise
+        except SystemExit as e:
+            logger.error("task %r called sys.exit(%s): the worker process ends as if it crashed", entry.key, e.code)
+            os._exit(EXIT_TASK_EXITED)
+        except BaseException as e:  # noqa: B036 - a task's failure, whatever it is, is reported
+            failed.add(entry.idx)
+            outcomes.append(Outcome(entry.idx, ERROR, dumps_exception(e, e.__traceback__), 0, start, time.time()))
+    return outcomes, stores
+
+
+def _run_entry(
+    entry: Entry,
+    values: dict[int, Any],
+    missing: set[int],
+    timeout: float | None,
+    watchdog: Watchdog,
+    stores: list[tuple[str, bytes]],
+) -> int:
+    lost = [key for key, i in entry.deps if i in missing]
+    if lost:
+        raise ServerError(f"input(s) {lost!r} of task {entry.key!r} are missing from Redis (was the server restarted?)")
+    with time_limit(entry.key, timeout, watchdog):
+        result = entry.node({key: values[i] for key, i in entry.deps})
+    values[entry.idx] = result
+    if not entry.store:
+        return 0
+    try:
+        blob = dumps_value(result)
+    except Exception as e:
+        raise SerializationError(
+            f"cannot pickle the result of task {entry.key!r} ({type(result).__name__}): {e}"
+        ) from e
+    stores.append((str(entry.idx), blob))
+    return len(blob)
