@@ -111,3 +111,13 @@ def manager(redis_address: RedisAddress, jobname: str) -> Iterator[RedisParam]:
     """A started manager-only param on the test's job (serve it with ``cli_workers``)."""
     with RedisParam(jobname=jobname, is_worker=False, url=redis_address.to_url(show_password=True)) as param:
         yield param
+
+
+@pytest.fixture
+def url_param(redis_address: RedisAddress, jobname: str) -> Callable[..., RedisParam]:
+    """Make a RedisParam with local workers on the test's server and job: ``url_param(2, timeout=1)``."""
+
+    def make(workers: int, **kwargs: object) -> RedisParam:
+        return RedisParam(workers, jobname=jobname, url=redis_address.to_url(show_password=True), **kwargs)
+
+    return make

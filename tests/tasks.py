@@ -103,3 +103,42 @@ def exit_if_pid(victim: int, _: Any = None) -> int:
 
 def always_exit(_: Any = None) -> None:
     os._exit(1)
+
+
+def stuck_in_c(seconds: float) -> None:
+    """Block in C code, where no Python signal handler runs, for ``seconds``."""
+    import ctypes
+
+    ctypes.CDLL(None).sleep(int(seconds))
+
+
+def python_loop(seconds: float) -> None:
+    """Busy Python code for ``seconds`` (interruptible by a signal)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def sys_exit(_: Any = None) -> None:
+    import sys
+
+    sys.exit(3)
+
+
+def fail_first_times(path: str, times: int) -> int:
+    """Raise until called ``times`` times (counted in the file ``path``), then return the count."""
+    p = pathlib.Path(path)
+    n = int(p.read_text()) + 1 if p.exists() else 1
+    p.write_text(str(n))
+    if n <= times:
+        raise ValueError(f"attempt {n} fails")
+    return n
+
+
+def sleep_leaf(i: int, seconds: float = 0.02) -> int:
+    time.sleep(seconds)
+    return i
+
+
+def sum_all(*xs: int) -> int:
+    return sum(xs)
