@@ -6,18 +6,23 @@ from .errors import (
     AuthenticationFailed,
     ConfigurationError,
     KilledWorker,
+    PartialResults,
     RedisParamError,
     RemoteError,
     RunLost,
     SerializationError,
     ServerError,
     ServerUnavailable,
+    TaskErrors,
     TaskTimeout,
+    Unevaluated,
     WorkerConflict,
     WorkerError,
 )
 from .param import RedisParam, redis_get, shutdown
 from .pool import bpstopall, rpalive, rphost, rpisworker, rppassword, rpport, rpstopall, rpworkers
+from .results import is_ok, try_compute
+from .rng import task_rng
 from .server import EmbeddedRedis
 
 __version__ = "0.1.0"
@@ -26,6 +31,9 @@ __all__ = [
     "EmbeddedRedis",
     "RedisParam",
     "bpstopall",
+    "is_ok",
+    "task_rng",
+    "try_compute",
     "redis_get",
     "rpalive",
     "rphost",
@@ -38,13 +46,16 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
     "KilledWorker",
+    "PartialResults",
     "RedisParamError",
     "RemoteError",
     "RunLost",
     "SerializationError",
     "ServerError",
     "ServerUnavailable",
+    "TaskErrors",
     "TaskTimeout",
+    "Unevaluated",
     "WorkerConflict",
     "WorkerError",
 ]

@@ -95,6 +95,19 @@ end
 return 0
 """
 
+# Copy hash fields (ARGV: new, old, new, old...) from KEYS[1] to KEYS[2]; returns how many existed.
+_COPY = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  local v = redis.call('HGET', KEYS[1], ARGV[i + 1])
+  if v then
+    redis.call('HSET', KEYS[2], ARGV[i], v)
+    n = n + 1
+  end
+end
+return n
+"""
+
 # Tell a live run's manager that one of its messages was lost with its worker.
 _NOTIFY = """
 local ttl = redis.call('PTTL', KEYS[1])
@@ -192,6 +205,7 @@ class Backend:
         self._reap = self._r.register_script(_REAP)
         self._notify = self._r.register_script(_NOTIFY)
         self._ack = self._r.register_script(_ACK)
+        self._copy = self._r.register_script(_COPY)
         self._ask_stop = self._r.register_script(_ASK_STOP)
 
     @classmethod
@@ -333,14 +347,39 @@ class Backend:
         self.bytes_downloaded += sum(len(v) for v in values if v is not None)
         return values
 
-    def withdraw(self, jobname: str, messages: Sequence[bytes]) -> int:
-        """Remove messages that no worker has claimed yet from the queue; return how many were removed."""
+    def withdraw(self, jobname: str, messages: Sequence[bytes]) -> list[bool]:
+        """Remove messages that no worker has claimed yet from the queue; say which were still there."""
         if not messages:
-            return 0
+            return []
         pipe = self._r.pipeline(transaction=False)
         for message in messages:
             pipe.lrem(keys.queue(jobname), 1, message)  # type: ignore[arg-type]
-        return sum(cast(list[int], pipe.execute()))
+        return [bool(n) for n in pipe.execute()]
+
+    def keep_for_redo(self, jobname: str, run_id: str, ttl: float) -> bool:
+        """Keep a failed run's stored values for ``ttl`` seconds under its redo key; False if it had none."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.exists(keys.data(jobname, run_id))
+        replies = pipe.execute()
+        if not replies[0]:
+            return False
+        pipe = self._r.pipeline(transaction=False)
+        pipe.rename(keys.data(jobname, run_id), keys.redo(jobname, run_id))
+        pipe.pexpire(keys.redo(jobname, run_id), int(ttl * 1000))
+        pipe.execute()
+        return True
+
+    def copy_from_redo(self, jobname: str, redo_run: str, run_id: str, fields: dict[str, str]) -> int:
+        """Copy kept values (new field -> field in the redo hash) into a run's data hash, inside Redis.
+
+        Returns how many were there to copy.
+        """
+        if not fields:
+            return 0
+        args: list[str] = []
+        for new, old in fields.items():
+            args += [new, old]
+        return int(self._copy(keys=[keys.redo(jobname, redo_run), keys.data(jobname, run_id)], args=args))
 
     def close_run(self, jobname: str, run_id: str) -> None:
         """Delete every key of the run."""

@@ -14,6 +14,8 @@ and ``except RemoteError`` work::
     ├── SerializationError         (also TypeError)     a task, argument or result cannot be pickled
     ├── KilledWorker                                     a task's workers died too often while running it
     ├── TaskTimeout                (also TimeoutError)  a task ran longer than the timeout
+    ├── TaskErrors                                       stop_on_error=False: some tasks failed (partial results)
+    ├── Unevaluated                                      stands in for a result that was never computed
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
     └── RemoteError                                      mixin of every exception raised by a task
@@ -35,6 +37,7 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
     "KilledWorker",
+    "PartialResults",
     "RedisParamError",
     "RemoteError",
     "RunLost",
@@ -42,7 +45,9 @@ __all__ = [
     "ServerError",
     "ServerUnavailable",
     "StopRequested",
+    "TaskErrors",
     "TaskTimeout",
+    "Unevaluated",
     "WorkerConflict",
     "WorkerError",
     "make_remote",
@@ -51,6 +56,27 @@ __all__ = [
 
 class RedisParamError(Exception):
     """Base class of every error raised by dask-redisparam itself."""
+
+
+class PartialResults:
+    """What the errors of a run carry: the results that were computed before it stopped, and the way to redo.
+
+    Attributes
+    ----------
+    results : dict
+        Requested key -> value, for the requested keys that were computed.
+    errors : dict
+        Task key -> exception, for every task that failed.
+    unevaluated : list
+        Requested keys that were not computed.
+    redo : object or None
+        Pass the exception as ``redo=`` to re-run only what failed or was not evaluated.
+    """
+
+    results: dict[Any, Any] | None = None
+    errors: dict[Any, BaseException] | None = None
+    unevaluated: list[Any] | None = None
+    redo: Any = None
 
 
 class ConfigurationError(RedisParamError, ValueError):
@@ -77,7 +103,7 @@ class SerializationError(RedisParamError, TypeError):
     """A task's function, its arguments or its result cannot be pickled; the message names the task key."""
 
 
-class KilledWorker(RedisParamError):
+class KilledWorker(RedisParamError, PartialResults):
     """A task was running on more than ``allowed_failures`` workers that died (as dask.distributed's).
 
     Attributes
@@ -123,6 +149,54 @@ class TaskTimeout(RedisParamError, TimeoutError):
         return (type(self), (self.key, self.seconds))
 
 
+class TaskErrors(RedisParamError, PartialResults):
+    """Some tasks failed (with ``stop_on_error=False``, every task that could run did); BiocParallel's
+    ``bplist_error``.
+
+    Attributes
+    ----------
+    errors : dict
+        Task key -> the exception it raised (original type, also a :class:`RemoteError`).
+    results : dict
+        Requested key -> value, for what completed.
+    unevaluated : list
+        Requested keys that were not computed (they depend on failed tasks).
+    redo : object or None
+        What ``redo=`` needs to re-run only the failed and unevaluated tasks.
+    """
+
+    errors: dict[Any, BaseException]
+    results: dict[Any, Any]
+    unevaluated: list[Any]
+
+    def __init__(
+        self, errors: dict[Any, BaseException], results: dict[Any, Any], unevaluated: list[Any], redo: Any = None
+    ) -> None:
+        shown = ", ".join(repr(k) for k in list(errors)[:6]) + (", ..." if len(errors) > 6 else "")
+        first = next(iter(errors.values()), None)
+        first_text = f"{type(first).__name__}: {first}" if first is not None else "none"
+        super().__init__(
+            f"{len(errors)} remote error(s), keys: {shown}; {len(unevaluated)} unevaluated "
+            f"(they depend on failed tasks); first remote error:\n{first_text}"
+        )
+        self.errors, self.results, self.unevaluated, self.redo = errors, results, unevaluated, redo
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.errors, self.results, self.unevaluated, self.redo))
+
+
+class Unevaluated(RedisParamError):
+    """Stands in for the result of a task that was not computed because a task it depends on failed, or the run
+    stopped first (BiocParallel's ``unevaluated_error``)."""
+
+    def __init__(self, key: Any) -> None:
+        super().__init__(f"task {key!r} was not evaluated (a task it depends on failed, or the run stopped)")
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key,))
+
+
 class WorkerError(RedisParamError):
     """A worker could not start, register or serve."""
 
@@ -131,7 +205,7 @@ class WorkerConflict(WorkerError):
     """A live worker with the same id already serves the same jobname."""
 
 
-class RemoteError(RedisParamError):
+class RemoteError(RedisParamError, PartialResults):
     """Mixin class of every exception that a task raised on a worker.
 
     Attributes

@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import SerializationError, ServerError, StopRequested, TaskTimeout
 from .protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome
+from .rng import seed_task
 from .serialize import dumps_exception, dumps_value
 
 __all__ = ["EXIT_TASK_EXITED", "WATCHDOG_ENV", "Watchdog", "run_batch"]
@@ -95,6 +96,7 @@ def run_batch(
             outcomes.append(Outcome(entry.idx, UNEVALUATED, None, 0, start, start))
             continue
         try:
+            seed_task(batch.rng_seed, entry.key)
             nbytes = _run_entry(entry, values, missing, batch.timeout, watchdog, stores)
             outcomes.append(Outcome(entry.idx, OK, None, nbytes, start, time.time()))
         except StopRequested:

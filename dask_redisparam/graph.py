@@ -16,7 +16,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from typing import Any
 
 from dask._task_spec import GraphNode, convert_legacy_graph
@@ -42,6 +42,9 @@ class Graph:
         The requested keys, flat and without duplicates, in first-seen order.
     annotations : dict
         ``{annotation: {key: value}}`` as dask collections attach them.
+    known : set
+        Keys whose values exist already (kept from a failed run, or saved in a result directory): they are
+        not computed, and neither is anything only they need.
     """
 
     nodes: dict[Hashable, GraphNode]
@@ -50,6 +53,7 @@ class Graph:
     priority: dict[Hashable, int]
     requested: list[Hashable]
     annotations: dict[str, dict[Hashable, Any]]
+    known: set[Hashable] = dataclasses.field(default_factory=set)
 
 
 def materialize(dsk: Any) -> tuple[dict[Hashable, Any], dict[str, dict[Hashable, Any]]]:
@@ -79,8 +83,10 @@ def flatten_keys(keys: Any) -> list[Hashable]:
     return list(dict.fromkeys(flat))
 
 
-def prepare_graph(dsk: Any, keys: Any) -> Graph:
+def prepare_graph(dsk: Any, keys: Any, known: Collection[Hashable] = ()) -> Graph:
     """Materialize, convert, check, cull and order ``dsk`` for the requested ``keys``.
+
+    Keys in ``known`` have values already: the walk from the requested keys stops at them.
 
     Raises
     ------
@@ -105,7 +111,7 @@ def prepare_graph(dsk: Any, keys: Any) -> Graph:
             continue
         node = converted[key]
         nodes[key] = node
-        deps = set(node.dependencies)
+        deps = set() if key in known else set(node.dependencies)
         dependencies[key] = deps
         dependents.setdefault(key, set())
         for dep in deps:
@@ -117,4 +123,4 @@ def prepare_graph(dsk: Any, keys: Any) -> Graph:
     priority: dict[Hashable, int] = (
         dict(order(nodes, dependencies=dependencies)) if len(nodes) > 1 else dict.fromkeys(nodes, 0)  # type: ignore[arg-type]
     )
-    return Graph(nodes, dependencies, dependents, priority, requested, annotations)
+    return Graph(nodes, dependencies, dependents, priority, requested, annotations, set(known) & set(nodes))

@@ -15,6 +15,7 @@ key                                             type     meaning
 ``drp:{job}:run:<rid>:alive``                   STRING   exists while the run's manager lives (TTL)
 ``drp:{job}:run:<rid>:data``                    HASH     results and uploaded literals, one field each
 ``drp:{job}:run:<rid>:done``                    LIST     completion records for the run's manager
+``drp:{job}:redo:<rid>``                        HASH     a failed run's values, kept ``redo_ttl`` for ``redo=``
 =============================================  =======  =====================================================
 
 Examples
@@ -36,6 +37,7 @@ __all__ = [
     "job_pattern",
     "processing",
     "queue",
+    "redo",
     "run_id_of",
     "run_pattern",
     "runs_pattern",
@@ -102,6 +104,11 @@ def control(jobname: str, worker_id: str) -> str:
 
 def _run(jobname: str, run_id: str) -> str:
     return f"{_job(jobname)}:run:{run_id}"
+
+
+def redo(jobname: str, run_id: str) -> str:
+    """A failed run's stored values, kept (with a TTL) so that ``redo=`` can reuse them."""
+    return f"{_job(jobname)}:redo:{run_id}"
 
 
 def run_pattern(jobname: str, run_id: str) -> str:

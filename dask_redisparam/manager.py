@@ -26,7 +26,7 @@ from typing import Any
 from dask.callbacks import local_callbacks
 
 from .backend import TRANSIENT_ERRORS, Backend
-from .errors import RunLost, ServerUnavailable
+from .errors import PartialResults, RunLost, ServerUnavailable, TaskErrors, Unevaluated
 from .graph import Graph
 from .scheduler import RunOptions, RunState
 
@@ -38,6 +38,8 @@ RUN_TTL = 30.0
 """Seconds a run's keys outlive its manager's last sign of life."""
 WAIT_WARNING = 10.0
 """Seconds between warnings while no worker serves the job."""
+DRAIN_SECONDS = 10.0
+"""After a failure with ``stop_on_error``, seconds to wait for tasks already running (their results are kept)."""
 OUTAGE_GRACE = 30.0
 """Seconds the manager keeps trying to reach a Redis server that went away before it gives up."""
 
@@ -81,18 +83,50 @@ def run_graph(
             cb(graph.nodes)
         failed = True
         try:
-            uploads = run.start()
+            uploads, copies = run.start()
             for cb in run.start_state_cbs:
                 cb(graph.nodes, run.state)
             backend.open_run(run.job, run.run_id, RUN_TTL, uploads)
+            if copies:
+                _copy_redo_values(run, copies)
             _loop(run, count_workers)
             result = run.results()
-            failed = False
+            failed = bool(run.errors)
+            if run.errors:
+                return _failed(run, result)
             return result
         finally:
-            close_run(run)
+            close_run(run, keep=failed and options.redo_ttl > 0)
             for cb in run.finish_cbs:
                 cb(graph.nodes, run.state, failed)
+
+
+def _copy_redo_values(run: RunState, copies: dict[str, str]) -> None:
+    redo = run.options.redo
+    assert redo is not None
+    found = run.backend.copy_from_redo(run.job, redo.run_id, run.run_id, copies)
+    if found < len(copies):
+        raise RunLost(
+            f"the values kept for redo by run {redo.run_id} of job {redo.jobname!r} are gone from Redis "
+            "(redo_ttl passed, or the server restarted): compute again without redo="
+        )
+
+
+def _failed(run: RunState, results: dict[Hashable, Any]) -> dict[Hashable, Any]:
+    """Some tasks failed: return exceptions in place (``return_exceptions``) or raise with partial results."""
+    unevaluated = run.unevaluated()
+    redo = run.redo_info() if run.options.redo_ttl > 0 else None
+    if run.options.return_exceptions:
+        out = dict(results)
+        for key in run.graph.requested:
+            if key not in out:
+                out[key] = run.errors.get(key) or Unevaluated(key)
+        return out
+    error = run.error
+    if run.options.stop_on_error and isinstance(error, PartialResults):
+        error.results, error.errors, error.unevaluated, error.redo = results, dict(run.errors), unevaluated, redo
+        raise error
+    raise TaskErrors(dict(run.errors), results, unevaluated, redo)
 
 
 def count_and_reap(backend: Backend, jobname: str) -> int:
@@ -134,6 +168,7 @@ class _Outage:
 
 
 def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
+    """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained."""
     backend, job = run.backend, run.job
     outage = _Outage(run.options.describe_server)
     last_count = last_warning = time.monotonic()
@@ -141,13 +176,22 @@ def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
     todo = len(run.graph.nodes)
     pending: list[bytes] = []  # messages built but not yet surely pushed
     acknowledge: list[bytes] = []
+    drain_until: float | None = None
     while len(run.state["finished"]) < todo:
+        if run.stopping and drain_until is None:
+            drain_until = time.monotonic() + DRAIN_SECONDS
+            _withdraw_queued(run)
+        if drain_until is not None and (not run.messages or time.monotonic() > drain_until):
+            return
         try:
             now = time.monotonic()
             if now - last_count >= 1.0:
                 run.window = math.ceil(count_workers() * run.options.queue_multiplier)
                 last_count = now
             pending += run.fill()
+            if run.to_withdraw:
+                backend.withdraw(job, run.to_withdraw)
+                run.to_withdraw = []
             records, alive = backend.exchange(job, run.run_id, pending, run.to_release, RUN_TTL, acknowledge)
             pending, run.to_release, acknowledge = [], [], records
             outage.succeeded()
@@ -158,38 +202,46 @@ def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
                 )
             if not records and run.messages:
                 backend.wait_records(job, run.run_id, 1.0)
-            elif not records:
-                if run.error is not None:
-                    raise run.error
-                if not run.state["ready"]:
-                    waiting = list(run.state["waiting"])[:5]
-                    raise RuntimeError(f"run {run.run_id} has tasks waiting on nothing: {waiting}")
-                if run.window == 0:
-                    if now - last_warning >= WAIT_WARNING:
-                        logger.warning(
-                            "manager: no live worker serves job %r on %s; waiting for one",
-                            job,
-                            run.options.describe_server,
-                        )
-                        last_warning = now
-                    time.sleep(0.1)
-                    last_count = 0.0
+            elif not records and not run.state["ready"]:
+                if run.errors:
+                    return  # what is left depends on failed tasks
+                waiting = list(run.state["waiting"])[:5]
+                raise RuntimeError(f"run {run.run_id} has tasks waiting on nothing: {waiting}")
+            elif not records and run.window == 0:
+                if now - last_warning >= WAIT_WARNING:
+                    logger.warning(
+                        "manager: no live worker serves job %r on %s; waiting for one", job, run.options.describe_server
+                    )
+                    last_warning = now
+                time.sleep(0.1)
+                last_count = 0.0
         except TRANSIENT_ERRORS as e:
             outage.failed(e)
             continue
         for record in records:
             run.handle(record)
-        if run.error is not None and run.options.stop_on_error:
-            raise run.error
 
 
-def close_run(run: RunState) -> None:
-    """End the run: withdraw its queued messages and delete its keys."""
+def _withdraw_queued(run: RunState) -> None:
+    """Stop on error: take back the messages no worker has claimed; those running may finish (drain)."""
+    sent = list(run.messages.items())
+    flags = run.backend.withdraw(run.job, [message for _, (message, _) in sent])
+    for (msg_id, (_, keys)), withdrawn in zip(sent, flags, strict=True):
+        if withdrawn:
+            del run.messages[msg_id]
+            for key in keys:
+                run.state["running"].discard(key)
+
+
+def close_run(run: RunState, keep: bool = False) -> None:
+    """End the run: withdraw its queued messages and delete its keys (``keep``: keep its values for redo)."""
     try:
         if run.messages:
-            withdrawn = run.backend.withdraw(run.job, [m for m, _ in run.messages.values()])
+            withdrawn = sum(run.backend.withdraw(run.job, [m for m, _ in run.messages.values()]))
             if withdrawn:
                 logger.debug("manager: withdrew %d queued message(s) of run %s", withdrawn, run.run_id)
+        if keep:
+            run.backend.keep_for_redo(run.job, run.run_id, run.options.redo_ttl)
         run.backend.close_run(run.job, run.run_id)
     except Exception as e:  # never hide the run's own outcome behind a clean-up failure
         logger.warning("manager: could not clean up run %s: %s", run.run_id, e)

@@ -32,7 +32,7 @@ from .backend import Backend
 from .errors import ConfigurationError, WorkerError
 from .graph import prepare_graph
 from .manager import run_graph
-from .scheduler import RunOptions
+from .scheduler import RedoInfo, RunOptions
 from .server import EmbeddedRedis
 from .settings import Settings
 from .supervisor import LocalWorkers
@@ -229,16 +229,26 @@ class RedisParam:
         return self.get(dsk, keys, **kwargs)
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        """Same as calling the param: run a graph and return the values of ``keys`` packed as dask expects."""
+        """Same as calling the param: run a graph and return the values of ``keys`` packed as dask expects.
+
+        Keyword arguments of our own (dask passes on those given to ``compute``; others are ignored):
+
+        - ``redo=err``: re-run only what failed or was not evaluated in the run that raised ``err`` (a
+          :class:`~dask_redisparam.errors.TaskErrors` or a task's exception), reusing the values it kept;
+        - ``return_exceptions=True``: exceptions in place of failed or unevaluated results (R's ``bptry``);
+        - ``retries=n``: run a task that raised up to ``n`` more times;
+        - ``fuse_chains=False``: send every task in a message of its own (no linear-chain fusion).
+        """
         if self.settings.is_worker:
             raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot run computations")
-        graph = prepare_graph(dsk, keys)
+        redo = _redo_info(kwargs.get("redo"), self.settings.jobname)
+        graph = prepare_graph(dsk, keys, known=redo.fields if redo is not None else ())
         if not self.is_up:
             with self:
-                return self._run(graph, keys, kwargs)
-        return self._run(graph, keys, kwargs)
+                return self._run(graph, keys, kwargs, redo)
+        return self._run(graph, keys, kwargs, redo)
 
-    def _run(self, graph: Any, keys: Any, kwargs: dict[str, Any]) -> Any:
+    def _run(self, graph: Any, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None) -> Any:
         settings = self.settings
         options = RunOptions(
             settings.jobname,
@@ -248,10 +258,29 @@ class RedisParam:
             allowed_failures=settings.allowed_failures,
             retries=int(kwargs.get("retries", settings.retries)),
             timeout=settings.timeout,
+            rng_seed=settings.rng_seed,
+            redo=redo,
+            redo_ttl=settings.redo_ttl,
+            return_exceptions=bool(kwargs.get("return_exceptions", False)),
             describe_server=self.backend.address.describe(),
         )
         values: dict[Hashable, Any] = run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"))
         return nested_get(keys, values)  # type: ignore[no-untyped-call]
+
+
+def _redo_info(redo: Any, jobname: str) -> RedoInfo | None:
+    """The kept values behind ``redo=`` (an exception of a failed run, or its ``redo`` attribute)."""
+    if redo is None:
+        return None
+    info = redo if isinstance(redo, RedoInfo) else getattr(redo, "redo", None)
+    if not isinstance(info, RedoInfo):
+        raise ConfigurationError(
+            f"redo={type(redo).__name__!r} holds nothing to redo: pass the exception a failed compute raised "
+            "(with redo_ttl > 0, its values are kept for redo)"
+        )
+    if info.jobname != jobname:
+        raise ConfigurationError(f"redo= comes from job {info.jobname!r}; this param serves job {jobname!r}")
+    return info
 
 
 _default: RedisParam | None = None

@@ -75,12 +75,14 @@ class Entry(NamedTuple):
 
 class Batch(NamedTuple):
     """The payload of a task message: entries run in order; ``inline`` holds small literal inputs;
-    ``timeout`` is the seconds each entry may run (None: no limit)."""
+    ``timeout`` is the seconds each entry may run (None: no limit); ``rng_seed`` seeds each entry's random
+    streams from its key (None: fresh entropy)."""
 
     stop_on_error: bool
     inline: dict[int, Any]
     entries: list[Entry]
     timeout: float | None = None
+    rng_seed: int | None = None
 
 
 class Outcome(NamedTuple):

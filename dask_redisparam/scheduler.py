@@ -11,7 +11,8 @@ it unchanged, and its transitions; :mod:`dask_redisparam.manager` drives it agai
     key -> set of its dependents that have not finished; when it empties, the key's stored value is deleted
     from Redis unless the key was requested.
 ``ready``
-    a heap of ``(priority, n, key)``: tasks whose inputs all exist, in ``dask.order`` order.
+    a heap of ``((-user priority, dask.order priority), n, key)``: tasks whose inputs all exist, highest
+    ``dask.annotate(priority=...)`` first (as dask.distributed), then in ``dask.order`` order.
 ``running``
     keys sent to Redis (queued or executing) and not yet finished.
 ``finished`` / ``released``
@@ -40,6 +41,7 @@ every message carries one task, so that stopping one task never costs another it
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import math
@@ -67,7 +69,7 @@ from .protocol import (
 )
 from .serialize import dumps_task, dumps_value, loads, loads_exception
 
-__all__ = ["RunOptions", "RunState", "StoredResult"]
+__all__ = ["RedoInfo", "RunOptions", "RunState", "StoredResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,16 @@ class StoredResult:
         return f"StoredResult({self.key!r}, nbytes={self.nbytes}, worker={self.worker!r})"
 
 
+@dataclasses.dataclass(frozen=True)
+class RedoInfo:
+    """A failed run's kept values, for ``redo=``: the job, the run and each kept key's field in its redo hash."""
+
+    jobname: str
+    run_id: str
+    fields: dict[Hashable, str]
+    rng_seed: int | None
+
+
 class RunOptions:
     """Settings of one run.
 
@@ -114,6 +126,14 @@ class RunOptions:
         How often a task that raised runs again (``dask.annotate(retries=n)`` overrides it per task).
     timeout : float, optional
         Seconds each task may run.
+    rng_seed : int, optional
+        Seed of the per-task random streams (:mod:`dask_redisparam.rng`).
+    redo : RedoInfo, optional
+        Reuse the values a failed run kept; run only what failed or was not evaluated.
+    redo_ttl : float
+        Seconds a failed run keeps its values for ``redo`` (0: not kept).
+    return_exceptions : bool
+        Return exceptions in place of failed or unevaluated results instead of raising.
     describe_server : str
         ``host:port`` for messages.
     """
@@ -128,6 +148,10 @@ class RunOptions:
         allowed_failures: int = 3,
         retries: int = 0,
         timeout: float | None = None,
+        rng_seed: int | None = None,
+        redo: RedoInfo | None = None,
+        redo_ttl: float = 3600.0,
+        return_exceptions: bool = False,
         describe_server: str = "",
     ) -> None:
         self.jobname = jobname
@@ -137,6 +161,10 @@ class RunOptions:
         self.allowed_failures = allowed_failures
         self.retries = retries
         self.timeout = timeout
+        self.rng_seed = rng_seed
+        self.redo = redo
+        self.redo_ttl = redo_ttl
+        self.return_exceptions = return_exceptions
         self.describe_server = describe_server
 
 
@@ -159,8 +187,10 @@ class RunState:
         self.to_release: list[str] = []
         self.mean_seconds: float | None = None
         self.retries: dict[Hashable, int] = dict(graph.annotations.get("retries", {}))
+        self.user_priority: dict[Hashable, float] = dict(graph.annotations.get("priority", {}))
         self.window = 0
-        self.error: BaseException | None = None
+        self.errors: dict[Hashable, BaseException] = {}  # task key -> what it raised (first one first)
+        self.to_withdraw: list[bytes] = []  # requeued messages given up on
         self.state: dict[str, Any] = {
             "dependencies": graph.dependencies,
             "dependents": graph.dependents,
@@ -176,32 +206,47 @@ class RunState:
         self.start_cbs, self.start_state_cbs, self.pretask_cbs, self.posttask_cbs, self.finish_cbs = unpacked
 
     # ------------------------------------------------------------------ set-up
-    def start(self) -> dict[str, bytes]:
-        """Fill the initial state; return the large literals to upload (field -> pickled value)."""
+    def start(self) -> tuple[dict[str, bytes], dict[str, str]]:
+        """Fill the initial state.
+
+        Returns the large literals to upload (field -> pickled value) and the values to copy from the redo hash
+        of a failed run (field -> field there).
+        """
         waiting = self.state["waiting"]
         uploads: dict[str, bytes] = {}
+        copies: dict[str, str] = {}
         literals = []
+        redo = self.options.redo
         for key, node in self.graph.nodes.items():
-            if isinstance(node, DataNode):
+            if isinstance(node, DataNode) or key in self.graph.known:
                 literals.append(key)
             elif self.graph.dependencies[key]:
                 waiting[key] = set(self.graph.dependencies[key])
         for key in literals:
-            value = self.graph.nodes[key]({})
             field = self.idx[key]
-            if sizeof(value) > INLINE_BYTES:
-                uploads[str(field)] = dumps_value(value)
+            if key in self.graph.known:
+                assert redo is not None
+                copies[str(field)] = redo.fields[key]
             else:
-                self.inline[field] = value
+                value = self.graph.nodes[key]({})
+                if sizeof(value) > INLINE_BYTES:
+                    uploads[str(field)] = dumps_value(value)
+                else:
+                    self.inline[field] = value
             self.loc[key] = field
             self.holders[field] = 1
         for key, node in self.graph.nodes.items():
-            if not isinstance(node, DataNode) and key not in waiting:
+            if not isinstance(node, DataNode) and key not in waiting and key not in self.graph.known:
                 self.make_ready(key)
         for key in literals:
             for dependent in self.mark_finished(key, StoredResult(key, 0, "manager"), notify=False):
                 self.make_ready(dependent)
-        return uploads
+        return uploads, copies
+
+    def redo_info(self) -> RedoInfo:
+        """What a later ``redo=`` needs: the fields of every value still held (inputs of what failed)."""
+        fields = {key: str(field) for key, field in self.loc.items() if field not in self.inline}
+        return RedoInfo(self.job, self.run_id, fields, self.options.rng_seed)
 
     # ------------------------------------------------------------------ transitions
     def make_ready(self, key: Hashable) -> None:
@@ -221,7 +266,8 @@ class RunState:
                 stack.extend(self.mark_finished(key, StoredResult(key, 0, "manager")))
                 continue
             self.counter += 1
-            heapq.heappush(self.state["ready"], (self.graph.priority.get(key, 0), self.counter, key))
+            rank = (-self.user_priority.get(key, 0), self.graph.priority.get(key, 0))
+            heapq.heappush(self.state["ready"], (rank, self.counter, key))
 
     def mark_finished(self, key: Hashable, result: StoredResult, notify: bool = True) -> list[Hashable]:
         """Record a finished key, release inputs nobody needs any more; return dependents that became ready.
@@ -313,7 +359,7 @@ class RunState:
                     cb(key, self.graph.nodes, self.state)
         msg_id = self.next_msg
         self.next_msg += 1
-        batch = Batch(self.options.stop_on_error, inline, entries, self.options.timeout)
+        batch = Batch(self.options.stop_on_error, inline, entries, self.options.timeout, self.options.rng_seed)
         try:
             payload = dumps_task(batch)
         except Exception as e:
@@ -333,7 +379,7 @@ class RunState:
     def fill(self) -> list[bytes]:
         """New messages, up to the window."""
         out = []
-        stopping = self.error is not None and self.options.stop_on_error
+        stopping = self.stopping
         while self.state["ready"] and len(self.messages) < self.window and not stopping:
             free = self.window - len(self.messages)
             out.append(self.build_message(self.chunk_size(free)))
@@ -405,24 +451,44 @@ class RunState:
             return
         self.messages[msg_id] = (encode_task(run_id, msg_id, attempt, message[offset:]), keys)
         logger.warning("manager: worker %s died running %d task(s) of run %s; retrying", worker, len(keys), run_id)
-        if attempt > self.options.allowed_failures and self.error is None:
-            self.error = KilledWorker(keys[0], attempt, worker, self.options.allowed_failures)
+        if attempt > self.options.allowed_failures:
+            del self.messages[msg_id]
+            self.to_withdraw.append(encode_task(run_id, msg_id, attempt, message[offset:]))
+            for key in keys:
+                self.state["running"].discard(key)
+                self.errors.setdefault(key, KilledWorker(key, attempt, worker, self.options.allowed_failures))
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first error of the run, or None."""
+        return next(iter(self.errors.values()), None)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the run stops dispatching (an error with ``stop_on_error``)."""
+        return bool(self.errors) and self.options.stop_on_error
 
     def fail(self, key: Hashable, error_bytes: bytes, worker: str) -> None:
-        """A task raised: keep the first error (the run stops in :func:`run_graph`)."""
-        if self.error is not None:
-            return
+        """A task raised (for good: no retries left): record the error."""
         exc, tb, text = loads_exception(error_bytes)
         if isinstance(exc, TaskTimeout) and exc.key is None:  # detected by a supervisor, which knows no keys
             exc = TaskTimeout(key, exc.seconds)
-        self.error = make_remote(exc, key, worker, text).with_traceback(tb)
+        self.state["running"].discard(key)
+        self.errors[key] = make_remote(exc, key, worker, text).with_traceback(tb)
+
+    def unevaluated(self) -> list[Hashable]:
+        """Requested keys neither computed nor failed."""
+        finished = self.state["finished"]
+        return [k for k in self.graph.requested if k not in finished and k not in self.errors]
 
     def results(self) -> dict[Hashable, Any]:
-        """Download the requested values."""
+        """Download the values of the requested keys that finished."""
         out: dict[Hashable, Any] = {}
         remote = []
         for key in self.graph.requested:
-            field = self.loc[key]
+            field = self.loc.get(key)
+            if field is None:
+                continue
             if field in self.inline:
                 out[key] = self.inline[field]
             else:

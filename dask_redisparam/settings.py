@@ -214,6 +214,8 @@ class Settings:
         How often a task may be lost with its worker before the run fails.
     retries : int
         How often a task that raised is run again.
+    redo_ttl : float
+        Seconds a failed run keeps its computed values in Redis for ``redo=`` (0: not kept).
     heartbeat_interval, heartbeat_ttl : float
         Seconds between worker heartbeats, and after which a silent worker counts as lost (> interval).
     environ : Mapping[str, str], optional
@@ -259,6 +261,7 @@ class Settings:
     retries: int
     heartbeat_interval: float
     heartbeat_ttl: float
+    redo_ttl: float
     address: RedisAddress | None = dataclasses.field(init=False)
     _ambient: tuple[_Layer, ...] = dataclasses.field(init=False, compare=False)
     _workers_given: bool = dataclasses.field(init=False, compare=False)
@@ -288,6 +291,7 @@ class Settings:
         retries: int = 0,
         heartbeat_interval: float = 1.0,
         heartbeat_ttl: float = 10.0,
+        redo_ttl: float = 3600.0,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         ambient = _ambient_layers(os.environ if environ is None else environ)
@@ -336,6 +340,10 @@ class Settings:
         for field in ("allowed_failures", "retries"):
             out[field] = _int(field, values[field], 0)
         out["heartbeat_interval"] = interval = _number("heartbeat_interval", values["heartbeat_interval"])
+        redo_ttl = values["redo_ttl"]
+        if isinstance(redo_ttl, bool) or not isinstance(redo_ttl, numbers.Real) or not 0 <= float(redo_ttl) < math.inf:
+            raise ConfigurationError(f"redo_ttl={redo_ttl!r} must be a finite number >= 0 (seconds; 0: keep nothing)")
+        out["redo_ttl"] = float(redo_ttl)
         out["heartbeat_ttl"] = _number(
             "heartbeat_ttl", values["heartbeat_ttl"], interval, f"heartbeat_interval={interval:g}"
         )

@@ -43,6 +43,7 @@ from .backend import TRANSIENT_ERRORS, Backend
 from .errors import StopRequested, WorkerConflict
 from .execute import Watchdog, run_batch
 from .protocol import Batch, Completion, decode_header, dumps_completion
+from .rng import reseed_from_entropy
 from .serialize import dumps_exception, loads
 
 __all__ = ["Worker", "new_worker_id"]
@@ -235,6 +236,8 @@ class Worker:
             logger.info("worker %s: run %s is gone; skipping message %d", self.id, run_id, msg_id)
             backend.release_message(self.jobname, self.id, message)
             return
+        if batch.rng_seed is None:
+            reseed_from_entropy()
         values: dict[int, Any] = dict(batch.inline)
         missing: set[int] = set()
         for i, blob in zip(external, raw, strict=True):

@@ -142,3 +142,37 @@ def sleep_leaf(i: int, seconds: float = 0.02) -> int:
 
 def sum_all(*xs: int) -> int:
     return sum(xs)
+
+
+def sqrt(x: Any) -> float:
+    """As R's ``sqrt``: fails for a string ("non-numeric argument to mathematical function")."""
+    import math
+
+    if isinstance(x, str):
+        raise TypeError("non-numeric argument to mathematical function")
+    return math.sqrt(x)
+
+
+def random_triplet(_: Any = None) -> tuple[float, float, float]:
+    """One number from each of Python's random, NumPy's global state and task_rng()."""
+    import random
+
+    import numpy as np
+
+    from dask_redisparam import task_rng
+
+    return (random.random(), float(np.random.random()), float(task_rng().random()))
+
+
+def fail_if_flagged(path: str, value: int) -> int:
+    """Fail while the file ``path`` exists (a failure that a redo can get past)."""
+    if pathlib.Path(path).exists():
+        raise RuntimeError(f"flagged: {value}")
+    return value
+
+
+def count_call(path: str, value: Any) -> Any:
+    """Append a line to ``path`` per call (counts executions) and pass ``value`` on."""
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+    return value
