@@ -59,3 +59,7 @@ __all__ = [
     "WorkerConflict",
     "WorkerError",
 ]
+
+from .config_reference import register_dask_defaults as _register_dask_defaults
+
+_register_dask_defaults()  # the redisparam.* dask config keys, from the packaged redisparam.yaml

@@ -71,8 +71,11 @@ class PartialResults:
         Requested keys that were not computed.
     redo : object or None
         Pass the exception as ``redo=`` to re-run only what failed or was not evaluated.
+    reduced : object
+        ``iterate`` with ``reduce``: what was folded before the run stopped.
     """
 
+    reduced: Any = None
     results: dict[Any, Any] | None = None
     errors: dict[Any, BaseException] | None = None
     unevaluated: list[Any] | None = None

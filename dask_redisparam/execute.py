@@ -24,7 +24,10 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+import dask.config
+
 from .errors import SerializationError, ServerError, StopRequested, TaskTimeout
+from .logs import TaskLog, capture_task_output
 from .protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome
 from .rng import seed_task
 from .serialize import dumps_exception, dumps_value
@@ -86,6 +89,33 @@ def run_batch(
 
     Returns the outcomes and the ``(field, pickled result)`` pairs to store.
     """
+    with exported_globals(batch.exported):
+        return _run_entries(batch, values, missing, watchdog)
+
+
+@contextmanager
+def exported_globals(exported: tuple[dict[str, Any], dict[str, str]] | None) -> Iterator[None]:
+    """Apply the manager's dask config and environment variables meanwhile; restore ours after."""
+    if exported is None:
+        yield
+        return
+    config, env = exported
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        with dask.config.set(config):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run_entries(
+    batch: Batch, values: dict[int, Any], missing: set[int], watchdog: Watchdog
+) -> tuple[list[Outcome], list[tuple[str, bytes]]]:
     outcomes: list[Outcome] = []
     stores: list[tuple[str, bytes]] = []
     failed: set[int] = set()
@@ -95,19 +125,31 @@ def run_batch(
             failed.add(entry.idx)
             outcomes.append(Outcome(entry.idx, UNEVALUATED, None, 0, start, start))
             continue
-        try:
-            seed_task(batch.rng_seed, entry.key)
-            nbytes = _run_entry(entry, values, missing, batch.timeout, watchdog, stores)
-            outcomes.append(Outcome(entry.idx, OK, None, nbytes, start, time.time()))
-        except StopRequested:
-            raise
-        except SystemExit as e:
-            logger.error("task %r called sys.exit(%s): the worker process ends as if it crashed", entry.key, e.code)
-            os._exit(EXIT_TASK_EXITED)
-        except BaseException as e:  # noqa: B036 - a task's failure, whatever it is, is reported
-            failed.add(entry.idx)
-            outcomes.append(Outcome(entry.idx, ERROR, dumps_exception(e, e.__traceback__), 0, start, time.time()))
+        with _capture(batch.log_threshold) as log:
+            try:
+                seed_task(batch.rng_seed, entry.key)
+                nbytes = _run_entry(entry, values, missing, batch.timeout, watchdog, stores)
+                status, error = OK, None
+            except StopRequested:
+                raise
+            except SystemExit as e:
+                logger.error("task %r called sys.exit(%s): the worker process ends as a crash", entry.key, e.code)
+                os._exit(EXIT_TASK_EXITED)
+            except BaseException as e:  # noqa: B036 - a task's failure, whatever it is, is reported
+                failed.add(entry.idx)
+                status, error, nbytes = ERROR, dumps_exception(e, e.__traceback__), 0
+        kept = None if log is None or log.empty else log
+        outcomes.append(Outcome(entry.idx, status, error, nbytes, start, time.time(), kept))
     return outcomes, stores
+
+
+@contextmanager
+def _capture(threshold: int | None) -> Iterator[TaskLog | None]:
+    if threshold is None:
+        yield None
+    else:
+        with capture_task_output(threshold) as log:
+            yield log
 
 
 def _run_entry(

@@ -112,6 +112,8 @@ def prepare_graph(dsk: Any, keys: Any, known: Collection[Hashable] = ()) -> Grap
         node = converted[key]
         nodes[key] = node
         deps = set() if key in known else set(node.dependencies)
+        if key in deps:
+            raise ValueError(f"task {key!r} depends on itself (an argument equal to a key refers to that key)")
         dependencies[key] = deps
         dependents.setdefault(key, set())
         for dep in deps:

@@ -173,11 +173,11 @@ def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
     outage = _Outage(run.options.describe_server)
     last_count = last_warning = time.monotonic()
     run.window = math.ceil(count_workers() * run.options.queue_multiplier)
-    todo = len(run.graph.nodes)
     pending: list[bytes] = []  # messages built but not yet surely pushed
     acknowledge: list[bytes] = []
     drain_until: float | None = None
-    while len(run.state["finished"]) < todo:
+    feeding = run.options.feed is not None
+    while feeding or len(run.state["finished"]) < len(run.graph.nodes):
         if run.stopping and drain_until is None:
             drain_until = time.monotonic() + DRAIN_SECONDS
             _withdraw_queued(run)
@@ -188,6 +188,11 @@ def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
             if now - last_count >= 1.0:
                 run.window = math.ceil(count_workers() * run.options.queue_multiplier)
                 last_count = now
+            if feeding and not run.stopping:
+                assert run.options.feed is not None
+                feeding = run.options.feed(run)
+            elif feeding:
+                feeding = False
             pending += run.fill()
             if run.to_withdraw:
                 backend.withdraw(job, run.to_withdraw)
@@ -202,7 +207,9 @@ def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
                 )
             if not records and run.messages:
                 backend.wait_records(job, run.run_id, 1.0)
-            elif not records and not run.state["ready"]:
+            elif not records and not run.state["ready"] and not feeding:
+                if len(run.state["finished"]) == len(run.graph.nodes):
+                    continue  # the feed just ran dry with everything done
                 if run.errors:
                     return  # what is left depends on failed tasks
                 waiting = list(run.state["waiting"])[:5]
@@ -220,6 +227,20 @@ def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
             continue
         for record in records:
             run.handle(record)
+        if run.options.on_result is not None:
+            _stream_results(run, run.options.on_result)
+
+
+def _stream_results(run: RunState, on_result: Callable[[Hashable, Any], None]) -> None:
+    """Hand newly computed requested values to the consumer, then drop them from Redis."""
+    keys = run.take_new_results()
+    if not keys:
+        return
+    values = run.results_of(keys)  # keys without a value here (saved on disk, nothing needed them) are skipped
+    for key in keys:
+        if key in values:
+            on_result(key, values[key])
+        run.forget(key)
 
 
 def _withdraw_queued(run: RunState) -> None:

@@ -17,22 +17,29 @@ serve tasks in the foreground until stopped.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import os
+import pickle
 import threading
 import time
 import uuid
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
+import dask.config
 from dask.local import nested_get
 
 from . import pool
 from .backend import Backend
 from .errors import ConfigurationError, WorkerError
-from .graph import prepare_graph
+from .graph import Graph, flatten_keys, prepare_graph
 from .manager import run_graph
-from .scheduler import RedoInfo, RunOptions
+from .mapping import MISSING
+from .progress import ProgressCallback
+from .resultdir import ResultDir
+from .scheduler import RedoInfo, RunOptions, RunState
 from .server import EmbeddedRedis
 from .settings import Settings
 from .supervisor import LocalWorkers
@@ -242,15 +249,136 @@ class RedisParam:
         if self.settings.is_worker:
             raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot run computations")
         redo = _redo_info(kwargs.get("redo"), self.settings.jobname)
-        graph = prepare_graph(dsk, keys, known=redo.fields if redo is not None else ())
-        if not self.is_up:
-            with self:
+        saved = ResultDir(self.settings.resultdir) if self.settings.resultdir else None
+        known = set(redo.fields) if redo is not None else set()
+        if saved is not None:
+            known |= {key for key in flatten_keys(keys) if saved.has(key)}
+        graph = prepare_graph(dsk, keys, known=known)
+        with self._started():
+            if saved is None:
                 return self._run(graph, keys, kwargs, redo)
-        return self._run(graph, keys, kwargs, redo)
+            return self._run_saving(graph, keys, kwargs, redo, saved)
 
-    def _run(self, graph: Any, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None) -> Any:
+    def _run_saving(
+        self, graph: Graph, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None, saved: ResultDir
+    ) -> Any:
+        """A run with a result directory: each requested value is saved as soon as it is computed, and values saved
+        by an earlier (interrupted or failed) run are not computed again."""
+        return_results = kwargs.get("return_results", True)
+        values: dict[Hashable, Any] = {}
+
+        def keep(key: Hashable, value: Any) -> None:
+            ref = saved.ref(key) if saved.has(key) else saved.save(key, value)
+            values[key] = value if return_results else ref
+
+        options = self._options(kwargs, redo, on_result=keep, load_known=saved.load)
+        with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
+            run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"))
+        for key in graph.requested:
+            if key not in values:
+                values[key] = saved.load(key) if return_results else saved.ref(key)
+        return nested_get(keys, values)  # type: ignore[no-untyped-call]
+
+    def map(
+        self,
+        func: Callable[..., Any],
+        *iterables: Iterable[Any],
+        tasks: int | None = None,
+        redo: Any = None,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """R's ``bplapply``/``bpmapply``: ``[func(*args, **kwargs) for args in zip(*iterables)]`` on the workers.
+
+        Parameters
+        ----------
+        func : callable
+            Applied to each element (to the i-th item of every iterable).
+        *iterables
+            The inputs; the shortest one sets the number of elements (as ``map``).
+        tasks : int, optional
+            None: one element per task (small tasks are still batched, and late workers get work); 0: one chunk
+            per live worker; n: n chunks.
+        redo : exception, optional
+            The error a failed ``map`` raised: only its failed and unevaluated elements run again.
+        return_exceptions : bool
+            Exceptions in place of failed or unevaluated elements instead of raising.
+        **kwargs
+            Passed to ``func``.
+
+        Examples
+        --------
+        >>> from operator import neg
+        >>> with RedisParam(workers=1) as p:
+        ...     p.map(neg, [1, 2, 3])
+        [-1, -2, -3]
+        """
+        from .mapping import map_elements
+
+        with self._started():
+            return map_elements(
+                self, func, iterables, tasks=tasks, kwargs=kwargs, redo=redo, return_exceptions=return_exceptions
+            )
+
+    def iterate(
+        self,
+        iterator: Iterable[Any],
+        func: Callable[..., Any],
+        reduce: Callable[[Any, Any], Any] | None = None,
+        init: Any = MISSING,
+        in_order: bool = False,
+        redo: Any = None,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """R's ``bpiterate``: apply ``func`` to the items of an iterator of any length, consumed lazily.
+
+        At most ``ceil(live workers × queue_multiplier)`` items are in flight. With ``reduce``, results are
+        folded as they arrive (``in_order=False``) or in order, starting from ``init`` if given; errors are never
+        folded (in order, folding stops at the first). Without ``reduce``, the results come back as a list in
+        submission order. ``redo=err`` reads the iterator again from the start and runs only the items that
+        failed or were not evaluated (and any beyond the earlier end).
+
+        Examples
+        --------
+        >>> import operator
+        >>> with RedisParam(workers=1) as p:
+        ...     p.iterate(iter(range(5)), abs, reduce=operator.add)
+        10
+        """
+        from .mapping import iterate_elements
+
+        with self._started():
+            return iterate_elements(
+                self,
+                iterator,
+                func,
+                reduce=reduce,
+                init=init,
+                in_order=in_order,
+                kwargs=kwargs,
+                redo=redo,
+                return_exceptions=return_exceptions,
+            )
+
+    def stream(self, dsk: Any, *, on_result: Callable[[Hashable, Any], None], feed: Callable[[RunState], bool]) -> None:
+        """Run a graph that ``feed`` extends while it runs; ``on_result`` gets each requested value as it comes."""
+        graph = prepare_graph(dsk, [])
+        with self._started():
+            run_graph(self.backend, graph, self._options({}, None, on_result=on_result, feed=feed))
+
+    @contextlib.contextmanager
+    def _started(self) -> Iterator[None]:
+        """Inside: the param is started (started here and stopped after, if it was not)."""
+        if self.is_up:
+            yield
+        else:
+            with self:
+                yield
+
+    def _options(self, kwargs: dict[str, Any], redo: RedoInfo | None, **extra: Any) -> RunOptions:
         settings = self.settings
-        options = RunOptions(
+        return RunOptions(
             settings.jobname,
             queue_multiplier=settings.queue_multiplier,
             stop_on_error=settings.stop_on_error,
@@ -262,10 +390,33 @@ class RedisParam:
             redo=redo,
             redo_ttl=settings.redo_ttl,
             return_exceptions=bool(kwargs.get("return_exceptions", False)),
+            log_threshold=settings.threshold_level if settings.log else None,
+            logdir=settings.logdir,
+            exported=_exported(settings) if settings.exportglobals else None,
             describe_server=self.backend.address.describe(),
+            **extra,
         )
-        values: dict[Hashable, Any] = run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"))
+
+    def _run(self, graph: Any, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None) -> Any:
+        options = self._options(kwargs, redo)
+        with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
+            values: dict[Hashable, Any] = run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"))
         return nested_get(keys, values)  # type: ignore[no-untyped-call]
+
+
+def _exported(settings: Settings) -> tuple[dict[str, Any], dict[str, str]]:
+    """The dask config (what can be pickled: not e.g. a ``scheduler`` object) and listed environment variables."""
+    config = {}
+    for name, value in dask.config.config.items():
+        if name == "scheduler":
+            continue
+        try:
+            pickle.dumps(value)
+        except Exception:  # not for the workers: a setting that only makes sense in this process
+            continue
+        config[name] = value
+    env = {name: os.environ[name] for name in settings.export_env if name in os.environ}
+    return config, env
 
 
 def _redo_info(redo: Any, jobname: str) -> RedoInfo | None:

@@ -76,18 +76,23 @@ class Entry(NamedTuple):
 class Batch(NamedTuple):
     """The payload of a task message: entries run in order; ``inline`` holds small literal inputs;
     ``timeout`` is the seconds each entry may run (None: no limit); ``rng_seed`` seeds each entry's random
-    streams from its key (None: fresh entropy)."""
+    streams from its key (None: fresh entropy); with ``log_threshold`` each entry's log records (at or above
+    it) and its stdout/stderr are captured and travel back in its :class:`Outcome`; ``exported`` is the manager's
+    dask config and environment variables, applied while the entries run."""
 
     stop_on_error: bool
     inline: dict[int, Any]
     entries: list[Entry]
     timeout: float | None = None
     rng_seed: int | None = None
+    log_threshold: int | None = None
+    exported: tuple[dict[str, Any], dict[str, str]] | None = None
 
 
 class Outcome(NamedTuple):
     """What became of one entry: ``status`` is OK, ERROR (``error`` holds the pickled exception) or
-    UNEVALUATED; ``nbytes`` is the size of the stored result; times are the worker's clock, in seconds."""
+    UNEVALUATED; ``nbytes`` is the size of the stored result; times are the worker's clock, in seconds; ``log``
+    is the captured :class:`~dask_redisparam.logs.TaskLog`, if any."""
 
     idx: int
     status: int
@@ -95,6 +100,7 @@ class Outcome(NamedTuple):
     nbytes: int
     start: float
     end: float
+    log: Any = None
 
 
 class Completion(NamedTuple):

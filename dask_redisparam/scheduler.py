@@ -46,7 +46,7 @@ import heapq
 import logging
 import math
 import uuid
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from dask._task_spec import Alias, DataNode
@@ -56,6 +56,7 @@ from dask.sizeof import sizeof
 from .backend import Backend
 from .errors import KilledWorker, RunLost, SerializationError, TaskTimeout, make_remote
 from .graph import Graph
+from .logs import emit_task_log
 from .protocol import (
     ERROR,
     LOST,
@@ -107,6 +108,10 @@ class RedoInfo:
     rng_seed: int | None
 
 
+def _no_known_values(key: Hashable) -> Any:
+    raise KeyError(key)
+
+
 class RunOptions:
     """Settings of one run.
 
@@ -134,6 +139,20 @@ class RunOptions:
         Seconds a failed run keeps its values for ``redo`` (0: not kept).
     return_exceptions : bool
         Return exceptions in place of failed or unevaluated results instead of raising.
+    on_result : callable, optional
+        ``on_result(key, value)`` is called for each requested key as soon as it is computed (its value is
+        downloaded then, and dropped from Redis afterwards): streaming.
+    load_known : callable, optional
+        ``load_known(key)`` gives the value of a known key that is not in ``redo`` (a saved result).
+    feed : callable, optional
+        ``feed(run)`` is called every turn and may :meth:`RunState.add_task`; it returns False once it has no
+        more tasks to add (the run ends when everything added is done).
+    log_threshold : int, optional
+        Capture each task's log records at or above this level and its output, and show them here.
+    logdir : str, optional
+        Also append each task's log to a file in this directory.
+    exported : tuple of (dict, dict), optional
+        The dask config and environment variables to apply on the workers while they run the tasks.
     describe_server : str
         ``host:port`` for messages.
     """
@@ -152,6 +171,12 @@ class RunOptions:
         redo: RedoInfo | None = None,
         redo_ttl: float = 3600.0,
         return_exceptions: bool = False,
+        on_result: Callable[[Hashable, Any], None] | None = None,
+        load_known: Callable[[Hashable], Any] | None = None,
+        feed: Callable[[RunState], bool] | None = None,
+        log_threshold: int | None = None,
+        logdir: str | None = None,
+        exported: tuple[dict[str, Any], dict[str, str]] | None = None,
         describe_server: str = "",
     ) -> None:
         self.jobname = jobname
@@ -165,6 +190,12 @@ class RunOptions:
         self.redo = redo
         self.redo_ttl = redo_ttl
         self.return_exceptions = return_exceptions
+        self.on_result = on_result
+        self.load_known = load_known or _no_known_values
+        self.feed = feed
+        self.log_threshold = log_threshold
+        self.logdir = logdir
+        self.exported = exported
         self.describe_server = describe_server
 
 
@@ -176,6 +207,7 @@ class RunState:
         self.job = options.jobname
         self.run_id = uuid.uuid4().hex[:12]
         self.requested = set(graph.requested)
+        self.new_results: list[Hashable] = []  # requested keys finished, not yet taken by take_new_results()
         self.idx = {key: n for n, key in enumerate(graph.nodes)}
         self.keys_by_idx = list(graph.nodes)
         self.loc: dict[Hashable, int] = {}  # key -> data field (or inline literal) that holds its value
@@ -224,9 +256,16 @@ class RunState:
                 waiting[key] = set(self.graph.dependencies[key])
         for key in literals:
             field = self.idx[key]
-            if key in self.graph.known:
-                assert redo is not None
+            if key in self.graph.known and redo is not None and key in redo.fields:
                 copies[str(field)] = redo.fields[key]
+            elif key in self.graph.known:  # saved in the result directory
+                if not self.graph.dependents[key]:
+                    continue  # nothing here needs its value: the caller has it on disk
+                value = self.options.load_known(key)
+                if sizeof(value) > INLINE_BYTES:
+                    uploads[str(field)] = dumps_value(value)
+                else:
+                    self.inline[field] = value
             else:
                 value = self.graph.nodes[key]({})
                 if sizeof(value) > INLINE_BYTES:
@@ -247,6 +286,28 @@ class RunState:
         """What a later ``redo=`` needs: the fields of every value still held (inputs of what failed)."""
         fields = {key: str(field) for key, field in self.loc.items() if field not in self.inline}
         return RedoInfo(self.job, self.run_id, fields, self.options.rng_seed)
+
+    def add_task(self, key: Hashable, node: Any) -> None:
+        """Add an independent, requested task to a running run (streaming, as ``iterate``): it is ready now."""
+        graph = self.graph
+        graph.nodes[key] = node
+        graph.dependencies[key], graph.dependents[key] = set(), set()
+        graph.requested.append(key)
+        self.requested.add(key)
+        self.idx[key] = len(self.keys_by_idx)
+        self.keys_by_idx.append(key)
+        self.state["waiting_data"][key] = set()
+        self.make_ready(key)
+
+    def take_new_results(self) -> list[Hashable]:
+        """Requested keys finished since the last call (for streaming consumers)."""
+        new, self.new_results = self.new_results, []
+        return new
+
+    def forget(self, key: Hashable) -> None:
+        """Drop a requested key's value after a streaming consumer took it."""
+        self.requested.discard(key)
+        self.release(key)
 
     # ------------------------------------------------------------------ transitions
     def make_ready(self, key: Hashable) -> None:
@@ -278,6 +339,8 @@ class RunState:
         state["running"].discard(key)
         state["finished"].add(key)
         state["cache"][key] = result
+        if self.options.on_result is not None and key in self.requested:
+            self.new_results.append(key)
         if notify:
             for cb in self.posttask_cbs:
                 cb(key, result, self.graph.nodes, state, result.worker)
@@ -359,7 +422,16 @@ class RunState:
                     cb(key, self.graph.nodes, self.state)
         msg_id = self.next_msg
         self.next_msg += 1
-        batch = Batch(self.options.stop_on_error, inline, entries, self.options.timeout, self.options.rng_seed)
+        options = self.options
+        batch = Batch(
+            options.stop_on_error,
+            inline,
+            entries,
+            options.timeout,
+            options.rng_seed,
+            options.log_threshold,
+            options.exported,
+        )
         try:
             payload = dumps_task(batch)
         except Exception as e:
@@ -402,6 +474,8 @@ class RunState:
         again: list[Hashable] = []
         for outcome in done.outcomes:
             key = self.keys_by_idx[outcome.idx]
+            if outcome.log is not None:
+                emit_task_log(outcome.log, key=key, worker=done.worker, jobname=self.job, logdir=self.options.logdir)
             if outcome.status == OK:
                 seconds = outcome.end - outcome.start
                 self.mean_seconds = seconds if self.mean_seconds is None else 0.8 * self.mean_seconds + 0.2 * seconds
@@ -482,10 +556,14 @@ class RunState:
         return [k for k in self.graph.requested if k not in finished and k not in self.errors]
 
     def results(self) -> dict[Hashable, Any]:
-        """Download the values of the requested keys that finished."""
+        """Download the values of the requested keys that finished (and were not streamed away)."""
+        return self.results_of([k for k in self.graph.requested if k in self.requested])
+
+    def results_of(self, keys: Sequence[Hashable]) -> dict[Hashable, Any]:
+        """Download the values of finished ``keys`` (one round trip)."""
         out: dict[Hashable, Any] = {}
         remote = []
-        for key in self.graph.requested:
+        for key in keys:
             field = self.loc.get(key)
             if field is None:
                 continue

@@ -36,7 +36,7 @@ import math
 import numbers
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask.config
@@ -216,6 +216,10 @@ class Settings:
         How often a task that raised is run again.
     redo_ttl : float
         Seconds a failed run keeps its computed values in Redis for ``redo=`` (0: not kept).
+    exportglobals : bool
+        Apply the manager's dask config on the workers while they run its tasks.
+    export_env : sequence of str
+        Names of environment variables whose manager values apply on the workers during its tasks.
     heartbeat_interval, heartbeat_ttl : float
         Seconds between worker heartbeats, and after which a silent worker counts as lost (> interval).
     environ : Mapping[str, str], optional
@@ -262,6 +266,8 @@ class Settings:
     heartbeat_interval: float
     heartbeat_ttl: float
     redo_ttl: float
+    exportglobals: bool
+    export_env: tuple[str, ...]
     address: RedisAddress | None = dataclasses.field(init=False)
     _ambient: tuple[_Layer, ...] = dataclasses.field(init=False, compare=False)
     _workers_given: bool = dataclasses.field(init=False, compare=False)
@@ -292,6 +298,8 @@ class Settings:
         heartbeat_interval: float = 1.0,
         heartbeat_ttl: float = 10.0,
         redo_ttl: float = 3600.0,
+        exportglobals: bool = True,
+        export_env: Sequence[str] = (),
         environ: Mapping[str, str] | None = None,
     ) -> None:
         ambient = _ambient_layers(os.environ if environ is None else environ)
@@ -344,6 +352,11 @@ class Settings:
         if isinstance(redo_ttl, bool) or not isinstance(redo_ttl, numbers.Real) or not 0 <= float(redo_ttl) < math.inf:
             raise ConfigurationError(f"redo_ttl={redo_ttl!r} must be a finite number >= 0 (seconds; 0: keep nothing)")
         out["redo_ttl"] = float(redo_ttl)
+        out["exportglobals"] = _bool("exportglobals", values["exportglobals"])
+        export_env = values["export_env"]
+        if isinstance(export_env, str) or not all(isinstance(n, str) and n and "=" not in n for n in export_env):
+            raise ConfigurationError(f"export_env={export_env!r} must be a list of environment variable names")
+        out["export_env"] = tuple(export_env)
         out["heartbeat_ttl"] = _number(
             "heartbeat_ttl", values["heartbeat_ttl"], interval, f"heartbeat_interval={interval:g}"
         )

@@ -176,3 +176,61 @@ def count_call(path: str, value: Any) -> Any:
     with open(path, "a") as f:
         f.write(f"{value}\n")
     return value
+
+
+def log_and_print(message: str, fail: bool = False) -> str:
+    """Log a warning and print ``message``; raise afterwards if ``fail``."""
+    import logging
+
+    logging.getLogger("user.task").warning("logged: %s", message)
+    print(f"printed: {message}")
+    if fail:
+        raise RuntimeError(f"failed after logging {message}")
+    return message
+
+
+def element_random(x: Any) -> float:
+    """A number from task_rng() (per element, in map/iterate)."""
+    from dask_redisparam import task_rng
+
+    return float(task_rng().random())
+
+
+def counted_inc(path: str, x: int) -> int:
+    """Increment, counting executions by appending to ``path``."""
+    with open(path, "a") as f:
+        f.write(f"{x}\n")
+    return x + 1
+
+
+def concat(a: str, b: str) -> str:
+    return a + b
+
+
+def element_random_or_fail(x: Any) -> float:
+    """As :func:`element_random`, but fails for a string."""
+    if isinstance(x, str):
+        raise ValueError(f"bad element {x!r}")
+    return element_random(x)
+
+
+def counted_inc_item(x: int, path: str) -> int:
+    """Increment (failing for a string), counting executions in ``path``."""
+    with open(path, "a") as f:
+        f.write(f"{x}\n")
+    return x + 1
+
+
+def read_config_and_env(key: str, env: str) -> tuple[Any, str | None]:
+    """The worker's view of a dask config key and an environment variable, during the task."""
+    import dask.config
+
+    return dask.config.get(key, None), os.environ.get(env)
+
+
+def counted_slow_inc(path: str, x: int, seconds: float) -> int:
+    """Sleep, count the execution in ``path``, increment."""
+    time.sleep(seconds)
+    with open(path, "a") as f:
+        f.write(f"{x}\n")
+    return x + 1
