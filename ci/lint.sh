@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 paths=()
-for dir in dask_redisparam tests benchmarks examples; do
+for dir in dask_redisparam tests benchmarks examples notebooks; do
     if [[ -d "$dir" ]]; then
         paths+=("$dir")
     fi

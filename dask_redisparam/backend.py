@@ -62,21 +62,22 @@ redis.call('PEXPIRE', KEYS[3], ttl)
 return 1
 """
 
-# A worker died: put every message it held back on the queue with its attempt number raised by one (the header
-# "<version>|<run>|<msg>|<attempt>|" of dask_redisparam.protocol), forget the worker, and return
-# {run, msg, attempt, ...} of what moved, so that the runs' managers can be told.
+# A worker died: put every message it held back on the queue, unchanged (they are signed), forget the worker, and
+# return {run, msg, stamp, ...} of what moved (from the header "<version>|<run>|<msg>|" of dask_redisparam.protocol;
+# stamp: the server's time in microseconds), so that the runs' managers can count the loss once.
 _REAP = """
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local now = redis.call('TIME')
+local stamp = now[1] .. string.format('%06d', tonumber(now[2]))
 local out = {}
 for i = #items, 1, -1 do
   local item = items[i]
-  local ver, run, msg, att, pos = string.match(item, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|()')
+  local ver, run, msg = string.match(item, '^([^|]*)|([^|]*)|([^|]*)|')
+  redis.call('RPUSH', KEYS[2], item)
   if ver then
-    local next_attempt = tostring(tonumber(att) + 1)
-    redis.call('RPUSH', KEYS[2], ver .. '|' .. run .. '|' .. msg .. '|' .. next_attempt .. '|' .. string.sub(item, pos))
     table.insert(out, run)
     table.insert(out, msg)
-    table.insert(out, next_attempt)
+    table.insert(out, stamp)
   end
 end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
@@ -106,6 +107,20 @@ for i = 1, #ARGV, 2 do
   end
 end
 return n
+"""
+
+# Move one message from a list (KEYS[1]) to the consuming end of another (KEYS[2]); ARGV[2] > 0 caps the target's
+# length (newest kept) and ARGV[3] > 0 gives it a TTL in seconds.
+_MOVE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+else
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+return 1
 """
 
 # Tell a live run's manager that one of its messages was lost with its worker.
@@ -158,6 +173,11 @@ def _flat(first: int | str, mapping: dict[str, str]) -> list[int | str]:
     return out
 
 
+def _evalsha(pipe: Any, script: Any, script_keys: list[str], args: list[Any]) -> None:
+    """Queue a script on a pipeline as a plain ``EVALSHA`` (see :meth:`Backend._execute`)."""
+    pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+
+
 def _make_client(address: RedisAddress, *, retries: int, connect_timeout: float) -> redis.Redis:
     common: dict[str, Any] = {
         "password": address.password,
@@ -170,6 +190,13 @@ def _make_client(address: RedisAddress, *, retries: int, connect_timeout: float)
     }
     if address.path is not None:
         return redis.Redis(unix_socket_path=address.path, **common)
+    if address.tls:  # the server's certificate is always verified (against ca_file, else the system's CAs)
+        common.update(
+            ssl_ca_certs=address.ca_file,
+            ssl_certfile=address.cert_file,
+            ssl_keyfile=address.key_file,
+            ssl_cert_reqs="required",
+        )
     return redis.Redis(
         host=address.host,
         port=address.port,
@@ -206,7 +233,28 @@ class Backend:
         self._notify = self._r.register_script(_NOTIFY)
         self._ack = self._r.register_script(_ACK)
         self._copy = self._r.register_script(_COPY)
+        self._move = self._r.register_script(_MOVE)
         self._ask_stop = self._r.register_script(_ASK_STOP)
+        self._scripts = [self._notify, self._ack, self._ask_stop]  # the ones sent inside pipelines
+
+    def _execute(self, build: Any) -> list[Any]:
+        """Build a pipeline with ``build(pipe)`` and run it in one round trip.
+
+        Scripts in it go as plain ``EVALSHA`` (redis-py would add a ``SCRIPT EXISTS`` round trip to every pipeline
+        with scripts); if the server does not know them (restarted, flushed), they are loaded and the pipeline is
+        built and sent again.
+        """
+        for attempt in (0, 1):
+            pipe = self._r.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                for script in self._scripts:
+                    self._r.script_load(script.script)
+        raise AssertionError("unreachable")
 
     @classmethod
     def connect(cls, address: RedisAddress, *, retries: int = 3) -> Backend:
@@ -240,7 +288,38 @@ class Backend:
                 ) from None
             raise ServerError(f"Redis at {self.address.describe()}: {e}") from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            raise ServerUnavailable(f"cannot connect to Redis at {self.address.describe()}: {e}") from None
+            hint = ""
+            text = str(e)
+            if not self.address.tls and not isinstance(e, redis.TimeoutError) and "connecting to" not in text:
+                # connected, then dropped before any reply: what a TLS port does to a plaintext client
+                hint = " (the server closed the connection: it may require TLS; use a rediss:// URL)"
+            elif self.address.tls and ("WRONG_VERSION_NUMBER" in text or "wrong version number" in text):
+                hint = " (the server does not speak TLS here: use a redis:// URL or the server's TLS port)"
+            elif self.address.tls and "CERTIFICATE_VERIFY_FAILED" in text:
+                hint = " (check the CA file: tls_ca_file, REDISPARAM_TLS_CA_FILE or the URL's ssl_ca_certs)"
+            elif self.address.tls and self.address.cert_file is None and ("EOF" in text or "CERTIFICATE_REQ" in text):
+                hint = " (the server may require a client certificate: tls_cert_file and tls_key_file)"
+            elif self.address.tls and "Timeout connecting" in text:  # a plaintext port never answers a TLS hello
+                hint = " (no TLS handshake: is this the server's TLS port? a plaintext port needs a redis:// URL)"
+            raise ServerUnavailable(f"cannot connect to Redis at {self.address.describe()}: {e}{hint}") from None
+
+    def check_job_access(self, jobname: str) -> None:
+        """Check with one ``EXISTS`` that the user may use the keys of ``jobname``.
+
+        Raises
+        ------
+        AuthenticationFailed
+            If the server's ACL denies it (``NOPERM``); the message names the user, the server and the key
+            pattern that the user's ACL must allow.
+        """
+        try:
+            self._r.exists(keys.queue(jobname))
+        except redis.exceptions.NoPermissionError as e:
+            raise AuthenticationFailed(
+                f"Redis at {self.address.describe()} denies {self._describe_user()} the keys of job {jobname!r}"
+                f" (NOPERM: {e}): the user's ACL must allow the key pattern ~{keys.job_pattern(jobname)}"
+                " and the commands of dask-redisparam (see the security page of the documentation)"
+            ) from None
 
     # ------------------------------------------------------------------ manager side
     def live_workers(self, jobname: str) -> list[str]:
@@ -264,7 +343,7 @@ class Backend:
     def reap_worker(self, jobname: str, worker_id: str) -> list[tuple[str, int, int]]:
         """Requeue what a dead worker held (attempt + 1, atomically), forget it, and tell the runs' managers.
 
-        Returns ``(run_id, msg_id, attempt)`` of every message put back.
+        Returns ``(run_id, msg_id, stamp)`` of every message put back (stamp: the server's time, in microseconds).
         """
         flat = self._reap(
             keys=[
@@ -278,11 +357,13 @@ class Backend:
         )
         moved = [(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
         if moved:
-            pipe = self._r.pipeline(transaction=False)
-            for run_id, msg_id, attempt in moved:
-                notice = encode_lost(msg_id, attempt, worker_id)
-                self._notify(keys=[keys.alive(jobname, run_id), keys.done(jobname, run_id)], args=[notice], client=pipe)
-            pipe.execute()
+
+            def notify(pipe: Any) -> None:
+                for run_id, msg_id, stamp in moved:
+                    notice = encode_lost(msg_id, stamp, worker_id)
+                    _evalsha(pipe, self._notify, [keys.alive(jobname, run_id), keys.done(jobname, run_id)], [notice])
+
+            self._execute(notify)
         return moved
 
     def open_run(self, jobname: str, run_id: str, ttl: float, values: dict[str, bytes]) -> None:
@@ -313,18 +394,20 @@ class Backend:
         manager ignores repeats). Returns ``(records, run alive)``.
         """
         done = keys.done(jobname, run_id)
-        pipe = self._r.pipeline(transaction=False)
-        if acknowledge:
-            self._ack(keys=[done], args=[acknowledge[0], acknowledge[-1], len(acknowledge)], client=pipe)
-        if messages:
-            pipe.lpush(keys.queue(jobname), *messages)
-        if release:
-            pipe.hdel(keys.data(jobname, run_id), *release)
-        ms = int(ttl * 1000)
-        pipe.pexpire(keys.data(jobname, run_id), ms)
-        pipe.pexpire(keys.alive(jobname, run_id), ms)
-        pipe.lrange(done, 0, max_records - 1)
-        replies = pipe.execute()
+
+        def build(pipe: Any) -> None:
+            if acknowledge:
+                _evalsha(pipe, self._ack, [done], [acknowledge[0], acknowledge[-1], len(acknowledge)])
+            if messages:
+                pipe.lpush(keys.queue(jobname), *messages)
+            if release:
+                pipe.hdel(keys.data(jobname, run_id), *release)
+            ms = int(ttl * 1000)
+            pipe.pexpire(keys.data(jobname, run_id), ms)
+            pipe.pexpire(keys.alive(jobname, run_id), ms)
+            pipe.lrange(done, 0, max_records - 1)
+
+        replies = self._execute(build)
         return list(replies[-1]), bool(replies[-2])
 
     def wait_records(self, jobname: str, run_id: str, timeout: float) -> bool:
@@ -408,10 +491,12 @@ class Backend:
 
     def request_stop(self, jobname: str, worker_ids: Sequence[str]) -> int:
         """Ask live workers to stop (warm); returns how many were asked."""
-        pipe = self._r.pipeline(transaction=False)
-        for wid in worker_ids:
-            self._ask_stop(keys=[keys.worker(jobname, wid)], client=pipe)
-        return sum(int(x) for x in pipe.execute())
+
+        def ask(pipe: Any) -> None:
+            for wid in worker_ids:
+                _evalsha(pipe, self._ask_stop, [keys.worker(jobname, wid)], [])
+
+        return sum(int(x) for x in self._execute(ask))
 
     def worker_records(self, jobname: str) -> dict[str, dict[str, str]]:
         """Registration fields of every live worker of the job, by id."""
@@ -525,6 +610,14 @@ class Backend:
     def held_messages(self, jobname: str, worker_id: str) -> list[bytes]:
         """The messages in a worker's processing list (claimed, not completed), oldest first."""
         return list(reversed(cast(list[bytes], self._r.lrange(keys.processing(jobname, worker_id), 0, -1))))
+
+    def dead_letter(self, jobname: str, worker_id: str, message: bytes) -> None:
+        """Move a rejected message from the worker's processing list to the job's dead-letter list (last 100)."""
+        self._move(keys=[keys.processing(jobname, worker_id), keys.dead(jobname)], args=[message, 100, 86400])
+
+    def requeue_message(self, jobname: str, worker_id: str, message: bytes) -> None:
+        """Give a claimed message back to the queue (another worker will take it), atomically."""
+        self._move(keys=[keys.processing(jobname, worker_id), keys.queue(jobname)], args=[message, 0, 0])
 
     def release_message(self, jobname: str, worker_id: str, message: bytes) -> None:
         """Drop a message from the worker's processing list without a result (its run is gone)."""

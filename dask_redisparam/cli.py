@@ -32,8 +32,8 @@ __all__ = ["main", "worker_main"]
 logger = logging.getLogger(__name__)
 
 
-def _configure_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
+def _configure_logging(verbose: int, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else logging.INFO - 10 * min(verbose, 1)
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s",
@@ -76,6 +76,7 @@ def _settings(jobname: str | None, url: str | None, host: str | None, port: int 
 )
 @click.option("--child", is_flag=True, hidden=True, help="Serve in this process (used by the supervisor).")
 @click.option("-v", "--verbose", count=True, help="More logging (-v: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 def worker_command(
     jobname: str,
     url: str | None,
@@ -90,9 +91,10 @@ def worker_command(
     heartbeat_ttl: float,
     child: bool,
     verbose: int,
+    quiet: bool,
 ) -> None:
     """Serve the tasks of a job from a Redis server, until stopped (SIGTERM/SIGINT: warm; twice: cold)."""
-    _configure_logging(verbose)
+    _configure_logging(verbose, quiet)
     settings = _settings(jobname, url, host, port)
     try:
         settings = settings.replace(heartbeat_interval=heartbeat_interval, heartbeat_ttl=heartbeat_ttl)
@@ -126,7 +128,7 @@ def worker_command(
         child_args.append("--burst")
     if max_tasks is not None:
         child_args += ["--max-tasks", str(max_tasks)]
-    child_args += ["-v"] * verbose
+    child_args += ["-v"] * verbose + (["--quiet"] if quiet else [])
     env = {"REDISPARAM_URL": address.to_url(show_password=True)}
     base_id = worker_id or uuid.uuid4().hex[:8]
     restart = not (no_restart or burst or max_tasks is not None)

@@ -9,6 +9,7 @@ key                                             type     meaning
 =============================================  =======  =====================================================
 ``drp:{job}:queue``                             LIST     task messages waiting for any worker of the job
 ``drp:{job}:workers``                           SET      ids of the workers that registered on the job
+``drp:{job}:dead``                              LIST     rejected task messages (bad signature), the last 100
 ``drp:{job}:worker:<wid>``                      HASH     a worker's registration; its TTL is the lease
 ``drp:{job}:worker:<wid>:proc``                 LIST     messages a worker claimed (reliable dequeue)
 ``drp:{job}:worker:<wid>:control``              LIST     control messages for one worker (e.g. stop)
@@ -32,6 +33,7 @@ __all__ = [
     "PREFIX",
     "alive",
     "control",
+    "dead",
     "data",
     "done",
     "job_pattern",
@@ -90,6 +92,11 @@ def workers(jobname: str) -> str:
 def worker(jobname: str, worker_id: str) -> str:
     """A worker's registration hash; it expires when the worker stops heart-beating."""
     return f"{_job(jobname)}:worker:{worker_id}"
+
+
+def dead(jobname: str) -> str:
+    """Task messages that failed their signature check (never unpickled), newest first, the last 100."""
+    return f"{_job(jobname)}:dead"
 
 
 def processing(jobname: str, worker_id: str) -> str:

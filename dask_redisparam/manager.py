@@ -96,6 +96,7 @@ def run_graph(
                 return _failed(run, result)
             return result
         finally:
+            options.last_timeline[:] = run.timeline
             close_run(run, keep=failed and options.redo_ttl > 0)
             for cb in run.finish_cbs:
                 cb(graph.nodes, run.state, failed)

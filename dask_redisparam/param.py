@@ -39,9 +39,10 @@ from .manager import run_graph
 from .mapping import MISSING
 from .progress import ProgressCallback
 from .resultdir import ResultDir
-from .scheduler import RedoInfo, RunOptions, RunState
+from .scheduler import RedoInfo, RunOptions, RunState, TimelineRecord
 from .server import EmbeddedRedis
 from .settings import Settings
+from .signing import SECRET_ENV, Signer, signer_from_environment
 from .supervisor import LocalWorkers
 
 __all__ = ["RedisParam", "redis_get", "shutdown"]
@@ -75,6 +76,8 @@ class RedisParam:
         self._backend: Backend | None = None
         self._local: LocalWorkers | None = None
         self._lock = threading.RLock()
+        self._timeline: list[TimelineRecord] = []
+        self._signer: Signer | None = None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name == "settings":
@@ -120,8 +123,10 @@ class RedisParam:
                     )
                 self._server = EmbeddedRedis().start()
                 address = self._server.address
+            self._signer = self._make_signer(embedded=self._server is not None)
             try:
                 self._backend = Backend.connect(address)
+                self._backend.check_job_access(settings.jobname)
                 if settings.is_worker is None:
                     self._local = self._launch_local(settings.workers)
                     self._wait_for_local_workers()
@@ -132,11 +137,20 @@ class RedisParam:
             self._serve_foreground()
         return self
 
+    def _make_signer(self, embedded: bool) -> Signer | None:
+        """The secret: the ``secret`` setting, else from the environment, else (embedded server) a fresh one."""
+        if self.settings.secret is not None:
+            return Signer.from_secret(self.settings.secret)
+        return signer_from_environment() or (Signer.generate() if embedded else None)
+
     def _launch_local(self, n: int) -> LocalWorkers:
         """Start ``n`` worker processes in the background (one supervisor) on this param's server and job."""
         settings, address = self.settings, self.backend.address
         env = dict(settings.to_env(), REDISPARAM_URL=address.to_url(show_password=True))
+        if self._signer is not None:
+            env[SECRET_ENV] = self._signer.to_env()
         args = [
+            "--quiet",  # their lifecycle messages would clutter the manager's output (a notebook's cells)
             "--heartbeat-interval",
             str(settings.heartbeat_interval),
             "--heartbeat-ttl",
@@ -175,6 +189,7 @@ class RedisParam:
                 settings.jobname,
                 heartbeat_interval=settings.heartbeat_interval,
                 heartbeat_ttl=settings.heartbeat_ttl,
+                signer=self._signer,
             ).run()
         finally:
             if extra is not None:
@@ -378,7 +393,7 @@ class RedisParam:
 
     def _options(self, kwargs: dict[str, Any], redo: RedoInfo | None, **extra: Any) -> RunOptions:
         settings = self.settings
-        return RunOptions(
+        options = RunOptions(
             settings.jobname,
             queue_multiplier=settings.queue_multiplier,
             stop_on_error=settings.stop_on_error,
@@ -393,9 +408,19 @@ class RedisParam:
             log_threshold=settings.threshold_level if settings.log else None,
             logdir=settings.logdir,
             exported=_exported(settings) if settings.exportglobals else None,
+            signer=self._signer,
             describe_server=self.backend.address.describe(),
             **extra,
         )
+        self._timeline = options.last_timeline
+        return options
+
+    def timeline(self) -> list[TimelineRecord]:
+        """``(key, worker, start, end, ok)`` of every task of the last run of this param (workers' clocks).
+
+        See :func:`dask_redisparam.timeline.plot_timeline` for a Gantt chart of it.
+        """
+        return list(self._timeline)
 
     def _run(self, graph: Any, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None) -> Any:
         options = self._options(kwargs, redo)

@@ -3,7 +3,11 @@
 A **task message** (an item of the job's queue) is one *batch* of tasks of one run, wrapped in an envelope whose
 header a worker can read without unpickling anything::
 
-    b"D1|<run_id>|<msg_id>|<attempt>|" + payload
+    b"D1|<run_id>|<msg_id>|<attempt>|" + <key id> + b"|" + <MAC> + b"|" + payload
+
+The MAC (:mod:`dask_redisparam.signing`) covers the protocol version, the job, the run, the message id, the
+attempt and the payload; without a secret, key id and MAC are empty. Stored values and completion records are
+sealed the same way, so nothing is unpickled before its signature is checked.
 
 ``payload`` is a cloudpickled :class:`Batch`. A batch holds tasks that are ready at once (a chunk, for load
 balancing) and linear chains of their dependents (fused, so a chain costs one message). Each :class:`Entry`
@@ -14,17 +18,21 @@ A **completion record** (an item of the run's ``done`` list) is a pickled :class
 
 Examples
 --------
->>> env = encode_task("r1", 7, 0, b"xyz")
+>>> env = encode_task("r1", 7, 0, b"xyz", None, "job")
 >>> env
-b'D1|r1|7|0|xyz'
+b'D1|r1|7|0|||xyz'
 >>> decode_header(env)
 ('r1', 7, 0, 10)
+>>> bytes(open_task(env, None, "job"))
+b'xyz'
 """
 
 from __future__ import annotations
 
 import pickle
 from typing import Any, NamedTuple
+
+from .signing import Signer, seal, unseal
 
 __all__ = [
     "ERROR",
@@ -39,6 +47,10 @@ __all__ = [
     "encode_lost",
     "dumps_completion",
     "encode_task",
+    "is_unsigned",
+    "open_task",
+    "seal_value",
+    "unseal_value",
     "loads_completion",
 ]
 
@@ -113,9 +125,20 @@ class Completion(NamedTuple):
     batch_error: bytes | None
 
 
-def encode_task(run_id: str, msg_id: int, attempt: int, payload: bytes) -> bytes:
-    """Wrap a pickled :class:`Batch` in the message envelope."""
-    return b"%s|%s|%d|%d|%s" % (VERSION, run_id.encode(), msg_id, attempt, payload)
+def _task_context(jobname: str, run_id: str, msg_id: int, attempt: int) -> bytes:
+    return b"%s\0%s\0%s\0%d\0%d" % (VERSION, jobname.encode(), run_id.encode(), msg_id, attempt)
+
+
+def encode_task(run_id: str, msg_id: int, attempt: int, payload: bytes, signer: Signer | None, jobname: str) -> bytes:
+    """Wrap a pickled :class:`Batch` in the (signed) message envelope."""
+    sealed = seal(signer, b"task", _task_context(jobname, run_id, msg_id, attempt), payload)
+    return b"%s|%s|%d|%d|%s" % (VERSION, run_id.encode(), msg_id, attempt, sealed)
+
+
+def open_task(message: bytes, signer: Signer | None, jobname: str) -> memoryview:
+    """The payload of a task message of job ``jobname``, once its signature is checked (else PayloadRejected)."""
+    run_id, msg_id, attempt, offset = decode_header(message)
+    return unseal(signer, memoryview(message)[offset:], b"task", _task_context(jobname, run_id, msg_id, attempt))
 
 
 def decode_header(message: bytes) -> tuple[str, int, int, int]:
@@ -130,32 +153,57 @@ def decode_header(message: bytes) -> tuple[str, int, int, int]:
     return parts[1].decode(), int(parts[2]), int(parts[3]), offset
 
 
-LOST = b"L|"
+LOST = b"!L|"
 
 
 def encode_lost(msg_id: int, attempt: int, worker: str) -> bytes:
     """A notice, pushed to a run's ``done`` list, that a message was requeued after its worker died.
 
+    ``attempt`` is the Redis server's time of the requeue in microseconds: each loss is counted once, however
+    often its notice is read. Notices are not signed: they are parsed, never unpickled.
+
     Examples
     --------
-    >>> decode_lost(encode_lost(3, 2, "w1"))
-    (3, 2, 'w1')
+    >>> decode_lost(encode_lost(3, 1700000000123456, "w1"))
+    (3, 1700000000123456, 'w1')
     """
     return b"%s%d|%d|%s" % (LOST, msg_id, attempt, worker.encode())
 
 
 def decode_lost(record: bytes) -> tuple[int, int, str]:
-    """Inverse of :func:`encode_lost`: ``(msg_id, attempt, worker)``."""
-    _, msg, attempt, worker = record.split(b"|", 3)
-    return int(msg), int(attempt), worker.decode()
+    """Inverse of :func:`encode_lost`: ``(msg_id, stamp, worker)``."""
+    _, msg, stamp, worker = record.split(b"|", 3)
+    return int(msg), int(stamp), worker.decode()
 
 
-def dumps_completion(completion: Completion) -> bytes:
-    """Pickle a completion record (plain data only)."""
-    return pickle.dumps(tuple(completion), protocol=pickle.HIGHEST_PROTOCOL)
+def dumps_completion(completion: Completion, signer: Signer | None, jobname: str, run_id: str) -> bytes:
+    """Pickle and seal a completion record of a run."""
+    payload = pickle.dumps(tuple(completion), protocol=pickle.HIGHEST_PROTOCOL)
+    return seal(signer, b"done", b"%s\0%s" % (jobname.encode(), run_id.encode()), payload)
 
 
-def loads_completion(data: bytes) -> Completion:
-    """Inverse of :func:`dumps_completion`."""
-    msg_id, attempt, worker, outcomes, batch_error = pickle.loads(data)
+def loads_completion(data: bytes, signer: Signer | None, jobname: str, run_id: str) -> Completion:
+    """Inverse of :func:`dumps_completion`; checks the signature first (PayloadRejected)."""
+    payload = unseal(signer, data, b"done", b"%s\0%s" % (jobname.encode(), run_id.encode()))
+    msg_id, attempt, worker, outcomes, batch_error = pickle.loads(payload)
     return Completion(msg_id, attempt, worker, [Outcome(*o) for o in outcomes], batch_error)
+
+
+def seal_value(blob: bytes, signer: Signer | None, jobname: str) -> bytes:
+    """Seal a pickled value for the run's data hash (bound to the job: a value may move between runs, e.g. for
+    redo, but not between jobs)."""
+    return seal(signer, b"value", jobname.encode(), blob)
+
+
+def unseal_value(sealed: bytes, signer: Signer | None, jobname: str) -> memoryview:
+    """The pickled value inside a sealed one, once its signature is checked (else PayloadRejected)."""
+    return unseal(signer, sealed, b"value", jobname.encode())
+
+
+def is_unsigned(message: bytes) -> bool:
+    """Whether a task message carries no signature (its sender had no secret)."""
+    try:
+        offset = decode_header(message)[3]
+    except ValueError:
+        return False
+    return message[offset : offset + 2] == b"||"

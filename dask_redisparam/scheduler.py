@@ -47,7 +47,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from dask._task_spec import Alias, DataNode
 from dask.callbacks import unpack_callbacks
@@ -61,16 +61,19 @@ from .protocol import (
     ERROR,
     LOST,
     OK,
+    UNEVALUATED,
     Batch,
     Entry,
-    decode_header,
     decode_lost,
     encode_task,
     loads_completion,
+    seal_value,
+    unseal_value,
 )
 from .serialize import dumps_task, dumps_value, loads, loads_exception
+from .signing import PayloadRejected, Signer
 
-__all__ = ["RedoInfo", "RunOptions", "RunState", "StoredResult"]
+__all__ = ["RedoInfo", "RunOptions", "RunState", "StoredResult", "TimelineRecord"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +99,16 @@ class StoredResult:
 
     def __repr__(self) -> str:
         return f"StoredResult({self.key!r}, nbytes={self.nbytes}, worker={self.worker!r})"
+
+
+class TimelineRecord(NamedTuple):
+    """When a task ran, where, and whether it succeeded (``start``/``end``: the worker's clock, in seconds)."""
+
+    key: Any
+    worker: str
+    start: float
+    end: float
+    ok: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +166,8 @@ class RunOptions:
         Also append each task's log to a file in this directory.
     exported : tuple of (dict, dict), optional
         The dask config and environment variables to apply on the workers while they run the tasks.
+    signer : Signer, optional
+        Signs messages and uploaded values, checks records and results (:mod:`dask_redisparam.signing`).
     describe_server : str
         ``host:port`` for messages.
     """
@@ -177,6 +192,7 @@ class RunOptions:
         log_threshold: int | None = None,
         logdir: str | None = None,
         exported: tuple[dict[str, Any], dict[str, str]] | None = None,
+        signer: Signer | None = None,
         describe_server: str = "",
     ) -> None:
         self.jobname = jobname
@@ -196,6 +212,8 @@ class RunOptions:
         self.log_threshold = log_threshold
         self.logdir = logdir
         self.exported = exported
+        self.signer = signer
+        self.last_timeline: list[TimelineRecord] = []  # filled by the manager at the end of the run
         self.describe_server = describe_server
 
 
@@ -208,6 +226,7 @@ class RunState:
         self.run_id = uuid.uuid4().hex[:12]
         self.requested = set(graph.requested)
         self.new_results: list[Hashable] = []  # requested keys finished, not yet taken by take_new_results()
+        self.timeline: list[TimelineRecord] = []  # one per task run, from the workers' clocks
         self.idx = {key: n for n, key in enumerate(graph.nodes)}
         self.keys_by_idx = list(graph.nodes)
         self.loc: dict[Hashable, int] = {}  # key -> data field (or inline literal) that holds its value
@@ -223,6 +242,7 @@ class RunState:
         self.window = 0
         self.errors: dict[Hashable, BaseException] = {}  # task key -> what it raised (first one first)
         self.to_withdraw: list[bytes] = []  # requeued messages given up on
+        self.losses: dict[int, set[int]] = {}  # message id -> stamps of the deaths of workers running it
         self.state: dict[str, Any] = {
             "dependencies": graph.dependencies,
             "dependents": graph.dependents,
@@ -263,13 +283,13 @@ class RunState:
                     continue  # nothing here needs its value: the caller has it on disk
                 value = self.options.load_known(key)
                 if sizeof(value) > INLINE_BYTES:
-                    uploads[str(field)] = dumps_value(value)
+                    uploads[str(field)] = seal_value(dumps_value(value), self.options.signer, self.job)
                 else:
                     self.inline[field] = value
             else:
                 value = self.graph.nodes[key]({})
                 if sizeof(value) > INLINE_BYTES:
-                    uploads[str(field)] = dumps_value(value)
+                    uploads[str(field)] = seal_value(dumps_value(value), self.options.signer, self.job)
                 else:
                     self.inline[field] = value
             self.loc[key] = field
@@ -436,7 +456,7 @@ class RunState:
             payload = dumps_task(batch)
         except Exception as e:
             raise self.unpicklable(batch, e) from e
-        message = encode_task(self.run_id, msg_id, 0, payload)
+        message = encode_task(self.run_id, msg_id, 0, payload, self.options.signer, self.job)
         self.messages[msg_id] = (message, keys)
         return message
 
@@ -463,7 +483,11 @@ class RunState:
         if record.startswith(LOST):
             self.handle_lost(*decode_lost(record))
             return
-        done = loads_completion(record)
+        try:
+            done = loads_completion(record, self.options.signer, self.job, self.run_id)
+        except PayloadRejected as e:
+            logger.warning("manager: dropped a completion record of run %s: %s", self.run_id, e)
+            return
         sent = self.messages.pop(done.msg_id, None)
         if sent is None:  # a duplicate, or from a message already given up
             return
@@ -476,6 +500,8 @@ class RunState:
             key = self.keys_by_idx[outcome.idx]
             if outcome.log is not None:
                 emit_task_log(outcome.log, key=key, worker=done.worker, jobname=self.job, logdir=self.options.logdir)
+            if outcome.status != UNEVALUATED:
+                self.timeline.append(TimelineRecord(key, done.worker, outcome.start, outcome.end, outcome.status == OK))
             if outcome.status == OK:
                 seconds = outcome.end - outcome.start
                 self.mean_seconds = seconds if self.mean_seconds is None else 0.8 * self.mean_seconds + 0.2 * seconds
@@ -514,23 +540,23 @@ class RunState:
         else:
             self.make_ready(key)
 
-    def handle_lost(self, msg_id: int, attempt: int, worker: str) -> None:
-        """A message went back to the queue with ``attempt`` after its worker died."""
+    def handle_lost(self, msg_id: int, stamp: int, worker: str) -> None:
+        """A message went back to the queue after its worker died (``stamp``: when; each loss counts once)."""
         sent = self.messages.get(msg_id)
         if sent is None:
             return
-        message, keys = sent
-        run_id, _, known, offset = decode_header(message)
-        if attempt <= known:  # a repeated notice
+        losses = self.losses.setdefault(msg_id, set())
+        if stamp in losses:  # a repeated notice
             return
-        self.messages[msg_id] = (encode_task(run_id, msg_id, attempt, message[offset:]), keys)
-        logger.warning("manager: worker %s died running %d task(s) of run %s; retrying", worker, len(keys), run_id)
-        if attempt > self.options.allowed_failures:
+        losses.add(stamp)
+        message, keys = sent
+        logger.warning("manager: worker %s died running %d task(s) of run %s; retrying", worker, len(keys), self.run_id)
+        if len(losses) > self.options.allowed_failures:
             del self.messages[msg_id]
-            self.to_withdraw.append(encode_task(run_id, msg_id, attempt, message[offset:]))
+            self.to_withdraw.append(message)
             for key in keys:
                 self.state["running"].discard(key)
-                self.errors.setdefault(key, KilledWorker(key, attempt, worker, self.options.allowed_failures))
+                self.errors.setdefault(key, KilledWorker(key, len(losses), worker, self.options.allowed_failures))
 
     @property
     def error(self) -> BaseException | None:
@@ -578,7 +604,10 @@ class RunState:
                     f"the value of {key!r} is missing from Redis at {self.options.describe_server}: "
                     "was the server restarted without persistence, or the key evicted?"
                 )
-            out[key] = loads(blob)
+            try:
+                out[key] = loads(unseal_value(blob, self.options.signer, self.job))
+            except PayloadRejected as e:
+                raise PayloadRejected(f"the stored value of {key!r} was rejected, not unpickled: {e}") from None
         return out
 
 

@@ -32,8 +32,15 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 def dumps_task(obj: Any) -> bytes:
-    """Pickle a task payload (functions by value where needed) with cloudpickle."""
-    return bytes(cloudpickle.dumps(obj, protocol=PROTOCOL))
+    """Pickle a task payload: the standard pickle when every function is importable (it is faster), else
+    cloudpickle, which sends lambdas, closures and functions of ``__main__`` (scripts, notebooks) by value."""
+    try:
+        data = pickle.dumps(obj, protocol=PROTOCOL)
+    except Exception:
+        data = b"__main__"  # not picklable by reference: cloudpickle below
+    if b"__main__" in data:  # a reference to the manager's __main__ would not resolve on a worker
+        data = bytes(cloudpickle.dumps(obj, protocol=PROTOCOL))
+    return data
 
 
 def dumps_value(obj: Any) -> bytes:

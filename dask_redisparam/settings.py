@@ -6,17 +6,23 @@ setting and showing the bad value (never a password). It also resolves, once, wh
 
 Server resolution, highest precedence first (empty environment values count as unset):
 
-1. the arguments ``host``, ``port``, ``password``, ``username`` over the argument ``url``;
+1. the arguments ``host``, ``port``, ``password``, ``username``, ``tls_*`` over the argument ``url``;
 2. the environment variable ``REDISPARAM_URL``;
-3. ``REDISPARAM_HOST``/``_PORT``/``_PASSWORD``/``_USERNAME``, each falling back to ``REDIS_HOST`` etc.;
+3. ``REDISPARAM_HOST``/``_PORT``/``_PASSWORD``/``_USERNAME``, each falling back to ``REDIS_HOST`` etc., and
+   ``REDISPARAM_TLS_CA_FILE``/``_TLS_CERT_FILE``/``_TLS_KEY_FILE``;
 4. the dask config key ``redisparam.url``;
-5. the dask config keys ``redisparam.host``, ``.port``, ``.password``, ``.username``.
+5. the dask config keys ``redisparam.host``, ``.port``, ``.password``, ``.username``, ``.tls_ca_file``,
+   ``.tls_cert_file``, ``.tls_key_file``.
 
 The highest source that names a location (url, host or port) gives the address (a lone host gets port 6379, a
 lone port host 127.0.0.1). Each credential (password, username) then resolves on its own, as R resolves each
 field: the highest source that sets it wins, except that a lower source never replaces a credential that the
 location's own source sets (``--host h`` plus ``REDISPARAM_PASSWORD`` from a secret logs in with that password).
 A password or username with no location anywhere is an error.
+
+The TLS files (``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``; in a URL the query parameters
+``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``) resolve as the credentials do. They must be readable files,
+a client certificate needs its key, and any of them turns TLS on (as ``rediss://`` does).
 
 Examples
 --------
@@ -50,8 +56,18 @@ __all__ = ["THRESHOLDS", "Settings", "default_worker_count"]
 #: Log thresholds, as BiocParallel's, and the Python logging level of each.
 THRESHOLDS: Mapping[str, int] = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "FATAL": 50}
 
-_SERVER_FIELDS = ("host", "port", "password", "username", "url")
-_CREDENTIALS = ("password", "username")
+_TLS_FIELDS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+_SERVER_FIELDS = ("host", "port", "password", "username", "url", *_TLS_FIELDS)
+# the settings that resolve each on its own (see the module doc) -> the RedisAddress field they set
+_CREDENTIALS = {
+    "password": "password",
+    "username": "username",
+    "tls_ca_file": "ca_file",
+    "tls_cert_file": "cert_file",
+    "tls_key_file": "key_file",
+}
+# the RedisAddress field -> the URL query parameter that sets it
+_URL_FILES = {"ca_file": "ssl_ca_certs", "cert_file": "ssl_certfile", "key_file": "ssl_keyfile"}
 _LOCATION = ("url", "host", "port")
 
 # A source of server settings: field name -> (name of the argument/variable/key, raw value).
@@ -114,6 +130,25 @@ def _text(source: str, value: object, secret: bool = False) -> str:
     return value
 
 
+def _file(source: str, value: object) -> str:
+    """``value`` as the path of an existing readable file, or raise :class:`ConfigurationError` naming ``source``."""
+    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(path, str) or not path:
+        raise ConfigurationError(f"{source}={value!r} must be a file path (str or os.PathLike)")
+    if not os.path.isfile(path):
+        raise ConfigurationError(f"{source}={path!r} is not an existing file")
+    if not os.access(path, os.R_OK):
+        raise ConfigurationError(f"{source}={path!r} is not a readable file")
+    return path
+
+
+def _credential(field: str, source: str, value: object) -> str:
+    """A validated credential or TLS file setting (``field``) read from ``source``."""
+    if field in _TLS_FIELDS:
+        return _file(source, value)
+    return _text(source, value, secret=field == "password")
+
+
 def _layer_address(layer: _Layer) -> RedisAddress:
     """The address that a source naming a location gives, before overrides from higher sources."""
     address = RedisAddress()
@@ -125,6 +160,9 @@ def _layer_address(layer: _Layer) -> RedisAddress:
             if source == "url":
                 raise
             raise ConfigurationError(f"{source}: {exc}") from None
+        for field, name in _URL_FILES.items():
+            if getattr(address, field) is not None:
+                _file(f"{source} {name}", getattr(address, field))
     changes: dict[str, Any] = {}
     if "host" in layer:
         changes["host"] = _text(layer["host"][0], layer["host"][1])
@@ -132,9 +170,9 @@ def _layer_address(layer: _Layer) -> RedisAddress:
         changes["port"] = parse_port(layer["port"][1], layer["port"][0])
     if changes:
         changes["path"] = None  # an explicit host or port replaces a Unix socket from the url
-    for field in _CREDENTIALS:
+    for field, target in _CREDENTIALS.items():
         if field in layer:
-            changes[field] = _text(layer[field][0], layer[field][1], secret=field == "password")
+            changes[target] = _credential(field, *layer[field])
     return dataclasses.replace(address, **changes)
 
 
@@ -147,12 +185,23 @@ def _resolve(layers: tuple[_Layer, ...]) -> RedisAddress | None:
             # a credential comes from the highest source that sets one, as R resolves each field on its own:
             # e.g. ``--host h`` with REDISPARAM_PASSWORD in the environment (a Kubernetes secret) logs in
             for other in reversed(layers[index + 1 :]):
-                for field in (f for f in _CREDENTIALS if f in other and getattr(address, f) is None):
-                    overrides[field] = _text(*other[field], secret=field == "password")
+                for field, target in _CREDENTIALS.items():
+                    if field in other and getattr(address, target) is None:
+                        overrides[target] = _credential(field, *other[field])
             for above in reversed(layers[:index]):
-                for field in (f for f in _CREDENTIALS if f in above):
-                    overrides[field] = _text(*above[field], secret=field == "password")
-            return dataclasses.replace(address, **overrides)
+                for field, target in _CREDENTIALS.items():
+                    if field in above:
+                        overrides[target] = _credential(field, *above[field])
+            address = dataclasses.replace(address, **overrides)
+            if (address.cert_file is None) != (address.key_file is None):
+                given, missing = ("tls_cert_file", "tls_key_file")
+                if address.cert_file is None:
+                    given, missing = missing, given
+                raise ConfigurationError(
+                    f"{given} given without {missing}: a TLS client certificate needs its private key (in a URL:"
+                    " ssl_certfile and ssl_keyfile)"
+                )
+            return address
     for layer in layers:
         for field in (f for f in _CREDENTIALS if f in layer):
             raise ConfigurationError(f"{field} given ({layer[field][0]}) but no Redis server (host, port or url)")
@@ -168,8 +217,11 @@ def _ambient_layers(environ: Mapping[str, str]) -> tuple[_Layer, ...]:
             if environ.get(name):
                 env_fields[field] = (name, environ[name])
                 break
+    for field in _TLS_FIELDS:  # no REDIS_TLS_* fallback
+        if environ.get(name := f"REDISPARAM_{field.upper()}"):
+            env_fields[field] = (name, environ[name])
     config: dict[str, tuple[str, Any]] = {}
-    for field in ("url", "host", "port", "password", "username"):
+    for field in _SERVER_FIELDS:
         value = dask.config.get(f"redisparam.{field}", None)
         if value is not None and value != "":
             config[field] = (f"redisparam.{field}", value)
@@ -220,8 +272,18 @@ class Settings:
         Apply the manager's dask config on the workers while they run its tasks.
     export_env : sequence of str
         Names of environment variables whose manager values apply on the workers during its tasks.
+    secret : str, bytes or mapping, optional
+        The shared secret that signs task messages, values and records (HMAC-SHA256); a mapping of key id to
+        secret rotates keys (the first signs). Default: ``REDISPARAM_SECRET`` or ``REDISPARAM_SECRET_FILE``; with the
+        embedded server, a fresh random secret for its private pool. Never shown.
     heartbeat_interval, heartbeat_ttl : float
         Seconds between worker heartbeats, and after which a silent worker counts as lost (> interval).
+    tls_ca_file : str or os.PathLike, optional
+        The certificate authorities (PEM file) that the server's TLS certificate must chain to; default the
+        system's. Turns TLS on, as ``rediss://`` does.
+    tls_cert_file, tls_key_file : str or os.PathLike, optional
+        A TLS client certificate and its private key (PEM files, given together), for a server that requires
+        client certificates. Turn TLS on.
     environ : Mapping[str, str], optional
         The environment to read (default ``os.environ``); not stored.
 
@@ -268,6 +330,10 @@ class Settings:
     redo_ttl: float
     exportglobals: bool
     export_env: tuple[str, ...]
+    secret: Any
+    tls_ca_file: str | None
+    tls_cert_file: str | None
+    tls_key_file: str | None
     address: RedisAddress | None = dataclasses.field(init=False)
     _ambient: tuple[_Layer, ...] = dataclasses.field(init=False, compare=False)
     _workers_given: bool = dataclasses.field(init=False, compare=False)
@@ -300,6 +366,10 @@ class Settings:
         redo_ttl: float = 3600.0,
         exportglobals: bool = True,
         export_env: Sequence[str] = (),
+        secret: str | bytes | Mapping[str, str | bytes] | None = None,
+        tls_ca_file: str | os.PathLike[str] | None = None,
+        tls_cert_file: str | os.PathLike[str] | None = None,
+        tls_key_file: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         ambient = _ambient_layers(os.environ if environ is None else environ)
@@ -326,7 +396,7 @@ class Settings:
         out["port"] = None if values["port"] is None else parse_port(values["port"], "port")
         for field in _CREDENTIALS:  # "" means unset, as in R
             value = values[field]
-            out[field] = None if value in (None, "") else _text(field, value, secret=field == "password")
+            out[field] = None if value in (None, "") else _credential(field, field, value)
         if values["url"] is not None and not isinstance(values["url"], str):
             raise ConfigurationError(f"url={values['url']!r} must be a string")
         out["url"] = values["url"]
@@ -357,6 +427,10 @@ class Settings:
         if isinstance(export_env, str) or not all(isinstance(n, str) and n and "=" not in n for n in export_env):
             raise ConfigurationError(f"export_env={export_env!r} must be a list of environment variable names")
         out["export_env"] = tuple(export_env)
+        secret = values["secret"]
+        if secret is not None and not isinstance(secret, (str, bytes, Mapping)):
+            raise ConfigurationError("secret must be a string, bytes or a mapping of key id to secret")
+        out["secret"] = secret
         out["heartbeat_ttl"] = _number(
             "heartbeat_ttl", values["heartbeat_ttl"], interval, f"heartbeat_interval={interval:g}"
         )
@@ -377,7 +451,7 @@ class Settings:
         """Return a validated copy with ``changes`` applied.
 
         The copy keeps the jobname and the resolved address; if a server setting (host, port, password,
-        username, url) changes, the address is resolved again against the environment and dask config seen
+        username, url, tls_*) changes, the address is resolved again against the environment and dask config seen
         when ``self`` was built (neither is read again). A defaulted ``workers`` follows a new ``is_worker``.
 
         Examples
@@ -420,11 +494,13 @@ class Settings:
     def __repr__(self) -> str:
         parts = []
         for f in dataclasses.fields(self):
-            if f.name in ("port", "password", "username", "url", "address", "_ambient", "_workers_given"):
+            if f.name in ("port", "password", "username", "url", *_TLS_FIELDS, "address", "_ambient", "_workers_given"):
                 continue
             if f.name == "host":  # the server settings are shown once, as the address with a masked password
                 shown = None if self.address is None else self.address.to_url()
                 parts.append(f"address={shown!r}")
+            elif f.name == "secret":
+                parts.append(f"secret={None if self.secret is None else '*****'!r}")
             else:
                 parts.append(f"{f.name}={getattr(self, f.name)!r}")
         return f"Settings({', '.join(parts)})"

@@ -27,6 +27,7 @@ from .execute import WATCHDOG_ENV
 from .protocol import Completion, decode_header, dumps_completion
 from .serialize import dumps_exception
 from .server import _pdeathsig_preexec
+from .signing import signer_from_environment
 
 __all__ = ["LocalWorkers", "Supervisor", "worker_environment"]
 
@@ -157,7 +158,8 @@ class Supervisor:
                 for message in backend.held_messages(jobname, worker_id):
                     run_id, msg_id, attempt, _ = decode_header(message)
                     error = TaskTimeout(None, limit)
-                    record = dumps_completion(Completion(msg_id, attempt, worker_id, [], dumps_exception(error, None)))
+                    completion = Completion(msg_id, attempt, worker_id, [], dumps_exception(error, None))
+                    record = dumps_completion(completion, signer_from_environment(self.env), jobname, run_id)
                     backend.complete(jobname, worker_id, run_id, message, record, [], 1)
             finally:
                 backend.close()

@@ -40,13 +40,25 @@ from typing import Any
 
 from .address import RedisAddress
 from .backend import TRANSIENT_ERRORS, Backend
-from .errors import StopRequested, WorkerConflict
+from .errors import StopRequested, WorkerConflict, WorkerError
 from .execute import Watchdog, run_batch
-from .protocol import Batch, Completion, decode_header, dumps_completion
+from .protocol import (
+    Batch,
+    Completion,
+    decode_header,
+    dumps_completion,
+    is_unsigned,
+    open_task,
+    seal_value,
+    unseal_value,
+)
 from .rng import reseed_from_entropy
 from .serialize import dumps_exception, loads
+from .signing import PayloadRejected, Signer, signer_from_environment
 
 __all__ = ["Worker", "new_worker_id"]
+
+_FROM_ENVIRONMENT: Any = object()
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +85,9 @@ class Worker:
         Stop as soon as the queue is empty.
     max_tasks : int, optional
         Stop after this many task messages.
+    signer : Signer or None
+        Checks and makes signatures; default from ``REDISPARAM_SECRET`` / ``REDISPARAM_SECRET_FILE`` (none: only
+        unsigned tasks are accepted).
     """
 
     def __init__(
@@ -85,6 +100,7 @@ class Worker:
         heartbeat_ttl: float = 10.0,
         burst: bool = False,
         max_tasks: int | None = None,
+        signer: Signer | None | object = _FROM_ENVIRONMENT,
     ) -> None:
         self.address = address
         self.jobname = jobname
@@ -101,6 +117,7 @@ class Worker:
         self._busy = False
         self._current = ""
         self._watchdog = Watchdog()
+        self.signer: Signer | None = signer_from_environment() if signer is _FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- lifecycle
     def info(self) -> dict[str, str]:
@@ -218,15 +235,28 @@ class Worker:
 
     # ---------------------------------------------------------------- one message
     def _process(self, backend: Backend, message: bytes) -> None:
-        run_id, msg_id, attempt, offset = decode_header(message)
+        try:
+            self._process_message(backend, message)
+        finally:
+            self._current = ""
+
+    def _process_message(self, backend: Backend, message: bytes) -> None:
+        try:
+            run_id, msg_id, attempt, _ = decode_header(message)
+            payload = open_task(message, self.signer, self.jobname)
+        except (ValueError, PayloadRejected) as e:
+            self._reject(backend, message, e)
+            return
         self._current = f"{run_id}/{msg_id}"
         try:
-            batch: Batch = loads(memoryview(message)[offset:])
+            batch: Batch = loads(payload)
         except BaseException as e:  # noqa: B036 - anything that breaks decoding is reported, never fatal
             if isinstance(e, StopRequested):
                 raise
             error = dumps_exception(e, e.__traceback__)
-            record = dumps_completion(Completion(msg_id, attempt, self.id, [], error))
+            record = dumps_completion(
+                Completion(msg_id, attempt, self.id, [], error), self.signer, self.jobname, run_id
+            )
             backend.complete(self.jobname, self.id, run_id, message, record, [], 0)
             return
         produced = {entry.idx for entry in batch.entries}
@@ -241,12 +271,18 @@ class Worker:
         values: dict[int, Any] = dict(batch.inline)
         missing: set[int] = set()
         for i, blob in zip(external, raw, strict=True):
+            try:
+                values[i] = loads(unseal_value(blob, self.signer, self.jobname)) if blob is not None else None
+            except PayloadRejected as e:
+                logger.warning("worker %s: input %d of run %s rejected, not unpickled: %s", self.id, i, run_id, e)
+                blob = None
             if blob is None:
                 missing.add(i)
-            else:
-                values[i] = loads(blob)
         outcomes, stores = run_batch(batch, values, missing, self._watchdog)
-        record = dumps_completion(Completion(msg_id, attempt, self.id, outcomes, None))
+        stores = [(field, seal_value(blob, self.signer, self.jobname)) for field, blob in stores]
+        record = dumps_completion(
+            Completion(msg_id, attempt, self.id, outcomes, None), self.signer, self.jobname, run_id
+        )
         _test_hook("executed")
         if self._complete(backend, run_id, message, record, stores, len(outcomes)) < 0:
             logger.warning(
@@ -257,7 +293,17 @@ class Worker:
             )
         _test_hook("completed")
         self.tasks_done += len(outcomes)
-        self._current = ""
+
+    def _reject(self, backend: Backend, message: bytes, error: Exception) -> None:
+        """A message that fails its signature check is never unpickled: it goes to the dead-letter list."""
+        if self.signer is None and not is_unsigned(message):
+            backend.requeue_message(self.jobname, self.id, message)
+            raise WorkerError(
+                f"worker {self.id}: job {self.jobname!r} sends signed tasks but this worker has no secret: set "
+                "REDISPARAM_SECRET (or REDISPARAM_SECRET_FILE) as for the manager"
+            )
+        logger.warning("worker %s: rejected a task message (not unpickled; dead-lettered): %s", self.id, error)
+        backend.dead_letter(self.jobname, self.id, message)
 
     def _complete(
         self, backend: Backend, run_id: str, message: bytes, record: bytes, stores: list[tuple[str, bytes]], n: int

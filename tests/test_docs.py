@@ -204,8 +204,16 @@ def test_reference_probes_what_settings_reads(monkeypatch: pytest.MonkeyPatch) -
     for row in rows.values():
         for name in row.env:
             value = "redis://probe.invalid:1/0" if name.endswith("URL") else "7001" if "PORT" in name else "x"
-            base: dict[str, Any] = {"host": "h.invalid"} if row.setting in ("password", "username") else {}
-            assert Settings(**base, environ={name: value}).address != Settings(**base, environ={}).address, name
+            if "TLS" in name:
+                value = __file__  # any readable file
+            needs_location = row.setting in ("password", "username") or row.setting.startswith("tls_")
+            base: dict[str, Any] = {"host": "h.invalid"} if needs_location else {}
+            environ = {name: value}
+            if name.endswith(("CERT_FILE", "KEY_FILE")):  # a client certificate goes with its key
+                environ[name.replace("CERT_FILE", "KEY_FILE") if "CERT" in name else name.replace("KEY", "CERT")] = (
+                    value
+                )
+            assert Settings(**base, environ=environ).address != Settings(**base, environ={}).address, name
 
 
 def test_packaged_yaml_has_every_setting_with_its_default() -> None:
@@ -213,7 +221,8 @@ def test_packaged_yaml_has_every_setting_with_its_default() -> None:
     assert sorted(defaults) == sorted(_settings_fields())
     signature = inspect.signature(Settings.__init__).parameters
     for name, value in defaults.items():
-        assert value == signature[name].default, name
+        default = signature[name].default
+        assert value == (list(default) if isinstance(default, tuple) else default), name  # YAML has no tuples
 
 
 def _python(code: str, **env: str) -> str:

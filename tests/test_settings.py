@@ -418,7 +418,7 @@ def test_repr_and_str_mask_password(args: dict[str, Any], environ: dict[str, str
 def test_repr_lists_fields() -> None:
     text = repr(make(3, jobname="abc", timeout=2))
     assert text.startswith("Settings(workers=3, jobname='abc', is_worker=None, address=None, queue_multiplier=2.0")
-    assert "timeout=2.0" in text and text.endswith("heartbeat_ttl=10.0, redo_ttl=3600.0)")
+    assert "timeout=2.0" in text and "heartbeat_ttl=10.0, redo_ttl=3600.0" in text and text.endswith("secret=None)")
 
 
 # -- replace -------------------------------------------------------------------------------------------------

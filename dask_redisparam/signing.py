@@ -1,0 +1,157 @@
+"""HMAC-SHA256 signatures on everything that is unpickled: task messages, stored values, completion records.
+
+Whoever can write to the Redis server could otherwise make pickle run code on every worker and on the manager.
+With a shared secret, every payload carries ``<key id>|<hex MAC>|`` in front, the MAC computed over a purpose tag,
+the job name (and for messages and records the run and message ids) and the payload; the reader checks it with a
+constant-time compare **before** unpickling and rejects what fails. The secret is never stored in Redis.
+
+Several keys may be known at once (rotation): the first one signs, all of them verify. Without a secret nothing
+is signed, and only unsigned payloads are accepted.
+
+Examples
+--------
+>>> signer = Signer.from_secret("a-long-enough-s3cret")
+>>> sealed = signer.seal(b"value", b"job", b"payload")
+>>> bytes(signer.unseal(sealed, b"value", b"job"))
+b'payload'
+>>> signer.unseal(sealed, b"value", b"other-job")
+Traceback (most recent call last):
+...
+dask_redisparam.signing.PayloadRejected: bad signature (key id '0')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Mapping
+
+from .errors import ConfigurationError, RedisParamError
+
+__all__ = ["SECRET_ENV", "SECRET_FILE_ENV", "PayloadRejected", "Signer", "signer_from_environment"]
+
+SECRET_ENV = "REDISPARAM_SECRET"
+"""The shared secret: ``<secret>``, or ``<id>=<secret>,<id>=<secret>`` for several keys (the first signs)."""
+SECRET_FILE_ENV = "REDISPARAM_SECRET_FILE"
+"""A file holding the secret in the same format (keep it mode 0600)."""
+
+
+_KEY_ID = re.compile(r"[A-Za-z0-9_.-]+")
+_KEY_ENTRY = re.compile(r"[A-Za-z0-9_.-]+=.+")
+
+
+class PayloadRejected(RedisParamError):
+    """A payload's signature is missing, unknown or wrong: it was not unpickled."""
+
+
+class Signer:
+    """Signs and checks payloads with one or more HMAC-SHA256 keys.
+
+    Parameters
+    ----------
+    keys : mapping of str to bytes
+        Key id -> secret; the first one signs.
+    """
+
+    def __init__(self, keys: Mapping[str, bytes]) -> None:
+        if not keys:
+            raise ConfigurationError("secret: at least one key is needed")
+        for kid, key in keys.items():
+            if not _KEY_ID.fullmatch(kid):
+                raise ConfigurationError(f"secret: key id {kid!r} must be letters, digits, '_', '.' or '-'")
+            if len(key) < 16:
+                raise ConfigurationError(f"secret: key {kid!r} is too short (at least 16 bytes)")
+        self._keys = dict(keys)
+        self.key_id = next(iter(self._keys))
+        self._prefix = self.key_id.encode() + b"|"
+
+    @classmethod
+    def from_secret(cls, secret: str | bytes | Mapping[str, str | bytes]) -> Signer:
+        """From one secret (key id ``0``), ``"id=secret,id=secret"`` text, or a mapping of key id to secret.
+
+        Examples
+        --------
+        >>> Signer.from_secret("k2=" + "a" * 16 + ",k1=" + "b" * 16).key_id
+        'k2'
+        """
+        if isinstance(secret, Mapping):
+            return cls({kid: _bytes(v) for kid, v in secret.items()})
+        text = (secret.decode() if isinstance(secret, bytes) else secret).strip()
+        parts = [part.strip() for part in text.split(",")]
+        if all(_KEY_ENTRY.fullmatch(part) for part in parts):
+            return cls({kid: _bytes(value) for kid, value in (part.split("=", 1) for part in parts)})
+        return cls({"0": _bytes(text)})
+
+    @classmethod
+    def generate(cls) -> Signer:
+        """A fresh random key (for a private pool: the embedded server and its local workers)."""
+        return cls({"0": secrets.token_hex(32).encode()})
+
+    def to_env(self) -> str:
+        """The secret as :data:`SECRET_ENV` text (pass it only to child processes; never log it)."""
+        return ",".join(f"{kid}={key.decode()}" for kid, key in self._keys.items())
+
+    def __repr__(self) -> str:
+        return f"Signer(key_ids={list(self._keys)!r})"
+
+    def _mac(self, key: bytes, purpose: bytes, context: bytes, payload: bytes | memoryview) -> bytes:
+        mac = hmac.new(key, purpose + b"\0" + context + b"\0", hashlib.sha256)
+        mac.update(payload)
+        return mac.hexdigest().encode()
+
+    def seal(self, purpose: bytes, context: bytes, payload: bytes) -> bytes:
+        """``<key id>|<MAC>|payload``, the MAC bound to ``purpose`` and ``context`` (job, run, message...)."""
+        mac = self._mac(self._keys[self.key_id], purpose, context, payload)
+        return self._prefix + mac + b"|" + payload
+
+    def unseal(self, sealed: bytes | memoryview, purpose: bytes, context: bytes) -> memoryview:
+        """The payload of a sealed blob, if its signature holds; else :class:`PayloadRejected`."""
+        view = memoryview(sealed)
+        head = bytes(view[:120]).split(b"|", 2)
+        if len(head) < 3:
+            raise PayloadRejected("payload is not signed")
+        kid, mac = head[0].decode(errors="replace"), head[1]
+        key = self._keys.get(kid)
+        if key is None:
+            raise PayloadRejected(f"payload signed with an unknown key id {kid!r}")
+        payload = view[len(head[0]) + len(head[1]) + 2 :]
+        if not hmac.compare_digest(mac, self._mac(key, purpose, context, payload)):
+            raise PayloadRejected(f"bad signature (key id {kid!r})")
+        return payload
+
+
+def unseal(signer: Signer | None, sealed: bytes | memoryview, purpose: bytes, context: bytes) -> memoryview:
+    """Check and strip a signature; without a signer, accept only unsigned payloads (``||`` prefix)."""
+    if signer is not None:
+        return signer.unseal(sealed, purpose, context)
+    view = memoryview(sealed)
+    if bytes(view[:2]) != b"||":
+        raise PayloadRejected("payload is signed but this process has no secret (set REDISPARAM_SECRET)")
+    return view[2:]
+
+
+def seal(signer: Signer | None, purpose: bytes, context: bytes, payload: bytes) -> bytes:
+    """Sign a payload, or mark it unsigned (``||`` prefix) without a signer."""
+    return signer.seal(purpose, context, payload) if signer is not None else b"||" + payload
+
+
+def signer_from_environment(environ: Mapping[str, str] | None = None) -> Signer | None:
+    """The signer configured by :data:`SECRET_ENV` or :data:`SECRET_FILE_ENV`, or None."""
+    env = os.environ if environ is None else environ
+    if env.get(SECRET_ENV):
+        return Signer.from_secret(env[SECRET_ENV])
+    path = env.get(SECRET_FILE_ENV)
+    if path:
+        try:
+            with open(path) as f:
+                return Signer.from_secret(f.read())
+        except OSError as e:
+            raise ConfigurationError(f"{SECRET_FILE_ENV}={path!r} cannot be read: {e.strerror}") from None
+    return None
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
