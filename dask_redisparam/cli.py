@@ -161,9 +161,15 @@ def _connect(jobname: str, url: str | None, host: str | None, port: int | None) 
     settings = _settings(jobname, url, host, port)
     assert settings.address is not None
     try:
-        return settings, Backend.connect(settings.address)
+        backend = Backend.connect(settings.address)
     except RedisParamError as e:
         raise click.ClickException(str(e)) from None
+    try:
+        backend.check_job_access(settings.jobname)
+    except RedisParamError as e:
+        backend.close()
+        raise click.ClickException(str(e)) from None
+    return settings, backend
 
 
 @main.command(name="status")

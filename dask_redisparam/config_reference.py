@@ -63,7 +63,7 @@ __all__ = [
 CONFIG_FILE = Path(__file__).with_name("redisparam.yaml")
 """The packaged defaults of the ``redisparam.*`` dask config keys."""
 
-_SERVER_FIELDS = ("host", "port", "password", "username", "url")
+_SERVER_FIELDS = ("host", "port", "password", "username", "url", "tls_ca_file", "tls_cert_file", "tls_key_file")
 _SECTION = re.compile(r"^(?P<title>[A-Z][A-Za-z ]*)\n-{3,}$", re.MULTILINE)
 _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
 

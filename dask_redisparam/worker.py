@@ -138,6 +138,7 @@ class Worker:
     def run(self) -> int:
         """Serve until stopped; return the number of tasks run."""
         backend = self._backend = Backend.connect(self.address)
+        backend.check_job_access(self.jobname)
         if not backend.register_worker(self.jobname, self.id, self.info(), self.heartbeat_ttl):
             backend.close()
             raise WorkerConflict(

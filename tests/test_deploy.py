@@ -25,6 +25,7 @@ import yaml  # type: ignore[import-untyped]
 from dask_redisparam import RedisParam, keys
 from dask_redisparam.address import RedisAddress
 from dask_redisparam.backend import Backend
+from dask_redisparam.errors import AuthenticationFailed
 from dask_redisparam.server import EmbeddedRedis
 
 from .conftest import wait_for_workers
@@ -460,7 +461,7 @@ def test_acl_rule_confines_a_user_to_its_job(
                     assert f"job {jobname} " in result.stdout and "workers: 2 " in result.stdout
             assert worker.wait(30) == 0  # stop-all stopped its workers: the daemon ends by itself
         other = RedisParam(jobname="other-" + jobname, is_worker=False, url=url)
-        with pytest.raises(redis.exceptions.NoPermissionError), other:
+        with pytest.raises(AuthenticationFailed, match=r"NOPERM.*~drp:\{other-"), other:
             other({"a": 1, "b": (add, "a", 1)}, "b")
     finally:
         rclient.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]
