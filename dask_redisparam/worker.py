@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -61,6 +62,49 @@ __all__ = ["Worker", "new_worker_id"]
 _FROM_ENVIRONMENT: Any = object()
 
 logger = logging.getLogger(__name__)
+
+
+CACHE_BYTES = 256 * 2**20
+"""Bytes of task results a worker keeps in memory, so that its later tasks need not download them again."""
+
+
+class ValueCache:
+    """Results this worker produced, by ``(run, field)``, least recently used first out, up to ``limit`` bytes.
+
+    Tasks must not change their inputs in place (as with dask's threaded scheduler): a cached value is shared.
+
+    Examples
+    --------
+    >>> cache = ValueCache(limit=10)
+    >>> cache.put("r", 1, "a", 6); cache.put("r", 2, "b", 6)  # the second pushes the first out
+    >>> cache.take("r", {1, 2})
+    {2: 'b'}
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self._items: collections.OrderedDict[tuple[str, int], tuple[Any, int]] = collections.OrderedDict()
+
+    def put(self, run_id: str, field: int, value: Any, nbytes: int) -> None:
+        if nbytes > self.limit:
+            return
+        key = (run_id, field)
+        if key in self._items:
+            self.size -= self._items.pop(key)[1]
+        self._items[key] = (value, nbytes)
+        self.size += nbytes
+        while self.size > self.limit:
+            self.size -= self._items.popitem(last=False)[1][1]
+
+    def take(self, run_id: str, fields: set[int]) -> dict[int, Any]:
+        """The cached values among ``fields`` of run ``run_id`` (they stay cached)."""
+        out = {}
+        for field in fields:
+            item = self._items.get((run_id, field))
+            if item is not None:
+                self._items.move_to_end((run_id, field))
+                out[field] = item[0]
+        return out
 
 
 def new_worker_id() -> str:
@@ -117,6 +161,7 @@ class Worker:
         self._busy = False
         self._current = ""
         self._watchdog = Watchdog()
+        self._cache = ValueCache(CACHE_BYTES)
         self.signer: Signer | None = signer_from_environment() if signer is _FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- lifecycle
@@ -261,7 +306,9 @@ class Worker:
             backend.complete(self.jobname, self.id, run_id, message, record, [], 0)
             return
         produced = {entry.idx for entry in batch.entries}
-        external = sorted({i for entry in batch.entries for _, i in entry.deps} - produced - set(batch.inline))
+        needed = {i for entry in batch.entries for _, i in entry.deps} - produced - set(batch.inline)
+        cached = self._cache.take(run_id, needed)
+        external = sorted(needed - set(cached))
         alive, raw = backend.load_inputs(self.jobname, run_id, [str(i) for i in external])
         if not alive:
             logger.info("worker %s: run %s is gone; skipping message %d", self.id, run_id, msg_id)
@@ -270,6 +317,7 @@ class Worker:
         if batch.rng_seed is None:
             reseed_from_entropy()
         values: dict[int, Any] = dict(batch.inline)
+        values.update(cached)
         missing: set[int] = set()
         for i, blob in zip(external, raw, strict=True):
             try:
@@ -280,6 +328,8 @@ class Worker:
             if blob is None:
                 missing.add(i)
         outcomes, stores = run_batch(batch, values, missing, self._watchdog)
+        for field, blob in stores:  # later tasks on this worker that need these values find them here
+            self._cache.put(run_id, int(field), values[int(field)], len(blob))
         stores = [(field, seal_value(blob, self.signer, self.jobname)) for field, blob in stores]
         record = dumps_completion(
             Completion(msg_id, attempt, self.id, outcomes, None), self.signer, self.jobname, run_id
