@@ -31,6 +31,36 @@ from redis.retry import Retry
 from . import keys
 from .address import RedisAddress
 from .errors import AuthenticationFailed, ServerError, ServerUnavailable
+from .lua import (
+    ACK as _ACK,
+)
+from .lua import (
+    ASK_STOP as _ASK_STOP,
+)
+from .lua import (
+    COMPLETE as _COMPLETE,
+)
+from .lua import (
+    COPY as _COPY,
+)
+from .lua import (
+    DEREGISTER as _DEREGISTER,
+)
+from .lua import (
+    HEARTBEAT as _HEARTBEAT,
+)
+from .lua import (
+    MOVE as _MOVE,
+)
+from .lua import (
+    NOTIFY as _NOTIFY,
+)
+from .lua import (
+    REAP as _REAP,
+)
+from .lua import (
+    REGISTER as _REGISTER,
+)
 from .protocol import encode_lost
 
 __all__ = ["TRANSIENT_ERRORS", "Backend"]
@@ -45,132 +75,23 @@ SOCKET_TIMEOUT = 10.0
 MAX_BLOCK = 2.0
 """Longest timeout of a blocking command, in seconds; well under :data:`SOCKET_TIMEOUT`."""
 
-# Store a batch's results and its completion record, and forget the message; but only if the worker still holds the
-# message (a reaped worker lost its claim: its late result is dropped) and the run is alive (keys of a dead run are
-# never re-created, so nothing is left behind after a run ends).
-_COMPLETE = """
-if redis.call('LREM', KEYS[4], 1, ARGV[1]) == 0 then return -1 end
-if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('HINCRBY', KEYS[5], 'tasks', ARGV[3]) end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then return 0 end
-for i = 4, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-end
-if #ARGV > 3 then redis.call('PEXPIRE', KEYS[2], ttl) end
-redis.call('RPUSH', KEYS[3], ARGV[2])
-redis.call('PEXPIRE', KEYS[3], ttl)
-return 1
-"""
-
-# A worker died: put every message it held back on the queue, unchanged (they are signed), forget the worker, and
-# return {run, msg, stamp, ...} of what moved (from the header "<version>|<run>|<msg>|" of dask_redisparam.protocol;
-# stamp: the server's time in microseconds), so that the runs' managers can count the loss once.
-_REAP = """
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
-local now = redis.call('TIME')
-local stamp = now[1] .. string.format('%06d', tonumber(now[2]))
-local out = {}
-for i = #items, 1, -1 do
-  local item = items[i]
-  local ver, run, msg = string.match(item, '^([^|]*)|([^|]*)|([^|]*)|')
-  redis.call('RPUSH', KEYS[2], item)
-  if ver then
-    table.insert(out, run)
-    table.insert(out, msg)
-    table.insert(out, stamp)
-  end
-end
-redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
-redis.call('SREM', KEYS[5], ARGV[1])
-return out
-"""
-
-# Drop acknowledged completion records: the first ARGV[3] items, if they still are the ones acknowledged (so a
-# repeated call after a lost reply removes nothing more).
-_ACK = """
-local n = tonumber(ARGV[3])
-if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[2] then
-  redis.call('LTRIM', KEYS[1], n, -1)
-  return 1
-end
-return 0
-"""
-
-# Copy hash fields (ARGV: new, old, new, old...) from KEYS[1] to KEYS[2]; returns how many existed.
-_COPY = """
-local n = 0
-for i = 1, #ARGV, 2 do
-  local v = redis.call('HGET', KEYS[1], ARGV[i + 1])
-  if v then
-    redis.call('HSET', KEYS[2], ARGV[i], v)
-    n = n + 1
-  end
-end
-return n
-"""
-
-# Move one message from a list (KEYS[1]) to the consuming end of another (KEYS[2]); ARGV[2] > 0 caps the target's
-# length (newest kept) and ARGV[3] > 0 gives it a TTL in seconds.
-_MOVE = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
-else
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-end
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-return 1
-"""
-
-# Tell a live run's manager that one of its messages was lost with its worker.
-_NOTIFY = """
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ttl)
-return 1
-"""
-
-# Register a worker unless a live worker with the same id exists.
-_REGISTER = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2, #ARGV - 1))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[#ARGV])
-return 1
-"""
-
-# Put every message a worker holds back on the queue (consumed next), then forget the worker.
-_DEREGISTER = """
-local n = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
-redis.call('DEL', KEYS[3], KEYS[4])
-redis.call('SREM', KEYS[5], ARGV[1])
-return n
-"""
-
-
-# Renew a worker's lease (only if it still exists: never re-create a key without a TTL); report a stop request.
-_HEARTBEAT = """
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return {0, 0} end
-if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
-return {1, redis.call('HEXISTS', KEYS[1], 'stop')}
-"""
-
-# Ask one worker to stop, if it is live.
-_ASK_STOP = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'stop', '1')
-return 1
-"""
-
 
 def _flat(first: int | str, mapping: dict[str, str]) -> list[int | str]:
     out: list[int | str] = [first]
     for field, value in mapping.items():
         out += [field, value]
     return out
+
+
+def _worker_keys(jobname: str, worker_id: str) -> list[str]:
+    """The keys the deregister and reap scripts touch, in their KEYS order."""
+    return [
+        keys.processing(jobname, worker_id),
+        keys.queue(jobname),
+        keys.worker(jobname, worker_id),
+        keys.control(jobname, worker_id),
+        keys.workers(jobname),
+    ]
 
 
 def _evalsha(pipe: Any, script: Any, script_keys: list[str], args: list[Any]) -> None:
@@ -346,13 +267,7 @@ class Backend:
         Returns ``(run_id, msg_id, stamp)`` of every message put back (stamp: the server's time, in microseconds).
         """
         flat = self._reap(
-            keys=[
-                keys.processing(jobname, worker_id),
-                keys.queue(jobname),
-                keys.worker(jobname, worker_id),
-                keys.control(jobname, worker_id),
-                keys.workers(jobname),
-            ],
+            keys=_worker_keys(jobname, worker_id),
             args=[worker_id],
         )
         moved = [(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
@@ -544,13 +459,7 @@ class Backend:
         """Return the worker's claimed messages to the queue and delete its keys; returns how many."""
         return int(
             self._deregister(
-                keys=[
-                    keys.processing(jobname, worker_id),
-                    keys.queue(jobname),
-                    keys.worker(jobname, worker_id),
-                    keys.control(jobname, worker_id),
-                    keys.workers(jobname),
-                ],
+                keys=_worker_keys(jobname, worker_id),
                 args=[worker_id],
             )
         )

@@ -28,7 +28,8 @@ from dask.callbacks import local_callbacks
 from .backend import TRANSIENT_ERRORS, Backend
 from .errors import PartialResults, RunLost, ServerUnavailable, TaskErrors, Unevaluated
 from .graph import Graph
-from .scheduler import RunOptions, RunState
+from .options import RunOptions
+from .scheduler import RunState
 
 __all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
 

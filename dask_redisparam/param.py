@@ -37,9 +37,10 @@ from .errors import ConfigurationError, WorkerError
 from .graph import Graph, flatten_keys, prepare_graph
 from .manager import run_graph
 from .mapping import MISSING
+from .options import RedoInfo, RunOptions, TimelineRecord
 from .progress import ProgressCallback
 from .resultdir import ResultDir
-from .scheduler import RedoInfo, RunOptions, RunState, TimelineRecord
+from .scheduler import RunState
 from .server import EmbeddedRedis
 from .settings import Settings
 from .signing import SECRET_ENV, Signer, signer_from_environment

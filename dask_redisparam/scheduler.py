@@ -41,13 +41,12 @@ every message carries one task, so that stopping one task never costs another it
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import logging
 import math
 import uuid
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 from dask._task_spec import Alias, DataNode
 from dask.callbacks import unpack_callbacks
@@ -57,6 +56,7 @@ from .backend import Backend
 from .errors import KilledWorker, RunLost, SerializationError, TaskTimeout, make_remote
 from .graph import Graph
 from .logs import emit_task_log
+from .options import RedoInfo, RunOptions, StoredResult, TimelineRecord
 from .protocol import (
     ERROR,
     LOST,
@@ -71,9 +71,9 @@ from .protocol import (
     unseal_value,
 )
 from .serialize import dumps_task, dumps_value, loads, loads_exception
-from .signing import PayloadRejected, Signer
+from .signing import PayloadRejected
 
-__all__ = ["RedoInfo", "RunOptions", "RunState", "StoredResult", "TimelineRecord"]
+__all__ = ["RunState"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,140 +81,6 @@ TARGET_SECONDS = 0.05
 """How long one message should keep a worker busy, in seconds (chunking of small tasks)."""
 INLINE_BYTES = 16 * 1024
 """Literals estimated smaller than this travel inside messages; larger ones are uploaded once."""
-
-
-class StoredResult:
-    """What the manager knows of a finished task's value: where it is, its size, who made it.
-
-    Passed as ``result`` to ``posttask`` callbacks, since values stay in Redis.
-    """
-
-    __slots__ = ("key", "nbytes", "worker")
-
-    def __init__(self, key: Hashable, nbytes: int, worker: str) -> None:
-        self.key, self.nbytes, self.worker = key, nbytes, worker
-
-    def __sizeof__(self) -> int:
-        return self.nbytes
-
-    def __repr__(self) -> str:
-        return f"StoredResult({self.key!r}, nbytes={self.nbytes}, worker={self.worker!r})"
-
-
-class TimelineRecord(NamedTuple):
-    """When a task ran, where, and whether it succeeded (``start``/``end``: the worker's clock, in seconds)."""
-
-    key: Any
-    worker: str
-    start: float
-    end: float
-    ok: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class RedoInfo:
-    """A failed run's kept values, for ``redo=``: the job, the run and each kept key's field in its redo hash."""
-
-    jobname: str
-    run_id: str
-    fields: dict[Hashable, str]
-    rng_seed: int | None
-
-
-def _no_known_values(key: Hashable) -> Any:
-    raise KeyError(key)
-
-
-class RunOptions:
-    """Settings of one run.
-
-    Parameters
-    ----------
-    jobname : str
-        The job whose queue and workers serve the run.
-    queue_multiplier : float
-        Messages in flight per live worker.
-    stop_on_error : bool
-        Stop at the first failing task.
-    fuse_chains : bool
-        Send a task's linear chain of dependents in the same message.
-    allowed_failures : int
-        How many workers may die running a message before its tasks fail with ``KilledWorker``.
-    retries : int
-        How often a task that raised runs again (``dask.annotate(retries=n)`` overrides it per task).
-    timeout : float, optional
-        Seconds each task may run.
-    rng_seed : int, optional
-        Seed of the per-task random streams (:mod:`dask_redisparam.rng`).
-    redo : RedoInfo, optional
-        Reuse the values a failed run kept; run only what failed or was not evaluated.
-    redo_ttl : float
-        Seconds a failed run keeps its values for ``redo`` (0: not kept).
-    return_exceptions : bool
-        Return exceptions in place of failed or unevaluated results instead of raising.
-    on_result : callable, optional
-        ``on_result(key, value)`` is called for each requested key as soon as it is computed (its value is
-        downloaded then, and dropped from Redis afterwards): streaming.
-    load_known : callable, optional
-        ``load_known(key)`` gives the value of a known key that is not in ``redo`` (a saved result).
-    feed : callable, optional
-        ``feed(run)`` is called every turn and may :meth:`RunState.add_task`; it returns False once it has no
-        more tasks to add (the run ends when everything added is done).
-    log_threshold : int, optional
-        Capture each task's log records at or above this level and its output, and show them here.
-    logdir : str, optional
-        Also append each task's log to a file in this directory.
-    exported : tuple of (dict, dict), optional
-        The dask config and environment variables to apply on the workers while they run the tasks.
-    signer : Signer, optional
-        Signs messages and uploaded values, checks records and results (:mod:`dask_redisparam.signing`).
-    describe_server : str
-        ``host:port`` for messages.
-    """
-
-    def __init__(
-        self,
-        jobname: str,
-        *,
-        queue_multiplier: float = 2.0,
-        stop_on_error: bool = True,
-        fuse_chains: bool = True,
-        allowed_failures: int = 3,
-        retries: int = 0,
-        timeout: float | None = None,
-        rng_seed: int | None = None,
-        redo: RedoInfo | None = None,
-        redo_ttl: float = 3600.0,
-        return_exceptions: bool = False,
-        on_result: Callable[[Hashable, Any], None] | None = None,
-        load_known: Callable[[Hashable], Any] | None = None,
-        feed: Callable[[RunState], bool] | None = None,
-        log_threshold: int | None = None,
-        logdir: str | None = None,
-        exported: tuple[dict[str, Any], dict[str, str]] | None = None,
-        signer: Signer | None = None,
-        describe_server: str = "",
-    ) -> None:
-        self.jobname = jobname
-        self.queue_multiplier = queue_multiplier
-        self.stop_on_error = stop_on_error
-        self.fuse_chains = fuse_chains
-        self.allowed_failures = allowed_failures
-        self.retries = retries
-        self.timeout = timeout
-        self.rng_seed = rng_seed
-        self.redo = redo
-        self.redo_ttl = redo_ttl
-        self.return_exceptions = return_exceptions
-        self.on_result = on_result
-        self.load_known = load_known or _no_known_values
-        self.feed = feed
-        self.log_threshold = log_threshold
-        self.logdir = logdir
-        self.exported = exported
-        self.signer = signer
-        self.last_timeline: list[TimelineRecord] = []  # filled by the manager at the end of the run
-        self.describe_server = describe_server
 
 
 class RunState:

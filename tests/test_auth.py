@@ -155,15 +155,17 @@ def _allowed_commands(rules: list[str]) -> set[str]:
 
 
 def _backend_commands() -> set[str]:
-    """The Redis commands in backend.py: redis-py calls (direct and pipelined), scripts and the commands inside."""
+    """The Redis commands of backend.py: redis-py calls (direct and pipelined), scripts and the commands inside
+    the Lua scripts (lua.py)."""
     source = (PACKAGE / "backend.py").read_text(encoding="utf-8")
+    lua = (PACKAGE / "lua.py").read_text(encoding="utf-8")
     receivers = {"self._r", *re.findall(r"(\w+) = self\._r\.pipeline\(", source)}
     pattern = "|".join(re.escape(r) for r in sorted(receivers))
     methods = set(re.findall(rf"(?<![\w.])(?:{pattern})\.(\w+)\(", source))
     commands = {_METHOD_COMMANDS.get(m, m) for m in methods - _NOT_COMMANDS}
     if "register_script" in methods:  # redis-py runs a script with EVALSHA, loading it first when missing
         commands |= {"evalsha", "script|load", "script|exists"}
-    commands |= {c.lower() for c in re.findall(r"redis\.p?call\(\s*'(\w+)'", source)}
+    commands |= {c.lower() for c in re.findall(r"redis\.p?call\(\s*'(\w+)'", source + lua)}
     return commands
 
 

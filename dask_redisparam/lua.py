@@ -1,0 +1,129 @@
+"""The Lua scripts that make multi-step Redis operations atomic (run by :mod:`dask_redisparam.backend`).
+
+Each script touches only the keys it is given in ``KEYS`` (all of one job, so of one Redis Cluster slot) and
+builds no key name itself.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACK", "ASK_STOP", "COMPLETE", "COPY", "DEREGISTER", "HEARTBEAT", "MOVE", "NOTIFY", "REAP", "REGISTER"]
+
+# Store a batch's results and its completion record, and forget the message; but only if the worker still holds the
+# message (a reaped worker lost its claim: its late result is dropped) and the run is alive (keys of a dead run are
+# never re-created, so nothing is left behind after a run ends).
+COMPLETE = """
+if redis.call('LREM', KEYS[4], 1, ARGV[1]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('HINCRBY', KEYS[5], 'tasks', ARGV[3]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then return 0 end
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+if #ARGV > 3 then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ttl)
+return 1
+"""
+
+# A worker died: put every message it held back on the queue, unchanged (they are signed), forget the worker, and
+# return {run, msg, stamp, ...} of what moved (from the header "<version>|<run>|<msg>|" of dask_redisparam.protocol;
+# stamp: the server's time in microseconds), so that the runs' managers can count the loss once.
+REAP = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local now = redis.call('TIME')
+local stamp = now[1] .. string.format('%06d', tonumber(now[2]))
+local out = {}
+for i = #items, 1, -1 do
+  local item = items[i]
+  local ver, run, msg = string.match(item, '^([^|]*)|([^|]*)|([^|]*)|')
+  redis.call('RPUSH', KEYS[2], item)
+  if ver then
+    table.insert(out, run)
+    table.insert(out, msg)
+    table.insert(out, stamp)
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[1])
+return out
+"""
+
+# Drop acknowledged completion records: the first ARGV[3] items, if they still are the ones acknowledged (so a
+# repeated call after a lost reply removes nothing more).
+ACK = """
+local n = tonumber(ARGV[3])
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[2] then
+  redis.call('LTRIM', KEYS[1], n, -1)
+  return 1
+end
+return 0
+"""
+
+# Copy hash fields (ARGV: new, old, new, old...) from KEYS[1] to KEYS[2]; returns how many existed.
+COPY = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  local v = redis.call('HGET', KEYS[1], ARGV[i + 1])
+  if v then
+    redis.call('HSET', KEYS[2], ARGV[i], v)
+    n = n + 1
+  end
+end
+return n
+"""
+
+# Move one message from a list (KEYS[1]) to the consuming end of another (KEYS[2]); ARGV[2] > 0 caps the target's
+# length (newest kept) and ARGV[3] > 0 gives it a TTL in seconds.
+MOVE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+else
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+return 1
+"""
+
+# Tell a live run's manager that one of its messages was lost with its worker.
+NOTIFY = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
+return 1
+"""
+
+# Register a worker unless a live worker with the same id exists.
+REGISTER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2, #ARGV - 1))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[#ARGV])
+return 1
+"""
+
+# Put every message a worker holds back on the queue (consumed next), then forget the worker.
+DEREGISTER = """
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
+redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[1])
+return n
+"""
+
+
+# Renew a worker's lease (only if it still exists: never re-create a key without a TTL); report a stop request.
+HEARTBEAT = """
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return {0, 0} end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+return {1, redis.call('HEXISTS', KEYS[1], 'stop')}
+"""
+
+# Ask one worker to stop, if it is live.
+ASK_STOP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'stop', '1')
+return 1
+"""
