@@ -7,14 +7,20 @@ manager; :class:`StoredResult`, :class:`TimelineRecord` and :class:`RedoInfo` de
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable
+import os
+import pickle
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import dask.config
+
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .scheduler import RunState
     from .signing import Signer
 
-__all__ = ["RedoInfo", "RunOptions", "StoredResult", "TimelineRecord"]
+__all__ = ["RedoInfo", "RunOptions", "StoredResult", "TimelineRecord", "exported_globals", "redo_info_of"]
 
 
 class StoredResult:
@@ -149,3 +155,33 @@ class RunOptions:
         self.signer = signer
         self.last_timeline: list[TimelineRecord] = []  # filled by the manager at the end of the run
         self.describe_server = describe_server
+
+
+def exported_globals(export_env: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The dask config (what can be pickled: not e.g. a ``scheduler`` object) and listed environment variables."""
+    config = {}
+    for name, value in dask.config.config.items():
+        if name == "scheduler":
+            continue
+        try:
+            pickle.dumps(value)
+        except Exception:  # not for the workers: a setting that only makes sense in this process
+            continue
+        config[name] = value
+    env = {name: os.environ[name] for name in export_env if name in os.environ}
+    return config, env
+
+
+def redo_info_of(redo: Any, jobname: str) -> RedoInfo | None:
+    """The kept values behind ``redo=`` (an exception of a failed run, or its ``redo`` attribute)."""
+    if redo is None:
+        return None
+    info = redo if isinstance(redo, RedoInfo) else getattr(redo, "redo", None)
+    if not isinstance(info, RedoInfo):
+        raise ConfigurationError(
+            f"redo={type(redo).__name__!r} holds nothing to redo: pass the exception a failed compute raised "
+            "(with redo_ttl > 0, its values are kept for redo)"
+        )
+    if info.jobname != jobname:
+        raise ConfigurationError(f"redo= comes from job {info.jobname!r}; this param serves job {jobname!r}")
+    return info

@@ -19,8 +19,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
-import pickle
 import threading
 import time
 import uuid
@@ -28,7 +26,6 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-import dask.config
 from dask.local import nested_get
 
 from . import pool
@@ -37,7 +34,7 @@ from .errors import ConfigurationError, WorkerError
 from .graph import Graph, flatten_keys, prepare_graph
 from .manager import run_graph
 from .mapping import MISSING
-from .options import RedoInfo, RunOptions, TimelineRecord
+from .options import RedoInfo, RunOptions, TimelineRecord, exported_globals, redo_info_of
 from .progress import ProgressCallback
 from .resultdir import ResultDir
 from .scheduler import RunState
@@ -264,7 +261,7 @@ class RedisParam:
         """
         if self.settings.is_worker:
             raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot run computations")
-        redo = _redo_info(kwargs.get("redo"), self.settings.jobname)
+        redo = redo_info_of(kwargs.get("redo"), self.settings.jobname)
         saved = ResultDir(self.settings.resultdir) if self.settings.resultdir else None
         known = set(redo.fields) if redo is not None else set()
         if saved is not None:
@@ -408,7 +405,7 @@ class RedisParam:
             return_exceptions=bool(kwargs.get("return_exceptions", False)),
             log_threshold=settings.threshold_level if settings.log else None,
             logdir=settings.logdir,
-            exported=_exported(settings) if settings.exportglobals else None,
+            exported=exported_globals(settings.export_env) if settings.exportglobals else None,
             signer=self._signer,
             describe_server=self.backend.address.describe(),
             **extra,
@@ -428,36 +425,6 @@ class RedisParam:
         with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
             values: dict[Hashable, Any] = run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"))
         return nested_get(keys, values)  # type: ignore[no-untyped-call]
-
-
-def _exported(settings: Settings) -> tuple[dict[str, Any], dict[str, str]]:
-    """The dask config (what can be pickled: not e.g. a ``scheduler`` object) and listed environment variables."""
-    config = {}
-    for name, value in dask.config.config.items():
-        if name == "scheduler":
-            continue
-        try:
-            pickle.dumps(value)
-        except Exception:  # not for the workers: a setting that only makes sense in this process
-            continue
-        config[name] = value
-    env = {name: os.environ[name] for name in settings.export_env if name in os.environ}
-    return config, env
-
-
-def _redo_info(redo: Any, jobname: str) -> RedoInfo | None:
-    """The kept values behind ``redo=`` (an exception of a failed run, or its ``redo`` attribute)."""
-    if redo is None:
-        return None
-    info = redo if isinstance(redo, RedoInfo) else getattr(redo, "redo", None)
-    if not isinstance(info, RedoInfo):
-        raise ConfigurationError(
-            f"redo={type(redo).__name__!r} holds nothing to redo: pass the exception a failed compute raised "
-            "(with redo_ttl > 0, its values are kept for redo)"
-        )
-    if info.jobname != jobname:
-        raise ConfigurationError(f"redo= comes from job {info.jobname!r}; this param serves job {jobname!r}")
-    return info
 
 
 _default: RedisParam | None = None
