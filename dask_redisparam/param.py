@@ -39,7 +39,7 @@ from .progress import ProgressCallback
 from .resultdir import ResultDir
 from .scheduler import RunState
 from .server import EmbeddedRedis
-from .settings import Settings
+from .settings import Settings, config_overrides
 from .signing import SECRET_ENV, Signer, signer_from_environment
 from .supervisor import LocalWorkers
 
@@ -69,7 +69,7 @@ class RedisParam:
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.settings = Settings(*args, **kwargs)
+        self.settings = Settings(*args, **config_overrides(kwargs, given_workers=bool(args)))
         self._server: EmbeddedRedis | None = None
         self._backend: Backend | None = None
         self._local: LocalWorkers | None = None
@@ -257,7 +257,9 @@ class RedisParam:
           :class:`~dask_redisparam.errors.TaskErrors` or a task's exception), reusing the values it kept;
         - ``return_exceptions=True``: exceptions in place of failed or unevaluated results (R's ``bptry``);
         - ``retries=n``: run a task that raised up to ``n`` more times;
-        - ``fuse_chains=False``: send every task in a message of its own (no linear-chain fusion).
+        - ``fuse_chains=False``: send every task in a message of its own (no linear-chain fusion);
+        - ``return_results=False`` (with a ``resultdir``): :class:`~dask_redisparam.resultdir.ResultRef` objects in
+          place of the values, which stay on disk.
         """
         if self.settings.is_worker:
             raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot run computations")
@@ -296,7 +298,7 @@ class RedisParam:
         self,
         func: Callable[..., Any],
         *iterables: Iterable[Any],
-        tasks: int | None = None,
+        tasks: int | None | object = MISSING,
         redo: Any = None,
         return_exceptions: bool = False,
         **kwargs: Any,
@@ -311,7 +313,7 @@ class RedisParam:
             The inputs; the shortest one sets the number of elements (as ``map``).
         tasks : int, optional
             None: one element per task (small tasks are still batched, and late workers get work); 0: one chunk
-            per live worker; n: n chunks.
+            per live worker; n: n chunks. Default: the param's ``tasks`` setting.
         redo : exception, optional
             The error a failed ``map`` raised: only its failed and unevaluated elements run again.
         return_exceptions : bool
@@ -330,7 +332,13 @@ class RedisParam:
 
         with self._started():
             return map_elements(
-                self, func, iterables, tasks=tasks, kwargs=kwargs, redo=redo, return_exceptions=return_exceptions
+                self,
+                func,
+                iterables,
+                tasks=self.settings.tasks if tasks is MISSING else tasks,  # type: ignore[arg-type]
+                kwargs=kwargs,
+                redo=redo,
+                return_exceptions=return_exceptions,
             )
 
     def iterate(

@@ -38,12 +38,15 @@ RedisAddress('redis://h:7000/0')
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import numbers
 import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import dask.config
 
 from . import keys
 from .address import RedisAddress, parse_port
@@ -59,7 +62,7 @@ from .resolution import (
     _text,
 )
 
-__all__ = ["THRESHOLDS", "Settings", "default_worker_count"]
+__all__ = ["THRESHOLDS", "Settings", "config_overrides", "default_worker_count"]
 
 #: Log thresholds, as BiocParallel's, and the Python logging level of each.
 THRESHOLDS: Mapping[str, int] = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "FATAL": 50}
@@ -389,3 +392,41 @@ class Settings:
             else:
                 parts.append(f"{f.name}={getattr(self, f.name)!r}")
         return f"Settings({', '.join(parts)})"
+
+
+# read by Settings itself, with the environment's precedence (server settings), or never from a config file
+_NOT_FROM_CONFIG = (*_SERVER_FIELDS, "secret", "environ")
+
+
+def config_overrides(kwargs: dict[str, Any], given_workers: bool = False) -> dict[str, Any]:
+    """``kwargs`` completed with the dask config keys ``redisparam.<setting>`` for the settings not given.
+
+    So ``dask.config.set({"redisparam.queue_multiplier": 4})`` or ``DASK_REDISPARAM__RNG_SEED=7`` applies to every
+    :class:`~dask_redisparam.RedisParam` made meanwhile; an argument wins. The server settings are resolved by
+    :class:`Settings` (with the environment variables before the config); a secret is never read from config.
+
+    Examples
+    --------
+    >>> with dask.config.set({"redisparam.retries": 2}):
+    ...     config_overrides({"timeout": 5})
+    {'timeout': 5, 'retries': 2}
+    """
+    out = dict(kwargs)
+    for field in dataclasses.fields(Settings):
+        name = field.name
+        if not field.init or name in out or name in _NOT_FROM_CONFIG or (name == "workers" and given_workers):
+            continue
+        value = dask.config.get(f"redisparam.{name}", None)
+        default = _DEFAULTS.get(name, inspect.Parameter.empty)
+        if isinstance(value, list):  # YAML has no tuples
+            value = tuple(value)
+        if value is not None and value != default:
+            out[name] = value
+    return out
+
+
+_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(Settings.__init__).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}

@@ -484,4 +484,15 @@ def test_to_env_without_server() -> None:
 
 
 def test_module_exports() -> None:
-    assert set(settings_module.__all__) == {"THRESHOLDS", "Settings", "default_worker_count"}
+    assert set(settings_module.__all__) == {"THRESHOLDS", "Settings", "config_overrides", "default_worker_count"}
+
+
+def test_dask_config_keys_apply_unless_an_argument_is_given() -> None:
+    from dask_redisparam import RedisParam
+
+    with dask.config.set({"redisparam.rng_seed": 7, "redisparam.queue_multiplier": 3, "redisparam.workers": 5}):
+        param = RedisParam(queue_multiplier=4, environ={})
+        assert (param.rng_seed, param.queue_multiplier, param.workers) == (7, 4.0, 5)
+        assert RedisParam(2, environ={}).workers == 2
+    with dask.config.set({"redisparam.secret": "never-read-from-config-file"}):
+        assert RedisParam(environ={}).secret is None
