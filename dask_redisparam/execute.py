@@ -30,7 +30,7 @@ from .errors import SerializationError, ServerError, StopRequested, TaskTimeout
 from .logs import TaskLog, capture_task_output
 from .protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome
 from .rng import seed_task
-from .serialize import dumps_exception, dumps_value
+from .serialize import check_size, dumps_exception, dumps_value
 
 __all__ = ["EXIT_TASK_EXITED", "WATCHDOG_ENV", "Watchdog", "run_batch"]
 
@@ -174,5 +174,5 @@ def _run_entry(
         raise SerializationError(
             f"cannot pickle the result of task {entry.key!r} ({type(result).__name__}): {e}"
         ) from e
-    stores.append((str(entry.idx), blob))
+    stores.append((str(entry.idx), check_size(blob, f"the result of task {entry.key!r}")))
     return len(blob)

@@ -70,7 +70,7 @@ from .protocol import (
     seal_value,
     unseal_value,
 )
-from .serialize import dumps_task, dumps_value, loads, loads_exception
+from .serialize import check_size, dumps_task, dumps_value, loads, loads_exception
 from .signing import PayloadRejected
 
 __all__ = ["RunState"]
@@ -149,13 +149,15 @@ class RunState:
                     continue  # nothing here needs its value: the caller has it on disk
                 value = self.options.load_known(key)
                 if sizeof(value) > INLINE_BYTES:
-                    uploads[str(field)] = seal_value(dumps_value(value), self.options.signer, self.job)
+                    blob = check_size(dumps_value(value), f"the literal {key!r} of the graph")
+                    uploads[str(field)] = seal_value(blob, self.options.signer, self.job)
                 else:
                     self.inline[field] = value
             else:
                 value = self.graph.nodes[key]({})
                 if sizeof(value) > INLINE_BYTES:
-                    uploads[str(field)] = seal_value(dumps_value(value), self.options.signer, self.job)
+                    blob = check_size(dumps_value(value), f"the literal {key!r} of the graph")
+                    uploads[str(field)] = seal_value(blob, self.options.signer, self.job)
                 else:
                     self.inline[field] = value
             self.loc[key] = field

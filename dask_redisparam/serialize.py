@@ -24,6 +24,8 @@ from typing import Any
 import cloudpickle
 from tblib import pickling_support
 
+from .errors import SerializationError
+
 __all__ = ["dumps_exception", "dumps_task", "dumps_value", "loads", "loads_exception"]
 
 pickling_support.install()
@@ -41,6 +43,27 @@ def dumps_task(obj: Any) -> bytes:
     if b"__main__" in data:  # a reference to the manager's __main__ would not resolve on a worker
         data = bytes(cloudpickle.dumps(obj, protocol=PROTOCOL))
     return data
+
+
+MAX_VALUE_BYTES = 500 * 2**20
+"""The largest pickled value stored in Redis, in bytes: one Redis string holds at most 512 MB
+(``proto-max-bulk-len``), and a little room is left for the signature."""
+
+
+def check_size(blob: bytes, what: str) -> bytes:
+    """Return ``blob``, or raise :class:`SerializationError` naming ``what`` if Redis cannot hold it.
+
+    Examples
+    --------
+    >>> len(check_size(b"x" * 10, "the result of task 'a'"))
+    10
+    """
+    if len(blob) > MAX_VALUE_BYTES:
+        raise SerializationError(
+            f"{what} pickles to {len(blob) / 2**20:,.0f} MB, over the {MAX_VALUE_BYTES / 2**20:.0f} MB that one "
+            "Redis value can hold: split it into smaller chunks (e.g. smaller dask array chunks)"
+        )
+    return blob
 
 
 def dumps_value(obj: Any) -> bytes:

@@ -234,3 +234,7 @@ def counted_slow_inc(path: str, x: int, seconds: float) -> int:
     with open(path, "a") as f:
         f.write(f"{x}\n")
     return x + 1
+
+
+def huge_bytes(nbytes: int) -> bytes:
+    return b"x" * nbytes
