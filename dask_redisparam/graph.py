@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Hashable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from dask._task_spec import GraphNode, convert_legacy_graph
 from dask.core import flatten
 from dask.order import order
 
-__all__ = ["Graph", "flatten_keys", "materialize", "prepare_graph"]
+__all__ = ["EMPTY", "Graph", "flatten_keys", "materialize", "prepare_graph"]
+
+EMPTY: set[Hashable] = cast(set[Hashable], frozenset())
+"""The one empty set of dependencies or dependents shared by all tasks without any (saves ~200 bytes a task).
+It is immutable on purpose: code that tried to add to it would fail at once."""
 
 
 @dataclasses.dataclass
@@ -126,4 +130,8 @@ def prepare_graph(dsk: Any, keys: Any, known: Collection[Hashable] = ()) -> Grap
         priority: dict[Hashable, int] = dict(order(nodes, dependencies=dependencies))  # type: ignore[arg-type]
     else:  # no edges: the graph's own order (as given), since dask.order costs ~20 us a node and adds nothing
         priority = {key: n for n, key in enumerate(k for k in raw if k in nodes)}
+    for table in (dependencies, dependents):  # most tasks of a wide graph have none: share one empty set
+        for key, linked in table.items():
+            if not linked:
+                table[key] = EMPTY
     return Graph(nodes, dependencies, dependents, priority, requested, annotations, set(known) & set(nodes))

@@ -54,7 +54,7 @@ from dask.sizeof import sizeof
 
 from .backend import Backend
 from .errors import KilledWorker, RunLost, SerializationError, TaskTimeout, make_remote
-from .graph import Graph
+from .graph import EMPTY, Graph
 from .logs import emit_task_log
 from .options import RedoInfo, RunOptions, StoredResult, TimelineRecord
 from .protocol import (
@@ -113,7 +113,7 @@ class RunState:
             "dependencies": graph.dependencies,
             "dependents": graph.dependents,
             "waiting": {},
-            "waiting_data": {k: set(v) for k, v in graph.dependents.items()},
+            "waiting_data": {k: set(v) if v else EMPTY for k, v in graph.dependents.items()},
             "cache": {},
             "ready": [],
             "running": set(),
