@@ -2,10 +2,14 @@
 
 Run from the repository root::
 
-    python -m benchmarks            # default workloads, 3 repeats each
-    python -m benchmarks --quick    # a smoke run in well under 2 minutes
-    python -m benchmarks --help
+    python -m benchmarks            # every workload and study, 3 repeats each (about 13 minutes here)
+    python -m benchmarks --quick    # a smoke run in under 2 minutes
+    python -m benchmarks --list     # schedulers, workloads, studies
+    python -m benchmarks.hotpath    # where our scheduler spends its time (cProfile, py-spy)
 
 Modules: :mod:`.tasks` (task functions, importable by worker processes), :mod:`.workloads` (the graphs),
-:mod:`.peers` (the schedulers), :mod:`.runner` (timing), :mod:`.report` (table and JSON).
+:mod:`.peers` (the schedulers), :mod:`.runner` (timing), :mod:`.targets` (the issue's targets),
+:mod:`.report` (table and JSON); studies in fresh processes: :mod:`.studies` (parent side), :mod:`.subproc`
+(running children), :mod:`.transfer` and :mod:`.manager_rss` (children), :mod:`.rss` (peak memory);
+:mod:`.hotpath` (profiles).
 """

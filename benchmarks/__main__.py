@@ -6,16 +6,20 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from . import peers, workloads
-from .report import GRAPH_NOTE, RATIO_NOTE, format_table, save_json, target_lines, to_json
-from .runner import log, run_all
+from . import peers, studies, workloads
+from .report import GRAPH_NOTE, RATIO_NOTE, format_table, save_json, to_json
+from .runner import RunResult, log, run_all
+from .targets import Verdict, scaling_lines, workload_verdicts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 QUICK_REPEAT = 2
 DEFAULT_REPEAT = 3
+QUICK_MAX_TASKS = {"distributed": 1_000, "sync": 20_000, "threads": 20_000, "processes": 20_000}
+"""--quick: the largest workload (tasks) each peer runs (distributed manages ~600 tasks/s here); ours runs all."""
 
 
 def _names(values: list[str] | None, known: list[str], what: str) -> list[str] | None:
@@ -42,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workload",
         action="append",
         metavar="NAME",
-        help=f"run only these workloads (repeatable or comma-separated): {', '.join(workloads.REGISTRY)}",
+        help="run only these workloads and studies (repeatable or comma-separated): "
+        + ", ".join([*workloads.REGISTRY, *studies.STUDIES]),
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to save results (default: %(default)s)")
     parser.add_argument(
@@ -51,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=60.0,
         help="after a run longer than this, skip the remaining repeats of that scheduler and workload",
     )
+    parser.add_argument("--no-studies", action="store_true", help="skip the subprocess studies (transfer, memory)")
     parser.add_argument("--list", action="store_true", help="list schedulers and workloads, then exit")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
@@ -68,47 +74,94 @@ def _prepare_environment() -> None:
         sys.path.insert(0, root)
 
 
+def _select(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The workloads and studies to run, by name."""
+    known = [*workloads.REGISTRY, *studies.STUDIES]
+    chosen = _names(args.workload, known, "workload")
+    if chosen is None:
+        chosen = (workloads.QUICK + studies.QUICK) if args.quick else (workloads.DEFAULT + studies.DEFAULT)
+    if args.no_studies:
+        chosen = [n for n in chosen if n not in studies.STUDIES]
+    return [n for n in chosen if n in workloads.REGISTRY], [n for n in chosen if n in studies.STUDIES]
+
+
+def _run_studies(names: list[str], repeat: int) -> tuple[list[studies.StudyResult], float]:
+    t0 = time.perf_counter()
+    done = []
+    for name in names:
+        study = studies.STUDIES[name]()
+        log(f"\nstudy {name}: {study.description}")
+        try:
+            done.append(study.run(repeat))
+        except Exception as exc:  # a broken study must not lose the rest of the report
+            traceback.print_exc(file=sys.stderr)
+            failed = studies.StudyResult(name, [f"  study failed: {type(exc).__name__}: {exc}"])
+            failed.verdicts.append(Verdict(name, None, f"study failed: {type(exc).__name__}: {exc}"))
+            done.append(failed)
+    return done, time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         for name, factory in peers.SCHEDULERS.items():
             print(f"scheduler {name:<12} {factory().description}")
-        for name, w in workloads.REGISTRY.items():
-            print(f"workload  {name:<20} {w.description}")
+        for name, make in workloads.REGISTRY.items():
+            print(f"workload  {name:<20} {make().description}")
+        for name, make_study in studies.STUDIES.items():
+            print(f"study     {name:<20} {make_study().description}")
         return 0
     only = _names(args.only, peers.NAMES, "scheduler") or peers.NAMES
-    chosen = _names(args.workload, list(workloads.REGISTRY), "workload")
-    chosen = chosen or (workloads.QUICK if args.quick else workloads.DEFAULT)
-    todo = [workloads.REGISTRY[n] for n in chosen]
+    chosen, chosen_studies = _select(args)
+    if peers.OURS not in only:
+        chosen_studies = []  # every study measures ours
     repeat = args.repeat or (QUICK_REPEAT if args.quick else DEFAULT_REPEAT)
+    limits = QUICK_MAX_TASKS if args.quick else {}
     _prepare_environment()
+    todo = [workloads.REGISTRY[n]() for n in chosen]
 
     factories = [(n, f) for n, f in peers.SCHEDULERS.items() if n in only]
     log(f"schedulers: {', '.join(n for n, _ in factories)}; workloads: {', '.join(chosen)}; repeat: {repeat}")
+    log(f"studies: {', '.join(chosen_studies) or '-'}; task limits: {limits or '-'}")
     log(f"note: {GRAPH_NOTE}")
     t0 = time.perf_counter()
-    result = run_all(factories, todo, repeat, args.max_seconds)
+    result = run_all(factories, todo, repeat, args.max_seconds, limits) if todo else RunResult()
+    study_results, study_s = _run_studies(chosen_studies, repeat)
     total = time.perf_counter() - t0
 
-    log(f"\nmedians of {repeat} run(s); {RATIO_NOTE}")
-    log(f"note: {GRAPH_NOTE}")
-    log(format_table(result, todo))
-    for line in target_lines(result, todo):
-        log(line)
-    startup = ", ".join(f"{n} {s:.2f} s" for n, s in result.startup_seconds.items())
-    log(f"start-up + warm-up (untimed): {startup}")
+    verdicts: list[Verdict] = workload_verdicts(result, todo)
+    if todo:
+        log(f"\nmedians of {repeat} run(s); {RATIO_NOTE}")
+        log(f"note: {GRAPH_NOTE}")
+        log(format_table(result, todo))
+        for line in scaling_lines(result):
+            log(line)
+        startup = ", ".join(f"{n} {s:.2f} s" for n, s in result.startup_seconds.items())
+        log(f"start-up + warm-up (untimed): {startup}")
+    for sr in study_results:
+        log(f"\n{sr.name}:")
+        for line in sr.lines:
+            log(line)
+        verdicts += sr.verdicts
+    log("\ntargets of the performance issue:")
+    for v in verdicts:
+        log("  " + v.line())
     config = {
         "repeat": repeat,
         "quick": args.quick,
         "schedulers": [n for n, _ in factories],
         "workloads": chosen,
+        "studies": chosen_studies,
+        "max_tasks": limits,
         "max_seconds": args.max_seconds,
         "workers": peers.WORKERS,
         "total_s": total,
+        "studies_s": study_s,
     }
     descriptions = {n: f().description for n, f in factories}
-    save_json(args.json, to_json(result, todo, config, descriptions))
-    log(f"total {total:.1f} s; results saved to {args.json}")
+    data = {sr.name: {"lines": sr.lines, "data": sr.data} for sr in study_results}
+    save_json(args.json, to_json(result, todo, config, descriptions, verdicts, data))
+    log(f"total {total:.1f} s (studies {study_s:.1f} s); results saved to {args.json}")
     # a peer that fails is reported and left out; only a failure of ours fails the command
     ours_failed = peers.OURS in result.skipped or any(m.error for m in result.measurements if m.scheduler == peers.OURS)
     return 1 if ours_failed else 0

@@ -72,6 +72,8 @@ class Processes(Scheduler):
 
     def __init__(self) -> None:
         self.pool: ProcessPoolExecutor | None = None
+        self.options: dict[str, Any] = {}
+        """Keyword arguments of every call, e.g. ``optimize_graph=False`` (no fusing of linear chains)."""
 
     def start(self) -> None:
         from dask.multiprocessing import get_context
@@ -82,7 +84,7 @@ class Processes(Scheduler):
     def get(self, dsk: Graph, keys: list[Key]) -> Any:
         from dask.multiprocessing import get
 
-        return get(dsk, keys, num_workers=self.workers, pool=self.pool)
+        return get(dsk, keys, num_workers=self.workers, pool=self.pool, **self.options)
 
     def stop(self) -> None:
         pool, self.pool = self.pool, None
@@ -139,6 +141,8 @@ class Ours(Scheduler):
 
     def __init__(self) -> None:
         self.param: Any = None
+        self.options: dict[str, Any] = {}
+        """Keyword arguments of every call, e.g. ``fuse_chains=False``."""
 
     def start(self) -> None:
         from dask_redisparam import RedisParam
@@ -147,7 +151,7 @@ class Ours(Scheduler):
         self.param.start()
 
     def get(self, dsk: Graph, keys: list[Key]) -> Any:
-        return self.param(dsk, keys)
+        return self.param(dsk, keys, **self.options)
 
     def stop(self) -> None:
         param, self.param = self.param, None

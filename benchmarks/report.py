@@ -1,4 +1,4 @@
-"""The final table (medians, tasks/s, ratios to each peer), target checks, and the JSON file."""
+"""The final table (medians, tasks/s, us/task, ratios to each peer) and the JSON file."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .peers import OURS
 from .runner import Measurement, RunResult
+from .targets import Verdict
 from .workloads import Workload
 
-__all__ = ["environment", "format_table", "ratio", "save_json", "target_lines", "to_json"]
+__all__ = ["align", "environment", "format_table", "ratio", "save_json", "to_json"]
 
 GRAPH_NOTE = (
-    "graphs are raw dicts of tuple tasks, built once per workload and given unchanged to every scheduler: "
-    "this measures schedulers, not dask collection overhead"
+    "graphs are raw dicts of tasks (tuples; Task objects for dask.array), built once per workload and given "
+    "unchanged to every scheduler: this measures schedulers, not dask collection overhead"
 )
 RATIO_NOTE = "vs X = median of X / median of this row: > 1 means this row is faster than X"
 
@@ -39,12 +39,31 @@ def _by_workload(result: RunResult) -> dict[str, dict[str, Measurement]]:
     return out
 
 
+def align(header: list[str], rows: list[list[str]], left: int = 2, groups: bool = True) -> str:
+    """Rows as aligned text: the first ``left`` columns left-aligned, a rule where column 0 changes."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return " | ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in pairs)
+
+    rule = "-+-".join("-" * w for w in widths)
+    out = [line(header), rule]
+    previous = None
+    for row in rows:
+        if groups and previous is not None and row[0] != previous:
+            out.append(rule)
+        out.append(line(row))
+        previous = row[0]
+    return "\n".join(out)
+
+
 def format_table(result: RunResult, workloads: Sequence[Workload]) -> str:
-    """``workload | scheduler | runs | median | tasks/s | [efficiency] | vs <each scheduler>`` as aligned text."""
+    """``workload | scheduler | runs | median | tasks/s | us/task | [efficiency] | vs <each>`` as aligned text."""
     grouped = _by_workload(result)
     names = list(dict.fromkeys(m.scheduler for m in result.measurements))
     show_eff = any(m.ideal_seconds is not None for m in result.measurements)
-    header = ["workload", "scheduler", "runs", "median s", "tasks/s"]
+    header = ["workload", "scheduler", "runs", "median s", "tasks/s", "us/task"]
     header += ["efficiency"] if show_eff else []
     header += [f"vs {n}" for n in names]
     rows: list[list[str]] = []
@@ -57,47 +76,18 @@ def format_table(result: RunResult, workloads: Sequence[Workload]) -> str:
             row = [workload.name, name, str(len(m.times))]
             row.append("FAILED" if median is None else f"{median:.4f}")
             row.append("-" if rate is None else f"{rate:,.0f}")
+            row.append("-" if median is None else f"{median / m.ntasks * 1e6:,.1f}")
             if show_eff:
                 row.append("-" if m.efficiency is None else f"{m.efficiency:.1%}")
             for peer in names:
                 r = None if peer == name else ratio(m, grouped[workload.name].get(peer))
                 row.append("-" if r is None else f"{r:.2f}x")
             rows.append(row)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    left = {0, 1}
-
-    def line(cells: list[str]) -> str:
-        pairs = enumerate(zip(cells, widths, strict=True))
-        return " | ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in pairs)
-
-    out = [line(header), "-+-".join("-" * w for w in widths)]
-    previous = None
-    for row in rows:
-        if previous is not None and row[0] != previous:
-            out.append("-+-".join("-" * w for w in widths))
-        out.append(line(row))
-        previous = row[0]
-    failures = [m for m in result.measurements if m.error]
-    out += [f"FAILED {m.workload} on {m.scheduler}: {m.error}" for m in failures]
+    out = [align(header, rows)] if rows else ["(nothing measured)"]
+    out += [f"FAILED {m.workload} on {m.scheduler}: {m.error}" for m in result.measurements if m.error]
     out += [f"SKIPPED {name} (did not start): {why}" for name, why in result.skipped.items()]
+    out += [f"not run: {what}" for what in result.not_run]
     return "\n".join(out)
-
-
-def target_lines(result: RunResult, workloads: Sequence[Workload]) -> list[str]:
-    """PASS/FAIL of our scheduler against each workload's tasks/s target."""
-    grouped = _by_workload(result)
-    lines = []
-    for w in workloads:
-        if w.target_rate is None:
-            continue
-        m = grouped.get(w.name, {}).get(OURS)
-        rate = None if m is None else m.tasks_per_s
-        verdict = "NOT RUN" if rate is None else ("PASS" if rate >= w.target_rate else "FAIL")
-        shown = "-" if rate is None else f"{rate:,.0f}"
-        lines.append(f"target {w.name}: {OURS} {shown} tasks/s (median) vs >= {w.target_rate:,.0f} -> {verdict}")
-        if w.target_note:
-            lines.append(f"  ({w.target_note})")
-    return lines
 
 
 def _git(*args: str) -> str | None:
@@ -130,7 +120,12 @@ def environment() -> dict[str, Any]:
 
 
 def to_json(
-    result: RunResult, workloads: Sequence[Workload], config: dict[str, Any], descriptions: dict[str, str]
+    result: RunResult,
+    workloads: Sequence[Workload],
+    config: dict[str, Any],
+    descriptions: dict[str, str],
+    verdicts: Sequence[Verdict],
+    studies: dict[str, Any],
 ) -> dict[str, Any]:
     grouped = _by_workload(result)
     records = []
@@ -145,6 +140,7 @@ def to_json(
                 "times_s": m.times,
                 "median_s": m.median,
                 "tasks_per_s": m.tasks_per_s,
+                "us_per_task": None if m.median is None else m.median / m.ntasks * 1e6,
                 "ideal_s": m.ideal_seconds,
                 "efficiency": m.efficiency,
                 "speedup_vs": {p: ratio(m, peers[p]) for p in peers if p != m.scheduler},
@@ -159,8 +155,10 @@ def to_json(
         "workloads": {w.name: w.description for w in workloads},
         "startup_s": result.startup_seconds,
         "skipped": result.skipped,
-        "targets": target_lines(result, workloads),
+        "not_run": result.not_run,
+        "targets": [{"target": v.target, "status": v.status, "detail": v.detail} for v in verdicts],
         "results": records,
+        "studies": studies,
     }
 
 

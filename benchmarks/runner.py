@@ -15,9 +15,10 @@ from .peers import Scheduler
 from .tasks import noop
 from .workloads import Graph, Workload
 
-__all__ = ["Measurement", "RunResult", "run_all"]
+__all__ = ["Measurement", "RunResult", "run_all", "warm_up"]
 
-WARMUP_TASKS = 20
+WARMUP_TASKS = 1_000
+"""No-op tasks of the warm-up graph: enough to reach a steady state (connections, caches, allocator)."""
 
 
 @dataclass
@@ -57,18 +58,28 @@ class RunResult:
     """Scheduler name -> why it was left out (failed to start)."""
     startup_seconds: dict[str, float] = field(default_factory=dict)
     """Scheduler name -> seconds to start it and run the warm-up graph (not part of any measurement)."""
+    not_run: list[str] = field(default_factory=list)
+    """Workload / scheduler pairs left out on purpose, and why."""
 
 
 def log(message: str) -> None:
     print(message, flush=True)
 
 
-def _warm_up(scheduler: Scheduler) -> None:
+def warm_up(scheduler: Scheduler, arrays: bool = True) -> None:
+    """Untimed: independent no-op tasks, then (``arrays``) a small dask.array graph, so that workers import numpy."""
     dsk: Graph = {("warmup", i): (noop, i) for i in range(WARMUP_TASKS)}
     keys = list(dsk)
     got = list(scheduler.get(dsk, keys))
     if got != list(range(WARMUP_TASKS)):
         raise RuntimeError(f"the warm-up graph returned wrong values: {got!r}")
+    if arrays:
+        from .workloads import array_sum
+
+        small = array_sum(64, 8)
+        problem = small.check(scheduler.get(*small.build()))
+        if problem is not None:
+            raise RuntimeError(f"the warm-up array graph: {problem}")
 
 
 def _short(exc: BaseException) -> str:
@@ -123,25 +134,38 @@ def run_all(
     workloads: Sequence[Workload],
     repeat: int,
     max_seconds: float,
+    max_tasks: dict[str, int] | None = None,
 ) -> RunResult:
     """Build each graph once, then for each scheduler: start it, warm it up, measure every workload, stop it.
 
     Schedulers run one at a time, so an idle cluster or pool of one does not compete for CPUs with another.
+    ``max_tasks`` maps a scheduler to the largest workload (in tasks) it runs; a workload's ``exclude`` is honoured.
     """
+    limits = max_tasks or {}
     out = RunResult()
     graphs: dict[str, tuple[Graph, list[Key]]] = {}
     for workload in workloads:
         t0 = time.perf_counter()
         graphs[workload.name] = workload.build()
-        log(f"built {workload.name}: {workload.description} ({time.perf_counter() - t0:.3f} s, raw dict graph)")
+        log(f"built {workload.name}: {workload.description} ({time.perf_counter() - t0:.3f} s)")
     for name, factory in factories:
+        todo = []
+        for workload in workloads:
+            why = _why_not(name, workload, limits)
+            if why is None:
+                todo.append(workload)
+            else:
+                out.not_run.append(f"{workload.name} on {name}: {why}")
+        if not todo:
+            log(f"\n[{name}] not started: no workload to run")
+            continue
         scheduler: Scheduler | None = None
         t0 = time.perf_counter()
         try:
             scheduler = factory()
             log(f"\n[{name}] starting: {scheduler.description}")
             scheduler.start()
-            _warm_up(scheduler)
+            warm_up(scheduler)
         except Exception as exc:
             reason = _short(exc)
             out.skipped[name] = reason
@@ -153,11 +177,20 @@ def run_all(
         out.startup_seconds[name] = time.perf_counter() - t0
         log(f"[{name}] started and warmed up in {out.startup_seconds[name]:.2f} s")
         try:
-            for workload in workloads:
+            for workload in todo:
                 out.measurements.append(_measure(scheduler, workload, graphs[workload.name], repeat, max_seconds))
         finally:
             _stop_quietly(scheduler)
     return out
+
+
+def _why_not(name: str, workload: Workload, limits: dict[str, int]) -> str | None:
+    if name in workload.exclude:
+        return "excluded by the workload"
+    limit = limits.get(name)
+    if limit is not None and workload.ntasks > limit:
+        return f"{workload.ntasks:,} tasks > this run's limit of {limit:,} for {name}"
+    return None
 
 
 def _stop_quietly(scheduler: Scheduler) -> None:

@@ -28,3 +28,20 @@ def add(*xs: Any) -> Any:
     for x in xs[1:]:
         total = total + x
     return total
+
+
+def make_array(n: int) -> Any:
+    """A float64 array of ``n`` ones (every page touched): the head of the transfer chain."""
+    import numpy as np
+
+    return np.ones(n, dtype=np.float64)
+
+
+def plus_one(a: Any) -> Any:
+    """``a + 1``: a new array as large as ``a`` (the middle of the transfer chain)."""
+    return a + 1
+
+
+def total(a: Any) -> float:
+    """The sum of ``a`` as a Python float (the tail of the transfer chain: a scalar result)."""
+    return float(a.sum())

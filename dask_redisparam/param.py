@@ -32,7 +32,7 @@ from . import pool
 from .backend import Backend
 from .errors import ConfigurationError, WorkerError
 from .graph import Graph, flatten_keys, prepare_graph
-from .manager import run_graph
+from .manager import count_and_reap, run_graph
 from .mapping import MISSING
 from .options import RedoInfo, RunOptions, TimelineRecord, exported_globals, redo_info_of
 from .progress import ProgressCallback
@@ -155,6 +155,18 @@ class RedisParam:
             str(settings.heartbeat_ttl),
         ]
         return LocalWorkers(n, settings.jobname, env, uuid.uuid4().hex[:8], args)
+
+    def _live_workers(self) -> int:
+        """The live workers of the job (reaping dead ones); an error if this param's own local workers are gone
+        and nobody else serves the job (else the run would wait for workers forever)."""
+        count = count_and_reap(self.backend, self.settings.jobname)
+        local = self._local
+        if count == 0 and local is not None and not local.is_running():
+            raise WorkerError(
+                f"the local workers of job {self.settings.jobname!r} exited (code {local.process.returncode}) and no "
+                "other worker serves the job; see their log on this process's stderr"
+            )
+        return count
 
     def _wait_for_local_workers(self) -> None:
         local, backend = self._local, self.backend
@@ -288,7 +300,7 @@ class RedisParam:
 
         options = self._options(kwargs, redo, on_result=keep, load_known=saved.load)
         with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
-            run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"))
+            run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"), live_workers=self._live_workers)
         for key in graph.requested:
             if key not in values:
                 values[key] = saved.load(key) if return_results else saved.ref(key)
@@ -386,7 +398,8 @@ class RedisParam:
         """Run a graph that ``feed`` extends while it runs; ``on_result`` gets each requested value as it comes."""
         graph = prepare_graph(dsk, [])
         with self._started():
-            run_graph(self.backend, graph, self._options({}, None, on_result=on_result, feed=feed))
+            options = self._options({}, None, on_result=on_result, feed=feed)
+            run_graph(self.backend, graph, options, live_workers=self._live_workers)
 
     @contextlib.contextmanager
     def _started(self) -> Iterator[None]:
@@ -431,7 +444,9 @@ class RedisParam:
     def _run(self, graph: Any, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None) -> Any:
         options = self._options(kwargs, redo)
         with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
-            values: dict[Hashable, Any] = run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"))
+            values: dict[Hashable, Any] = run_graph(
+                self.backend, graph, options, callbacks=kwargs.get("callbacks"), live_workers=self._live_workers
+            )
         return nested_get(keys, values)  # type: ignore[no-untyped-call]
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from .address import RedisAddress
 from .backend import TRANSIENT_ERRORS, Backend
-from .errors import StopRequested, WorkerConflict, WorkerError
+from .errors import ServerUnavailable, StopRequested, WorkerConflict, WorkerError
 from .execute import Watchdog, run_batch
 from .protocol import (
     Batch,
@@ -64,6 +64,8 @@ _FROM_ENVIRONMENT: Any = object()
 logger = logging.getLogger(__name__)
 
 
+REPORT_GRACE = 120.0
+"""Seconds a worker keeps trying to report a finished message to an unreachable Redis before it gives up."""
 CACHE_BYTES = 256 * 2**20
 """Bytes of task results a worker keeps in memory, so that its later tasks need not download them again."""
 
@@ -359,12 +361,21 @@ class Worker:
     def _complete(
         self, backend: Backend, run_id: str, message: bytes, record: bytes, stores: list[tuple[str, bytes]], n: int
     ) -> int:
-        """Store and report, repeating through a lost connection (a repeat after success stores nothing)."""
-        delay = 0.05
+        """Store and report, repeating through a lost connection (a repeat after success stores nothing).
+
+        Gives up (ServerUnavailable) after :data:`REPORT_GRACE` seconds, or 5 s once a stop was asked for: the
+        message stays claimed in Redis, and is requeued when this worker's lease runs out.
+        """
+        delay, started = 0.05, time.monotonic()
         while True:
             try:
                 return backend.complete(self.jobname, self.id, run_id, message, record, stores, n)
             except TRANSIENT_ERRORS as e:
+                waited = time.monotonic() - started
+                if waited > REPORT_GRACE or (self._stop.is_set() and waited > 5.0):
+                    raise ServerUnavailable(
+                        f"worker {self.id}: cannot report to Redis at {self.address.describe()} for {waited:.0f} s: {e}"
+                    ) from e
                 logger.warning("worker %s: cannot report (%s); retrying", self.id, e)
                 time.sleep(delay)
                 delay = min(2 * delay, 2.0)

@@ -134,3 +134,16 @@ def test_unreachable_server_fails_fast_naming_it() -> None:
     with pytest.raises(dask_redisparam.ServerUnavailable, match="127.0.0.1:1"):
         RedisParam(host="127.0.0.1", port=1, is_worker=False).start()
     assert time.monotonic() - started < 5
+
+
+def test_a_compute_fails_clearly_when_the_local_workers_are_gone(
+    redis_address: RedisAddress, jobname: str
+) -> None:
+    with RedisParam(1, jobname=jobname, url=redis_address.to_url(show_password=True), heartbeat_ttl=2) as param:
+        assert param._local is not None
+        param._local.process.kill()  # the supervisor; its worker follows (parent-death signal)
+        param._local.process.wait()
+        started = time.monotonic()
+        with pytest.raises(dask_redisparam.WorkerError, match="local workers of job .* exited"):
+            param({"x": (tasks.inc, 1)}, "x")
+        assert time.monotonic() - started < 15
