@@ -136,9 +136,7 @@ def test_unreachable_server_fails_fast_naming_it() -> None:
     assert time.monotonic() - started < 5
 
 
-def test_a_compute_fails_clearly_when_the_local_workers_are_gone(
-    redis_address: RedisAddress, jobname: str
-) -> None:
+def test_a_compute_fails_clearly_when_the_local_workers_are_gone(redis_address: RedisAddress, jobname: str) -> None:
     with RedisParam(1, jobname=jobname, url=redis_address.to_url(show_password=True), heartbeat_ttl=2) as param:
         assert param._local is not None
         param._local.process.kill()  # the supervisor; its worker follows (parent-death signal)
