@@ -65,6 +65,7 @@ def _no_known_values(key: Hashable) -> Any:
     raise KeyError(key)
 
 
+@dataclasses.dataclass
 class RunOptions:
     """Settings of one run.
 
@@ -110,51 +111,31 @@ class RunOptions:
         Signs messages and uploaded values, checks records and results (:mod:`dask_redisparam.signing`).
     describe_server : str
         ``host:port`` for messages.
+    last_timeline : list of TimelineRecord
+        Filled by the manager when the run ends (for :meth:`RedisParam.timeline`).
     """
 
-    def __init__(
-        self,
-        jobname: str,
-        *,
-        queue_multiplier: float = 2.0,
-        stop_on_error: bool = True,
-        fuse_chains: bool = True,
-        allowed_failures: int = 3,
-        retries: int = 0,
-        timeout: float | None = None,
-        rng_seed: int | None = None,
-        redo: RedoInfo | None = None,
-        redo_ttl: float = 3600.0,
-        return_exceptions: bool = False,
-        on_result: Callable[[Hashable, Any], None] | None = None,
-        load_known: Callable[[Hashable], Any] | None = None,
-        feed: Callable[[RunState], bool] | None = None,
-        log_threshold: int | None = None,
-        logdir: str | None = None,
-        exported: tuple[dict[str, Any], dict[str, str]] | None = None,
-        signer: Signer | None = None,
-        describe_server: str = "",
-    ) -> None:
-        self.jobname = jobname
-        self.queue_multiplier = queue_multiplier
-        self.stop_on_error = stop_on_error
-        self.fuse_chains = fuse_chains
-        self.allowed_failures = allowed_failures
-        self.retries = retries
-        self.timeout = timeout
-        self.rng_seed = rng_seed
-        self.redo = redo
-        self.redo_ttl = redo_ttl
-        self.return_exceptions = return_exceptions
-        self.on_result = on_result
-        self.load_known = load_known or _no_known_values
-        self.feed = feed
-        self.log_threshold = log_threshold
-        self.logdir = logdir
-        self.exported = exported
-        self.signer = signer
-        self.last_timeline: list[TimelineRecord] = []  # filled by the manager at the end of the run
-        self.describe_server = describe_server
+    jobname: str
+    _: dataclasses.KW_ONLY
+    queue_multiplier: float = 2.0
+    stop_on_error: bool = True
+    fuse_chains: bool = True
+    allowed_failures: int = 3
+    retries: int = 0
+    timeout: float | None = None
+    rng_seed: int | None = None
+    redo: RedoInfo | None = None
+    redo_ttl: float = 3600.0
+    return_exceptions: bool = False
+    on_result: Callable[[Hashable, Any], None] | None = None
+    load_known: Callable[[Hashable], Any] = _no_known_values
+    feed: Callable[[RunState], bool] | None = None
+    log_threshold: int | None = None
+    logdir: str | None = None
+    exported: tuple[dict[str, Any], dict[str, str]] | None = None
+    signer: Signer | None = None
+    describe_server: str = ""
+    last_timeline: list[TimelineRecord] = dataclasses.field(default_factory=list)  # filled when the run ends
 
 
 def exported_globals(export_env: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
