@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import time
-import traceback
 from typing import Any
 
 from . import peers
 from .rss import RssSampler, maxrss_bytes, peak_rss_bytes
 from .runner import warm_up
-from .subproc import emit
+from .subproc import child_main, emit
 from .workloads import Graph, trivial
 
 __all__ = ["main"]
@@ -61,14 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler", choices=peers.NAMES, default=peers.OURS)
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--sample", action="store_true", help="also sample the RSS of child processes")
-    args = parser.parse_args(argv)
-    try:
-        _run(args)
-    except Exception as exc:
-        traceback.print_exc()
-        emit("error", message=f"{type(exc).__name__}: {exc}"[:300])
-        return 1
-    return 0
+    return child_main(_run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ exits, kills that process group (and says so: leftovers are a finding).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,17 @@ __all__ = ["ChildResult", "emit", "run_child"]
 MARKER = "@@BENCH "
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ERROR_WORDS = ("Error", "error", "Exception", "Traceback", "died", "FAILED")
+
+
+def child_main(run: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
+    """Run a child script's body; an exception becomes an ``error`` event for the parent (exit code 1)."""
+    try:
+        run(args)
+    except Exception as exc:
+        traceback.print_exc()
+        emit("error", message=f"{type(exc).__name__}: {exc}"[:300])
+        return 1
+    return 0
 
 
 def emit(event: str, **data: Any) -> None:

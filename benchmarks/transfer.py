@@ -21,13 +21,12 @@ import os
 import resource
 import threading
 import time
-import traceback
 from typing import Any
 
 from . import peers
 from .rss import RssSampler, maxrss_bytes, peak_rss_bytes
 from .runner import warm_up
-from .subproc import emit
+from .subproc import child_main, emit
 from .tasks import make_array, plus_one, total
 from .workloads import Graph
 
@@ -115,14 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.02, help="RSS sampling interval, seconds")
     parser.add_argument("--max-restarts", type=int, default=3, help="worker restarts tolerated")
     parser.add_argument("--run-timeout", type=float, default=120.0, help="give up on a run longer than this")
-    args = parser.parse_args(argv)
-    try:
-        _run(args)
-    except Exception as exc:
-        traceback.print_exc()
-        emit("error", message=f"{type(exc).__name__}: {exc}"[:300])
-        return 1
-    return 0
+    return child_main(_run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -121,3 +122,26 @@ def url_param(redis_address: RedisAddress, jobname: str) -> Callable[..., RedisP
         return RedisParam(workers, jobname=jobname, url=redis_address.to_url(show_password=True), **kwargs)
 
     return make
+
+
+MANAGER_SCRIPT = """
+import sys
+from dask_redisparam import RedisParam
+from tests import tasks
+p = RedisParam(jobname=sys.argv[1], is_worker=False, url=sys.argv[2]).start()
+print("started", flush=True)
+try:
+    n = int(sys.argv[3])
+    p({("s", i): (tasks.sleep_leaf, i, 0.2) for i in range(n)}, [("s", i) for i in range(n)])
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def start_manager_process(address: RedisAddress, jobname: str, ntasks: int) -> subprocess.Popen[str]:
+    """A manager in a subprocess computing ``ntasks`` tasks of 0.2 s; returns once its run has started."""
+    url = address.to_url(show_password=True)
+    argv = [sys.executable, "-c", MANAGER_SCRIPT, jobname, url, str(ntasks)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+    return proc

@@ -20,7 +20,7 @@ from dask.callbacks import Callback
 from dask_redisparam import KilledWorker, RedisParam, TaskTimeout
 from dask_redisparam.address import RedisAddress
 from tests import tasks
-from tests.conftest import CliWorkers, wait_for_workers
+from tests.conftest import CliWorkers, start_manager_process, wait_for_workers
 
 
 class CountCompletions(Callback):  # type: ignore[misc]
@@ -195,20 +195,13 @@ def test_manager_killed_mid_run(
     redis_address: RedisAddress, jobname: str, cli_workers: Callable[..., CliWorkers], rclient: Any
 ) -> None:
     import subprocess
-    import sys
 
     from dask_redisparam import keys
 
     cli_workers(2)
-    script = (
-        "import sys; from dask_redisparam import RedisParam; from tests import tasks\n"
-        "p = RedisParam(jobname=sys.argv[1], is_worker=False, url=sys.argv[2]).start()\n"
-        "print('started', flush=True)\n"
-        "p({('s', i): (tasks.sleep_leaf, i, 0.2) for i in range(100)}, [('s', i) for i in range(100)])\n"
-    )
     url = redis_address.to_url(show_password=True)
-    proc = subprocess.Popen([sys.executable, "-c", script, jobname, url], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+    proc = start_manager_process(redis_address, jobname, 100)
+    assert proc.stdout is not None
     time.sleep(1.0)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

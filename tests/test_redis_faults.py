@@ -20,7 +20,7 @@ import redis
 from dask_redisparam import AuthenticationFailed, EmbeddedRedis, RedisParam, RunLost, keys
 from dask_redisparam.server import find_redis_server
 from tests import tasks
-from tests.conftest import CliWorkers, wait_for_workers
+from tests.conftest import CliWorkers, start_manager_process, wait_for_workers
 from tests.netns import TestNetwork
 
 
@@ -93,18 +93,8 @@ def test_interrupted_manager_cleans_up(
     redis_address: Any, jobname: str, cli_workers: Any, rclient: redis.Redis
 ) -> None:
     cli_workers(1)
-    script = (
-        "import sys; from dask_redisparam import RedisParam; from tests import tasks\n"
-        "p = RedisParam(jobname=sys.argv[1], is_worker=False, url=sys.argv[2]).start()\n"
-        "print('started', flush=True)\n"
-        "try:\n"
-        "    p({('s', i): (tasks.sleep_leaf, i, 0.2) for i in range(50)}, [('s', i) for i in range(50)])\n"
-        "except KeyboardInterrupt:\n"
-        "    print('interrupted', flush=True)\n"
-    )
-    url = redis_address.to_url(show_password=True)
-    proc = subprocess.Popen([sys.executable, "-c", script, jobname, url], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+    proc = start_manager_process(redis_address, jobname, 50)
+    assert proc.stdout is not None
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     assert proc.stdout.readline().strip() == "interrupted"
