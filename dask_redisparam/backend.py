@@ -20,47 +20,20 @@ True
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.connection import PythonRespSerializer
 from redis.retry import Retry
 
-from . import keys
+from . import keys, lua
 from .address import RedisAddress
+from .bulk import Part, read_bulk_into
 from .errors import AuthenticationFailed, ServerError, ServerUnavailable
-from .lua import (
-    ACK as _ACK,
-)
-from .lua import (
-    ASK_STOP as _ASK_STOP,
-)
-from .lua import (
-    COMPLETE as _COMPLETE,
-)
-from .lua import (
-    COPY as _COPY,
-)
-from .lua import (
-    DEREGISTER as _DEREGISTER,
-)
-from .lua import (
-    HEARTBEAT as _HEARTBEAT,
-)
-from .lua import (
-    MOVE as _MOVE,
-)
-from .lua import (
-    NOTIFY as _NOTIFY,
-)
-from .lua import (
-    REAP as _REAP,
-)
-from .lua import (
-    REGISTER as _REGISTER,
-)
 from .protocol import encode_lost
 
 __all__ = ["TRANSIENT_ERRORS", "Backend"]
@@ -73,6 +46,9 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.Ti
 SOCKET_TIMEOUT = 10.0
 """Seconds a reply may take; blocking commands use at most :data:`MAX_BLOCK`."""
 MAX_BLOCK = 2.0
+SEND_BUFFER = 4 << 20
+"""Socket send buffer asked for before writing large values (the default, ~200 KB, makes Redis read them in
+small pieces: a third of the throughput)."""
 """Longest timeout of a blocking command, in seconds; well under :data:`SOCKET_TIMEOUT`."""
 
 
@@ -81,6 +57,11 @@ def _flat(first: int | str, mapping: dict[str, str]) -> list[int | str]:
     for field, value in mapping.items():
         out += [field, value]
     return out
+
+
+def _pairs(items: Iterable[tuple[str, Any]]) -> list[Any]:
+    """``[(field, value), ...]`` -> ``[field, value, ...]``."""
+    return [x for pair in items for x in pair]
 
 
 def _worker_keys(jobname: str, worker_id: str) -> list[str]:
@@ -146,36 +127,41 @@ class Backend:
         self.address = address
         self.bytes_downloaded = 0
         self._r = _make_client(address, retries=retries, connect_timeout=connect_timeout)
-        self._complete = self._r.register_script(_COMPLETE)
-        self._register = self._r.register_script(_REGISTER)
-        self._deregister = self._r.register_script(_DEREGISTER)
-        self._heartbeat = self._r.register_script(_HEARTBEAT)
-        self._reap = self._r.register_script(_REAP)
-        self._notify = self._r.register_script(_NOTIFY)
-        self._ack = self._r.register_script(_ACK)
-        self._copy = self._r.register_script(_COPY)
-        self._move = self._r.register_script(_MOVE)
-        self._ask_stop = self._r.register_script(_ASK_STOP)
+        self._complete = self._r.register_script(lua.COMPLETE)
+        self._register = self._r.register_script(lua.REGISTER)
+        self._deregister = self._r.register_script(lua.DEREGISTER)
+        self._heartbeat = self._r.register_script(lua.HEARTBEAT)
+        self._reap = self._r.register_script(lua.REAP)
+        self._notify = self._r.register_script(lua.NOTIFY)
+        self._ack = self._r.register_script(lua.ACK)
+        self._copy = self._r.register_script(lua.COPY)
+        self._move = self._r.register_script(lua.MOVE)
+        self._ask_stop = self._r.register_script(lua.ASK_STOP)
         self._scripts = [self._notify, self._ack, self._ask_stop]  # the ones sent inside pipelines
+        self.rerun: list[int] = []
 
     def _execute(self, build: Any) -> list[Any]:
-        """Build a pipeline with ``build(pipe)`` and run it in one round trip.
+        """Build a pipeline with ``build(pipe)`` and run it in one round trip; return the replies.
 
         Scripts in it go as plain ``EVALSHA`` (redis-py would add a ``SCRIPT EXISTS`` round trip to every pipeline
-        with scripts); if the server does not know them (restarted, flushed), they are loaded and the pipeline is
-        built and sent again.
+        with scripts). If the server does not know them (restarted, flushed), the other commands have run: the
+        scripts are loaded and only the script calls that failed run again, after the pipeline (sending it all
+        again would, for instance, push its messages twice). :attr:`rerun` lists their positions.
         """
-        for attempt in (0, 1):
-            pipe = self._r.pipeline(transaction=False)
-            build(pipe)
-            try:
-                return pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if attempt:
-                    raise
-                for script in self._scripts:
-                    self._r.script_load(script.script)
-        raise AssertionError("unreachable")
+        pipe = self._r.pipeline(transaction=False)
+        build(pipe)
+        stack = [args for args, _ in pipe.command_stack]
+        replies = list(pipe.execute(raise_on_error=False))
+        self.rerun = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+        if self.rerun:
+            for script in self._scripts:
+                self._r.script_load(script.script)
+            for i in self.rerun:
+                replies[i] = self._r.execute_command(*stack[i])  # type: ignore[no-untyped-call]
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     @classmethod
     def connect(cls, address: RedisAddress, *, retries: int = 3) -> Backend:
@@ -281,13 +267,21 @@ class Backend:
             self._execute(notify)
         return moved
 
-    def open_run(self, jobname: str, run_id: str, ttl: float, values: dict[str, bytes]) -> None:
-        """Mark the run alive for ``ttl`` seconds and upload ``values`` (field -> pickled literal)."""
+    def open_run(
+        self, jobname: str, run_id: str, ttl: float, values: dict[str, bytes], parts: Sequence[Part] = ()
+    ) -> None:
+        """Mark the run alive for ``ttl`` seconds and upload ``values`` (field -> sealed literal) and the ``parts``
+        of large ones."""
+        data, ms = keys.data(jobname, run_id), int(ttl * 1000)
+        if parts:
+            commands: list[tuple[Any, ...]] = [("HSET", data, name, view) for name, view in parts]
+            commands += [("SET", keys.alive(jobname, run_id), b"1", "PX", ms), ("PEXPIRE", data, ms)]
+            self._send_large(commands)
         pipe = self._r.pipeline(transaction=False)
-        pipe.set(keys.alive(jobname, run_id), b"1", px=int(ttl * 1000))
+        pipe.set(keys.alive(jobname, run_id), b"1", px=ms)
         if values:
-            pipe.hset(keys.data(jobname, run_id), mapping=cast(Any, values))
-            pipe.pexpire(keys.data(jobname, run_id), int(ttl * 1000))
+            pipe.hset(data, mapping=cast(Any, values))
+            pipe.pexpire(data, ms)
         pipe.execute()
 
     def exchange(
@@ -323,7 +317,10 @@ class Backend:
             pipe.lrange(done, 0, max_records - 1)
 
         replies = self._execute(build)
-        return list(replies[-1]), bool(replies[-2])
+        records = list(replies[-1])
+        if acknowledge and 0 in self.rerun and replies[0]:  # the records read still began with the ones dropped
+            records = records[len(acknowledge) :]
+        return records, bool(replies[-2])
 
     def wait_records(self, jobname: str, run_id: str, timeout: float) -> bool:
         """Block up to ``timeout`` seconds (at most :data:`MAX_BLOCK`) until a completion record is there.
@@ -493,28 +490,100 @@ class Backend:
         record: bytes,
         values: Sequence[tuple[str, bytes]],
         ntasks: int,
+        large: Sequence[tuple[str, bytes]] = (),
+        parts: Sequence[Part] = (),
     ) -> int:
         """Store a batch's results and completion record and release the message, atomically.
 
-        Returns 1 when stored, 0 when the run is gone and -1 when the worker no longer held the message (it was
-        reaped and the message requeued); in both cases nothing is stored. ``ntasks`` is added to the worker's
-        task count.
+        ``values`` and ``large`` are ``(field, sealed value)`` pairs, ``large`` the references of large values
+        (:mod:`dask_redisparam.bulk`), whose ``parts`` are written first, in the same round trip. Returns 1 when
+        stored, 0 when the run is gone and -1 when the worker no longer held the message (it was reaped and the
+        message requeued); in both cases nothing is stored (and the parts are deleted). ``ntasks`` is added to the
+        worker's task count.
         """
-        args: list[bytes | str | int] = [message, record, ntasks]
-        for field, value in values:
-            args += [field, value]
-        return int(
-            self._complete(
-                keys=[
-                    keys.alive(jobname, run_id),
-                    keys.data(jobname, run_id),
-                    keys.done(jobname, run_id),
-                    keys.processing(jobname, worker_id),
-                    keys.worker(jobname, worker_id),
-                ],
-                args=args,
-            )
-        )
+        args: list[Any] = [message, record, ntasks, len(parts), *(name for name, _ in parts)]
+        args += [len(large), *_pairs(large), *_pairs(values)]
+        script_keys = [
+            keys.alive(jobname, run_id),
+            keys.data(jobname, run_id),
+            keys.done(jobname, run_id),
+            keys.processing(jobname, worker_id),
+            keys.worker(jobname, worker_id),
+        ]
+        if not parts:
+            return int(self._complete(keys=script_keys, args=args))
+        data = keys.data(jobname, run_id)
+        commands: list[tuple[Any, ...]] = [("HSET", data, name, view) for name, view in parts]
+        commands.append(("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args))
+        try:
+            return int(self._send_large(commands)[-1])
+        except redis.exceptions.NoScriptError:  # the parts are written; the script is loaded by this call
+            return int(self._complete(keys=script_keys, args=args))
+
+    def read_parts(self, jobname: str, run_id: str, targets: Sequence[Part]) -> bool:
+        """Read the fields of ``targets`` straight into their views (the parts of large values); False when one is
+        missing. One round trip; each part goes from the socket into its place with no intermediate copy.
+        """
+        if not targets:
+            return True
+        data = keys.data(jobname, run_id)
+        pool = self._r.connection_pool
+        conn: Any = pool.get_connection()
+        found = True
+        try:
+            sock = getattr(conn, "_sock", None)
+            if not isinstance(sock, socket.socket):  # not a plain (or TLS) socket: through redis-py, with a copy
+                return self._read_parts_copying(data, targets)
+            conn.send_packed_command([chunk for name, _ in targets for chunk in conn.pack_command("HGET", data, name)])
+            for _, view in targets:
+                found = read_bulk_into(sock, view) and found
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the connection cannot be reused
+            raise
+        finally:
+            pool.release(conn)
+        self.bytes_downloaded += sum(len(view) for _, view in targets)
+        return found
+
+    def _read_parts_copying(self, data: str, targets: Sequence[Part]) -> bool:
+        pipe = self._r.pipeline(transaction=False)
+        for name, _ in targets:
+            pipe.hget(data, name)
+        found = True
+        for (_, view), got in zip(targets, pipe.execute(), strict=True):
+            if got is None or len(got) != len(view):
+                found = False
+                continue
+            view[:] = got
+        return found
+
+    def _send_large(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one round trip with large arguments as they are (memoryviews: no copy, where
+        redis-py's hiredis packer would join everything into one bytes object) and a wide send buffer."""
+        pool = self._r.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            sock = getattr(conn, "_sock", None)
+            if isinstance(sock, socket.socket):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            packer: Any = PythonRespSerializer(6000, conn.encoder.encode)
+            conn.send_packed_command([chunk for command in commands for chunk in packer.pack(*command)])
+            replies: list[Any] = []
+            error: Exception | None = None
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.exceptions.ResponseError as e:
+                    error = error or e
+                    replies.append(e)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        if error is not None:
+            raise error
+        return replies
 
     def held_messages(self, jobname: str, worker_id: str) -> list[bytes]:
         """The messages in a worker's processing list (claimed, not completed), oldest first."""

@@ -65,6 +65,12 @@ def _settings(jobname: str | None, url: str | None, host: str | None, port: int 
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Exit after this many messages.")
 @click.option("--no-restart", is_flag=True, help="Do not replace worker processes that die.")
 @click.option(
+    "--release-memory",
+    is_flag=True,
+    help="Give memory freed by large values back to the system at once (default: keep it for the next ones; "
+    "see dask_redisparam.memory).",
+)
+@click.option(
     "--heartbeat-interval", type=float, default=1.0, show_default=True, help="Seconds between lease renewals."
 )
 @click.option(
@@ -87,6 +93,7 @@ def worker_command(
     burst: bool,
     max_tasks: int | None,
     no_restart: bool,
+    release_memory: bool,
     heartbeat_interval: float,
     heartbeat_ttl: float,
     child: bool,
@@ -103,7 +110,11 @@ def worker_command(
     address = settings.address
     assert address is not None
     if child:
+        from .memory import reuse_freed_memory
         from .worker import Worker
+
+        if not release_memory:
+            reuse_freed_memory()
 
         worker = Worker(
             address,
@@ -128,6 +139,8 @@ def worker_command(
         child_args.append("--burst")
     if max_tasks is not None:
         child_args += ["--max-tasks", str(max_tasks)]
+    if release_memory:
+        child_args.append("--release-memory")
     child_args += ["-v"] * verbose + (["--quiet"] if quiet else [])
     env = {"REDISPARAM_URL": address.to_url(show_password=True)}
     base_id = worker_id or uuid.uuid4().hex[:8]

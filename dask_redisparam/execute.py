@@ -26,11 +26,12 @@ from typing import Any
 
 import dask.config
 
+from .bulk import Frames
 from .errors import SerializationError, ServerError, StopRequested, TaskTimeout
 from .logs import TaskLog, capture_task_output
 from .protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome
 from .rng import seed_task
-from .serialize import check_size, dumps_exception, dumps_value
+from .serialize import dumps_exception, dumps_result
 
 __all__ = ["EXIT_TASK_EXITED", "WATCHDOG_ENV", "Watchdog", "run_batch"]
 
@@ -84,10 +85,11 @@ def time_limit(key: Any, seconds: float | None, watchdog: Watchdog) -> Iterator[
 
 def run_batch(
     batch: Batch, values: dict[int, Any], missing: set[int], watchdog: Watchdog
-) -> tuple[list[Outcome], list[tuple[str, bytes]]]:
+) -> tuple[list[Outcome], list[tuple[str, bytes | Frames]]]:
     """Run the entries of ``batch`` in order; ``values`` holds the inputs by field (and receives the results).
 
-    Returns the outcomes and the ``(field, pickled result)`` pairs to store.
+    Returns the outcomes and the ``(field, pickled result)`` pairs to store (:class:`~dask_redisparam.bulk.Frames`
+    for a large result).
     """
     with exported_globals(batch.exported):
         return _run_entries(batch, values, missing, watchdog)
@@ -115,9 +117,9 @@ def exported_globals(exported: tuple[dict[str, Any], dict[str, str]] | None) -> 
 
 def _run_entries(
     batch: Batch, values: dict[int, Any], missing: set[int], watchdog: Watchdog
-) -> tuple[list[Outcome], list[tuple[str, bytes]]]:
+) -> tuple[list[Outcome], list[tuple[str, bytes | Frames]]]:
     outcomes: list[Outcome] = []
-    stores: list[tuple[str, bytes]] = []
+    stores: list[tuple[str, bytes | Frames]] = []
     failed: set[int] = set()
     for entry in batch.entries:
         start = time.time()
@@ -158,7 +160,7 @@ def _run_entry(
     missing: set[int],
     timeout: float | None,
     watchdog: Watchdog,
-    stores: list[tuple[str, bytes]],
+    stores: list[tuple[str, bytes | Frames]],
 ) -> int:
     lost = [key for key, i in entry.deps if i in missing]
     if lost:
@@ -169,10 +171,10 @@ def _run_entry(
     if not entry.store:
         return 0
     try:
-        blob = dumps_value(result)
+        blob = dumps_result(result)
     except Exception as e:
         raise SerializationError(
             f"cannot pickle the result of task {entry.key!r} ({type(result).__name__}): {e}"
         ) from e
-    stores.append((str(entry.idx), check_size(blob, f"the result of task {entry.key!r}")))
-    return len(blob)
+    stores.append((str(entry.idx), blob))
+    return blob.nbytes if isinstance(blob, Frames) else len(blob)

@@ -11,15 +11,40 @@ __all__ = ["ACK", "ASK_STOP", "COMPLETE", "COPY", "DEREGISTER", "HEARTBEAT", "MO
 # Store a batch's results and its completion record, and forget the message; but only if the worker still holds the
 # message (a reaped worker lost its claim: its late result is dropped) and the run is alive (keys of a dead run are
 # never re-created, so nothing is left behind after a run ends).
+# ARGV: message, record, task count, n, n part fields (written just before, see dask_redisparam.bulk), r, then
+# field/value pairs, the first r of them references to large values. Refused, the script deletes those parts, unless
+# the first reference is already stored (a repeat of a call that succeeded: the parts are the stored value's). If a
+# reference's field exists already (the message ran twice: it was queued twice), the first values stay: the new
+# references are not stored and their parts are deleted.
 COMPLETE = """
-if redis.call('LREM', KEYS[4], 1, ARGV[1]) == 0 then return -1 end
+local n = tonumber(ARGV[4])
+local r = tonumber(ARGV[5 + n])
+local first = 6 + n
+local function drop_parts()
+  for i = 5, 4 + n do redis.call('HDEL', KEYS[2], ARGV[i]) end
+end
+if redis.call('LREM', KEYS[4], 1, ARGV[1]) == 0 then
+  if r == 0 or redis.call('HGET', KEYS[2], ARGV[first]) ~= ARGV[first + 1] then drop_parts() end
+  return -1
+end
 if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('HINCRBY', KEYS[5], 'tasks', ARGV[3]) end
 local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then return 0 end
-for i = 4, #ARGV, 2 do
+if ttl < 0 then
+  drop_parts()
+  return 0
+end
+local start = first
+for i = first, first + 2 * r - 2, 2 do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then
+    drop_parts()
+    start = first + 2 * r
+    break
+  end
+end
+for i = start, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
-if #ARGV > 3 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if #ARGV >= first then redis.call('PEXPIRE', KEYS[2], ttl) end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ttl)
 return 1

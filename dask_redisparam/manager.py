@@ -84,10 +84,10 @@ def run_graph(
             cb(graph.nodes)
         failed = True
         try:
-            uploads, copies = run.start()
+            uploads, parts, copies = run.start()
             for cb in run.start_state_cbs:
                 cb(graph.nodes, run.state)
-            backend.open_run(run.job, run.run_id, RUN_TTL, uploads)
+            backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts)
             if copies:
                 _copy_redo_values(run, copies)
             _loop(run, count_workers)

@@ -53,12 +53,14 @@ class TimelineRecord(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class RedoInfo:
-    """A failed run's kept values, for ``redo=``: the job, the run and each kept key's field in its redo hash."""
+    """A failed run's kept values, for ``redo=``: the job, the run, each kept key's field in its redo hash, and the
+    fields of the parts of large ones (by field)."""
 
     jobname: str
     run_id: str
     fields: dict[Hashable, str]
     rng_seed: int | None
+    parts: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 def _no_known_values(key: Hashable) -> Any:

@@ -104,7 +104,8 @@ class Batch(NamedTuple):
 class Outcome(NamedTuple):
     """What became of one entry: ``status`` is OK, ERROR (``error`` holds the pickled exception) or
     UNEVALUATED; ``nbytes`` is the size of the stored result; times are the worker's clock, in seconds; ``log``
-    is the captured :class:`~dask_redisparam.logs.TaskLog`, if any."""
+    is the captured :class:`~dask_redisparam.logs.TaskLog`, if any; ``parts`` names the fields that hold the parts
+    of a large result (:mod:`dask_redisparam.bulk`), deleted with it."""
 
     idx: int
     status: int
@@ -113,6 +114,7 @@ class Outcome(NamedTuple):
     start: float
     end: float
     log: Any = None
+    parts: tuple[str, ...] = ()
 
 
 class Completion(NamedTuple):

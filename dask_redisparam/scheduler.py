@@ -41,6 +41,7 @@ every message carries one task, so that stopping one task never costs another it
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import math
@@ -53,6 +54,7 @@ from dask.callbacks import unpack_callbacks
 from dask.sizeof import sizeof
 
 from .backend import Backend
+from .bulk import MISSING_PARTS, Part, open_values, pack
 from .errors import KilledWorker, RunLost, SerializationError, TaskTimeout, make_remote
 from .graph import EMPTY, Graph
 from .logs import emit_task_log
@@ -67,10 +69,8 @@ from .protocol import (
     decode_lost,
     encode_task,
     loads_completion,
-    seal_value,
-    unseal_value,
 )
-from .serialize import check_size, dumps_task, dumps_value, loads, loads_exception
+from .serialize import dumps_result, dumps_task, loads_exception
 from .signing import PayloadRejected
 
 __all__ = ["RunState"]
@@ -98,6 +98,7 @@ class RunState:
         self.loc: dict[Hashable, int] = {}  # key -> data field (or inline literal) that holds its value
         self.holders: dict[int, int] = {}  # field -> number of keys whose value it holds
         self.inline: dict[int, Any] = {}  # small literals, by field
+        self.parts: dict[int, tuple[str, ...]] = {}  # field of a large value -> the fields of its parts
         self.messages: dict[int, tuple[bytes, list[Hashable]]] = {}  # in flight: message id -> (bytes, keys)
         self.next_msg = 0
         self.counter = 0
@@ -124,14 +125,15 @@ class RunState:
         self.start_cbs, self.start_state_cbs, self.pretask_cbs, self.posttask_cbs, self.finish_cbs = unpacked
 
     # ------------------------------------------------------------------ set-up
-    def start(self) -> tuple[dict[str, bytes], dict[str, str]]:
+    def start(self) -> tuple[dict[str, bytes], list[Part], dict[str, str]]:
         """Fill the initial state.
 
-        Returns the large literals to upload (field -> pickled value) and the values to copy from the redo hash
-        of a failed run (field -> field there).
+        Returns the large literals to upload (field -> sealed value, and the parts of the largest), and the values
+        to copy from the redo hash of a failed run (field -> field there).
         """
         waiting = self.state["waiting"]
         uploads: dict[str, bytes] = {}
+        parts: list[Part] = []
         copies: dict[str, str] = {}
         literals = []
         redo = self.options.redo
@@ -144,22 +146,15 @@ class RunState:
             field = self.idx[key]
             if key in self.graph.known and redo is not None and key in redo.fields:
                 copies[str(field)] = redo.fields[key]
+                if redo.parts.get(redo.fields[key]):
+                    self.parts[field] = redo.parts[redo.fields[key]]
+                    copies.update((name, name) for name in self.parts[field])
             elif key in self.graph.known:  # saved in the result directory
                 if not self.graph.dependents[key]:
                     continue  # nothing here needs its value: the caller has it on disk
-                value = self.options.load_known(key)
-                if sizeof(value) > INLINE_BYTES:
-                    blob = check_size(dumps_value(value), f"the literal {key!r} of the graph")
-                    uploads[str(field)] = seal_value(blob, self.options.signer, self.job)
-                else:
-                    self.inline[field] = value
+                self.add_literal(field, self.options.load_known(key), uploads, parts)
             else:
-                value = self.graph.nodes[key]({})
-                if sizeof(value) > INLINE_BYTES:
-                    blob = check_size(dumps_value(value), f"the literal {key!r} of the graph")
-                    uploads[str(field)] = seal_value(blob, self.options.signer, self.job)
-                else:
-                    self.inline[field] = value
+                self.add_literal(field, self.graph.nodes[key]({}), uploads, parts)
             self.loc[key] = field
             self.holders[field] = 1
         for key, node in self.graph.nodes.items():
@@ -168,12 +163,24 @@ class RunState:
         for key in literals:
             for dependent in self.mark_finished(key, StoredResult(key, 0, "manager"), notify=False):
                 self.make_ready(dependent)
-        return uploads, copies
+        return uploads, parts, copies
+
+    def add_literal(self, field: int, value: Any, uploads: dict[str, bytes], parts: list[Part]) -> None:
+        """Keep a small literal here (it travels inside messages); pack a large one for upload."""
+        if sizeof(value) <= INLINE_BYTES:
+            self.inline[field] = value
+            return
+        sealed, value_parts = pack(dumps_result(value), self.options.signer, self.job)
+        uploads[str(field)] = sealed
+        if value_parts:
+            parts += value_parts
+            self.parts[field] = tuple(name for name, _ in value_parts)
 
     def redo_info(self) -> RedoInfo:
         """What a later ``redo=`` needs: the fields of every value still held (inputs of what failed)."""
         fields = {key: str(field) for key, field in self.loc.items() if field not in self.inline}
-        return RedoInfo(self.job, self.run_id, fields, self.options.rng_seed)
+        parts = {str(field): names for field, names in self.parts.items()}
+        return RedoInfo(self.job, self.run_id, fields, self.options.rng_seed, parts)
 
     def add_task(self, key: Hashable, node: Any) -> None:
         """Add an independent, requested task to a running run (streaming, as ``iterate``): it is ready now."""
@@ -261,6 +268,7 @@ class RunState:
             del self.holders[field]
             if self.inline.pop(field, _MISSING) is _MISSING:
                 self.to_release.append(str(field))
+                self.to_release += self.parts.pop(field, ())
 
     # ------------------------------------------------------------------ dispatch
     def chunk_size(self, free_slots: int) -> int:
@@ -376,6 +384,8 @@ class RunState:
                 if outcome.nbytes or key in self.requested:
                     self.loc[key] = outcome.idx
                     self.holders[outcome.idx] = 1
+                    if outcome.parts:
+                        self.parts[outcome.idx] = outcome.parts
                 became_ready += self.mark_finished(key, StoredResult(key, outcome.nbytes, done.worker))
             elif outcome.status == ERROR:
                 assert outcome.error is not None
@@ -466,16 +476,16 @@ class RunState:
             else:
                 remote.append(key)
         blobs = self.backend.fetch_values(self.job, self.run_id, [str(self.loc[k]) for k in remote])
-        for key, blob in zip(remote, blobs, strict=True):
-            if blob is None:
+        read_parts = functools.partial(self.backend.read_parts, self.job, self.run_id)
+        for key, value in zip(remote, open_values(blobs, self.options.signer, self.job, read_parts), strict=True):
+            if isinstance(value, PayloadRejected):
+                raise PayloadRejected(f"the stored value of {key!r} was rejected, not unpickled: {value}")
+            if value is MISSING_PARTS:
                 raise RunLost(
                     f"the value of {key!r} is missing from Redis at {self.options.describe_server}: "
                     "was the server restarted without persistence, or the key evicted?"
                 )
-            try:
-                out[key] = loads(unseal_value(blob, self.options.signer, self.job))
-            except PayloadRejected as e:
-                raise PayloadRejected(f"the stored value of {key!r} was rejected, not unpickled: {e}") from None
+            out[key] = value
         return out
 
 

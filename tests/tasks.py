@@ -238,3 +238,30 @@ def counted_slow_inc(path: str, x: int, seconds: float) -> int:
 
 def huge_bytes(nbytes: int) -> bytes:
     return b"x" * nbytes
+
+
+def counted_make_array(path: str, nbytes: int, fill: float) -> Any:
+    """As :func:`make_array`, counting executions by appending a line to ``path``."""
+    with open(path, "a") as f:
+        f.write("made\n")
+    return make_array(nbytes, fill)
+
+
+def slow_array_sum(a: Any, seconds: float) -> float:
+    """Sleep ``seconds``, then sum the array."""
+    time.sleep(seconds)
+    return float(a.sum())
+
+
+def array_sum_unless_flagged(path: str, a: Any) -> float:
+    """Sum the array; fail while the file ``path`` exists (a failure that a redo can get past)."""
+    if pathlib.Path(path).exists():
+        raise RuntimeError("flagged")
+    return float(a.sum())
+
+
+def touch_then_slow_inc(path: str, x: float, seconds: float) -> float:
+    """Create ``path`` when the task starts, sleep ``seconds``, increment."""
+    pathlib.Path(path).write_text("started")
+    time.sleep(seconds)
+    return x + 1

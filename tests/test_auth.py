@@ -40,7 +40,8 @@ _METHOD_COMMANDS = {
     "script_exists": "script|exists",
 }
 # redis-py methods that send no command of their own
-_NOT_COMMANDS = {"pipeline", "execute", "close", "register_script", "reset"}
+_NOT_COMMANDS = {"pipeline", "execute", "close", "register_script", "reset", "execute_command"}
+"""redis-py methods that send no command of their own (``execute_command`` repeats a pipelined one)."""
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +167,7 @@ def _backend_commands() -> set[str]:
     if "register_script" in methods:  # redis-py runs a script with EVALSHA, loading it first when missing
         commands |= {"evalsha", "script|load", "script|exists"}
     commands |= {c.lower() for c in re.findall(r"redis\.p?call\(\s*'(\w+)'", source + lua)}
+    commands |= {c.lower() for c in re.findall(r'\(\s*"([A-Z]+)",', source)}  # raw commands: ("HSET", key, ...)
     return commands
 
 
@@ -236,6 +238,10 @@ def test_acl_user_confined_to_one_job(tcp_server: EmbeddedRedis, admin: redis.Re
             assert param(dsk, "total", redo=info.value) == 10 + sum(range(4))
             assert len(calls.read_text().split()) == 4
             assert param.map(tasks.inc, range(5)) == [1, 2, 3, 4, 5]
+            # large values: parts written with HSET beside the completion script, read with pipelined HGETs
+            big = {"a": (tasks.make_array, 6_000_000, 1.0), "b": (tasks.add_one_array, "a")}
+            big["c"] = (tasks.array_sum, "b")
+            assert param(big, "c", fuse_chains=False) == 2.0 * 750_000
         status = _cli("status", "--jobname", job_a, "--interval", "0.2", url=url)
         assert status.returncode == 0, status.stderr
         assert f"job {job_a} " in status.stdout and "workers: 2 " in status.stdout

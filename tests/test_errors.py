@@ -114,17 +114,3 @@ def test_no_keys_left_after_a_failed_run(
     time.sleep(0.3)  # let running tasks finish: their results must not re-create the run's keys
     assert run_keys(rclient, jobname) == []
     assert rclient.llen(keys.queue(jobname)) == 0
-
-
-def test_a_result_too_large_for_redis_is_a_clear_error(
-    manager: RedisParam, cli_workers: Callable[..., CliWorkers]
-) -> None:
-    from dask_redisparam.serialize import MAX_VALUE_BYTES
-
-    workers = cli_workers(1)
-    started = time.monotonic()
-    with pytest.raises(SerializationError, match=r"the result of task 'big' pickles to .* MB, over the 500 MB"):
-        manager({"big": (tasks.huge_bytes, MAX_VALUE_BYTES + 1)}, "big")
-    assert time.monotonic() - started < 20
-    assert manager({"x": (tasks.inc, 1)}, "x") == 2
-    assert workers.process.poll() is None

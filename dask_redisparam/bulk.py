@@ -1,0 +1,338 @@
+"""Large values: pickle protocol 5 frames, stored as parts beside a small signed reference.
+
+A value whose pickle would be large (:data:`LARGE_BYTES` or more) does not travel as one Redis string through
+the completion script (where Redis and Lua would copy it several times, and one string holds at most 512 MB).
+Instead:
+
+- it is pickled with protocol 5 and out-of-band buffers: the pickle *header* is small and every contiguous
+  buffer (a numpy array's memory, a ``bytearray``...) is referenced, not copied;
+- header (unless small enough to travel inside the reference) and buffers are cut into *parts* of at most
+  :data:`PART_BYTES`, written with plain ``HSET`` to fields ``~<token>.<n>`` of the run's data hash (``token``:
+  random per write, so that a late writer that lost its claim never overwrites a committed value; its parts are
+  deleted by the completion script that refuses it);
+- the value's own field holds a :class:`Ref` (sealed like any stored value): token, frame sizes, the embedded
+  header and a Poly1305 tag over the parts (its one-time key derived from the shared secret and a random nonce,
+  see :meth:`~dask_redisparam.signing.Signer.bulk_authenticator`: 10 GB/s where HMAC-SHA256 does 2).
+
+A reader fetches the reference, allocates one buffer for all frames (numpy's allocator when numpy is there:
+huge pages, reused memory), has the backend read every part straight into its place (no intermediate copy),
+checks the tag and unpickles with the buffers in place: a numpy array comes back as a view of that buffer.
+
+Examples
+--------
+>>> frames = Frames(b"header", [memoryview(b"x" * 10)])
+>>> ref, parts = split(frames, None, b"job", token="t0")
+>>> [(name, len(view)) for name, view in parts]
+[('~t0.0', 10)]
+>>> [(name, offset, size) for name, offset, size in layout(decode_ref(ref))]
+[('~t0.0', 0, 10)]
+"""
+
+from __future__ import annotations
+
+import pickle
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from .errors import ServerError
+from .protocol import seal_value, unseal_value
+from .signing import PayloadRejected, Signer
+
+__all__ = [
+    "LARGE_BYTES",
+    "MISSING_PARTS",
+    "PART_BYTES",
+    "Frames",
+    "Ref",
+    "decode_ref",
+    "is_ref",
+    "layout",
+    "load",
+    "open_value",
+    "open_values",
+    "pack",
+    "part_names",
+    "split",
+]
+
+Part = tuple[str, memoryview]
+"""A part to write: its field in the run's data hash, and a view of the bytes (no copy)."""
+ReadParts = Callable[[Sequence[Part]], bool]
+"""Fills each view with its field's bytes; False when a field is missing (see ``Backend.read_parts``)."""
+
+LARGE_BYTES = 1 << 20
+"""Results at least this large (``dask.sizeof``, or pickled) are stored as parts."""
+PART_BYTES = 4 << 20
+"""The largest part: small enough for Redis to send without large reply buffers, large enough to be cheap."""
+EMBED_BYTES = 64 << 10
+"""A pickle header up to this size travels inside the reference."""
+ALIGN = 64
+"""Frames start at multiples of this in the reader's buffer (aligned numpy arrays)."""
+REF_MAGIC = b"R1\0"
+"""How a reference starts (a pickle starts with ``\\x80``)."""
+
+
+class Frames(NamedTuple):
+    """A value pickled with protocol 5: the header and the out-of-band buffers it refers to (not copies)."""
+
+    header: bytes
+    buffers: list[memoryview]
+
+    @property
+    def nbytes(self) -> int:
+        """Total size in bytes."""
+        return len(self.header) + sum(len(b) for b in self.buffers)
+
+
+class Ref(NamedTuple):
+    """What a large value's field holds: where its parts are and how to check them."""
+
+    token: str
+    sizes: tuple[int, ...]
+    header: bytes | None
+    kid: str | None
+    nonce: bytes
+    tag: bytes | None
+
+    @property
+    def nbytes(self) -> int:
+        """The value's size in bytes (header included)."""
+        return sum(self.sizes) + len(self.header or b"")
+
+
+def pack(blob: bytes | Frames, signer: Signer | None, jobname: str) -> tuple[bytes, list[Part]]:
+    """What to store for a pickled value: the sealed field value, and the parts to write first (none for a small
+    value, which is sealed whole).
+
+    Examples
+    --------
+    >>> pack(b"pickle", None, "job")
+    (b'||pickle', [])
+    """
+    if not isinstance(blob, Frames):
+        return seal_value(blob, signer, jobname), []
+    ref, parts = split(blob, signer, jobname.encode())
+    return seal_value(ref, signer, jobname), parts
+
+
+def open_value(sealed: bytes, signer: Signer | None, jobname: str, read_parts: ReadParts) -> Any:
+    """The value of a stored field: checked, then unpickled; a large one read with ``read_parts`` first.
+
+    Returns :data:`MISSING_PARTS` when a part of a large value is gone; raises
+    :class:`~dask_redisparam.signing.PayloadRejected` when a signature does not hold (nothing is unpickled).
+
+    Examples
+    --------
+    >>> sealed, parts = pack(Frames(pickle.dumps(b"v" * 10, protocol=5), []), None, "job")
+    >>> stored = {name: bytes(view) for name, view in parts}
+    >>> def read_parts(targets):
+    ...     for name, view in targets:
+    ...         view[:] = stored[name]
+    ...     return True
+    >>> open_value(sealed, None, "job", read_parts)
+    b'vvvvvvvvvv'
+    """
+    payload = unseal_value(sealed, signer, jobname)
+    if is_ref(payload):
+        return load(decode_ref(payload), signer, jobname.encode(), read_parts)
+    return pickle.loads(payload)
+
+
+def split(frames: Frames, signer: Signer | None, jobname: bytes, token: str | None = None) -> tuple[bytes, list[Part]]:
+    """The reference payload (to seal as a value) and the parts (field name, view into the frames) to write.
+
+    The tag covers every part in order (with ``signer``); without one there is none, as for other values.
+    """
+    token = token or secrets.token_hex(8)
+    chunks: list[memoryview] = []
+    embedded = frames.header if len(frames.header) <= EMBED_BYTES else None
+    if embedded is None:
+        chunks.append(memoryview(frames.header))
+    chunks += [b.cast("B") if b.format != "B" or b.ndim != 1 else b for b in frames.buffers]
+    nonce = secrets.token_bytes(16)
+    mac = signer.bulk_authenticator(jobname, nonce) if signer is not None else None
+    parts: list[Part] = []
+    for chunk in chunks:
+        for start in range(0, max(len(chunk), 1), PART_BYTES):
+            view = chunk[start : start + PART_BYTES]
+            if mac is not None:
+                mac.update(view)
+            parts.append((f"~{token}.{len(parts)}", view))
+    ref = Ref(
+        token,
+        tuple(len(c) for c in chunks),
+        embedded,
+        signer.key_id if signer is not None else None,
+        nonce,
+        mac.finalize() if mac is not None else None,
+    )
+    return REF_MAGIC + pickle.dumps(tuple(ref), protocol=pickle.HIGHEST_PROTOCOL), parts
+
+
+def is_ref(payload: bytes | memoryview) -> bool:
+    """Whether an unsealed stored value is a :class:`Ref` (else it is a pickle)."""
+    return bytes(payload[: len(REF_MAGIC)]) == REF_MAGIC
+
+
+def decode_ref(payload: bytes | memoryview) -> Ref:
+    """Inverse of the reference made by :func:`split` (call it only on an unsealed, i.e. checked, payload)."""
+    return Ref(*pickle.loads(memoryview(payload)[len(REF_MAGIC) :]))
+
+
+def part_names(ref: Ref) -> tuple[str, ...]:
+    """The fields that hold the parts of ``ref``."""
+    return tuple(name for name, _, _ in layout(ref))
+
+
+def layout(ref: Ref) -> list[tuple[str, int, int]]:
+    """``(field, offset in the reader's buffer, size)`` of every part, in order."""
+    out: list[tuple[str, int, int]] = []
+    offset = 0
+    for size in ref.sizes:
+        for start in range(0, max(size, 1), PART_BYTES):
+            out.append((f"~{ref.token}.{len(out)}", offset + start, min(PART_BYTES, size - start)))
+        offset += -(-size // ALIGN) * ALIGN
+    return out
+
+
+def _allocate(nbytes: int) -> memoryview:
+    """A writable buffer of ``nbytes`` that starts at a multiple of :data:`ALIGN` (with numpy)."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is there whenever large buffers are
+        return memoryview(bytearray(nbytes))
+    buffer: Any = np.empty(nbytes + ALIGN, dtype=np.uint8)  # numpy's allocator: huge pages, memory reused
+    start = -buffer.ctypes.data % ALIGN
+    return memoryview(buffer)[start : start + nbytes]
+
+
+def load(ref: Ref, signer: Signer | None, jobname: bytes, read_parts: ReadParts) -> Any:
+    """Read a large value's parts with ``read_parts(targets) -> all found`` and unpickle it in place.
+
+    Returns :data:`MISSING_PARTS` when a part is gone. Raises
+    :class:`~dask_redisparam.signing.PayloadRejected` when the tag does not match (nothing is unpickled).
+    """
+    buffer, targets = _place(ref)
+    if not read_parts(targets):
+        return MISSING_PARTS
+    return _finish(ref, buffer, targets, signer, jobname)
+
+
+def _place(ref: Ref) -> tuple[memoryview, list[Part]]:
+    """One buffer for a large value, and where each of its parts goes in it."""
+    where = layout(ref)
+    buffer = _allocate(max((offset + size for _, offset, size in where), default=0))
+    return buffer, [(name, buffer[offset : offset + size]) for name, offset, size in where]
+
+
+def _finish(ref: Ref, buffer: memoryview, targets: list[Part], signer: Signer | None, jobname: bytes) -> Any:
+    """Check the tag over the parts read into ``buffer``, then unpickle with the frames in place."""
+    if signer is not None or ref.tag is not None:
+        if signer is None:
+            raise PayloadRejected("payload is signed but this process has no secret (set REDISPARAM_SECRET)")
+        if ref.tag is None or ref.kid is None:
+            raise PayloadRejected("large value is not signed")
+        mac = signer.bulk_authenticator(jobname, ref.nonce, ref.kid)
+        for _, view in targets:
+            mac.update(view)
+        try:
+            mac.verify(ref.tag)
+        except Exception:
+            raise PayloadRejected(f"bad signature on a large value's parts (key id {ref.kid!r})") from None
+    frames, offset = [], 0
+    for size in ref.sizes:
+        frames.append(buffer[offset : offset + size])
+        offset += -(-size // ALIGN) * ALIGN
+    header = ref.header if ref.header is not None else frames.pop(0)
+    return pickle.loads(header, buffers=frames)
+
+
+def open_values(
+    stored: Sequence[bytes | None], signer: Signer | None, jobname: str, read_parts: ReadParts
+) -> list[Any]:
+    """Like :func:`open_value` for several fields, with the parts of all large ones read in one call.
+
+    Each item is the value, :data:`MISSING_PARTS` (the field or a part is gone) or the
+    :class:`~dask_redisparam.signing.PayloadRejected` error that refused it (nothing of it unpickled).
+
+    Examples
+    --------
+    >>> open_values([pack(pickle.dumps(1), None, "job")[0], None], None, "job", lambda targets: True)
+    [1, <MISSING_PARTS>]
+    """
+    out: list[Any] = [MISSING_PARTS] * len(stored)
+    large: list[tuple[int, Ref, memoryview, list[Part]]] = []
+    for i, sealed in enumerate(stored):
+        if sealed is None:
+            continue
+        try:
+            payload = unseal_value(sealed, signer, jobname)
+            if is_ref(payload):
+                ref = decode_ref(payload)
+                large.append((i, ref, *_place(ref)))
+            else:
+                out[i] = pickle.loads(payload)
+        except PayloadRejected as e:
+            out[i] = e
+    if large and read_parts([target for *_, targets in large for target in targets]):
+        for i, ref, buffer, targets in large:
+            try:
+                out[i] = _finish(ref, buffer, targets, signer, jobname.encode())
+            except PayloadRejected as e:
+                out[i] = e
+    return out
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<MISSING_PARTS>"
+
+
+MISSING_PARTS: Any = _Missing()
+"""What :func:`load` returns when a part of the value is missing from Redis."""
+
+
+# ---------------------------------------------------------------------- reading parts off the wire
+def read_bulk_into(sock: Any, view: memoryview) -> bool:
+    """Read one RESP bulk reply from ``sock`` straight into ``view`` (which must have its exact size).
+
+    Returns False for a nil reply (the field is missing). Raises :class:`ConnectionError` when the connection
+    ends and :class:`~dask_redisparam.signing.PayloadRejected` when the size differs (the caller must then drop
+    the connection: the rest of the reply is unread).
+    """
+    line = _read_line(sock)
+    if line in (b"$-1", b"_"):
+        return False
+    if not line.startswith(b"$"):
+        raise ConnectionError(f"unexpected reply to HGET: {line[:100]!r}")
+    size = int(line[1:])
+    if size != len(view):
+        raise PayloadRejected(f"a part of a large value has {size} bytes where its reference says {len(view)}")
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if not n:
+            raise ConnectionError("the connection closed in the middle of a reply")
+        got += n
+    tail = b""
+    while len(tail) < 2:
+        more = sock.recv(2 - len(tail))
+        if not more:
+            raise ConnectionError("the connection closed in the middle of a reply")
+        tail += more
+    return True
+
+
+def _read_line(sock: Any) -> bytes:
+    line = bytearray()
+    while not line.endswith(b"\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError("the connection closed in the middle of a reply")
+        line += byte
+        if len(line) > (4096 if line.startswith(b"-") else 64):
+            raise ConnectionError(f"unexpected reply to HGET: {bytes(line[:100])!r}")
+    if line.startswith(b"-"):
+        raise ServerError(f"reading a large value's part: {line[1:-2].decode(errors='replace')}")
+    return bytes(line[:-2])
