@@ -30,8 +30,10 @@ Examples
 
 from __future__ import annotations
 
+import mmap
 import pickle
 import secrets
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -43,6 +45,8 @@ __all__ = [
     "LARGE_BYTES",
     "MISSING_PARTS",
     "PART_BYTES",
+    "POOL",
+    "BufferPool",
     "Frames",
     "Ref",
     "decode_ref",
@@ -196,13 +200,66 @@ def layout(ref: Ref) -> list[tuple[str, int, int]]:
     return out
 
 
+class BufferPool:
+    """Where readers get the buffers that large values are read into.
+
+    With ``keep=0`` (the default, e.g. in a manager) every buffer is a new one from numpy's allocator (huge pages)
+    and lives as long as the value made from it. A worker keeps up to ``keep`` buffers (anonymous memory maps) once
+    their values are gone, and reads the next large values into them: memory a process touches for the first time
+    costs a page fault per page, on virtual machines as much as the copy itself (see
+    :mod:`dask_redisparam.memory`). A kept buffer serves a value of at least half its size.
+
+    Examples
+    --------
+    >>> pool = BufferPool(keep=1)
+    >>> view = pool.take(1000)
+    >>> pool.take(1000).obj is view.obj  # still in use: a new buffer
+    False
+    >>> address = id(view.obj)
+    >>> del view
+    >>> id(pool.take(1000).obj) == address  # free again: reused
+    True
+    """
+
+    def __init__(self, keep: int = 0) -> None:
+        self.keep = keep
+        self._buffers: list[mmap.mmap] = []
+
+    def take(self, nbytes: int) -> memoryview:
+        """A writable buffer of ``nbytes`` that starts at a multiple of :data:`ALIGN`."""
+        if self.keep <= 0:
+            return _allocate(nbytes)
+        best: mmap.mmap | None = None
+        for buffer in self._buffers:  # free: referenced only by the list, the loop and getrefcount's argument
+            if nbytes <= len(buffer) <= 2 * nbytes + mmap.PAGESIZE and sys.getrefcount(buffer) <= 3:
+                if best is None or len(buffer) < len(best):
+                    best = buffer
+        if best is None:
+            best = mmap.mmap(-1, max(nbytes, 1))
+            if hasattr(mmap, "MADV_HUGEPAGE"):
+                best.madvise(mmap.MADV_HUGEPAGE)
+            self._buffers.append(best)
+            self._drop_extra()
+        return memoryview(best)[:nbytes]
+
+    def _drop_extra(self) -> None:
+        """Forget free buffers beyond ``keep``, smallest first (buffers in use go when their values do)."""
+        free = sorted((b for b in self._buffers if sys.getrefcount(b) <= 3), key=len)
+        for buffer in free[: max(0, len(self._buffers) - self.keep)]:
+            self._buffers.remove(buffer)
+
+
+POOL = BufferPool()
+"""The process's receive buffers; workers set ``POOL.keep``."""
+
+
 def _allocate(nbytes: int) -> memoryview:
     """A writable buffer of ``nbytes`` that starts at a multiple of :data:`ALIGN` (with numpy)."""
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy is there whenever large buffers are
         return memoryview(bytearray(nbytes))
-    buffer: Any = np.empty(nbytes + ALIGN, dtype=np.uint8)  # numpy's allocator: huge pages, memory reused
+    buffer: Any = np.empty(nbytes + ALIGN, dtype=np.uint8)  # numpy's allocator: huge pages
     start = -buffer.ctypes.data % ALIGN
     return memoryview(buffer)[start : start + nbytes]
 
@@ -222,7 +279,7 @@ def load(ref: Ref, signer: Signer | None, jobname: bytes, read_parts: ReadParts)
 def _place(ref: Ref) -> tuple[memoryview, list[Part]]:
     """One buffer for a large value, and where each of its parts goes in it."""
     where = layout(ref)
-    buffer = _allocate(max((offset + size for _, offset, size in where), default=0))
+    buffer = POOL.take(max((offset + size for _, offset, size in where), default=0))
     return buffer, [(name, buffer[offset : offset + size]) for name, offset, size in where]
 
 

@@ -20,14 +20,16 @@ import pytest
 import redis
 from dask.callbacks import Callback
 
-from dask_redisparam import RedisParam, keys
+from dask_redisparam import RedisParam, bulk, keys
 from dask_redisparam.address import RedisAddress
 from dask_redisparam.backend import Backend, wait_until
 from dask_redisparam.bulk import (
     MISSING_PARTS,
     PART_BYTES,
+    BufferPool,
     Frames,
     Part,
+    Ref,
     decode_ref,
     layout,
     load,
@@ -339,7 +341,7 @@ def test_complete_stores_parts_and_a_repeat_keeps_them(backend: Backend, rclient
     signer = Signer.from_secret(SECRET)
     claim(backend, jobname, "r1", b"msg-0", {})
     arr, ref, parts = large(3.0, 9 * MB, signer, jobname)
-    args = (jobname, WORKER, "r1", b"msg-0", b"record", [], 1, [("3", ref)], parts)
+    args: tuple[Any, ...] = (jobname, WORKER, "r1", b"msg-0", b"record", [], 1, [("3", ref)], parts)
     assert backend.complete(*args) == 1
     data = keys.data(jobname, "r1")
     expected = sorted([b"3", *(name.encode() for name, _ in parts)])
@@ -606,6 +608,7 @@ def rss():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 before = rss()
 block = b"x" * (200 << 20)
+above = [bytes(1000 + i) for i in range(100)]  # glibc allocations after it: the freed block is not the heap's top
 del block
 print(rss() - before)
 """
@@ -619,6 +622,40 @@ def test_reuse_freed_memory_keeps_freed_blocks() -> None:
 
     assert grown("reuse") > 150 * MB  # freed, but kept by glibc for the next large value
     assert grown("default") < 50 * MB  # glibc's default: a large block goes back to the system when freed
+
+
+def test_the_buffer_pool_reuses_a_buffer_once_its_value_is_gone() -> None:
+    pool, arr = BufferPool(keep=2), np.arange(3 * MB // 8, dtype="f8")
+    sealed, parts = pack(dumps_result(arr), None, "job")
+    stored = {name: bytes(view) for name, view in parts}
+
+    def read_parts(targets: Sequence[Part]) -> bool:
+        for name, view in targets:
+            view[:] = stored[name]
+        return True
+
+    ref = decode_ref(unseal_value(sealed, None, "job"))
+    first = load_with(pool, ref, read_parts)
+    second = load_with(pool, ref, read_parts)  # the first value is alive: another buffer
+    assert not np.shares_memory(first, second)
+    address = first.__array_interface__["data"][0]
+    del first
+    third = load_with(pool, ref, read_parts)  # the first one's buffer, free again
+    assert third.__array_interface__["data"][0] == address
+    np.testing.assert_array_equal(third, arr)
+    assert third.flags.writeable
+    del second, third
+    pool.take(10 * MB)  # too large for the kept ones: a new buffer, and only ``keep`` buffers stay
+    assert len(pool._buffers) == 2
+
+
+def load_with(pool: BufferPool, ref: Ref, read_parts: Callable[[Sequence[Part]], bool]) -> Any:
+    saved = bulk.POOL
+    bulk.POOL = pool
+    try:
+        return load(ref, None, b"job", read_parts)
+    finally:
+        bulk.POOL = saved
 
 
 def child_cmdlines(pid: int) -> list[list[str]]:
