@@ -137,7 +137,7 @@ class Backend:
         self._copy = self._r.register_script(lua.COPY)
         self._move = self._r.register_script(lua.MOVE)
         self._ask_stop = self._r.register_script(lua.ASK_STOP)
-        self._scripts = [self._notify, self._ack, self._ask_stop]  # the ones sent inside pipelines
+        self._scripts = [self._notify, self._ack, self._ask_stop, self._complete]  # the ones sent inside pipelines
         self.rerun: list[int] = []
 
     def _execute(self, build: Any) -> list[Any]:
@@ -276,7 +276,9 @@ class Backend:
         if parts:
             commands: list[tuple[Any, ...]] = [("HSET", data, name, view) for name, view in parts]
             commands += [("SET", keys.alive(jobname, run_id), b"1", "PX", ms), ("PEXPIRE", data, ms)]
-            self._send_large(commands)
+            for reply in self._send_large(commands):
+                if isinstance(reply, Exception):
+                    raise reply
         pipe = self._r.pipeline(transaction=False)
         pipe.set(keys.alive(jobname, run_id), b"1", px=ms)
         if values:
@@ -501,6 +503,25 @@ class Backend:
         message requeued); in both cases nothing is stored (and the parts are deleted). ``ntasks`` is added to the
         worker's task count.
         """
+        args = (jobname, worker_id, run_id, message, record, values, ntasks, large, parts)
+        return self.complete_and_claim(*args, claim_next=False)[0]
+
+    def complete_and_claim(
+        self,
+        jobname: str,
+        worker_id: str,
+        run_id: str,
+        message: bytes,
+        record: bytes,
+        values: Sequence[tuple[str, bytes]],
+        ntasks: int,
+        large: Sequence[tuple[str, bytes]] = (),
+        parts: Sequence[Part] = (),
+        *,
+        claim_next: bool = True,
+    ) -> tuple[int, bytes | None]:
+        """:meth:`complete`, and in the same round trip claim the next message if one waits (``LMOVE`` into the
+        worker's processing list, as :meth:`claim` does): ``(what complete returns, the message or None)``."""
         args: list[Any] = [message, record, ntasks, len(parts), *(name for name, _ in parts)]
         args += [len(large), *_pairs(large), *_pairs(values)]
         script_keys = [
@@ -510,15 +531,28 @@ class Backend:
             keys.processing(jobname, worker_id),
             keys.worker(jobname, worker_id),
         ]
+        claim = ("LMOVE", keys.queue(jobname), keys.processing(jobname, worker_id), "RIGHT", "LEFT")
         if not parts:
-            return int(self._complete(keys=script_keys, args=args))
-        data = keys.data(jobname, run_id)
-        commands: list[tuple[Any, ...]] = [("HSET", data, name, view) for name, view in parts]
-        commands.append(("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args))
-        try:
-            return int(self._send_large(commands)[-1])
-        except redis.exceptions.NoScriptError:  # the parts are written; the script is loaded by this call
-            return int(self._complete(keys=script_keys, args=args))
+
+            def build(pipe: Any) -> None:
+                _evalsha(pipe, self._complete, script_keys, args)
+                if claim_next:
+                    pipe.lmove(*claim[1:])
+
+            replies = self._execute(build)
+        else:
+            commands: list[tuple[Any, ...]] = [("HSET", keys.data(jobname, run_id), n, view) for n, view in parts]
+            commands.append(("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args))
+            if claim_next:
+                commands.append(claim)
+            replies = self._send_large(commands)
+            if isinstance(replies[len(parts)], redis.exceptions.NoScriptError):  # the parts are written
+                replies[len(parts)] = self._complete(keys=script_keys, args=args)
+            replies = replies[len(parts) :]
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return int(replies[0]), (replies[1] if claim_next else None)
 
     def read_parts(self, jobname: str, run_id: str, targets: Sequence[Part]) -> bool:
         """Read the fields of ``targets`` straight into their views (the parts of large values); False when one is
@@ -559,7 +593,10 @@ class Backend:
 
     def _send_large(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one round trip with large arguments as they are (memoryviews: no copy, where
-        redis-py's hiredis packer would join everything into one bytes object) and a wide send buffer."""
+        redis-py's hiredis packer would join everything into one bytes object) and a wide send buffer.
+
+        Returns the replies, an error reply as its exception (not raised: every reply is read).
+        """
         pool = self._r.connection_pool
         conn: Any = pool.get_connection()
         try:
@@ -569,20 +606,16 @@ class Backend:
             packer: Any = PythonRespSerializer(6000, conn.encoder.encode)
             conn.send_packed_command([chunk for command in commands for chunk in packer.pack(*command)])
             replies: list[Any] = []
-            error: Exception | None = None
             for _ in commands:
                 try:
                     replies.append(conn.read_response())
                 except redis.exceptions.ResponseError as e:
-                    error = error or e
                     replies.append(e)
         except BaseException:
             conn.disconnect()
             raise
         finally:
             pool.release(conn)
-        if error is not None:
-            raise error
         return replies
 
     def held_messages(self, jobname: str, worker_id: str) -> list[bytes]:

@@ -77,7 +77,7 @@ __all__ = ["RunState"]
 
 logger = logging.getLogger(__name__)
 
-TARGET_SECONDS = 0.05
+TARGET_SECONDS = 0.1
 """How long one message should keep a worker busy, in seconds (chunking of small tasks)."""
 INLINE_BYTES = 16 * 1024
 """Literals estimated smaller than this travel inside messages; larger ones are uploaded once."""

@@ -122,6 +122,7 @@ class Worker:
         self._signals = 0
         self._busy = False
         self._current = ""
+        self._recover = False  # a lost reply may have left a claimed message in our processing list
         self._watchdog = Watchdog()
         self._cache = ValueCache(CACHE_BYTES)
         self.signer: Signer | None = signer_from_environment() if signer is _FROM_ENVIRONMENT else signer  # type: ignore[assignment]
@@ -177,20 +178,22 @@ class Worker:
 
     def _serve(self, backend: Backend) -> None:
         delay, recover = 0.05, False
+        claimed: bytes | None = None  # claimed with the last completion
         while not self._stop.is_set():
             self._busy = False
             try:
                 # after a lost connection, a claim may have moved a message that never reached us
-                held = backend.held_messages(self.jobname, self.id) if recover else []
-                recover = False
-                message = held[0] if held else backend.claim(self.jobname, self.id, timeout=1.0)
+                held = backend.held_messages(self.jobname, self.id) if recover or self._recover else []
+                recover = self._recover = False
+                message = held[0] if held else claimed or backend.claim(self.jobname, self.id, timeout=1.0)
+                claimed = None
                 if message is None:
                     if self.burst:
                         return
                     continue
                 self._busy = True
                 _test_hook("claimed")
-                self._process(backend, message)
+                claimed = self._process(backend, message)
                 delay = 0.05
             except TRANSIENT_ERRORS as e:
                 logger.warning("worker %s: lost Redis at %s (%s); retrying", self.id, self.address.describe(), e)
@@ -242,19 +245,20 @@ class Worker:
                 logger.warning("worker %s: heartbeat failed: %s", self.id, e)
 
     # ---------------------------------------------------------------- one message
-    def _process(self, backend: Backend, message: bytes) -> None:
+    def _process(self, backend: Backend, message: bytes) -> bytes | None:
+        """Run one message; return the next one if it was claimed with the completion."""
         try:
-            self._process_message(backend, message)
+            return self._process_message(backend, message)
         finally:
             self._current = ""
 
-    def _process_message(self, backend: Backend, message: bytes) -> None:
+    def _process_message(self, backend: Backend, message: bytes) -> bytes | None:
         try:
             run_id, msg_id, attempt, _ = decode_header(message)
             payload = open_task(message, self.signer, self.jobname)
         except (ValueError, PayloadRejected) as e:
             self._reject(backend, message, e)
-            return
+            return None
         self._current = f"{run_id}/{msg_id}"
         try:
             batch: Batch = loads(payload)
@@ -266,7 +270,7 @@ class Worker:
                 Completion(msg_id, attempt, self.id, [], error), self.signer, self.jobname, run_id
             )
             backend.complete(self.jobname, self.id, run_id, message, record, [], 0)
-            return
+            return None
         produced = {entry.idx for entry in batch.entries}
         needed = {i for entry in batch.entries for _, i in entry.deps} - produced - set(batch.inline)
         cached = self._cache.take(run_id, needed)
@@ -275,7 +279,7 @@ class Worker:
         if not alive:
             logger.info("worker %s: run %s is gone; skipping message %d", self.id, run_id, msg_id)
             backend.release_message(self.jobname, self.id, message)
-            return
+            return None
         if batch.rng_seed is None:
             reseed_from_entropy()
         values: dict[int, Any] = dict(batch.inline)
@@ -314,7 +318,8 @@ class Worker:
             Completion(msg_id, attempt, self.id, outcomes, None), self.signer, self.jobname, run_id
         )
         _test_hook("executed")
-        if self._complete(backend, run_id, message, record, stores, len(outcomes), large, parts) < 0:
+        status, claimed = self._complete(backend, run_id, message, record, stores, len(outcomes), large, parts)
+        if status < 0:
             logger.warning(
                 "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",
                 self.id,
@@ -323,6 +328,7 @@ class Worker:
             )
         _test_hook("completed")
         self.tasks_done += len(outcomes)
+        return claimed
 
     def _reject(self, backend: Backend, message: bytes, error: Exception) -> None:
         """A message that fails its signature check is never unpickled: it goes to the dead-letter list."""
@@ -345,17 +351,24 @@ class Worker:
         n: int,
         large: Sequence[tuple[str, bytes]] = (),
         parts: Sequence[Part] = (),
-    ) -> int:
-        """Store and report, repeating through a lost connection (a repeat after success stores nothing).
+    ) -> tuple[int, bytes | None]:
+        """Store and report, repeating through a lost connection (a repeat after success stores nothing); claim the
+        next message in the same round trip unless this worker is stopping or at its last message.
 
-        Gives up (ServerUnavailable) after :data:`REPORT_GRACE` seconds, or 5 s once a stop was asked for: the
-        message stays claimed in Redis, and is requeued when this worker's lease runs out.
+        Returns what :meth:`Backend.complete` does and the message claimed, if any. Gives up (ServerUnavailable)
+        after :data:`REPORT_GRACE` seconds, or 5 s once a stop was asked for: the message stays claimed in Redis,
+        and is requeued when this worker's lease runs out.
         """
         delay, started = 0.05, time.monotonic()
+        last = self.max_tasks is not None and self.messages_done + 1 >= self.max_tasks
+        claim_next = not (last or self._stop.is_set())
         while True:
             try:
-                return backend.complete(self.jobname, self.id, run_id, message, record, stores, n, large, parts)
+                args = (self.jobname, self.id, run_id, message, record, stores, n, large, parts)
+                return backend.complete_and_claim(*args, claim_next=claim_next)
             except TRANSIENT_ERRORS as e:
+                # a message claimed by a call whose reply was lost sits in our processing list: picked up later
+                self._recover, claim_next = self._recover or claim_next, False
                 waited = time.monotonic() - started
                 if waited > REPORT_GRACE or (self._stop.is_set() and waited > 5.0):
                     raise ServerUnavailable(

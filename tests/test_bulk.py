@@ -608,7 +608,7 @@ def rss():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 before = rss()
 block = b"x" * (200 << 20)
-above = [bytes(1000 + i) for i in range(100)]  # glibc allocations after it: the freed block is not the heap's top
+above = [bytearray(1 << 20) for _ in range(4)]  # allocated after it: the freed block is not the heap's top
 del block
 print(rss() - before)
 """
