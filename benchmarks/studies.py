@@ -73,13 +73,13 @@ def transfer(label: str, nbytes: int, peers: list[str]) -> Study:
 
     def run(repeat: int) -> StudyResult:
         out = StudyResult(f"transfer-{label}")
-        run_timeout = 30 + 60 * nbytes / GB
+        run_timeout = 30 + 60 * nbytes / GB  # per run; the child makes 2 cold runs, then ``repeat`` timed ones
         children: dict[str, ChildResult] = {}
         for name in ["sync", *peers, OURS]:
             log(f"  transfer-{label} {name}: {repeat} run(s) in a fresh process")
             args = ["--scheduler", name, "--bytes", str(nbytes), "--repeat", str(repeat)]
             args += ["--run-timeout", f"{run_timeout:g}"]
-            children[name] = run_child("transfer", args, timeout=60 + (repeat + 1) * run_timeout)
+            children[name] = run_child("transfer", args, timeout=60 + (repeat + 2) * run_timeout)
         times = {n: [e["seconds"] for e in c.all("run")] for n, c in children.items()}
         cold = {n: [e["seconds"] for e in c.all("cold")] for n, c in children.items()}
         compute = statistics.median(times["sync"]) if times["sync"] else None
@@ -95,7 +95,7 @@ def transfer(label: str, nbytes: int, peers: list[str]) -> Study:
                 [
                     name,
                     f"{len(times[name])}",
-                    f"{cold[name][0]:.3f}" if cold[name] else "-",
+                    " ".join(f"{c:.2f}" for c in cold[name]) if cold[name] else "-",
                     "-" if median is None else f"{median:.3f}",
                     "-" if hop is None else f"{hop:.3f}",
                     "-" if rate is None else f"{rate:.2f}",
@@ -112,7 +112,7 @@ def transfer(label: str, nbytes: int, peers: list[str]) -> Study:
         header = [
             "scheduler",
             "runs",
-            "cold s",
+            "cold runs s",
             "median s",
             "per hop s",
             "GB/s/hop",

@@ -14,9 +14,10 @@ Instead:
   header and a Poly1305 tag over the parts (its one-time key derived from the shared secret and a random nonce,
   see :meth:`~dask_redisparam.signing.Signer.bulk_authenticator`: 10 GB/s where HMAC-SHA256 does 2).
 
-A reader fetches the reference, allocates one buffer for all frames (numpy's allocator when numpy is there:
-huge pages, reused memory), has the backend read every part straight into its place (no intermediate copy),
-checks the tag and unpickles with the buffers in place: a numpy array comes back as a view of that buffer.
+A reader fetches the reference, takes one buffer for all frames of the value (:class:`BufferPool`: a new one from
+numpy's allocator, or in a worker one it kept), has the backend read every part straight into its place (no
+intermediate copy), checks the tag and unpickles with the buffers in place: a numpy array comes back as a writable
+view of that buffer.
 
 Examples
 --------
@@ -116,6 +117,7 @@ def pack(blob: bytes | Frames, signer: Signer | None, jobname: str) -> tuple[byt
     """
     if not isinstance(blob, Frames):
         return seal_value(blob, signer, jobname), []
+    POOL.note(blob.nbytes)
     ref, parts = split(blob, signer, jobname.encode())
     return seal_value(ref, signer, jobname), parts
 
@@ -224,9 +226,18 @@ class BufferPool:
     def __init__(self, keep: int = 0) -> None:
         self.keep = keep
         self._buffers: list[mmap.mmap] = []
+        self.on_large: tuple[int, Callable[[], object]] | None = None
+        """``(size, callback)``: called once, when a value of at least ``size`` bytes is read or written."""
+
+    def note(self, nbytes: int) -> None:
+        """A large value of ``nbytes`` passes through this process (see :attr:`on_large`)."""
+        if self.on_large is not None and nbytes >= self.on_large[0]:
+            callback, self.on_large = self.on_large[1], None
+            callback()
 
     def take(self, nbytes: int) -> memoryview:
         """A writable buffer of ``nbytes`` that starts at a multiple of :data:`ALIGN`."""
+        self.note(nbytes)
         if self.keep <= 0:
             return _allocate(nbytes)
         best: mmap.mmap | None = None

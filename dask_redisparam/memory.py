@@ -8,8 +8,9 @@ for memory the process had already used. By default glibc returns every large bl
 
 - keeps the buffers that large values are read into for the next ones
   (:class:`~dask_redisparam.bulk.BufferPool`, two of them);
-- tells glibc to serve large blocks from its heap, and to give back only what is free above 64 MiB at its top
-  (measured: a worker passing 1 GB arrays on holds 2 GB, its peak; 256 MB arrays: 512 MB).
+- once a value of :data:`HEAP_FROM` (512 MiB) or more passes, tells glibc to serve large blocks from its heap, and
+  to give back only what is free above 64 MiB at its top (:func:`keep_heap`; measured: a worker passing 1 GB arrays
+  on holds 2 GB, its peak, and moves them twice as fast).
 
 The worker's resident size then stays near its peak until it exits; its peak does not grow.
 
@@ -28,23 +29,32 @@ import platform
 
 from . import bulk
 
-__all__ = ["reuse_freed_memory"]
+__all__ = ["HEAP_FROM", "keep_heap", "reuse_freed_memory"]
 
 logger = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 """``mallopt`` parameters (``malloc.h``)."""
+HEAP_FROM = 512 << 20
+"""Values at least this large make a worker keep its heap (:func:`keep_heap`). Below, the kernel gives fresh memory
+fast enough (measured: 256 MB arrays move as fast either way) and a kept heap only costs memory (3x the array at its
+peak instead of 2x: small allocations split freed blocks); above, a kept heap moves 1 GB arrays twice as fast."""
 TRIM_BYTES = 64 << 20
 """Free memory at the top of the heap beyond this goes back to the system (never trimming at all lets small
 allocations split the freed blocks: measured, 3x the array size held instead of 2x)."""
 
 
-def reuse_freed_memory(buffers: int = 2) -> bool:
-    """Keep up to ``buffers`` receive buffers of large values (:class:`~dask_redisparam.bulk.BufferPool`), and make
-    glibc keep freed memory for reuse (no ``mmap`` for large blocks, trimming above :data:`TRIM_BYTES`); False
-    without glibc."""
+def reuse_freed_memory(buffers: int = 2, heap_from: int = HEAP_FROM) -> None:
+    """Keep up to ``buffers`` receive buffers of large values (:class:`~dask_redisparam.bulk.BufferPool`); once a
+    value of ``heap_from`` bytes or more passes through this process, also :func:`keep_heap`."""
     bulk.POOL.keep = buffers
+    bulk.POOL.on_large = (heap_from, keep_heap)
+
+
+def keep_heap() -> bool:
+    """Make glibc serve large blocks from its heap and keep what they free (trimming only above
+    :data:`TRIM_BYTES` at its top); False without glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -53,4 +63,5 @@ def reuse_freed_memory(buffers: int = 2) -> bool:
     except (OSError, AttributeError) as e:  # pragma: no cover - no usable libc
         logger.debug("cannot tune malloc: %s", e)
         return False
+    logger.debug("glibc malloc: large blocks from the heap, kept when freed")
     return bool(done)

@@ -600,9 +600,9 @@ def test_a_large_literal_is_uploaded_as_parts(
 # ---------------------------------------------------------------------- worker memory
 RSS_SCRIPT = """
 import os, sys
-from dask_redisparam.memory import reuse_freed_memory
+from dask_redisparam.memory import keep_heap
 if sys.argv[1] == "reuse":
-    assert reuse_freed_memory() is True
+    assert keep_heap() is True
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -614,7 +614,24 @@ print(rss() - before)
 """
 
 
-def test_reuse_freed_memory_keeps_freed_blocks() -> None:
+def test_a_large_enough_value_makes_a_worker_keep_its_heap() -> None:
+    pool, calls = BufferPool(keep=1), []
+    pool.on_large = (100 * MB, lambda: calls.append(1))
+    pool.take(10 * MB)
+    assert calls == []
+    pool.note(100 * MB)
+    pool.take(200 * MB)
+    assert calls == [1]  # once
+    saved = bulk.POOL.on_large
+    try:
+        bulk.POOL.on_large = (2 * MB, lambda: calls.append(2))
+        pack(dumps_result(np.zeros(3 * MB // 8)), None, "job")  # a value written counts too
+        assert calls == [1, 2]
+    finally:
+        bulk.POOL.on_large = saved
+
+
+def test_keep_heap_keeps_freed_blocks() -> None:
     def grown(mode: str) -> int:
         done = subprocess.run([sys.executable, "-c", RSS_SCRIPT, mode], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
