@@ -37,7 +37,7 @@ FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 
 def _frame_name(frame: str) -> str:
-    """``func (path/to/dask_redisparam/backend.py:12)`` -> ``dask_redisparam/backend.py:func``."""
+    """``func (path/to/dask_redisparam/backend/runs.py:12)`` -> ``dask_redisparam/backend/runs.py:func``."""
     m = FRAME.match(frame.strip())
     if not m:
         return frame.strip()

@@ -143,8 +143,9 @@ def _exception_names() -> set[str]:
 
 def _scan() -> Iterator[_Finder]:
     exceptions = _exception_names()
-    for path in sorted(PACKAGE.glob("*.py")):
-        finder = _Finder(path.stem, exceptions)
+    for path in sorted(PACKAGE.rglob("*.py")):  # subpackages too: backend/client.py is "backend.client"
+        module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        finder = _Finder(module.removesuffix(".__init__"), exceptions)
         finder.visit(ast.parse(path.read_text(encoding="utf-8")))
         yield finder
 

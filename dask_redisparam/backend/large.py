@@ -1,0 +1,89 @@
+"""Large values on the wire: their parts go to and come from Redis without intermediate copies.
+
+:class:`LargeValues` reads the parts of large values (:mod:`dask_redisparam.bulk`) straight from the socket into
+their buffers, and sends commands whose arguments are large memoryviews as they are, with a wide send buffer.
+The manager's uploads (:mod:`.runs`) and the workers' completions (:mod:`.workers`) use the latter.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.connection import PythonRespSerializer
+
+from .. import keys
+from ..bulk import Part, read_bulk_into
+from .client import SEND_BUFFER, BackendBase
+
+__all__ = ["LargeValues"]
+
+
+class LargeValues(BackendBase):
+    """Reading and sending the parts of large values, one round trip each."""
+
+    def read_parts(self, jobname: str, run_id: str, targets: Sequence[Part]) -> bool:
+        """Read the fields of ``targets`` straight into their views (the parts of large values); False when one is
+        missing. One round trip; each part goes from the socket into its place with no intermediate copy.
+        """
+        if not targets:
+            return True
+        data = keys.data(jobname, run_id)
+        pool = self._r.connection_pool
+        conn: Any = pool.get_connection()
+        found = True
+        try:
+            sock = getattr(conn, "_sock", None)
+            if not isinstance(sock, socket.socket):  # not a plain (or TLS) socket: through redis-py, with a copy
+                return self._read_parts_copying(data, targets)
+            conn.send_packed_command([chunk for name, _ in targets for chunk in conn.pack_command("HGET", data, name)])
+            for _, view in targets:
+                found = read_bulk_into(sock, view) and found
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: the connection cannot be reused
+            raise
+        finally:
+            pool.release(conn)
+        self.bytes_downloaded += sum(len(view) for _, view in targets)
+        return found
+
+    def _read_parts_copying(self, data: str, targets: Sequence[Part]) -> bool:
+        pipe = self._r.pipeline(transaction=False)
+        for name, _ in targets:
+            pipe.hget(data, name)
+        found = True
+        for (_, view), got in zip(targets, pipe.execute(), strict=True):
+            if got is None or len(got) != len(view):
+                found = False
+                continue
+            view[:] = got
+        return found
+
+    def _send_large(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one round trip with large arguments as they are (memoryviews: no copy, where
+        redis-py's hiredis packer would join everything into one bytes object) and a wide send buffer.
+
+        Returns the replies, an error reply as its exception (not raised: every reply is read).
+        """
+        pool = self._r.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            sock = getattr(conn, "_sock", None)
+            if isinstance(sock, socket.socket):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            packer: Any = PythonRespSerializer(6000, conn.encoder.encode)
+            conn.send_packed_command([chunk for command in commands for chunk in packer.pack(*command)])
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.exceptions.ResponseError as e:
+                    replies.append(e)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        return replies

@@ -1,0 +1,137 @@
+"""The manager's side of a run: its keys in Redis from opening to closing.
+
+:class:`RunOps` opens a run (its lease and uploaded values), exchanges messages and completion records in one
+round trip per turn of the manager's loop, waits for records, downloads results, withdraws unclaimed messages,
+keeps a failed run's values for ``redo=`` and deletes the run's keys at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from .. import keys
+from ..bulk import Part
+from .client import MAX_BLOCK, _evalsha
+from .large import LargeValues
+
+__all__ = ["RunOps"]
+
+
+class RunOps(LargeValues):
+    """Operations of the manager on one run's keys."""
+
+    def open_run(
+        self, jobname: str, run_id: str, ttl: float, values: dict[str, bytes], parts: Sequence[Part] = ()
+    ) -> None:
+        """Mark the run alive for ``ttl`` seconds and upload ``values`` (field -> sealed literal) and the ``parts``
+        of large ones."""
+        data, ms = keys.data(jobname, run_id), int(ttl * 1000)
+        if parts:
+            commands: list[tuple[Any, ...]] = [("HSET", data, name, view) for name, view in parts]
+            commands += [("SET", keys.alive(jobname, run_id), b"1", "PX", ms), ("PEXPIRE", data, ms)]
+            for reply in self._send_large(commands):
+                if isinstance(reply, Exception):
+                    raise reply
+        pipe = self._r.pipeline(transaction=False)
+        pipe.set(keys.alive(jobname, run_id), b"1", px=ms)
+        if values:
+            pipe.hset(data, mapping=cast(Any, values))
+            pipe.pexpire(data, ms)
+        pipe.execute()
+
+    def exchange(
+        self,
+        jobname: str,
+        run_id: str,
+        messages: Sequence[bytes],
+        release: Sequence[str],
+        ttl: float,
+        acknowledge: Sequence[bytes] = (),
+        max_records: int = 4096,
+    ) -> tuple[list[bytes], bool]:
+        """One round trip of the manager.
+
+        Drops the completion records ``acknowledge`` (those the last call returned and the manager applied),
+        pushes ``messages``, deletes ``release`` fields, renews the run's lease for ``ttl`` seconds and reads up
+        to ``max_records`` completion records. Records are removed only once acknowledged, and the removal is
+        idempotent, so a reply lost with a broken connection loses no record (a record may come twice; the
+        manager ignores repeats). Returns ``(records, run alive)``.
+        """
+        done = keys.done(jobname, run_id)
+
+        def build(pipe: Any) -> None:
+            if acknowledge:
+                _evalsha(pipe, self._ack, [done], [acknowledge[0], acknowledge[-1], len(acknowledge)])
+            if messages:
+                pipe.lpush(keys.queue(jobname), *messages)
+            if release:
+                pipe.hdel(keys.data(jobname, run_id), *release)
+            ms = int(ttl * 1000)
+            pipe.pexpire(keys.data(jobname, run_id), ms)
+            pipe.pexpire(keys.alive(jobname, run_id), ms)
+            pipe.lrange(done, 0, max_records - 1)
+
+        replies = self._execute(build)
+        records = list(replies[-1])
+        if acknowledge and 0 in self.rerun and replies[0]:  # the records read still began with the ones dropped
+            records = records[len(acknowledge) :]
+        return records, bool(replies[-2])
+
+    def wait_records(self, jobname: str, run_id: str, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds (at most :data:`MAX_BLOCK`) until a completion record is there.
+
+        Nothing is removed (the head of the list is moved onto itself), so nothing can be lost in transit.
+        """
+        done = keys.done(jobname, run_id)
+        return self._r.blmove(done, done, min(timeout, MAX_BLOCK), "LEFT", "LEFT") is not None  # type: ignore[arg-type]
+
+    def run_alive(self, jobname: str, run_id: str) -> bool:
+        """Whether the run's lease key still exists."""
+        return bool(self._r.exists(keys.alive(jobname, run_id)))
+
+    def fetch_values(self, jobname: str, run_id: str, fields: Sequence[str]) -> list[bytes | None]:
+        """Download stored values (one ``HMGET``)."""
+        if not fields:
+            return []
+        values = cast(list[bytes | None], self._r.hmget(keys.data(jobname, run_id), list(fields)))
+        self.bytes_downloaded += sum(len(v) for v in values if v is not None)
+        return values
+
+    def withdraw(self, jobname: str, messages: Sequence[bytes]) -> list[bool]:
+        """Remove messages that no worker has claimed yet from the queue; say which were still there."""
+        if not messages:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for message in messages:
+            pipe.lrem(keys.queue(jobname), 1, message)  # type: ignore[arg-type]
+        return [bool(n) for n in pipe.execute()]
+
+    def keep_for_redo(self, jobname: str, run_id: str, ttl: float) -> bool:
+        """Keep a failed run's stored values for ``ttl`` seconds under its redo key; False if it had none."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.exists(keys.data(jobname, run_id))
+        replies = pipe.execute()
+        if not replies[0]:
+            return False
+        pipe = self._r.pipeline(transaction=False)
+        pipe.rename(keys.data(jobname, run_id), keys.redo(jobname, run_id))
+        pipe.pexpire(keys.redo(jobname, run_id), int(ttl * 1000))
+        pipe.execute()
+        return True
+
+    def copy_from_redo(self, jobname: str, redo_run: str, run_id: str, fields: dict[str, str]) -> int:
+        """Copy kept values (new field -> field in the redo hash) into a run's data hash, inside Redis.
+
+        Returns how many were there to copy.
+        """
+        if not fields:
+            return 0
+        args: list[str] = []
+        for new, old in fields.items():
+            args += [new, old]
+        return int(self._copy(keys=[keys.redo(jobname, redo_run), keys.data(jobname, run_id)], args=args))
+
+    def close_run(self, jobname: str, run_id: str) -> None:
+        """Delete every key of the run."""
+        self._r.delete(keys.alive(jobname, run_id), keys.data(jobname, run_id), keys.done(jobname, run_id))

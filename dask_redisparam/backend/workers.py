@@ -1,0 +1,190 @@
+"""The workers' side: registration, leases, claiming messages and completing them.
+
+:class:`WorkerOps` registers a worker and renews its lease, asks workers to stop, claims messages into a
+worker's processing list, loads a batch's inputs, stores results with the completion record (atomically, in a
+Lua script), gives messages back or dead-letters them, and reaps a dead worker's claimed messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis
+
+from .. import keys
+from ..bulk import Part
+from ..protocol import encode_lost
+from .client import MAX_BLOCK, _evalsha, _flat, _pairs, _worker_keys
+from .large import LargeValues
+
+__all__ = ["WorkerOps"]
+
+
+class WorkerOps(LargeValues):
+    """Operations on workers' keys and the job's queue, for the workers and for whoever reaps them."""
+
+    def reap_worker(self, jobname: str, worker_id: str) -> list[tuple[str, int, int]]:
+        """Requeue what a dead worker held (attempt + 1, atomically), forget it, and tell the runs' managers.
+
+        Returns ``(run_id, msg_id, stamp)`` of every message put back (stamp: the server's time, in microseconds).
+        """
+        flat = self._reap(
+            keys=_worker_keys(jobname, worker_id),
+            args=[worker_id],
+        )
+        moved = [(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+        if moved:
+
+            def notify(pipe: Any) -> None:
+                for run_id, msg_id, stamp in moved:
+                    notice = encode_lost(msg_id, stamp, worker_id)
+                    _evalsha(pipe, self._notify, [keys.alive(jobname, run_id), keys.done(jobname, run_id)], [notice])
+
+            self._execute(notify)
+        return moved
+
+    def register_worker(self, jobname: str, worker_id: str, info: dict[str, str], ttl: float) -> bool:
+        """Register a worker with a lease of ``ttl`` seconds; False if a live worker has the same id."""
+        # ARGV: the lease in ms, the field/value pairs for HSET, and last the id for SADD
+        argv = _flat(int(ttl * 1000), info) + [worker_id]
+        done = self._register(keys=[keys.worker(jobname, worker_id), keys.workers(jobname)], args=argv)
+        return bool(done)
+
+    def heartbeat(self, jobname: str, worker_id: str, ttl: float, info: dict[str, str]) -> tuple[bool, bool]:
+        """Renew a worker's lease and update its fields.
+
+        Returns ``(alive, stop)``: False if the lease had already expired, and whether a stop was requested.
+        """
+        return cast(
+            tuple[bool, bool],
+            tuple(
+                bool(x)
+                for x in self._heartbeat(keys=[keys.worker(jobname, worker_id)], args=_flat(int(ttl * 1000), info))
+            ),
+        )
+
+    def request_stop(self, jobname: str, worker_ids: Sequence[str]) -> int:
+        """Ask live workers to stop (warm); returns how many were asked."""
+
+        def ask(pipe: Any) -> None:
+            for wid in worker_ids:
+                _evalsha(pipe, self._ask_stop, [keys.worker(jobname, wid)], [])
+
+        return sum(int(x) for x in self._execute(ask))
+
+    def deregister_worker(self, jobname: str, worker_id: str) -> int:
+        """Return the worker's claimed messages to the queue and delete its keys; returns how many."""
+        return int(
+            self._deregister(
+                keys=_worker_keys(jobname, worker_id),
+                args=[worker_id],
+            )
+        )
+
+    def claim(self, jobname: str, worker_id: str, timeout: float) -> bytes | None:
+        """Move the next message into the worker's processing list (``BLMOVE``), waiting up to ``timeout``."""
+        got = self._r.blmove(
+            keys.queue(jobname),
+            keys.processing(jobname, worker_id),
+            min(timeout, MAX_BLOCK),  # type: ignore[arg-type]  # redis accepts fractional seconds
+            "RIGHT",
+            "LEFT",
+        )
+        return cast(bytes | None, got)
+
+    def load_inputs(self, jobname: str, run_id: str, fields: Sequence[str]) -> tuple[bool, list[bytes | None]]:
+        """Whether the run is alive, and the stored values of ``fields`` (one round trip)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.exists(keys.alive(jobname, run_id))
+        if fields:
+            pipe.hmget(keys.data(jobname, run_id), list(fields))
+        replies = pipe.execute()
+        return bool(replies[0]), (list(replies[1]) if fields else [])
+
+    def complete(
+        self,
+        jobname: str,
+        worker_id: str,
+        run_id: str,
+        message: bytes,
+        record: bytes,
+        values: Sequence[tuple[str, bytes]],
+        ntasks: int,
+        large: Sequence[tuple[str, bytes]] = (),
+        parts: Sequence[Part] = (),
+    ) -> int:
+        """Store a batch's results and completion record and release the message, atomically.
+
+        ``values`` and ``large`` are ``(field, sealed value)`` pairs, ``large`` the references of large values
+        (:mod:`dask_redisparam.bulk`), whose ``parts`` are written first, in the same round trip. Returns 1 when
+        stored, 0 when the run is gone and -1 when the worker no longer held the message (it was reaped and the
+        message requeued); in both cases nothing is stored (and the parts are deleted). ``ntasks`` is added to the
+        worker's task count.
+        """
+        args = (jobname, worker_id, run_id, message, record, values, ntasks, large, parts)
+        return self.complete_and_claim(*args, claim_next=False)[0]
+
+    def complete_and_claim(
+        self,
+        jobname: str,
+        worker_id: str,
+        run_id: str,
+        message: bytes,
+        record: bytes,
+        values: Sequence[tuple[str, bytes]],
+        ntasks: int,
+        large: Sequence[tuple[str, bytes]] = (),
+        parts: Sequence[Part] = (),
+        *,
+        claim_next: bool = True,
+    ) -> tuple[int, bytes | None]:
+        """:meth:`complete`, and in the same round trip claim the next message if one waits (``LMOVE`` into the
+        worker's processing list, as :meth:`claim` does): ``(what complete returns, the message or None)``."""
+        args: list[Any] = [message, record, ntasks, len(parts), *(name for name, _ in parts)]
+        args += [len(large), *_pairs(large), *_pairs(values)]
+        script_keys = [
+            keys.alive(jobname, run_id),
+            keys.data(jobname, run_id),
+            keys.done(jobname, run_id),
+            keys.processing(jobname, worker_id),
+            keys.worker(jobname, worker_id),
+        ]
+        claim = ("LMOVE", keys.queue(jobname), keys.processing(jobname, worker_id), "RIGHT", "LEFT")
+        if not parts:
+
+            def build(pipe: Any) -> None:
+                _evalsha(pipe, self._complete, script_keys, args)
+                if claim_next:
+                    pipe.lmove(*claim[1:])
+
+            replies = self._execute(build)
+        else:
+            commands: list[tuple[Any, ...]] = [("HSET", keys.data(jobname, run_id), n, view) for n, view in parts]
+            commands.append(("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args))
+            if claim_next:
+                commands.append(claim)
+            replies = self._send_large(commands)
+            if isinstance(replies[len(parts)], redis.exceptions.NoScriptError):  # the parts are written
+                replies[len(parts)] = self._complete(keys=script_keys, args=args)
+            replies = replies[len(parts) :]
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return int(replies[0]), (replies[1] if claim_next else None)
+
+    def held_messages(self, jobname: str, worker_id: str) -> list[bytes]:
+        """The messages in a worker's processing list (claimed, not completed), oldest first."""
+        return list(reversed(cast(list[bytes], self._r.lrange(keys.processing(jobname, worker_id), 0, -1))))
+
+    def dead_letter(self, jobname: str, worker_id: str, message: bytes) -> None:
+        """Move a rejected message from the worker's processing list to the job's dead-letter list (last 100)."""
+        self._move(keys=[keys.processing(jobname, worker_id), keys.dead(jobname)], args=[message, 100, 86400])
+
+    def requeue_message(self, jobname: str, worker_id: str, message: bytes) -> None:
+        """Give a claimed message back to the queue (another worker will take it), atomically."""
+        self._move(keys=[keys.processing(jobname, worker_id), keys.queue(jobname)], args=[message, 0, 0])
+
+    def release_message(self, jobname: str, worker_id: str, message: bytes) -> None:
+        """Drop a message from the worker's processing list without a result (its run is gone)."""
+        self._r.lrem(keys.processing(jobname, worker_id), 1, message)  # type: ignore[arg-type]
