@@ -29,10 +29,10 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.Ti
 SOCKET_TIMEOUT = 10.0
 """Seconds a reply may take; blocking commands use at most :data:`MAX_BLOCK`."""
 MAX_BLOCK = 2.0
+"""Longest timeout of a blocking command, in seconds; well under :data:`SOCKET_TIMEOUT`."""
 SEND_BUFFER = 4 << 20
 """Socket send buffer asked for before writing large values (the default, ~200 KB, makes Redis read them in
 small pieces: a third of the throughput)."""
-"""Longest timeout of a blocking command, in seconds; well under :data:`SOCKET_TIMEOUT`."""
 
 
 def _flat(first: int | str, mapping: dict[str, str]) -> list[int | str]:
