@@ -17,10 +17,13 @@ Faults:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from dask.callbacks import local_callbacks
@@ -43,6 +46,37 @@ DRAIN_SECONDS = 10.0
 """After a failure with ``stop_on_error``, seconds to wait for tasks already running (their results are kept)."""
 OUTAGE_GRACE = 30.0
 """Seconds the manager keeps trying to reach a Redis server that went away before it gives up."""
+
+
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, int, int] = (700, 10, 10)
+
+GC_THRESHOLD = 50_000
+"""Allocations between two young collections of Python's cyclic GC while a compute runs (Python's default: 700)."""
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Make Python's cyclic garbage collector run rarely meanwhile.
+
+    A compute allocates a few objects per task that live until its end (the graph, the state); with the default
+    thresholds, Python scans all of them again and again: 30 % of the manager's time at 100,000 tasks. Garbage is
+    still collected, 70 times less often; concurrent computes share one setting, restored when the last one ends.
+    """
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(GC_THRESHOLD, *_gc_saved[1:])
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.set_threshold(*_gc_saved)
 
 
 def run_graph(

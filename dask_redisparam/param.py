@@ -32,7 +32,7 @@ from . import pool
 from .backend import Backend
 from .errors import ConfigurationError, WorkerError
 from .graph import Graph, flatten_keys, prepare_graph
-from .manager import count_and_reap, run_graph
+from .manager import count_and_reap, fewer_collections, run_graph
 from .mapping import MISSING
 from .options import RedoInfo, RunOptions, TimelineRecord, exported_globals, redo_info_of
 from .progress import ProgressCallback
@@ -280,11 +280,12 @@ class RedisParam:
         known = set(redo.fields) if redo is not None else set()
         if saved is not None:
             known |= {key for key in flatten_keys(keys) if saved.has(key)}
-        graph = prepare_graph(dsk, keys, known=known)
-        with self._started():
-            if saved is None:
-                return self._run(graph, keys, kwargs, redo)
-            return self._run_saving(graph, keys, kwargs, redo, saved)
+        with fewer_collections():
+            graph = prepare_graph(dsk, keys, known=known)
+            with self._started():
+                if saved is None:
+                    return self._run(graph, keys, kwargs, redo)
+                return self._run_saving(graph, keys, kwargs, redo, saved)
 
     def _run_saving(
         self, graph: Graph, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None, saved: ResultDir

@@ -1,0 +1,37 @@
+"""The manager makes Python's cyclic garbage collector run rarely while computes run, and restores it after."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+
+from dask.callbacks import Callback
+
+from dask_redisparam import RedisParam
+from dask_redisparam.manager import GC_THRESHOLD, fewer_collections
+from tests import tasks
+from tests.conftest import CliWorkers
+
+
+def test_fewer_collections_sets_and_restores_the_threshold() -> None:
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold()[0] == GC_THRESHOLD
+        with fewer_collections():  # nested (or concurrent): one setting, restored by the last one out
+            assert gc.get_threshold()[0] == GC_THRESHOLD
+        assert gc.get_threshold()[0] == GC_THRESHOLD
+    assert gc.get_threshold() == before
+
+
+def test_a_compute_runs_with_fewer_collections(manager: RedisParam, cli_workers: Callable[..., CliWorkers]) -> None:
+    seen: list[tuple[int, int, int]] = []
+    before = gc.get_threshold()
+
+    def watch(key: object, result: object, dsk: object, state: object, worker: object) -> None:
+        seen.append(gc.get_threshold())
+
+    cli_workers(1)
+    with Callback(posttask=watch):  # type: ignore[no-untyped-call]
+        assert manager({"x": (tasks.inc, 1)}, "x") == 2
+    assert seen and seen[0][0] == GC_THRESHOLD
+    assert gc.get_threshold() == before
