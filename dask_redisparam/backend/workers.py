@@ -167,10 +167,10 @@ class WorkerOps(LargeValues):
             replies = self._send_large(commands)
             if isinstance(replies[len(parts)], redis.exceptions.NoScriptError):  # the parts are written
                 replies[len(parts)] = self._complete(keys=script_keys, args=args)
-            replies = replies[len(parts) :]
-            for reply in replies:
+            for reply in replies:  # a part that could not be written (e.g. OOM) is an error too
                 if isinstance(reply, Exception):
                     raise reply
+            replies = replies[len(parts) :]
         return int(replies[0]), (replies[1] if claim_next else None)
 
     def held_messages(self, jobname: str, worker_id: str) -> list[bytes]:
