@@ -11,13 +11,14 @@ workers; credentials travel in the environment, never on a command line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
 
 from .address import RedisAddress
@@ -153,16 +154,13 @@ class Supervisor:
             return
         address, jobname = self.reap
         try:
-            backend = Backend(address, retries=1)
-            try:
+            with _backend(address) as backend:
                 for message in backend.held_messages(jobname, worker_id):
                     run_id, msg_id, attempt, _ = decode_header(message)
                     error = TaskTimeout(None, limit)
                     completion = Completion(msg_id, attempt, worker_id, [], dumps_exception(error, None))
                     record = dumps_completion(completion, signer_from_environment(self.env), jobname, run_id)
                     backend.complete(jobname, worker_id, run_id, message, record, [], 1)
-            finally:
-                backend.close()
         except Exception as e:  # the lease will expire and a manager will requeue it then
             logger.warning("supervisor: could not report the timeout of worker %s: %s", worker_id, e)
 
@@ -191,11 +189,8 @@ class Supervisor:
             return
         address, jobname = self.reap
         try:
-            backend = Backend(address, retries=1)
-            try:
+            with _backend(address) as backend:
                 moved = backend.reap_worker(jobname, worker_id)
-            finally:
-                backend.close()
         except Exception as e:  # the lease will expire and a manager will reap it then
             logger.warning("supervisor: could not requeue the tasks of worker %s: %s", worker_id, e)
             return
@@ -294,3 +289,13 @@ class LocalWorkers:
             logger.warning("local workers of job %s did not stop in %.0f s; killing them", self.jobname, timeout)
             self.process.kill()
             self.process.wait()
+
+
+@contextlib.contextmanager
+def _backend(address: RedisAddress) -> Iterator[Backend]:
+    """A short-lived connection (one retry) for reporting on a worker, closed after use."""
+    backend = Backend(address, retries=1)
+    try:
+        yield backend
+    finally:
+        backend.close()

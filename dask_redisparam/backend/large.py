@@ -15,7 +15,9 @@ import redis
 from redis.connection import PythonRespSerializer
 
 from .. import keys
-from ..bulk import Part, read_bulk_into
+from ..bulk import Part
+from ..errors import ServerError
+from ..signing import PayloadRejected
 from .client import SEND_BUFFER, BackendBase
 
 __all__ = ["LargeValues"]
@@ -87,3 +89,47 @@ class LargeValues(BackendBase):
         finally:
             pool.release(conn)
         return replies
+
+
+def read_bulk_into(sock: Any, view: memoryview) -> bool:
+    """Read one RESP bulk reply from ``sock`` straight into ``view`` (which must have its exact size).
+
+    Returns False for a nil reply (the field is missing). Raises :class:`ConnectionError` when the connection
+    ends and :class:`~dask_redisparam.signing.PayloadRejected` when the size differs (the caller must then drop
+    the connection: the rest of the reply is unread).
+    """
+    line = _read_line(sock)
+    if line in (b"$-1", b"_"):
+        return False
+    if not line.startswith(b"$"):
+        raise ConnectionError(f"unexpected reply to HGET: {line[:100]!r}")
+    size = int(line[1:])
+    if size != len(view):
+        raise PayloadRejected(f"a part of a large value has {size} bytes where its reference says {len(view)}")
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if not n:
+            raise ConnectionError("the connection closed in the middle of a reply")
+        got += n
+    tail = b""
+    while len(tail) < 2:
+        more = sock.recv(2 - len(tail))
+        if not more:
+            raise ConnectionError("the connection closed in the middle of a reply")
+        tail += more
+    return True
+
+
+def _read_line(sock: Any) -> bytes:
+    line = bytearray()
+    while not line.endswith(b"\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError("the connection closed in the middle of a reply")
+        line += byte
+        if len(line) > (4096 if line.startswith(b"-") else 64):
+            raise ConnectionError(f"unexpected reply to HGET: {bytes(line[:100])!r}")
+    if line.startswith(b"-"):
+        raise ServerError(f"reading a large value's part: {line[1:-2].decode(errors='replace')}")
+    return bytes(line[:-2])
