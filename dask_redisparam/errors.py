@@ -9,7 +9,12 @@ and ``except RemoteError`` work::
     ├── ConfigurationError         (also ValueError)    a setting is invalid; names the setting
     ├── ServerError                                      a Redis server cannot be used
     │   ├── ServerUnavailable      (also ConnectionError) cannot connect; names host:port
+    │   │   └── ServerLoading                             the server is loading its dataset (waited through)
     │   ├── AuthenticationFailed                          wrong or missing password / ACL user
+    │   │   └── PermissionDenied                          the ACL denies a command or key the job needs
+    │   ├── ServerOutOfMemory                             OOM: the server's memory is full (maxmemory)
+    │   ├── ServerReadOnly                                READONLY: the server is a replica
+    │   ├── PersistenceFailed                             MISCONF: writes refused after a failed RDB save
     │   └── RunLost                                       the run's state vanished from Redis
     ├── SerializationError         (also TypeError)     a task, argument or result cannot be pickled
     ├── KilledWorker                                     a task's workers died too often while running it
@@ -38,11 +43,16 @@ __all__ = [
     "ConfigurationError",
     "KilledWorker",
     "PartialResults",
+    "PermissionDenied",
+    "PersistenceFailed",
     "RedisParamError",
     "RemoteError",
     "RunLost",
     "SerializationError",
     "ServerError",
+    "ServerLoading",
+    "ServerOutOfMemory",
+    "ServerReadOnly",
     "ServerUnavailable",
     "StopRequested",
     "TaskErrors",
@@ -96,6 +106,30 @@ class ServerUnavailable(ServerError, ConnectionError):
 
 class AuthenticationFailed(ServerError):
     """The Redis server refused the password or the ACL user."""
+
+
+class ServerLoading(ServerUnavailable):
+    """The server answers ``LOADING``: it is reading its dataset into memory (after a restart, or a replica
+    syncing). Managers and workers wait for it as for a lost connection, and raise this only if it lasts."""
+
+
+class PermissionDenied(AuthenticationFailed):
+    """The server's ACL denies the user a command or a key that the job needs (``NOPERM``); the message names
+    the server, the user and what to allow."""
+
+
+class ServerOutOfMemory(ServerError):
+    """The server refused a write because its memory is full (``OOM``: ``maxmemory`` reached, with a policy such
+    as ``noeviction`` that evicts nothing). A run that fails so keeps nothing for ``redo=``."""
+
+
+class ServerReadOnly(ServerError):
+    """The server is a read-only replica (``READONLY``): connect to its primary."""
+
+
+class PersistenceFailed(ServerError):
+    """The server refuses writes because its last RDB snapshot failed (``MISCONF``, with
+    ``stop-writes-on-bgsave-error yes``)."""
 
 
 class RunLost(ServerError):

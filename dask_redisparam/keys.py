@@ -17,6 +17,7 @@ key                                             type     meaning
 ``drp:{job}:run:<rid>:data``                    HASH     results and uploaded literals, one field each
 ``drp:{job}:run:<rid>:done``                    LIST     completion records for the run's manager
 ``drp:{job}:redo:<rid>``                        HASH     a failed run's values, kept ``redo_ttl`` for ``redo=``
+``drp:{job}:probe:<token>``                     STRING   the start-up check of the ACL's commands (deleted at once)
 =============================================  =======  =====================================================
 
 Examples
@@ -37,6 +38,7 @@ __all__ = [
     "data",
     "done",
     "job_pattern",
+    "probe",
     "processing",
     "queue",
     "redo",
@@ -153,3 +155,8 @@ def data(jobname: str, run_id: str) -> str:
 def done(jobname: str, run_id: str) -> str:
     """The list of completion records that workers push for the run's manager."""
     return f"{_run(jobname, run_id)}:done"
+
+
+def probe(jobname: str, token: str) -> str:
+    """The scratch key of one start-up check of the user's commands (:mod:`dask_redisparam.backend.commands`)."""
+    return f"{_job(jobname)}:probe:{token}"

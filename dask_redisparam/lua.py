@@ -15,13 +15,20 @@ __all__ = ["ACK", "ASK_STOP", "COMPLETE", "COPY", "DEREGISTER", "HEARTBEAT", "MO
 # field/value pairs, the first r of them references to large values. Refused, the script deletes those parts, unless
 # the first reference is already stored (a repeat of a call that succeeded: the parts are the stored value's). If a
 # reference's field exists already (the message ran twice: it was queued twice), the first values stay: the new
-# references are not stored and their parts are deleted.
+# references are not stored and their parts are deleted. A part missing (Redis refused to store it: OOM) leaves
+# everything as it was but the parts written (deleted), and returns -2.
 COMPLETE = """
 local n = tonumber(ARGV[4])
 local r = tonumber(ARGV[5 + n])
 local first = 6 + n
 local function drop_parts()
   for i = 5, 4 + n do redis.call('HDEL', KEYS[2], ARGV[i]) end
+end
+for i = 5, 4 + n do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then
+    drop_parts()
+    return -2
+  end
 end
 if redis.call('LREM', KEYS[4], 1, ARGV[1]) == 0 then
   if r == 0 or redis.call('HGET', KEYS[2], ARGV[first]) ~= ARGV[first + 1] then drop_parts() end

@@ -11,6 +11,10 @@ Faults:
   may be repeated safely (records are removed only once acknowledged, by an idempotent script). After
   ``OUTAGE_GRACE`` seconds without Redis the run fails with :class:`~dask_redisparam.errors.ServerUnavailable`;
 - the run's keys vanished (a server restarted without persistence): :class:`~dask_redisparam.errors.RunLost`;
+- the server loads its dataset (``LOADING``): waited through as a lost connection, then
+  :class:`~dask_redisparam.errors.ServerLoading`;
+- the server is full (``OOM``, also when a worker could not store results): the run fails with
+  :class:`~dask_redisparam.errors.ServerOutOfMemory` and keeps nothing for ``redo=``;
 - any exception in the manager, ``KeyboardInterrupt`` included: the run's queued messages are withdrawn and its
   keys deleted; results of tasks still running are dropped by the workers' completion script.
 """
@@ -29,7 +33,15 @@ from typing import Any
 from dask.callbacks import local_callbacks
 
 from .backend import TRANSIENT_ERRORS, Backend
-from .errors import PartialResults, RunLost, ServerUnavailable, TaskErrors, Unevaluated
+from .errors import (
+    PartialResults,
+    RunLost,
+    ServerLoading,
+    ServerOutOfMemory,
+    ServerUnavailable,
+    TaskErrors,
+    Unevaluated,
+)
 from .graph import Graph
 from .options import RunOptions
 from .scheduler import RunState
@@ -116,7 +128,7 @@ def run_graph(
         run = RunState(backend, graph, options, cbs)
         for cb in run.start_cbs:
             cb(graph.nodes)
-        failed = True
+        failed, keep = True, options.redo_ttl > 0
         try:
             uploads, parts, copies = run.start()
             for cb in run.start_state_cbs:
@@ -128,11 +140,20 @@ def run_graph(
             result = run.results()
             failed = bool(run.errors)
             if run.errors:
+                full = next((e for e in run.errors.values() if isinstance(e, ServerOutOfMemory)), None)
+                if full is not None:  # a worker could not store results
+                    raise full
                 return _failed(run, result)
             return result
+        except ServerOutOfMemory as e:  # kept for redo=, the values would keep the server full
+            keep = False
+            raise ServerOutOfMemory(
+                f"{e}. Run {run.run_id} of job {run.job!r} failed, and nothing of it is kept for redo= (its values "
+                "were deleted, so that they do not keep the server full)"
+            ) from None
         finally:
             options.last_timeline[:] = run.timeline
-            close_run(run, keep=failed and options.redo_ttl > 0)
+            close_run(run, keep=failed and keep)
             for cb in run.finish_cbs:
                 cb(graph.nodes, run.state, failed)
 
@@ -191,6 +212,11 @@ class _Outage:
             self.since = now
             logger.warning("manager: lost Redis at %s (%s); reconnecting", self.where, error)
         if now - self.since > OUTAGE_GRACE:
+            if isinstance(error, ServerLoading):
+                raise ServerLoading(
+                    f"Redis at {self.where} was still loading its dataset after {OUTAGE_GRACE:.0f} s: compute again "
+                    "once it has loaded (its log shows the progress)"
+                ) from error
             raise ServerUnavailable(
                 f"lost the connection to Redis at {self.where} for more than {OUTAGE_GRACE:.0f} s: {error}"
             ) from error

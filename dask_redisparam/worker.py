@@ -44,7 +44,15 @@ from .address import RedisAddress
 from .backend import TRANSIENT_ERRORS, Backend
 from .bulk import MISSING_PARTS, Frames, Part, open_values, pack
 from .cache import CACHE_BYTES, ValueCache
-from .errors import ServerUnavailable, StopRequested, WorkerConflict, WorkerError
+from .errors import (
+    PersistenceFailed,
+    ServerOutOfMemory,
+    ServerReadOnly,
+    ServerUnavailable,
+    StopRequested,
+    WorkerConflict,
+    WorkerError,
+)
 from .execute import Watchdog, run_batch
 from .protocol import (
     Batch,
@@ -67,6 +75,12 @@ logger = logging.getLogger(__name__)
 
 REPORT_GRACE = 120.0
 """Seconds a worker keeps trying to report a finished message to an unreachable Redis before it gives up."""
+
+REFUSING_WRITES = (ServerOutOfMemory, PersistenceFailed, ServerReadOnly)
+"""A server that refuses writes for now (memory full, a failed RDB snapshot, a failover that made it a replica):
+the worker waits for it, as for a lost connection, with a warning every :data:`REFUSAL_WARNING` seconds."""
+REFUSAL_WARNING = 10.0
+_REPORT_RETRIED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, PersistenceFailed, ServerReadOnly)
 
 
 def new_worker_id() -> str:
@@ -177,7 +191,7 @@ class Worker:
         return self.tasks_done
 
     def _serve(self, backend: Backend) -> None:
-        delay, recover = 0.05, False
+        delay, recover, warned = 0.05, False, -REFUSAL_WARNING
         claimed: bytes | None = None  # claimed with the last completion
         while not self._stop.is_set():
             self._busy = False
@@ -197,6 +211,13 @@ class Worker:
                 delay = 0.05
             except TRANSIENT_ERRORS as e:
                 logger.warning("worker %s: lost Redis at %s (%s); retrying", self.id, self.address.describe(), e)
+                time.sleep(delay)
+                delay, recover = min(2 * delay, 2.0), True
+                continue
+            except REFUSING_WRITES as e:  # nothing can be claimed or stored; runs that end may free the server
+                if time.monotonic() - warned >= REFUSAL_WARNING:
+                    logger.warning("worker %s: %s; waiting", self.id, e)
+                    warned = time.monotonic()
                 time.sleep(delay)
                 delay, recover = min(2 * delay, 2.0), True
                 continue
@@ -318,7 +339,12 @@ class Worker:
             Completion(msg_id, attempt, self.id, outcomes, None), self.signer, self.jobname, run_id
         )
         _test_hook("executed")
-        status, claimed = self._complete(backend, run_id, message, record, stores, len(outcomes), large, parts)
+        try:
+            status, claimed = self._complete(backend, run_id, message, record, stores, len(outcomes), large, parts)
+        except ServerOutOfMemory as e:
+            self._recover = True  # the refused completion may have claimed the next message
+            self._report_unstored(backend, run_id, msg_id, attempt, message, e)
+            return None
         if status < 0:
             logger.warning(
                 "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",
@@ -329,6 +355,19 @@ class Worker:
         _test_hook("completed")
         self.tasks_done += len(outcomes)
         return claimed
+
+    def _report_unstored(
+        self, backend: Backend, run_id: str, msg_id: int, attempt: int, message: bytes, error: ServerOutOfMemory
+    ) -> None:
+        """Redis is too full to store a message's results: report the message as failed (the manager fails the
+        run); the small record fits, as a completion script is not refused once it has released the message."""
+        logger.warning(
+            "worker %s: could not store the results of message %d of run %s: %s", self.id, msg_id, run_id, error
+        )
+        failure = ServerOutOfMemory(f"{error} (worker {self.id} could not store the results of message {msg_id})")
+        completion = Completion(msg_id, attempt, self.id, [], dumps_exception(failure, None))
+        record = dumps_completion(completion, self.signer, self.jobname, run_id)
+        backend.complete(self.jobname, self.id, run_id, message, record, [], 0)
 
     def _reject(self, backend: Backend, message: bytes, error: Exception) -> None:
         """A message that fails its signature check is never unpickled: it goes to the dead-letter list."""
@@ -366,7 +405,7 @@ class Worker:
             try:
                 args = (self.jobname, self.id, run_id, message, record, stores, n, large, parts)
                 return backend.complete_and_claim(*args, claim_next=claim_next)
-            except TRANSIENT_ERRORS as e:
+            except _REPORT_RETRIED as e:
                 # a message claimed by a call whose reply was lost sits in our processing list: picked up later
                 self._recover, claim_next = self._recover or claim_next, False
                 waited = time.monotonic() - started

@@ -4,7 +4,9 @@ It holds the constants of the connection (timeouts, the send buffer), the redis-
 (:func:`_make_client`), the small helpers that shape arguments for the Lua scripts, and
 :class:`BackendBase`: the client, the registered scripts, pipelined execution in one round trip
 (:meth:`BackendBase._execute`), and the connection checks that turn failures into the package's errors. The
-operation mixins (:mod:`.runs`, :mod:`.workers`, :mod:`.large`, :mod:`.admin`) derive from it.
+operation mixins (:mod:`.runs`, :mod:`.workers`, :mod:`.large`, :mod:`.admin`) derive from it; every public method
+of each of them raises the package's errors, never redis-py's (:mod:`.replies`), but for the lost connections of
+:data:`TRANSIENT_ERRORS`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ from redis.retry import Retry
 
 from .. import keys, lua
 from ..address import RedisAddress
-from ..errors import AuthenticationFailed, ServerError, ServerUnavailable
+from ..errors import AuthenticationFailed, PermissionDenied, ServerUnavailable
+from .commands import check_commands
+from .replies import translate, translating
 
 __all__ = ["MAX_BLOCK", "SEND_BUFFER", "SOCKET_TIMEOUT", "TRANSIENT_ERRORS", "BackendBase", "wait_until"]
 
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, ConnectionError)
-"""Errors after which a retry may succeed (a lost connection, a restarting server); callers catch these."""
+"""Errors after which a retry may succeed (a lost connection, a restarting server); callers catch these. The
+package's :class:`~dask_redisparam.errors.ServerUnavailable`, and so
+:class:`~dask_redisparam.errors.ServerLoading`, are among them (both are ``ConnectionError``)."""
 
 SOCKET_TIMEOUT = 10.0
 """Seconds a reply may take; blocking commands use at most :data:`MAX_BLOCK`."""
@@ -107,6 +113,11 @@ class BackendBase:
         Positions of the script calls that the last :meth:`_execute` ran again after loading the scripts.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Make every public method of a group of operations raise the package's errors (:mod:`.replies`)."""
+        super().__init_subclass__(**kwargs)
+        _translate_methods(cls)
+
     def __init__(self, address: RedisAddress, *, retries: int = 3, connect_timeout: float = 5.0) -> None:
         self.address = address
         self.bytes_downloaded = 0
@@ -124,8 +135,9 @@ class BackendBase:
         self._scripts = [self._notify, self._ack, self._ask_stop, self._complete]  # the ones sent inside pipelines
         self.rerun: list[int] = []
 
-    def _execute(self, build: Any) -> list[Any]:
-        """Build a pipeline with ``build(pipe)`` and run it in one round trip; return the replies.
+    def _execute(self, build: Any, *, raise_on_error: bool = True) -> list[Any]:
+        """Build a pipeline with ``build(pipe)`` and run it in one round trip; return the replies (with
+        ``raise_on_error=False``, an error reply as its redis-py exception, not raised).
 
         Scripts in it go as plain ``EVALSHA`` (redis-py would add a ``SCRIPT EXISTS`` round trip to every pipeline
         with scripts). If the server does not know them (restarted, flushed), the other commands have run: the
@@ -143,7 +155,7 @@ class BackendBase:
             for i in self.rerun:
                 replies[i] = self._r.execute_command(*stack[i])  # type: ignore[no-untyped-call]
         for reply in replies:
-            if isinstance(reply, Exception):
+            if raise_on_error and isinstance(reply, Exception):
                 raise reply
         return replies
 
@@ -158,6 +170,8 @@ class BackendBase:
         """Return True if the server answers; raise a package error naming the server otherwise."""
         try:
             return bool(self._r.ping())
+        except redis.exceptions.BusyLoadingError as e:
+            raise translate(e, self.address.describe(), self._describe_user()) from None
         except redis.AuthenticationError as e:
             raise AuthenticationFailed(
                 f"Redis at {self.address.describe()} refused {self._describe_user()}: {e}"
@@ -167,7 +181,7 @@ class BackendBase:
                 raise AuthenticationFailed(
                     f"Redis at {self.address.describe()} refused {self._describe_user()}: {e}"
                 ) from None
-            raise ServerError(f"Redis at {self.address.describe()}: {e}") from None
+            raise translate(e, self.address.describe(), self._describe_user()) from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             hint = ""
             text = str(e)
@@ -185,22 +199,54 @@ class BackendBase:
             raise ServerUnavailable(f"cannot connect to Redis at {self.address.describe()}: {e}{hint}") from None
 
     def check_job_access(self, jobname: str) -> None:
-        """Check with one ``EXISTS`` that the user may use the keys of ``jobname``.
+        """Check that the user may use the keys of ``jobname`` and run every command the job sends.
+
+        Two round trips: one ``EXISTS`` of the job's queue, then each command of
+        :data:`~.commands.JOB_COMMANDS` once, harmlessly (:func:`~.commands.check_commands`).
 
         Raises
         ------
-        AuthenticationFailed
-            If the server's ACL denies it (``NOPERM``); the message names the user, the server and the key
-            pattern that the user's ACL must allow.
+        PermissionDenied
+            If the server's ACL denies a key of the job or a command (``NOPERM``); the message names the server,
+            the user and the key pattern or the commands that the user's ACL must allow.
+        ServerReadOnly, PersistenceFailed, ServerOutOfMemory
+            If the server refuses writes: a replica, a failed RDB snapshot, memory full.
         """
+        where, user = self.address.describe(), self._describe_user()
         try:
             self._r.exists(keys.queue(jobname))
         except redis.exceptions.NoPermissionError as e:
-            raise AuthenticationFailed(
-                f"Redis at {self.address.describe()} denies {self._describe_user()} the keys of job {jobname!r}"
-                f" (NOPERM: {e}): the user's ACL must allow the key pattern ~{keys.job_pattern(jobname)}"
-                " and the commands of dask-redisparam (see the security page of the documentation)"
-            ) from None
+            if "to run the" not in str(e):  # denied the key (a missing EXISTS is found with the other commands)
+                raise self._keys_denied(jobname, e) from None
+        commands, key_refusals, others = check_commands(self._r, jobname)
+        if commands:
+            allow = " ".join(f"+{name}" for name in commands)
+            raise PermissionDenied(
+                f"Redis at {where} denies {user} the command(s) {', '.join(c.upper() for c in commands)} that "
+                f"job {jobname!r} uses: add {allow} to the user's ACL (every command dask-redisparam needs is on "
+                "the security page of the documentation)"
+            )
+        if key_refusals:
+            raise self._keys_denied(jobname, f"{key_refusals[0].upper()} of a key of the job refused")
+        if others:
+            raise translate(others[0], where, user)
+
+    def _keys_denied(self, jobname: str, error: object) -> PermissionDenied:
+        return PermissionDenied(
+            f"Redis at {self.address.describe()} denies {self._describe_user()} the keys of job {jobname!r}"
+            f" (NOPERM: {error}): the user's ACL must allow the key pattern ~{keys.job_pattern(jobname)}"
+            " and the commands of dask-redisparam (see the security page of the documentation)"
+        )
+
+
+def _translate_methods(cls: type) -> None:
+    """Wrap the public methods defined in ``cls`` with :func:`~.replies.translating`."""
+    for name, value in list(vars(cls).items()):
+        if not name.startswith("_") and callable(value) and not isinstance(value, (classmethod, staticmethod)):
+            setattr(cls, name, translating(value))
+
+
+_translate_methods(BackendBase)
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:

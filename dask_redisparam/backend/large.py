@@ -16,7 +16,6 @@ from redis.connection import PythonRespSerializer
 
 from .. import keys
 from ..bulk import Part
-from ..errors import ServerError
 from ..signing import PayloadRejected
 from .client import SEND_BUFFER, BackendBase
 
@@ -130,6 +129,6 @@ def _read_line(sock: Any) -> bytes:
         line += byte
         if len(line) > (4096 if line.startswith(b"-") else 64):
             raise ConnectionError(f"unexpected reply to HGET: {bytes(line[:100])!r}")
-    if line.startswith(b"-"):
-        raise ServerError(f"reading a large value's part: {line[1:-2].decode(errors='replace')}")
+    if line.startswith(b"-"):  # an error reply: named by the caller's backend (.replies), e.g. LOADING
+        raise redis.exceptions.ResponseError(line[1:-2].decode(errors="replace"))
     return bytes(line[:-2])

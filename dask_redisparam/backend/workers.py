@@ -14,9 +14,11 @@ import redis
 
 from .. import keys
 from ..bulk import Part
+from ..errors import ServerError
 from ..protocol import encode_lost
 from .client import MAX_BLOCK, _evalsha, _flat, _pairs, _worker_keys
 from .large import LargeValues
+from .replies import reply_code
 
 __all__ = ["WorkerOps"]
 
@@ -140,7 +142,13 @@ class WorkerOps(LargeValues):
         claim_next: bool = True,
     ) -> tuple[int, bytes | None]:
         """:meth:`complete`, and in the same round trip claim the next message if one waits (``LMOVE`` into the
-        worker's processing list, as :meth:`claim` does): ``(what complete returns, the message or None)``."""
+        worker's processing list, as :meth:`claim` does): ``(what complete returns, the message or None)``.
+
+        A part of a large value that Redis refused to store (``OOM``) raises the refusal; then nothing was stored
+        and the message is still held (the script finds a part missing), and a message may have been claimed
+        (see :meth:`held_messages`). A claim refused when the completion was stored (memory full: ``LMOVE`` may
+        grow the memory, the script may not be stopped halfway) only returns no message.
+        """
         args: list[Any] = [message, record, ntasks, len(parts), *(name for name, _ in parts)]
         args += [len(large), *_pairs(large), *_pairs(values)]
         script_keys = [
@@ -158,7 +166,7 @@ class WorkerOps(LargeValues):
                 if claim_next:
                     pipe.lmove(*claim[1:])
 
-            replies = self._execute(build)
+            replies = self._execute(build, raise_on_error=False)
         else:
             commands: list[tuple[Any, ...]] = [("HSET", keys.data(jobname, run_id), n, view) for n, view in parts]
             commands.append(("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args))
@@ -167,11 +175,23 @@ class WorkerOps(LargeValues):
             replies = self._send_large(commands)
             if isinstance(replies[len(parts)], redis.exceptions.NoScriptError):  # the parts are written
                 replies[len(parts)] = self._complete(keys=script_keys, args=args)
-            for reply in replies:  # a part that could not be written (e.g. OOM) is an error too
+            for reply in replies[: len(parts)]:  # a part that could not be written (e.g. OOM) is an error too
                 if isinstance(reply, Exception):
                     raise reply
             replies = replies[len(parts) :]
-        return int(replies[0]), (replies[1] if claim_next else None)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        if int(replies[0]) == -2:
+            raise ServerError(
+                f"Redis at {self.address.describe()}: a part of a large value of run {run_id} vanished before its "
+                "completion was stored (deleted by someone else?); nothing was stored"
+            )
+        claimed = replies[1] if claim_next else None
+        if isinstance(claimed, Exception):
+            if reply_code(claimed) != "OOM":
+                raise claimed
+            claimed = None  # the next claim meets the full server itself
+        return int(replies[0]), claimed
 
     def held_messages(self, jobname: str, worker_id: str) -> list[bytes]:
         """The messages in a worker's processing list (claimed, not completed), oldest first."""
