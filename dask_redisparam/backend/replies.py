@@ -10,7 +10,7 @@ reply          cause                                                      except
 =============  =========================================================  ==============================
 ``OOM``        ``maxmemory`` reached, a policy that evicts nothing        :class:`ServerOutOfMemory`
 ``NOPERM``     the ACL user may not run a command or touch a key          :class:`PermissionDenied`
-``READONLY``   the server is a replica                                    :class:`ServerReadOnly`
+``READONLY``   a replica (``UNBLOCKED``: a server just became one)        :class:`ServerReadOnly`
 ``LOADING``    the server is loading its dataset (waited through)         :class:`ServerLoading`
 ``MISCONF``    an RDB snapshot failed, ``stop-writes-on-bgsave-error``    :class:`PersistenceFailed`
 any other      (a bug, or a server that is not Redis)                     :class:`ServerError`
@@ -58,9 +58,10 @@ _CLASSES: tuple[tuple[type[Exception], str], ...] = (
     (redis.exceptions.ReadOnlyError, "READONLY"),
     (redis.exceptions.BusyLoadingError, "LOADING"),
 )
-# a code at the start of the text (redis-py may have stripped it: then ``status_code`` holds it), or inside a Lua
-# script's error (Redis 6: "Error running script (...): @user_script:1: -OOM command not allowed ...")
-_CODE = re.compile(r"(?:^|: -)(" + "|".join(CODES) + r") ")
+# a code at the start of the text (redis-py may have stripped it: then ``status_code`` holds it), after redis-py's
+# note of a pipeline's failed command, or inside a Lua script's error (Redis 6: "Error running script (...):
+# @user_script:1: -OOM command not allowed ...")
+_CODE = re.compile(r"(?:^|: -|pipeline caused error: )(" + "|".join(CODES) + r") ")
 _SCRIPT_DENIED = "The user executing the script can't"  # a command of a script refused by the ACL (no code)
 _COMMAND = re.compile(r"permissions to run the '([^']+)' command")
 
@@ -80,6 +81,8 @@ def reply_code(error: BaseException | str) -> str | None:
     found = _CODE.search(text)
     if found:
         return found.group(1)
+    if text.startswith("UNBLOCKED ") and "replica" in text:  # a blocked command when the server became a replica
+        return "READONLY"
     return "NOPERM" if _SCRIPT_DENIED in text else None
 
 
