@@ -1,16 +1,19 @@
 """The manager's loop: drive a :class:`~dask_redisparam.scheduler.RunState` against Redis until the run ends.
 
 Each turn of :func:`run_graph`'s loop is one round trip (:meth:`Backend.exchange`): acknowledge the completion
-records of the last turn, push new messages, delete released values, renew the run's lease and read new
+records of the last turn, push new messages, delete released values, renew the run's ``alive`` key and read new
 records; it blocks (up to a second) only when nothing came back. About once a second it also counts the live
-workers (the window follows them) and reaps dead ones: what a dead worker held goes back to the queue.
+workers (the window follows them) and reaps dead ones: what a dead worker held goes back to the queue. The run's
+lease (:data:`RUN_TTL`) is also renewed by a thread of its own (:class:`~dask_redisparam.lease.RunLease`), so a
+loop that is busy or blocked for seconds keeps its run.
 
 Faults:
 
 - a lost connection or a restarting server: the turn is repeated with a bounded backoff; every step of a turn
   may be repeated safely (records are removed only once acknowledged, by an idempotent script). After
   ``OUTAGE_GRACE`` seconds without Redis the run fails with :class:`~dask_redisparam.errors.ServerUnavailable`;
-- the run's keys vanished (a server restarted without persistence): :class:`~dask_redisparam.errors.RunLost`;
+- the run's keys vanished (a server restarted without persistence, or its lease lapsed):
+  :class:`~dask_redisparam.errors.RunLost`;
 - any exception in the manager, ``KeyboardInterrupt`` included: the run's queued messages are withdrawn and its
   keys deleted; results of tasks still running are dropped by the workers' completion script.
 """
@@ -31,6 +34,7 @@ from dask.callbacks import local_callbacks
 from .backend import TRANSIENT_ERRORS, Backend
 from .errors import PartialResults, RunLost, ServerUnavailable, TaskErrors, Unevaluated
 from .graph import Graph
+from .lease import RUN_TTL, RunLease
 from .options import RunOptions
 from .scheduler import RunState
 
@@ -38,8 +42,6 @@ __all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
 
 logger = logging.getLogger(__name__)
 
-RUN_TTL = 30.0
-"""Seconds a run's keys outlive its manager's last sign of life."""
 WAIT_WARNING = 10.0
 """Seconds between warnings while no worker serves the job."""
 DRAIN_SECONDS = 10.0
@@ -117,20 +119,23 @@ def run_graph(
         for cb in run.start_cbs:
             cb(graph.nodes)
         failed = True
+        lease = RunLease(backend.address, run.job, run.run_id, keep=options.redo_ttl)
         try:
             uploads, parts, copies = run.start()
             for cb in run.start_state_cbs:
                 cb(graph.nodes, run.state)
-            backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts)
+            backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep)
+            lease.start()
             if copies:
                 _copy_redo_values(run, copies)
-            _loop(run, count_workers)
+            _loop(run, count_workers, lease)
             result = run.results()
             failed = bool(run.errors)
             if run.errors:
                 return _failed(run, result)
             return result
         finally:
+            lease.stop()
             options.last_timeline[:] = run.timeline
             close_run(run, keep=failed and options.redo_ttl > 0)
             for cb in run.finish_cbs:
@@ -203,7 +208,7 @@ class _Outage:
         self.since, self.delay = None, 0.05
 
 
-def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
+def _loop(run: RunState, count_workers: Callable[[], int], lease: RunLease) -> None:
     """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained."""
     backend, job = run.backend, run.job
     outage = _Outage(run.options.describe_server)
@@ -219,6 +224,7 @@ def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
             _withdraw_queued(run)
         if drain_until is not None and (not run.messages or time.monotonic() > drain_until):
             return
+        lease.check()
         try:
             now = time.monotonic()
             if now - last_count >= 1.0:

@@ -94,6 +94,9 @@ class Worker:
     signer : Signer or None
         Checks and makes signatures; default from ``REDISPARAM_SECRET`` / ``REDISPARAM_SECRET_FILE`` (none: only
         unsigned tasks are accepted).
+    connect_timeout : float or None
+        Seconds :meth:`run` waits for a server that cannot be reached yet (None: until it answers; default 0: fail
+        at once); see :meth:`Backend.connect <dask_redisparam.backend.Backend.connect>`.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class Worker:
         burst: bool = False,
         max_tasks: int | None = None,
         signer: Signer | None | object = _FROM_ENVIRONMENT,
+        connect_timeout: float | None = 0.0,
     ) -> None:
         self.address = address
         self.jobname = jobname
@@ -115,6 +119,7 @@ class Worker:
         self.heartbeat_ttl = heartbeat_ttl
         self.burst = burst
         self.max_tasks = max_tasks
+        self.connect_timeout = connect_timeout
         self.tasks_done = 0
         self.messages_done = 0
         self._backend: Backend | None = None
@@ -145,7 +150,7 @@ class Worker:
 
     def run(self) -> int:
         """Serve until stopped; return the number of tasks run."""
-        backend = self._backend = Backend.connect(self.address)
+        backend = self._backend = Backend.connect(self.address, wait=self.connect_timeout)
         backend.check_job_access(self.jobname)
         if not backend.register_worker(self.jobname, self.id, self.info(), self.heartbeat_ttl):
             backend.close()
