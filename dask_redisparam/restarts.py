@@ -169,12 +169,13 @@ class OutputPipes:
     def __init__(self) -> None:
         self.outputs: dict[int, ChildOutput] = {}  # read end -> what was written to it
 
-    def open(self) -> tuple[int, int]:
-        """A new pipe: ``(read end, write end)``; give the write end to the process as its stderr, then close it."""
+    def open(self) -> tuple[int, int, ChildOutput]:
+        """A new pipe: ``(read end, write end, what will be read)``; give the write end to the process as its
+        stderr, then close it here."""
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
-        self.outputs[read_end] = ChildOutput()
-        return read_end, write_end
+        output = self.outputs[read_end] = ChildOutput()
+        return read_end, write_end, output
 
     def pump(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for output, and pass on what came."""
@@ -185,19 +186,19 @@ class OutputPipes:
         for fd in readable:
             self.read(fd)
 
-    def read(self, fd: int) -> ChildOutput:
-        """Read what the pipe ``fd`` holds and pass on its complete lines; return what it was written."""
+    def read(self, fd: int) -> None:
+        """Read what the pipe ``fd`` holds (if still open) and pass on its complete lines; at its end, close it."""
         output = self.outputs.get(fd)
         if output is None:
-            return ChildOutput()
+            return
         while True:
             try:
                 chunk = os.read(fd, 1 << 16)
             except BlockingIOError:
-                return output
+                return
             if not chunk:
                 self.close(fd)
-                return output
+                return
             _write_stderr(output.feed(chunk))
 
     def close(self, fd: int) -> None:

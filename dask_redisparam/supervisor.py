@@ -100,7 +100,7 @@ class Supervisor:
         self.restart_at: dict[int, float] = {}  # slot -> monotonic time to start its next process
         self.timed_out: set[int] = set()  # slots whose process this supervisor killed (a task's timeout)
         self.outputs = OutputPipes()  # the processes' stderr
-        self.output_of: dict[int, int] = {}  # slot -> read end of its current process's stderr pipe
+        self.output_of: dict[int, tuple[int, ChildOutput]] = {}  # slot -> its process's stderr pipe, what it wrote
         self.giving_up = False
         self.status = 0
 
@@ -124,7 +124,7 @@ class Supervisor:
         self._close_watchdog(slot)
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
-        err_read, err_write = self.outputs.open()
+        err_read, err_write, output = self.outputs.open()
         env = dict(self.env, **{WATCHDOG_ENV: str(write_end)})
         try:
             self.children[slot] = subprocess.Popen(
@@ -137,7 +137,7 @@ class Supervisor:
             os.close(write_end)
             os.close(err_write)
         self.watchdogs[slot] = (read_end, bytearray())
-        self.output_of[slot] = err_read
+        self.output_of[slot] = (err_read, output)
         self.started[slot] = time.monotonic()
 
     def _close_watchdog(self, slot: int) -> None:
@@ -248,8 +248,8 @@ class Supervisor:
         del self.children[slot]
         self._close_watchdog(slot)
         wid = self.worker_id(slot)
-        fd = self.output_of.pop(slot, -1)
-        output = self.outputs.read(fd)  # all it wrote before it died is in the pipe
+        fd, output = self.output_of.pop(slot, (-1, ChildOutput()))
+        self.outputs.read(fd)  # all it wrote before it died is in the pipe
         uptime = time.monotonic() - self.started.pop(slot, 0.0)
         held = self._reap(wid) if code != 0 else False
         timed_out = slot in self.timed_out
