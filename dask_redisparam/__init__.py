@@ -16,6 +16,7 @@ from .errors import (
     TaskErrors,
     TaskTimeout,
     Unevaluated,
+    UnsafeShuffle,
     WorkerConflict,
     WorkerError,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "TaskErrors",
     "TaskTimeout",
     "Unevaluated",
+    "UnsafeShuffle",
     "WorkerConflict",
     "WorkerError",
 ]

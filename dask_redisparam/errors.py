@@ -7,6 +7,7 @@ and ``except RemoteError`` work::
 
     RedisParamError
     ├── ConfigurationError         (also ValueError)    a setting is invalid; names the setting
+    │   └── UnsafeShuffle                                 a disk shuffle on workers that may not share a disk
     ├── ServerError                                      a Redis server cannot be used
     │   ├── ServerUnavailable      (also ConnectionError) cannot connect; names host:port
     │   ├── AuthenticationFailed                          wrong or missing password / ACL user
@@ -48,6 +49,7 @@ __all__ = [
     "TaskErrors",
     "TaskTimeout",
     "Unevaluated",
+    "UnsafeShuffle",
     "WorkerConflict",
     "WorkerError",
     "make_remote",
@@ -84,6 +86,15 @@ class PartialResults:
 
 class ConfigurationError(RedisParamError, ValueError):
     """A setting (constructor argument, environment variable or dask config key) is invalid."""
+
+
+class UnsafeShuffle(ConfigurationError):
+    """A graph shuffles on disk (dask's partd shuffle) on workers not known to share one filesystem.
+
+    Each worker would see only the pieces written on its own machine, and rows would be lost without an error.
+    Nothing of the graph ran. Use ``dataframe.shuffle.method="tasks"`` (``RedisParam.as_default()``), or declare
+    ``shared_filesystem=True``.
+    """
 
 
 class ServerError(RedisParamError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -26,11 +27,12 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
+import dask.config
 from dask.local import nested_get
 
 from . import pool
 from .backend import Backend
-from .errors import ConfigurationError, WorkerError
+from .errors import ConfigurationError, UnsafeShuffle, WorkerError
 from .graph import Graph, flatten_keys, prepare_graph
 from .manager import count_and_reap, fewer_collections, run_graph
 from .mapping import MISSING
@@ -40,7 +42,8 @@ from .resultdir import ResultDir
 from .scheduler import RunState
 from .server import EmbeddedRedis
 from .settings import Settings, config_overrides
-from .signing import SECRET_ENV, Signer, signer_from_environment
+from .shuffle import disk_shuffle_key, tasks_shuffle
+from .signing import SECRET_ENV, SECRET_FILE_ENV, Signer, signer_from_environment
 from .supervisor import LocalWorkers
 
 __all__ = ["RedisParam", "redis_get", "shutdown"]
@@ -87,8 +90,20 @@ class RedisParam:
 
     def __repr__(self) -> str:
         state = "up" if self.is_up else "down"
-        fields = repr(self.settings)[len("Settings(") : -1]
+        fields = self.settings._describe(signed=self._signs())[len("Settings(") : -1]
         return f"RedisParam({fields}, state={state!r})"
+
+    def _signs(self) -> bool:
+        """Whether this param's messages are signed (started), or will be (not started: as start() decides)."""
+        if self.is_up:
+            return self._signer is not None
+        settings = self.settings
+        embedded = settings.address is None and settings.is_worker is None  # start() generates a secret
+        return (
+            settings.secret is not None
+            or bool(os.environ.get(SECRET_ENV) or os.environ.get(SECRET_FILE_ENV))
+            or embedded
+        )
 
     # ------------------------------------------------------------------ life cycle
     @property
@@ -282,10 +297,59 @@ class RedisParam:
             known |= {key for key in flatten_keys(keys) if saved.has(key)}
         with fewer_collections():
             graph = prepare_graph(dsk, keys, known=known)
+            shuffle_key = disk_shuffle_key(graph)
             with self._started():
+                if shuffle_key is not None:
+                    self._allow_disk_shuffle(shuffle_key)
                 if saved is None:
                     return self._run(graph, keys, kwargs, redo)
                 return self._run_saving(graph, keys, kwargs, redo, saved)
+
+    def _allow_disk_shuffle(self, key: Hashable) -> None:
+        """Refuse a graph with a disk-shuffle task ``key`` unless the pool is known to share one filesystem: the
+        ``shared_filesystem`` setting says so, or only this param's own local workers serve the job."""
+        settings = self.settings
+        if settings.shared_filesystem:
+            return
+        if self._local is None:
+            where = f"workers this param did not start (is_worker={settings.is_worker})"
+        else:
+            others = sorted(set(self.backend.live_workers(settings.jobname)) - set(self._local.ids))
+            if not others:
+                return
+            where = f"workers this param did not start ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
+        raise UnsafeShuffle(
+            f"task {key!r} belongs to dask's disk-based shuffle (partd files on the local disk of each worker), but "
+            f"job {settings.jobname!r} is served by {where}, which may be on other machines: rows would be lost "
+            'silently. Use the task-based shuffle: dask.config.set({"dataframe.shuffle.method": "tasks"}) or '
+            '`with param.as_default():` around the compute (for dask.bag: groupby(..., shuffle="tasks")). If every '
+            "worker's dask temporary_directory is on one shared filesystem, declare it with shared_filesystem=True "
+            "(or the dask config key redisparam.shared_filesystem). Nothing of the graph ran"
+        )
+
+    @contextlib.contextmanager
+    def as_default(self) -> Iterator[RedisParam]:
+        """Inside: this param is dask's default scheduler, and dask shuffles with tasks unless told otherwise.
+
+        Sets the dask config ``scheduler`` to this param and, if nobody set it, ``dataframe.shuffle.method`` to
+        ``"tasks"``: dask's default, the disk-based shuffle, is right only on workers that share one filesystem
+        (see :mod:`dask_redisparam.shuffle`). dask.dataframe reads the method when a compute starts, dask.bag when
+        ``groupby`` is called: build a bag's ``groupby`` inside the block. A param that is not started starts here
+        and stops when the block ends. The config is process-wide while the block lasts, as ``dask.config.set``.
+
+        Examples
+        --------
+        >>> import dask, dask.bag as db
+        >>> with RedisParam(workers=1).as_default() as p:
+        ...     dask.config.get("dataframe.shuffle.method"), dask.config.get("scheduler") is p
+        ...     sorted(db.from_sequence(range(6), npartitions=2).groupby(lambda x: x % 2).compute())
+        ('tasks', True)
+        [(0, [0, 2, 4]), (1, [1, 3, 5])]
+        """
+        if self.settings.is_worker:
+            raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot be dask's scheduler")
+        with self._started(), dask.config.set(tasks_shuffle(self)):
+            yield self
 
     def _run_saving(
         self, graph: Graph, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None, saved: ResultDir
