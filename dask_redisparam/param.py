@@ -32,7 +32,7 @@ from dask.local import nested_get
 
 from . import pool
 from .backend import Backend
-from .errors import ConfigurationError, UnsafeShuffle, WorkerError
+from .errors import ConfigurationError, WorkerError
 from .graph import Graph, flatten_keys, prepare_graph
 from .manager import count_and_reap, fewer_collections, run_graph
 from .mapping import MISSING
@@ -42,7 +42,7 @@ from .resultdir import ResultDir
 from .scheduler import RunState
 from .server import EmbeddedRedis
 from .settings import Settings, config_overrides
-from .shuffle import disk_shuffle_key, tasks_shuffle
+from .shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle
 from .signing import SECRET_ENV, SECRET_FILE_ENV, Signer, signer_from_environment
 from .supervisor import LocalWorkers
 
@@ -299,33 +299,12 @@ class RedisParam:
             graph = prepare_graph(dsk, keys, known=known)
             shuffle_key = disk_shuffle_key(graph)
             with self._started():
-                if shuffle_key is not None:
-                    self._allow_disk_shuffle(shuffle_key)
+                if shuffle_key is not None:  # refused unless the pool shares one filesystem
+                    local_ids = None if self._local is None else self._local.ids
+                    check_disk_shuffle(shuffle_key, self.settings, local_ids, self.backend.live_workers)
                 if saved is None:
                     return self._run(graph, keys, kwargs, redo)
                 return self._run_saving(graph, keys, kwargs, redo, saved)
-
-    def _allow_disk_shuffle(self, key: Hashable) -> None:
-        """Refuse a graph with a disk-shuffle task ``key`` unless the pool is known to share one filesystem: the
-        ``shared_filesystem`` setting says so, or only this param's own local workers serve the job."""
-        settings = self.settings
-        if settings.shared_filesystem:
-            return
-        if self._local is None:
-            where = f"workers this param did not start (is_worker={settings.is_worker})"
-        else:
-            others = sorted(set(self.backend.live_workers(settings.jobname)) - set(self._local.ids))
-            if not others:
-                return
-            where = f"workers this param did not start ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
-        raise UnsafeShuffle(
-            f"task {key!r} belongs to dask's disk-based shuffle (partd files on the local disk of each worker), but "
-            f"job {settings.jobname!r} is served by {where}, which may be on other machines: rows would be lost "
-            'silently. Use the task-based shuffle: dask.config.set({"dataframe.shuffle.method": "tasks"}) or '
-            '`with param.as_default():` around the compute (for dask.bag: groupby(..., shuffle="tasks")). If every '
-            "worker's dask temporary_directory is on one shared filesystem, declare it with shared_filesystem=True "
-            "(or the dask config key redisparam.shared_filesystem). Nothing of the graph ran"
-        )
 
     @contextlib.contextmanager
     def as_default(self) -> Iterator[RedisParam]:

@@ -30,14 +30,18 @@ True
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable
-from typing import Any
+from collections.abc import Callable, Collection, Hashable
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 
+from .errors import UnsafeShuffle
 from .graph import Graph
 
-__all__ = ["DISK_SHUFFLE_CALLABLES", "disk_shuffle_key", "tasks_shuffle"]
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["DISK_SHUFFLE_CALLABLES", "check_disk_shuffle", "disk_shuffle_key", "tasks_shuffle"]
 
 DISK_SHUFFLE_CALLABLES: tuple[tuple[str, str], ...] = (
     ("dask.dataframe.shuffle", "maybe_buffered_partd"),  # a class: the task that creates the partd calls an instance
@@ -84,6 +88,38 @@ def disk_shuffle_key(graph: Graph) -> Hashable | None:
         if func is not None and (id(func) in ids or type(func) in classes) and key not in known:
             return key
     return None
+
+
+def check_disk_shuffle(
+    key: Hashable, settings: Settings, local_ids: Collection[str] | None, live_workers: Callable[[str], list[str]]
+) -> None:
+    """Refuse a graph with the disk-shuffle task ``key`` unless the pool is known to share one filesystem.
+
+    It is, if the ``shared_filesystem`` setting says so, or if only the param's own local workers (``local_ids``;
+    None when it started none) serve the job: ``live_workers(jobname)`` is asked only then.
+
+    Raises
+    ------
+    UnsafeShuffle
+        Otherwise, naming the task, the job and the workers that may be elsewhere.
+    """
+    if settings.shared_filesystem:
+        return
+    if local_ids is None:
+        where = f"workers this param did not start (is_worker={settings.is_worker})"
+    else:
+        others = sorted(set(live_workers(settings.jobname)) - set(local_ids))
+        if not others:
+            return
+        where = f"workers this param did not start ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
+    raise UnsafeShuffle(
+        f"task {key!r} belongs to dask's disk-based shuffle (partd files on the local disk of each worker), but job "
+        f"{settings.jobname!r} is served by {where}, which may be on other machines: rows would be lost silently. "
+        'Use the task-based shuffle: dask.config.set({"dataframe.shuffle.method": "tasks"}) or `with '
+        'param.as_default():` around the compute (for dask.bag: groupby(..., shuffle="tasks")). If every worker\'s '
+        "dask temporary_directory is on one shared filesystem, declare it with shared_filesystem=True (or the dask "
+        "config key redisparam.shared_filesystem). Nothing of the graph ran"
+    )
 
 
 def tasks_shuffle(scheduler: Any) -> dict[str, Any]:
