@@ -93,7 +93,7 @@ def build(name: str, method: str) -> tuple[Any, Callable[[Any], Any], Any]:
     return bag_groupby(method) if name == "bag" else OPERATIONS[name]()
 
 
-def assert_exact(name: str, collection: Any, canonical: Callable[[Any], Any], expected: Any, out: Any) -> None:
+def assert_exact(name: str, canonical: Callable[[Any], Any], expected: Any, out: Any) -> None:
     if name == "bag":
         assert canonical(out) == expected
     elif isinstance(expected, pd.Series):
@@ -186,7 +186,7 @@ def test_task_shuffles_are_exact_across_hosts(isolated: RedisParam, name: str) -
         assert dask.config.get("dataframe.shuffle.method") == "tasks"
         collection, canonical, expected = OPERATIONS[name]()  # a bag's groupby picks its method here
         (out,) = dask.compute(collection)
-    assert_exact(name, collection, canonical, expected, out)
+    assert_exact(name, canonical, expected, out)
 
 
 @pytest.mark.parametrize("name", OPERATIONS)
@@ -230,11 +230,11 @@ def test_declared_shared_filesystem_allows_the_disk_shuffle(pools: tuple[Pool, P
             dask.compute(collection, scheduler=p)
         with shared.param(is_worker=False, shared_filesystem=True) as p:
             (out,) = dask.compute(collection, scheduler=p)
-        assert_exact(name, collection, canonical, expected, out)
+        assert_exact(name, canonical, expected, out)
         with dask.config.set({"redisparam.shared_filesystem": True}), shared.param(is_worker=False) as p:
             assert p.shared_filesystem is True
             (out,) = dask.compute(collection, scheduler=p)
-        assert_exact(name, collection, canonical, expected, out)
+        assert_exact(name, canonical, expected, out)
 
 
 def test_local_workers_allow_the_disk_shuffle(server: EmbeddedRedis, pools: tuple[Pool, Pool]) -> None:
@@ -244,7 +244,7 @@ def test_local_workers_allow_the_disk_shuffle(server: EmbeddedRedis, pools: tupl
         collection, canonical, expected = build("set_index", "disk")
         with RedisParam(2, url=url) as p:
             (out,) = dask.compute(collection, scheduler=p)
-        assert_exact("set_index", collection, canonical, expected, out)
+        assert_exact("set_index", canonical, expected, out)
         with pools[0].param(workers=1) as p, pytest.raises(UnsafeShuffle, match=r"host0, host1"):
             dask.compute(collection, scheduler=p)
 
@@ -263,4 +263,4 @@ def test_detection_on_the_graphs_dask_builds() -> None:
                 collection, canonical, expected = build(name, method)
                 (out,) = dask.compute(collection, scheduler=get)
             assert (seen["key"] is not None) == (method == "disk"), (name, method)
-            assert_exact(name, collection, canonical, expected, out)
+            assert_exact(name, canonical, expected, out)
