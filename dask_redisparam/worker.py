@@ -355,9 +355,8 @@ class Worker:
             error,
             hint,
         )
-        info = {"reason": reason, "detail": str(error)[:200], "worker": self.id, "time": f"{time.time():.3f}"}
-        if run_id is not None:
-            info["run"] = run_id
+        info = {"reason": reason, "detail": str(error)[:200], "worker": self.id, "run": run_id or ""}
+        info["time"] = f"{time.time():.3f}"
         notice = encode_rejected(msg_id, attempt, uuid.uuid4().hex[:12], reason, self.id)
         backend.reject_message(self.jobname, self.id, message, info, run_id, notice)
         self._rejected += 1
