@@ -19,6 +19,7 @@ and ``except RemoteError`` work::
     ├── Unevaluated                                      stands in for a result that was never computed
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
+    ├── MessagesRejected                                 every worker refused the run's messages (secret, version)
     └── RemoteError                                      mixin of every exception raised by a task
 
     StopRequested                  (BaseException)      control flow: a worker was asked to stop
@@ -38,6 +39,7 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
     "KilledWorker",
+    "MessagesRejected",
     "PartialResults",
     "RedisParamError",
     "RemoteError",
@@ -217,6 +219,12 @@ class WorkerError(RedisParamError):
 
 class WorkerConflict(WorkerError):
     """A live worker with the same id already serves the same jobname."""
+
+
+class MessagesRejected(RedisParamError):
+    """Every live worker of the job refused the run's task messages (dead-lettered, never unpickled) and none was
+    accepted for a few seconds: the workers lack the manager's secret, have another one, or run another version.
+    The message names the reasons and the workers, and what to set."""
 
 
 class RemoteError(RedisParamError, PartialResults):

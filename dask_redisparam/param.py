@@ -174,7 +174,7 @@ class RedisParam:
     def _live_workers(self) -> int:
         """The live workers of the job (reaping dead ones); an error if this param's own local workers are gone
         and nobody else serves the job (else the run would wait for workers forever)."""
-        count = count_and_reap(self.backend, self.settings.jobname)
+        count = count_and_reap(self.backend, self.settings.jobname, self._signer)
         local = self._local
         if count == 0 and local is not None and not local.is_running():
             raise WorkerError(

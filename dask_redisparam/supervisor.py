@@ -25,7 +25,7 @@ from .address import RedisAddress
 from .backend import Backend
 from .errors import TaskTimeout
 from .execute import WATCHDOG_ENV
-from .protocol import Completion, decode_header, dumps_completion
+from .protocol import Completion, decode_header, dumps_completion, lost_notices
 from .serialize import dumps_exception
 from .server import _pdeathsig_preexec
 from .signing import signer_from_environment
@@ -189,8 +189,9 @@ class Supervisor:
             return
         address, jobname = self.reap
         try:
+            notice = lost_notices(signer_from_environment(self.env), jobname, worker_id)
             with _backend(address) as backend:
-                moved = backend.reap_worker(jobname, worker_id)
+                moved = backend.reap_worker(jobname, worker_id, notice)
         except Exception as e:  # the lease will expire and a manager will reap it then
             logger.warning("supervisor: could not requeue the tasks of worker %s: %s", worker_id, e)
             return
