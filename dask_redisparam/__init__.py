@@ -6,6 +6,7 @@ from .errors import (
     AuthenticationFailed,
     ConfigurationError,
     KilledWorker,
+    MessagesRejected,
     PartialResults,
     RedisParamError,
     RemoteError,
@@ -16,6 +17,7 @@ from .errors import (
     TaskErrors,
     TaskTimeout,
     Unevaluated,
+    UnsafeShuffle,
     WorkerConflict,
     WorkerError,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
     "KilledWorker",
+    "MessagesRejected",
     "PartialResults",
     "RedisParamError",
     "RemoteError",
@@ -56,6 +59,7 @@ __all__ = [
     "TaskErrors",
     "TaskTimeout",
     "Unevaluated",
+    "UnsafeShuffle",
     "WorkerConflict",
     "WorkerError",
 ]

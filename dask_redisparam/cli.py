@@ -227,6 +227,9 @@ def status_command(jobname: str, url: str | None, host: str | None, port: int | 
     click.echo(f"active runs: {len(live_runs)} {' '.join(live_runs)}".rstrip())
     if dead_runs:
         click.echo(f"dead runs (remove with 'clean'): {' '.join(dead_runs)}")
+    click.echo(f"dead-lettered messages: {status.dead_letters}")
+    if status.last_rejection:
+        click.echo(f"last rejection: {_describe_rejection(status.last_rejection)}")
     if status.workers:
         rows = [("ID", "HOST", "PID", "TASKS", "UP (s)", "CURRENT")]
         now = time.time()
@@ -238,6 +241,18 @@ def status_command(jobname: str, url: str | None, host: str | None, port: int | 
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
             click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _describe_rejection(fields: dict[str, str]) -> str:
+    from .protocol import REJECTION_REASONS
+
+    reason = fields.get("reason", "")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(fields.get("time", "0") or 0)))
+    run = f" of run {fields['run']}" if fields.get("run") else ""
+    return (
+        f"{when} by worker {fields.get('worker', '?')}{run}: {REJECTION_REASONS.get(reason, reason)} "
+        f"({fields.get('detail', '')}); {fields.get('count', '1')} in all"
+    )
 
 
 @main.command(name="stop-all")

@@ -7,6 +7,7 @@ and ``except RemoteError`` work::
 
     RedisParamError
     ├── ConfigurationError         (also ValueError)    a setting is invalid; names the setting
+    │   └── UnsafeShuffle                                 a disk shuffle on workers that may not share a disk
     ├── ServerError                                      a Redis server cannot be used
     │   ├── ServerUnavailable      (also ConnectionError) cannot connect; names host:port
     │   ├── AuthenticationFailed                          wrong or missing password / ACL user
@@ -18,6 +19,7 @@ and ``except RemoteError`` work::
     ├── Unevaluated                                      stands in for a result that was never computed
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
+    ├── MessagesRejected                                 every worker refused the run's messages (secret, version)
     └── RemoteError                                      mixin of every exception raised by a task
 
     StopRequested                  (BaseException)      control flow: a worker was asked to stop
@@ -37,6 +39,7 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
     "KilledWorker",
+    "MessagesRejected",
     "PartialResults",
     "RedisParamError",
     "RemoteError",
@@ -48,6 +51,7 @@ __all__ = [
     "TaskErrors",
     "TaskTimeout",
     "Unevaluated",
+    "UnsafeShuffle",
     "WorkerConflict",
     "WorkerError",
     "make_remote",
@@ -84,6 +88,15 @@ class PartialResults:
 
 class ConfigurationError(RedisParamError, ValueError):
     """A setting (constructor argument, environment variable or dask config key) is invalid."""
+
+
+class UnsafeShuffle(ConfigurationError):
+    """A graph shuffles on disk (dask's partd shuffle) on workers not known to share one filesystem.
+
+    Each worker would see only the pieces written on its own machine, and rows would be lost without an error.
+    Nothing of the graph ran. Use ``dataframe.shuffle.method="tasks"`` (``RedisParam.as_default()``), or declare
+    ``shared_filesystem=True``.
+    """
 
 
 class ServerError(RedisParamError):
@@ -206,6 +219,12 @@ class WorkerError(RedisParamError):
 
 class WorkerConflict(WorkerError):
     """A live worker with the same id already serves the same jobname."""
+
+
+class MessagesRejected(RedisParamError):
+    """Every live worker of the job refused the run's task messages (dead-lettered, never unpickled) and none was
+    accepted for a few seconds: the workers lack the manager's secret, have another one, or run another version.
+    The message names the reasons and the workers, and what to set."""
 
 
 class RemoteError(RedisParamError, PartialResults):

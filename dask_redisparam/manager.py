@@ -36,7 +36,9 @@ from .errors import PartialResults, RunLost, ServerUnavailable, TaskErrors, Unev
 from .graph import Graph
 from .lease import RUN_TTL, RunLease
 from .options import RunOptions
+from .protocol import lost_notices
 from .scheduler import RunState
+from .signing import Signer
 
 __all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
 
@@ -113,7 +115,7 @@ def run_graph(
     KilledWorker, TaskTimeout, RunLost, ServerUnavailable
         See :mod:`dask_redisparam.errors`.
     """
-    count_workers = live_workers or (lambda: count_and_reap(backend, options.jobname))
+    count_workers = live_workers or (lambda: count_and_reap(backend, options.jobname, options.signer))
     with local_callbacks(callbacks) as cbs:
         run = RunState(backend, graph, options, cbs)
         for cb in run.start_cbs:
@@ -170,11 +172,14 @@ def _failed(run: RunState, results: dict[Hashable, Any]) -> dict[Hashable, Any]:
     raise TaskErrors(dict(run.errors), results, unevaluated, redo)
 
 
-def count_and_reap(backend: Backend, jobname: str) -> int:
-    """Count the live workers; requeue what dead ones held (any manager of the job may do it; it is atomic)."""
+def count_and_reap(backend: Backend, jobname: str, signer: Signer | None = None) -> int:
+    """Count the live workers; requeue what dead ones held (any manager of the job may do it; it is atomic).
+
+    The runs' managers are told with loss notices signed by ``signer`` (the job's secret), if given.
+    """
     live, dead = backend.worker_liveness(jobname)
     for worker_id in dead:
-        moved = backend.reap_worker(jobname, worker_id)
+        moved = backend.reap_worker(jobname, worker_id, lost_notices(signer, jobname, worker_id))
         if moved:
             logger.warning(
                 "manager: worker %s of job %s is gone; requeued %d message(s)", worker_id, jobname, len(moved)

@@ -29,7 +29,7 @@ from .address import RedisAddress
 from .backend import Backend
 from .errors import TaskTimeout
 from .execute import WATCHDOG_ENV
-from .protocol import Completion, decode_header, dumps_completion
+from .protocol import Completion, decode_header, dumps_completion, lost_notices
 from .restarts import EXIT_CONFIG, HEALTHY_UPTIME, ChildOutput, OutputPipes, RestartPolicy
 from .serialize import dumps_exception
 from .server import _pdeathsig_preexec
@@ -215,8 +215,9 @@ class Supervisor:
             return False
         address, jobname = self.reap
         try:
+            notice = lost_notices(signer_from_environment(self.env), jobname, worker_id)
             with _backend(address) as backend:
-                moved = backend.reap_worker(jobname, worker_id)
+                moved = backend.reap_worker(jobname, worker_id, notice)
         except Exception as e:  # the lease will expire and a manager will reap it then
             logger.warning("supervisor: could not requeue the tasks of worker %s: %s", worker_id, e)
             return False

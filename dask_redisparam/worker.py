@@ -44,14 +44,16 @@ from .address import RedisAddress
 from .backend import TRANSIENT_ERRORS, Backend
 from .bulk import MISSING_PARTS, Frames, Part, open_values, pack
 from .cache import CACHE_BYTES, ValueCache
-from .errors import ServerUnavailable, StopRequested, WorkerConflict, WorkerError
+from .errors import ServerUnavailable, StopRequested, WorkerConflict
 from .execute import Watchdog, run_batch
 from .protocol import (
+    REJECTION_REASONS,
     Batch,
     Completion,
+    classify_rejection,
     decode_header,
     dumps_completion,
-    is_unsigned,
+    encode_rejected,
     open_task,
 )
 from .rng import reseed_from_entropy
@@ -130,6 +132,7 @@ class Worker:
         self._recover = False  # a lost reply may have left a claimed message in our processing list
         self._watchdog = Watchdog()
         self._cache = ValueCache(CACHE_BYTES)
+        self._rejected = 0  # messages refused in a row (they slow this worker down; see _reject)
         self.signer: Signer | None = signer_from_environment() if signer is _FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- lifecycle
@@ -264,7 +267,7 @@ class Worker:
         except (ValueError, PayloadRejected) as e:
             self._reject(backend, message, e)
             return None
-        self._current = f"{run_id}/{msg_id}"
+        self._current, self._rejected = f"{run_id}/{msg_id}", 0
         try:
             batch: Batch = loads(payload)
         except BaseException as e:  # noqa: B036 - anything that breaks decoding is reported, never fatal
@@ -336,15 +339,34 @@ class Worker:
         return claimed
 
     def _reject(self, backend: Backend, message: bytes, error: Exception) -> None:
-        """A message that fails its signature check is never unpickled: it goes to the dead-letter list."""
-        if self.signer is None and not is_unsigned(message):
-            backend.requeue_message(self.jobname, self.id, message)
-            raise WorkerError(
-                f"worker {self.id}: job {self.jobname!r} sends signed tasks but this worker has no secret: set "
-                "REDISPARAM_SECRET (or REDISPARAM_SECRET_FILE) as for the manager"
-            )
-        logger.warning("worker %s: rejected a task message (not unpickled; dead-lettered): %s", self.id, error)
-        backend.dead_letter(self.jobname, self.id, message)
+        """Refuse a message that is not a task message of this version or fails its signature check.
+
+        It is never unpickled: it goes to the job's dead-letter list, the rejection is recorded for ``status``, and
+        the manager of its run (if the run is alive) gets a rejection notice, so that it sends the message again
+        for another worker, or fails the run if every worker refuses. The worker keeps serving; after several
+        refusals in a row it waits a little before each claim (up to a second), so that a worker that cannot read
+        the job's messages (no secret, another secret) does not take all of them from the others.
+        """
+        reason, run_id, msg_id, attempt = classify_rejection(message, error)
+        hint = ""
+        if reason == "no-secret":
+            hint = "; this worker has no secret: set REDISPARAM_SECRET (or REDISPARAM_SECRET_FILE) as for the manager"
+        elif reason == "version":
+            hint = "; run the same version of dask-redisparam on the manager and the workers"
+        logger.warning(
+            "worker %s: rejected a task message (not unpickled; dead-lettered): %s: %s%s",
+            self.id,
+            REJECTION_REASONS.get(reason, reason),
+            error,
+            hint,
+        )
+        info = {"reason": reason, "detail": str(error)[:200], "worker": self.id, "run": run_id or ""}
+        info["time"] = f"{time.time():.3f}"
+        notice = encode_rejected(msg_id, attempt, uuid.uuid4().hex[:12], reason, self.id)
+        backend.reject_message(self.jobname, self.id, message, info, run_id, notice)
+        self._rejected += 1
+        if self._rejected > 1:
+            self._stop.wait(min(0.1 * 2 ** (self._rejected - 2), 1.0))
 
     def _complete(
         self,
