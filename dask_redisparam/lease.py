@@ -82,7 +82,8 @@ class RunLease:
         self._thread = threading.Thread(target=self._renew, name=f"lease-{run_id}", daemon=True)
 
     def start(self) -> RunLease:
-        """Start renewing (the first renewal happens at once)."""
+        """Start renewing, every ``interval`` seconds from now (``open_run`` has just set the TTLs: a compute
+        shorter than ``interval`` never opens the second connection)."""
         self._thread.start()
         return self
 
@@ -102,11 +103,12 @@ class RunLease:
             )
 
     def _renew(self) -> None:
-        backend = Backend(self.address, retries=1)
+        backend: Backend | None = None  # made at the first renewal: a short compute never needs it
         failing = False
         try:
-            while True:
+            while not self._stop.wait(self.interval):
                 try:
+                    backend = backend or Backend(self.address, retries=1)
                     alive = backend.renew_run(self.jobname, self.run_id, self.ttl, self.keep)
                 except Exception as e:  # a passing fault: the next renewal may succeed within the lease
                     if not failing:
@@ -117,7 +119,6 @@ class RunLease:
                     if not alive:
                         self.lost = True
                         return
-                if self._stop.wait(self.interval):
-                    return
         finally:
-            backend.close()
+            if backend is not None:
+                backend.close()

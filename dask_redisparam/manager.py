@@ -130,6 +130,7 @@ def run_graph(
             lease.start()
             if copies:
                 _copy_redo_values(run, copies)
+                backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
             _loop(run, count_workers, lease)
             result = run.results()
             failed = bool(run.errors)
