@@ -3,9 +3,10 @@
 The worker daemon (:class:`~dask_redisparam.supervisor.Supervisor`) restarts a worker process that died, with a
 crash-loop backoff as systemd's ``StartLimitBurst`` and Kubernetes' CrashLoopBackOff do, for any exit code:
 
-- a process that lived :data:`HEALTHY_UPTIME` seconds or more is replaced at once;
-- one that died younger is replaced after a delay: :data:`RESTART_DELAY`, doubling with each young death of its
-  slot in a row, up to :data:`MAX_RESTART_DELAY`;
+- a process that lived :data:`HEALTHY_UPTIME` seconds or more is replaced at once, and so is the first one of a
+  slot that died younger;
+- after a second young death in a row, the next process starts after :data:`RESTART_DELAY` seconds, doubling
+  with each further young death of the slot in a row, up to :data:`MAX_RESTART_DELAY`;
 - after :data:`START_FAILURES` young deaths in a row of one slot that never held a task message (it could not
   start: a bad setting, permissions, a conflicting id), the daemon gives up: it stops the other processes and
   exits 1, logging the last error line of the failing process;
@@ -21,7 +22,7 @@ Examples
 --------
 >>> policy = RestartPolicy()
 >>> [policy.after_death(0, uptime=0.5, held=False) for _ in range(START_FAILURES)]
-[0.25, 0.5, 1.0, 2.0, None]
+[0.0, 0.25, 0.5, 1.0, None]
 >>> policy.after_death(1, uptime=60.0, held=False)
 0.0
 >>> exit_code_for(ConfigurationError("bad"))
@@ -64,7 +65,8 @@ CONFIGURATION_ERRORS: tuple[type[RedisParamError], ...] = (AuthenticationFailed,
 HEALTHY_UPTIME = 10.0
 """Seconds a worker process must live for its death to count as a crash, not a crash loop (replaced at once)."""
 RESTART_DELAY = 0.25
-"""Seconds before replacing a worker process that died young; doubles with each young death of its slot."""
+"""Seconds before replacing a worker process that died young for the second time in a row; doubles with each
+further young death of its slot in a row."""
 MAX_RESTART_DELAY = 30.0
 """Longest delay before replacing a worker process."""
 START_FAILURES = 5
@@ -99,7 +101,7 @@ class RestartPolicy:
         failed = self.failed_starts[slot] = 0 if held else self.failed_starts.get(slot, 0) + 1
         if failed >= START_FAILURES:
             return None
-        return float(min(RESTART_DELAY * 2 ** (young - 1), MAX_RESTART_DELAY))
+        return 0.0 if young == 1 else float(min(RESTART_DELAY * 2 ** (young - 2), MAX_RESTART_DELAY))
 
     def failures(self, slot: int) -> int:
         """Young deaths in a row of ``slot`` that held no message."""
