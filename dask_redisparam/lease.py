@@ -97,9 +97,9 @@ class RunLease:
         """Raise :class:`RunLost` if a renewal found the run's ``alive`` key gone."""
         if self.lost:
             raise RunLost(
-                f"Redis at {self.address.describe()} lost the lease of run {self.run_id} of job {self.jobname!r}: "
-                f"was the server restarted without persistence, the run's keys deleted, or the lease ({self.ttl:g} s) "
-                "not renewed in time (a server outage longer than that)?"
+                f"Redis at {self.address.describe()} lost the state of run {self.run_id} of job {self.jobname!r}: "
+                "was the server restarted without persistence (or the run's keys deleted), or was its lease not "
+                f"renewed for {self.ttl:g} s (a server outage that long)?"
             )
 
     def _renew(self) -> None:

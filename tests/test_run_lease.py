@@ -120,7 +120,7 @@ def test_a_run_whose_lease_vanished_fails_with_run_lost_and_stays_gone(
     timer = threading.Timer(1.0, drop_lease)
     timer.start()
     try:
-        with pytest.raises(RunLost, match="lost the"):
+        with pytest.raises(RunLost, match="lost the state of run"):
             manager({("s", i): (tasks.sleep_leaf, i, 0.1) for i in range(100)}, [("s", i) for i in range(100)])
     finally:
         timer.join()
