@@ -9,9 +9,14 @@ The MAC (:mod:`dask_redisparam.signing`) covers the protocol version, the job, t
 attempt and the payload; without a secret, key id and MAC are empty. Stored values and completion records are
 sealed the same way, so nothing is unpickled before its signature is checked.
 
-``payload`` is a cloudpickled :class:`Batch`. A batch holds tasks that are ready at once (a chunk, for load
-balancing) and linear chains of their dependents (fused, so a chain costs one message). Each :class:`Entry`
-names the data-hash field of each input (``deps``) and whether its own result must be stored (``store``).
+``payload`` is ``<4-byte big-endian length n>`` + ``<n bytes: the pickled exported globals, or none>`` + a
+cloudpickled :class:`Batch` (:func:`join_payload`): the worker unpickles the exported dask config and environment
+variables first, and unpickles the batch with them in effect, since some objects read settings as they are
+unpickled. The exported part is the same for every message of a run, pickled once.
+
+A batch holds tasks that are ready at once (a chunk, for load balancing) and linear chains of their dependents
+(fused, so a chain costs one message). Each :class:`Entry` names the data-hash field of each input (``deps``) and
+whether its own result must be stored (``store``).
 
 A **completion record** (an item of the run's ``done`` list) is a pickled :class:`Completion`: one
 :class:`Outcome` per entry, and ``batch_error`` when the payload could not even be decoded.
@@ -48,8 +53,10 @@ __all__ = [
     "dumps_completion",
     "encode_task",
     "is_unsigned",
+    "join_payload",
     "open_task",
     "seal_value",
+    "split_payload",
     "unseal_value",
     "loads_completion",
 ]
@@ -89,8 +96,8 @@ class Batch(NamedTuple):
     """The payload of a task message: entries run in order; ``inline`` holds small literal inputs;
     ``timeout`` is the seconds each entry may run (None: no limit); ``rng_seed`` seeds each entry's random
     streams from its key (None: fresh entropy); with ``log_threshold`` each entry's log records (at or above
-    it) and its stdout/stderr are captured and travel back in its :class:`Outcome`; ``exported`` is the manager's
-    dask config and environment variables, applied while the entries run."""
+    it) and its stdout/stderr are captured and travel back in its :class:`Outcome`. The manager's exported dask
+    config and environment variables travel beside it in the payload (:func:`join_payload`)."""
 
     stop_on_error: bool
     inline: dict[int, Any]
@@ -98,7 +105,6 @@ class Batch(NamedTuple):
     timeout: float | None = None
     rng_seed: int | None = None
     log_threshold: int | None = None
-    exported: tuple[dict[str, Any], dict[str, str]] | None = None
 
 
 class Outcome(NamedTuple):
@@ -125,6 +131,30 @@ class Completion(NamedTuple):
     worker: str
     outcomes: list[Outcome]
     batch_error: bytes | None
+
+
+def join_payload(exported: bytes, batch: bytes) -> bytes:
+    """A task message's payload: the pickled exported globals (``b""``: none), then the pickled :class:`Batch`.
+
+    Examples
+    --------
+    >>> payload = join_payload(b"cfg", b"batch")
+    >>> [bytes(part) for part in split_payload(payload)]
+    [b'cfg', b'batch']
+    """
+    return len(exported).to_bytes(4, "big") + exported + batch
+
+
+def split_payload(payload: bytes | memoryview) -> tuple[memoryview, memoryview]:
+    """Inverse of :func:`join_payload` (no copy): ``(pickled exported globals, pickled batch)``.
+
+    Raises ``ValueError`` for a payload too short for its own length field.
+    """
+    view = memoryview(payload)
+    n = int.from_bytes(view[:4], "big")
+    if len(view) < 4 or len(view) < 4 + n:
+        raise ValueError(f"a task payload of {len(view)} bytes announces {n} bytes of exported globals")
+    return view[4 : 4 + n], view[4 + n :]
 
 
 def _task_context(jobname: str, run_id: str, msg_id: int, attempt: int) -> bytes:

@@ -68,6 +68,7 @@ from .protocol import (
     Entry,
     decode_lost,
     encode_task,
+    join_payload,
     loads_completion,
 )
 from .serialize import dumps_result, dumps_task, loads_exception
@@ -110,6 +111,8 @@ class RunState:
         self.errors: dict[Hashable, BaseException] = {}  # task key -> what it raised (first one first)
         self.to_withdraw: list[bytes] = []  # requeued messages given up on
         self.losses: dict[int, set[int]] = {}  # message id -> stamps of the deaths of workers running it
+        # the manager's dask config and environment variables, pickled once: every message carries them first
+        self.exported = b"" if options.exported is None else dumps_task(options.exported)
         self.state: dict[str, Any] = {
             "dependencies": graph.dependencies,
             "dependents": graph.dependents,
@@ -326,10 +329,9 @@ class RunState:
             options.timeout,
             options.rng_seed,
             options.log_threshold,
-            options.exported,
         )
         try:
-            payload = dumps_task(batch)
+            payload = join_payload(self.exported, dumps_task(batch))
         except Exception as e:
             raise self.unpicklable(batch, e) from e
         message = encode_task(self.run_id, msg_id, 0, payload, self.options.signer, self.job)

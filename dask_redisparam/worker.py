@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -45,7 +46,7 @@ from .backend import TRANSIENT_ERRORS, Backend
 from .bulk import MISSING_PARTS, Frames, Part, open_values, pack
 from .cache import CACHE_BYTES, ValueCache
 from .errors import ServerUnavailable, StopRequested, WorkerConflict, WorkerError
-from .execute import Watchdog, run_batch
+from .execute import Watchdog, exported_globals, run_batch
 from .protocol import (
     Batch,
     Completion,
@@ -53,6 +54,7 @@ from .protocol import (
     dumps_completion,
     is_unsigned,
     open_task,
+    split_payload,
 )
 from .rng import reseed_from_entropy
 from .serialize import dumps_exception, loads
@@ -260,8 +262,25 @@ class Worker:
             self._reject(backend, message, e)
             return None
         self._current = f"{run_id}/{msg_id}"
+        with contextlib.ExitStack() as scope:
+            return self._run_message(backend, message, run_id, msg_id, attempt, payload, scope)
+
+    def _run_message(
+        self,
+        backend: Backend,
+        message: bytes,
+        run_id: str,
+        msg_id: int,
+        attempt: int,
+        payload: memoryview,
+        scope: contextlib.ExitStack,
+    ) -> bytes | None:
+        """Unpickle, run, store and report one task message; the manager's exported globals apply (in ``scope``)
+        from before the batch is unpickled to the end."""
         try:
-            batch: Batch = loads(payload)
+            exported, body = split_payload(payload)
+            scope.enter_context(exported_globals(loads(exported) if exported else None))
+            batch: Batch = loads(body)
         except BaseException as e:  # noqa: B036 - anything that breaks decoding is reported, never fatal
             if isinstance(e, StopRequested):
                 raise
