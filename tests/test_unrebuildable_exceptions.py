@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import pickle
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ import pytest
 
 from dask_redisparam import RedisParam, RemoteError, StandInError, TaskErrors, is_ok, try_compute
 from dask_redisparam.address import RedisAddress
+from dask_redisparam.errors import make_remote
+from dask_redisparam.serialize import dumps_exception, loads_exception
 from tests import tasks
 from tests import tasks_exceptions as bad
 from tests.conftest import CliWorkers
@@ -179,3 +182,45 @@ def test_map_reports_each_element(
         returned = param.map(bad.element, kinds, [worker_only] * len(kinds), return_exceptions=True)
         assert returned[0] == returned[5] == "fine"
         assert [type(v).__name__ for v in returned[1:5]] == ["StandInError"] * 4
+        with pytest.raises(TaskErrors) as iterated:  # iterate: the same, element by element
+            param.iterate(iter(kinds), bad.element, module=worker_only)
+        assert iterated.value.results == {0: "fine", 5: "fine"}
+        for i, error in iterated.value.errors.items():
+            if kinds[i] in expected:
+                _, type_name, message, where = expected[kinds[i]]
+                check_stand_in(error, i, type_name, message, where, workers)
+            else:
+                assert isinstance(error, ValueError) and error.worker in workers
+
+
+class NewInsistsError(Exception):
+    """Its ``__new__`` wants two arguments, its ``args`` hold one: it cannot be rebuilt as a RemoteError."""
+
+    def __new__(cls, quota: str, used: int) -> NewInsistsError:
+        self = super().__new__(cls, f"{quota}/{used}")
+        self.args = (f"{quota}/{used}",)
+        return self
+
+    def __init__(self, quota: str, used: int) -> None:
+        super().__init__(f"{quota}/{used}")
+
+
+class BadStrError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def test_the_stand_in_covers_what_no_worker_can_send() -> None:
+    """In-process: what reaches the manager is always an exception it can raise, never an error of its own."""
+    stand_in, tb, text = loads_exception(b"not a pickle")  # an unreadable record (a forged one, on an unsigned job)
+    assert isinstance(stand_in, StandInError) and "its record is unreadable" in stand_in.reason
+    assert (tb, text) == (None, "")
+    made = make_remote(NewInsistsError("disk", 7), "k", "w1", "Traceback ...")
+    assert isinstance(made, StandInError) and made.type_name.endswith("test_unrebuildable_exceptions.NewInsistsError")
+    assert (made.key, made.worker, made.message) == ("k", "w1", "disk/7")
+    exc, _, text = loads_exception(dumps_exception(BadStrError("x"), None))  # round-trips; its str() fails
+    assert type(exc) is BadStrError and "BadStrError" in text
+    remote = make_remote(exc, "k", "w1", text)
+    assert isinstance(remote, BadStrError) and isinstance(remote, RemoteError)
+    copy = pickle.loads(pickle.dumps(make_remote(StandInError("m.E", "msg", "why"), "k", "w1", "tb")))
+    assert (copy.type_name, copy.message, copy.reason, copy.key, copy.worker) == ("m.E", "msg", "why", "k", "w1")
