@@ -127,6 +127,7 @@ class Worker:
         self._recover = False  # a lost reply may have left a claimed message in our processing list
         self._watchdog = Watchdog()
         self._cache = ValueCache(CACHE_BYTES)
+        self._globals = contextlib.ExitStack()  # the exported globals of the message being processed
         self.signer: Signer | None = signer_from_environment() if signer is _FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- lifecycle
@@ -248,9 +249,11 @@ class Worker:
 
     # ---------------------------------------------------------------- one message
     def _process(self, backend: Backend, message: bytes) -> bytes | None:
-        """Run one message; return the next one if it was claimed with the completion."""
+        """Run one message; return the next one if it was claimed with the completion. The manager's exported
+        globals, once applied (``self._globals``), hold until the message is done."""
         try:
-            return self._process_message(backend, message)
+            with contextlib.ExitStack() as self._globals:
+                return self._process_message(backend, message)
         finally:
             self._current = ""
 
@@ -262,24 +265,9 @@ class Worker:
             self._reject(backend, message, e)
             return None
         self._current = f"{run_id}/{msg_id}"
-        with contextlib.ExitStack() as scope:
-            return self._run_message(backend, message, run_id, msg_id, attempt, payload, scope)
-
-    def _run_message(
-        self,
-        backend: Backend,
-        message: bytes,
-        run_id: str,
-        msg_id: int,
-        attempt: int,
-        payload: memoryview,
-        scope: contextlib.ExitStack,
-    ) -> bytes | None:
-        """Unpickle, run, store and report one task message; the manager's exported globals apply (in ``scope``)
-        from before the batch is unpickled to the end."""
         try:
-            exported, body = split_payload(payload)
-            scope.enter_context(exported_globals(loads(exported) if exported else None))
+            exported, body = split_payload(payload)  # the manager's globals apply from before the batch is unpickled
+            self._globals.enter_context(exported_globals(loads(exported) if exported else None))
             batch: Batch = loads(body)
         except BaseException as e:  # noqa: B036 - anything that breaks decoding is reported, never fatal
             if isinstance(e, StopRequested):
