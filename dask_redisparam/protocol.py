@@ -3,15 +3,20 @@
 A **task message** (an item of the job's queue) is one *batch* of tasks of one run, wrapped in an envelope whose
 header a worker can read without unpickling anything::
 
-    b"D1|<run_id>|<msg_id>|<attempt>|" + <key id> + b"|" + <MAC> + b"|" + payload
+    b"D2|<run_id>|<msg_id>|<attempt>|" + <key id> + b"|" + <MAC> + b"|" + payload
 
 The MAC (:mod:`dask_redisparam.signing`) covers the protocol version, the job, the run, the message id, the
 attempt and the payload; without a secret, key id and MAC are empty. Stored values and completion records are
 sealed the same way, so nothing is unpickled before its signature is checked.
 
-``payload`` is a cloudpickled :class:`Batch`. A batch holds tasks that are ready at once (a chunk, for load
-balancing) and linear chains of their dependents (fused, so a chain costs one message). Each :class:`Entry`
-names the data-hash field of each input (``deps``) and whether its own result must be stored (``store``).
+``payload`` is ``<4-byte big-endian length n>`` + ``<n bytes: the pickled exported globals, or none>`` + a
+cloudpickled :class:`Batch` (:func:`join_payload`): the worker unpickles the exported dask config and environment
+variables first, and unpickles the batch with them in effect, since some objects read settings as they are
+unpickled. The exported part is the same for every message of a run, pickled once.
+
+A batch holds tasks that are ready at once (a chunk, for load balancing) and linear chains of their dependents
+(fused, so a chain costs one message). Each :class:`Entry` names the data-hash field of each input (``deps``) and
+whether its own result must be stored (``store``).
 
 A **completion record** (an item of the run's ``done`` list) is a pickled :class:`Completion`: one
 :class:`Outcome` per entry, and ``batch_error`` when the payload could not even be decoded. The ``done`` list
@@ -24,7 +29,7 @@ Examples
 --------
 >>> env = encode_task("r1", 7, 0, b"xyz", None, "job")
 >>> env
-b'D1|r1|7|0|||xyz'
+b'D2|r1|7|0|||xyz'
 >>> decode_header(env)
 ('r1', 7, 0, 10)
 >>> bytes(open_task(env, None, "job"))
@@ -62,13 +67,15 @@ __all__ = [
     "encode_task",
     "is_unsigned",
     "lost_notices",
+    "join_payload",
     "open_task",
     "seal_value",
+    "split_payload",
     "unseal_value",
     "loads_completion",
 ]
 
-VERSION = b"D1"
+VERSION = b"D2"
 
 OK = 0
 ERROR = 1
@@ -103,8 +110,8 @@ class Batch(NamedTuple):
     """The payload of a task message: entries run in order; ``inline`` holds small literal inputs;
     ``timeout`` is the seconds each entry may run (None: no limit); ``rng_seed`` seeds each entry's random
     streams from its key (None: fresh entropy); with ``log_threshold`` each entry's log records (at or above
-    it) and its stdout/stderr are captured and travel back in its :class:`Outcome`; ``exported`` is the manager's
-    dask config and environment variables, applied while the entries run."""
+    it) and its stdout/stderr are captured and travel back in its :class:`Outcome`. The manager's exported dask
+    config and environment variables travel beside it in the payload (:func:`join_payload`)."""
 
     stop_on_error: bool
     inline: dict[int, Any]
@@ -112,7 +119,6 @@ class Batch(NamedTuple):
     timeout: float | None = None
     rng_seed: int | None = None
     log_threshold: int | None = None
-    exported: tuple[dict[str, Any], dict[str, str]] | None = None
 
 
 class Outcome(NamedTuple):
@@ -139,6 +145,30 @@ class Completion(NamedTuple):
     worker: str
     outcomes: list[Outcome]
     batch_error: bytes | None
+
+
+def join_payload(exported: bytes, batch: bytes) -> bytes:
+    """A task message's payload: the pickled exported globals (``b""``: none), then the pickled :class:`Batch`.
+
+    Examples
+    --------
+    >>> payload = join_payload(b"cfg", b"batch")
+    >>> [bytes(part) for part in split_payload(payload)]
+    [b'cfg', b'batch']
+    """
+    return len(exported).to_bytes(4, "big") + exported + batch
+
+
+def split_payload(payload: bytes | memoryview) -> tuple[memoryview, memoryview]:
+    """Inverse of :func:`join_payload` (no copy): ``(pickled exported globals, pickled batch)``.
+
+    Raises ``ValueError`` for a payload too short for its own length field.
+    """
+    view = memoryview(payload)
+    n = int.from_bytes(view[:4], "big")
+    if len(view) < 4 or len(view) < 4 + n:
+        raise ValueError(f"a task payload of {len(view)} bytes announces {n} bytes of exported globals")
+    return view[4 : 4 + n], view[4 + n :]
 
 
 def _task_context(jobname: str, run_id: str, msg_id: int, attempt: int) -> bytes:
@@ -283,7 +313,7 @@ def classify_rejection(message: bytes, error: Exception) -> tuple[str, str | Non
     --------
     >>> classify_rejection(b"garbage", ValueError("not a task message"))
     ('malformed', None, 0, 0)
-    >>> classify_rejection(b"D2|r1|5|1|x", ValueError("not a task message"))
+    >>> classify_rejection(b"D1|r1|5|1|x", ValueError("not a task message"))
     ('version', 'r1', 5, 1)
     """
     reason = getattr(error, "reason", "malformed")

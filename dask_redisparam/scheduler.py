@@ -69,6 +69,7 @@ from .protocol import (
     Entry,
     decode_rejected,
     encode_task,
+    join_payload,
     loads_completion,
     open_lost,
 )
@@ -115,6 +116,8 @@ class RunState:
         self.losses: dict[int, set[int]] = {}  # message id -> stamps of the deaths of workers running it
         self.rejections = Rejections(self.job, self.run_id, options.describe_server)
         self.to_resend: list[bytes] = []  # messages a worker refused (dead-lettered): pushed again by fill()
+        # the manager's dask config and environment variables, pickled once: every message carries them first
+        self.exported = b"" if options.exported is None else dumps_task(options.exported)
         self.state: dict[str, Any] = {
             "dependencies": graph.dependencies,
             "dependents": graph.dependents,
@@ -331,10 +334,9 @@ class RunState:
             options.timeout,
             options.rng_seed,
             options.log_threshold,
-            options.exported,
         )
         try:
-            payload = dumps_task(batch)
+            payload = join_payload(self.exported, dumps_task(batch))
         except Exception as e:
             raise self.unpicklable(batch, e) from e
         message = encode_task(self.run_id, msg_id, 0, payload, self.options.signer, self.job)

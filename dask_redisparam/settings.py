@@ -158,7 +158,8 @@ class Settings:
     redo_ttl : float
         Seconds a failed run keeps its computed values in Redis for ``redo=`` (0: not kept).
     exportglobals : bool
-        Apply the manager's dask config on the workers while they run its tasks.
+        Apply the manager's dask config (except its ``redisparam.*`` settings) on the workers while they unpickle and
+        run its tasks.
     export_env : sequence of str
         Names of environment variables whose manager values apply on the workers during its tasks.
     shared_filesystem : bool

@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -45,7 +46,7 @@ from .backend import TRANSIENT_ERRORS, Backend
 from .bulk import MISSING_PARTS, Frames, Part, open_values, pack
 from .cache import CACHE_BYTES, ValueCache
 from .errors import ServerUnavailable, StopRequested, WorkerConflict
-from .execute import Watchdog, run_batch
+from .execute import Watchdog, exported_globals, run_batch
 from .protocol import (
     REJECTION_REASONS,
     Batch,
@@ -55,6 +56,7 @@ from .protocol import (
     dumps_completion,
     encode_rejected,
     open_task,
+    split_payload,
 )
 from .rng import reseed_from_entropy
 from .serialize import dumps_exception, loads
@@ -133,6 +135,7 @@ class Worker:
         self._watchdog = Watchdog()
         self._cache = ValueCache(CACHE_BYTES)
         self._rejected = 0  # messages refused in a row (they slow this worker down; see _reject)
+        self._globals = contextlib.ExitStack()  # the exported globals of the message being processed
         self.signer: Signer | None = signer_from_environment() if signer is _FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- lifecycle
@@ -254,9 +257,11 @@ class Worker:
 
     # ---------------------------------------------------------------- one message
     def _process(self, backend: Backend, message: bytes) -> bytes | None:
-        """Run one message; return the next one if it was claimed with the completion."""
+        """Run one message; return the next one if it was claimed with the completion. The manager's exported
+        globals, once applied (``self._globals``), hold until the message is done."""
         try:
-            return self._process_message(backend, message)
+            with contextlib.ExitStack() as self._globals:
+                return self._process_message(backend, message)
         finally:
             self._current = ""
 
@@ -269,7 +274,9 @@ class Worker:
             return None
         self._current, self._rejected = f"{run_id}/{msg_id}", 0
         try:
-            batch: Batch = loads(payload)
+            exported, body = split_payload(payload)  # the manager's globals apply from before the batch is unpickled
+            self._globals.enter_context(exported_globals(loads(exported) if exported else None))
+            batch: Batch = loads(body)
         except BaseException as e:  # noqa: B036 - anything that breaks decoding is reported, never fatal
             if isinstance(e, StopRequested):
                 raise

@@ -67,7 +67,7 @@ def test_garbage_and_another_protocol_version_are_dead_lettered_and_the_pool_kee
     before = worker_pids(redis_address, jobname)
     assert len(before) == 2
     garbage = b"\x80\x04garbage that is no task message"
-    other_version = b"D2|0123456789ab|0|0|||" + b"x" * 20
+    other_version = b"D1|0123456789ab|0|0|||" + b"x" * 20
     rclient.lpush(keys.queue(jobname), garbage, other_version)
     wait_dead_letters(rclient, jobname, 2)
     time.sleep(1.0)  # a worker that exits would be gone (and replaced) by now
