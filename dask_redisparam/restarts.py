@@ -14,16 +14,17 @@ crash-loop backoff as systemd's ``StartLimitBurst`` and Kubernetes' CrashLoopBac
   user may not use, a secret file that cannot be read) is not restarted: the daemon gives up at once and exits
   with :data:`EXIT_CONFIG` itself, so that a service manager can tell (systemd: ``RestartPreventExitStatus=78``).
 
-A process that died while holding a message (a task crashed it: a segfault, ``os._exit``, the out-of-memory
-killer) proves that starting works: it never counts towards giving up, since the manager bounds such crashes
-per task (``allowed_failures``); it is still restarted with the backoff when it died young.
+A process that died while holding a message (a task crashed it: a segfault, ``os._exit``) proves that starting
+works, and one killed by SIGKILL (an operator, the out-of-memory killer) did not fail by itself: neither counts
+towards giving up (the manager bounds crashes per task: ``allowed_failures``); both are still restarted with the
+backoff when they died young.
 
 Examples
 --------
 >>> policy = RestartPolicy()
->>> [policy.after_death(0, uptime=0.5, held=False) for _ in range(START_FAILURES)]
+>>> [policy.after_death(0, uptime=0.5, start_failure=True) for _ in range(START_FAILURES)]
 [0.0, 0.25, 0.5, 1.0, None]
->>> policy.after_death(1, uptime=60.0, held=False)
+>>> policy.after_death(1, uptime=60.0, start_failure=True)
 0.0
 >>> exit_code_for(ConfigurationError("bad"))
 78
@@ -70,7 +71,8 @@ further young death of its slot in a row."""
 MAX_RESTART_DELAY = 30.0
 """Longest delay before replacing a worker process."""
 START_FAILURES = 5
-"""Young deaths in a row of one slot, none of them holding a message, after which the daemon gives up."""
+"""Young deaths in a row of one slot that were failed starts (no message held, not SIGKILLed), after which the
+daemon gives up."""
 
 TAIL_LINES = 50
 """Lines of a worker process's stderr that the supervisor keeps, to find its last error line."""
@@ -87,10 +89,11 @@ class RestartPolicy:
 
     def __init__(self) -> None:
         self.young: dict[int, int] = {}  # slot -> young deaths in a row
-        self.failed_starts: dict[int, int] = {}  # slot -> young deaths in a row without a held message
+        self.failed_starts: dict[int, int] = {}  # slot -> young deaths in a row that were failed starts
 
-    def after_death(self, slot: int, uptime: float, held: bool) -> float | None:
-        """A worker process of ``slot`` died after ``uptime`` seconds (``held``: while holding a message).
+    def after_death(self, slot: int, uptime: float, *, start_failure: bool) -> float | None:
+        """A worker process of ``slot`` died after ``uptime`` seconds; ``start_failure``: it held no message and
+        was not killed from outside (SIGKILL).
 
         Returns the seconds to wait before replacing it, or None to give up.
         """
@@ -98,13 +101,13 @@ class RestartPolicy:
             self.young[slot] = self.failed_starts[slot] = 0
             return 0.0
         young = self.young[slot] = self.young.get(slot, 0) + 1
-        failed = self.failed_starts[slot] = 0 if held else self.failed_starts.get(slot, 0) + 1
+        failed = self.failed_starts[slot] = self.failed_starts.get(slot, 0) + 1 if start_failure else 0
         if failed >= START_FAILURES:
             return None
         return 0.0 if young == 1 else float(min(RESTART_DELAY * 2 ** (young - 2), MAX_RESTART_DELAY))
 
     def failures(self, slot: int) -> int:
-        """Young deaths in a row of ``slot`` that held no message."""
+        """Young deaths in a row of ``slot`` that were failed starts."""
         return self.failed_starts.get(slot, 0)
 
 

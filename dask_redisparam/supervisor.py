@@ -263,7 +263,8 @@ class Supervisor:
         if code == EXIT_CONFIG:
             self._give_up(wid, f"cannot work as configured (exit code {code})", output, EXIT_CONFIG)
             return
-        delay = 0.0 if timed_out else self.policy.after_death(slot, uptime, held)
+        failed_start = not held and code != -signal.SIGKILL
+        delay = 0.0 if timed_out else self.policy.after_death(slot, uptime, start_failure=failed_start)
         if delay is None:
             failures = self.policy.failures(slot)
             reason = f"failed {failures} times in a row within {HEALTHY_UPTIME:.0f} s of starting (exit code {code})"
