@@ -80,6 +80,14 @@ def _settings(jobname: str | None, url: str | None, host: str | None, port: int 
     show_default=True,
     help="Seconds without a heartbeat after which a worker counts as dead and its tasks are requeued.",
 )
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to wait at start for a Redis server that cannot be reached (refused, unknown host, loading), "
+    "retrying with a backoff (0.1 s doubling to 5 s) and logging every 10 s; then exit 1 [default: wait until it "
+    "answers; 0: fail at once]. Refused credentials fail at once (exit code 78).",
+)
 @click.option("--child", is_flag=True, hidden=True, help="Serve in this process (used by the supervisor).")
 @click.option("-v", "--verbose", count=True, help="More logging (-v: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
@@ -96,6 +104,7 @@ def worker_command(
     release_memory: bool,
     heartbeat_interval: float,
     heartbeat_ttl: float,
+    connect_timeout: float | None,
     child: bool,
     verbose: int,
     quiet: bool,
@@ -109,32 +118,46 @@ def worker_command(
         raise click.UsageError(str(e)) from None
     address = settings.address
     assert address is not None
+    from .restarts import EXIT_CONFIG, exit_code_for
+
     if child:
         from .memory import reuse_freed_memory
         from .worker import Worker
 
         if not release_memory:
             reuse_freed_memory()
-
-        worker = Worker(
-            address,
-            settings.jobname,
-            worker_id,
-            heartbeat_interval=settings.heartbeat_interval,
-            heartbeat_ttl=settings.heartbeat_ttl,
-            burst=burst,
-            max_tasks=max_tasks,
-        )
+        name = worker_id or "(starting)"
         try:
+            worker = Worker(
+                address,
+                settings.jobname,
+                worker_id,
+                heartbeat_interval=settings.heartbeat_interval,
+                heartbeat_ttl=settings.heartbeat_ttl,
+                burst=burst,
+                max_tasks=max_tasks,
+                connect_timeout=connect_timeout,
+            )
+            name = worker.id
             worker.run()
         except RedisParamError as e:
-            logger.error("worker %s: %s", worker.id, e)
-            sys.exit(3)
+            logger.error("worker %s: %s", name, e)
+            sys.exit(exit_code_for(e))
         return
+    from .signing import signer_from_environment
     from .supervisor import Supervisor
 
+    try:  # before starting any worker process: the server answers, the credentials and the secret work
+        signer_from_environment()
+        Backend.connect(address, wait=connect_timeout).close()
+    except RedisParamError as e:
+        logger.error("dask-redisparam-worker: %s", e)
+        code = exit_code_for(e)
+        sys.exit(code if code == EXIT_CONFIG else 1)
     child_args = ["--jobname", settings.jobname]
     child_args += ["--heartbeat-interval", str(heartbeat_interval), "--heartbeat-ttl", str(heartbeat_ttl)]
+    if connect_timeout is not None:
+        child_args += ["--connect-timeout", str(connect_timeout)]
     if burst:
         child_args.append("--burst")
     if max_tasks is not None:
@@ -204,6 +227,9 @@ def status_command(jobname: str, url: str | None, host: str | None, port: int | 
     click.echo(f"active runs: {len(live_runs)} {' '.join(live_runs)}".rstrip())
     if dead_runs:
         click.echo(f"dead runs (remove with 'clean'): {' '.join(dead_runs)}")
+    click.echo(f"dead-lettered messages: {status.dead_letters}")
+    if status.last_rejection:
+        click.echo(f"last rejection: {_describe_rejection(status.last_rejection)}")
     if status.workers:
         rows = [("ID", "HOST", "PID", "TASKS", "UP (s)", "CURRENT")]
         now = time.time()
@@ -215,6 +241,18 @@ def status_command(jobname: str, url: str | None, host: str | None, port: int | 
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
             click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _describe_rejection(fields: dict[str, str]) -> str:
+    from .protocol import REJECTION_REASONS
+
+    reason = fields.get("reason", "")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(fields.get("time", "0") or 0)))
+    run = f" of run {fields['run']}" if fields.get("run") else ""
+    return (
+        f"{when} by worker {fields.get('worker', '?')}{run}: {REJECTION_REASONS.get(reason, reason)} "
+        f"({fields.get('detail', '')}); {fields.get('count', '1')} in all"
+    )
 
 
 @main.command(name="stop-all")

@@ -7,6 +7,7 @@ and ``except RemoteError`` work::
 
     RedisParamError
     ├── ConfigurationError         (also ValueError)    a setting is invalid; names the setting
+    │   └── UnsafeShuffle                                 a disk shuffle on workers that may not share a disk
     ├── ServerError                                      a Redis server cannot be used
     │   ├── ServerUnavailable      (also ConnectionError) cannot connect; names host:port
     │   │   └── ServerLoading                             the server is loading its dataset (waited through)
@@ -23,7 +24,9 @@ and ``except RemoteError`` work::
     ├── Unevaluated                                      stands in for a result that was never computed
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
+    ├── MessagesRejected                                 every worker refused the run's messages (secret, version)
     └── RemoteError                                      mixin of every exception raised by a task
+        └── StandInError                                 a task's exception the manager cannot rebuild as itself
 
     StopRequested                  (BaseException)      control flow: a worker was asked to stop
 
@@ -42,6 +45,7 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
     "KilledWorker",
+    "MessagesRejected",
     "PartialResults",
     "PermissionDenied",
     "PersistenceFailed",
@@ -54,13 +58,17 @@ __all__ = [
     "ServerOutOfMemory",
     "ServerReadOnly",
     "ServerUnavailable",
+    "StandInError",
     "StopRequested",
     "TaskErrors",
     "TaskTimeout",
     "Unevaluated",
+    "UnsafeShuffle",
     "WorkerConflict",
     "WorkerError",
     "make_remote",
+    "qualified_name",
+    "safe_str",
 ]
 
 
@@ -94,6 +102,15 @@ class PartialResults:
 
 class ConfigurationError(RedisParamError, ValueError):
     """A setting (constructor argument, environment variable or dask config key) is invalid."""
+
+
+class UnsafeShuffle(ConfigurationError):
+    """A graph shuffles on disk (dask's partd shuffle) on workers not known to share one filesystem.
+
+    Each worker would see only the pieces written on its own machine, and rows would be lost without an error.
+    Nothing of the graph ran. Use ``dataframe.shuffle.method="tasks"`` (``RedisParam.as_default()``), or declare
+    ``shared_filesystem=True``.
+    """
 
 
 class ServerError(RedisParamError):
@@ -242,6 +259,12 @@ class WorkerConflict(WorkerError):
     """A live worker with the same id already serves the same jobname."""
 
 
+class MessagesRejected(RedisParamError):
+    """Every live worker of the job refused the run's task messages (dead-lettered, never unpickled) and none was
+    accepted for a few seconds: the workers lack the manager's secret, have another one, or run another version.
+    The message names the reasons and the workers, and what to set."""
+
+
 class RemoteError(RedisParamError, PartialResults):
     """Mixin class of every exception that a task raised on a worker.
 
@@ -258,6 +281,62 @@ class RemoteError(RedisParamError, PartialResults):
     key: Any = None
     worker: str = ""
     remote_traceback: str = ""
+
+
+class StandInError(RemoteError):
+    """Stands in for an exception raised by a task that cannot be rebuilt on the manager as itself: it cannot be
+    pickled, its pickle does not unpickle (e.g. an ``__init__`` with required arguments that ``args`` does not
+    hold), or its class is importable on the workers only.
+
+    Attributes
+    ----------
+    type_name : str
+        The qualified name of the original exception's class, e.g. ``"mypkg.errors.QuotaError"``.
+    message : str
+        ``str()`` of the original exception.
+    reason : str
+        Why it could not be carried as itself.
+
+    Like every :class:`RemoteError`, it also carries ``key``, ``worker`` and ``remote_traceback`` (the original
+    traceback, as formatted on the worker).
+
+    Examples
+    --------
+    >>> err = StandInError("mypkg.QuotaError", "over quota", "its module cannot be imported here")
+    >>> str(err).split(" [")[0], isinstance(err, RemoteError)
+    ('mypkg.QuotaError: over quota', True)
+    """
+
+    def __init__(self, type_name: str, message: str, reason: str) -> None:
+        super().__init__(
+            f"{type_name}: {message} [a stand-in: the task's exception cannot be rebuilt on the manager ({reason}); "
+            f"make {type_name} picklable and importable on the manager to get the exception itself]"
+        )
+        self.type_name, self.message, self.reason = type_name, message, reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type_name, self.message, self.reason), self.__dict__)
+
+
+def qualified_name(cls: type) -> str:
+    """``module.QualName`` of a class (the module left out for builtins).
+
+    Examples
+    --------
+    >>> qualified_name(ZeroDivisionError), qualified_name(StandInError)
+    ('ZeroDivisionError', 'dask_redisparam.errors.StandInError')
+    """
+    module = getattr(cls, "__module__", None)
+    name = str(getattr(cls, "__qualname__", None) or getattr(cls, "__name__", "?"))
+    return name if module in (None, "builtins") else f"{module}.{name}"
+
+
+def safe_str(obj: object) -> str:
+    """``str(obj)``, or a placeholder when it raises (an exception's ``__str__`` may)."""
+    try:
+        return str(obj)
+    except Exception as e:
+        return f"<str() failed: {type(e).__name__}>"
 
 
 _REMOTE_TYPES: dict[type[BaseException], type[BaseException]] = {}
@@ -283,7 +362,9 @@ def make_remote(exc: BaseException, key: Any, worker: str, remote_traceback: str
     """Turn an exception raised by a task into one that also is a :class:`RemoteError`.
 
     The result keeps the original type (as a subclass), ``args`` and attributes, and carries the task key,
-    the worker id and the remote traceback, also as a note shown under the traceback.
+    the worker id and the remote traceback, also as a note shown under the traceback. An exception that cannot
+    be rebuilt so (its class refuses to be subclassed or built from its ``args``) becomes a
+    :class:`StandInError` with its type name and message: this never raises.
 
     Examples
     --------
@@ -291,22 +372,31 @@ def make_remote(exc: BaseException, key: Any, worker: str, remote_traceback: str
     >>> isinstance(err, ZeroDivisionError), isinstance(err, RemoteError), err.key
     (True, True, 'x')
     """
-    cls = _remote_type(type(exc))
     try:
-        new = cls.__new__(cls, *exc.args)
-        new.args = exc.args
-        new.__dict__.update(getattr(exc, "__dict__", {}))
-    except Exception:  # an exception type whose __new__ insists on other arguments
-        new = _remote_type(RuntimeError)(f"{type(exc).__name__}: {exc}")
-    new.__traceback__ = exc.__traceback__
-    new.__cause__ = exc.__cause__
+        new = _rebuild(exc)
+    except Exception as e:  # an exception type whose __new__, __init_subclass__ or attributes refuse
+        reason = f"it cannot be re-raised as a RemoteError: {type(e).__name__}: {safe_str(e)}"
+        new = StandInError(qualified_name(type(exc)), safe_str(exc), reason)
+        new.__traceback__ = exc.__traceback__
     assert isinstance(new, RemoteError)
     new.key = key
     new.worker = worker
     new.remote_traceback = remote_traceback
-    notes = list(getattr(exc, "__notes__", []))
-    notes.append(f"raised by task {key!r} on worker {worker}; remote traceback:\n{remote_traceback}")
+    notes = list(getattr(exc, "__notes__", None) or [])
+    notes.append(f"raised by task {key!r} on worker {worker or '?'}; remote traceback:\n{remote_traceback}")
     new.__notes__ = notes
+    return new
+
+
+def _rebuild(exc: BaseException) -> BaseException:
+    cls = _remote_type(type(exc))
+    new = cls.__new__(cls, *exc.args)
+    new.args = exc.args
+    new.__dict__.update(getattr(exc, "__dict__", {}))
+    new.__traceback__ = exc.__traceback__
+    new.__cause__ = exc.__cause__
+    assert isinstance(new, RemoteError)
+    new.key, new.worker, new.remote_traceback = None, "", ""  # the attributes can be set
     return new
 
 

@@ -9,7 +9,8 @@ key                                             type     meaning
 =============================================  =======  =====================================================
 ``drp:{job}:queue``                             LIST     task messages waiting for any worker of the job
 ``drp:{job}:workers``                           SET      ids of the workers that registered on the job
-``drp:{job}:dead``                              LIST     rejected task messages (bad signature), the last 100
+``drp:{job}:dead``                              LIST     task messages workers refused (not unpickled), last 100
+``drp:{job}:rejected``                          HASH     the last rejection (reason, worker, time) and a count
 ``drp:{job}:worker:<wid>``                      HASH     a worker's registration; its TTL is the lease
 ``drp:{job}:worker:<wid>:proc``                 LIST     messages a worker claimed (reliable dequeue)
 ``drp:{job}:worker:<wid>:control``              LIST     control messages for one worker (e.g. stop)
@@ -42,6 +43,7 @@ __all__ = [
     "processing",
     "queue",
     "redo",
+    "rejected",
     "run_id_of",
     "run_pattern",
     "runs_pattern",
@@ -97,8 +99,21 @@ def worker(jobname: str, worker_id: str) -> str:
 
 
 def dead(jobname: str) -> str:
-    """Task messages that failed their signature check (never unpickled), newest first, the last 100."""
+    """Task messages that workers refused (never unpickled: a failed signature check, not a task message, another
+    protocol version), newest first, the last 100."""
     return f"{_job(jobname)}:dead"
+
+
+def rejected(jobname: str) -> str:
+    """The last rejection of a task message by a worker of the job (reason, worker, time) and how many there
+    were; it expires with the dead-letter list.
+
+    Examples
+    --------
+    >>> rejected("demo")
+    'drp:{demo}:rejected'
+    """
+    return f"{_job(jobname)}:rejected"
 
 
 def processing(jobname: str, worker_id: str) -> str:

@@ -15,8 +15,10 @@ __all__ = ["ACK", "ASK_STOP", "COMPLETE", "COPY", "DEREGISTER", "HEARTBEAT", "MO
 # field/value pairs, the first r of them references to large values. Refused, the script deletes those parts, unless
 # the first reference is already stored (a repeat of a call that succeeded: the parts are the stored value's). If a
 # reference's field exists already (the message ran twice: it was queued twice), the first values stay: the new
-# references are not stored and their parts are deleted. A part missing (Redis refused to store it: OOM) leaves
-# everything as it was but the parts written (deleted), and returns -2.
+# references are not stored and their parts are deleted. The data hash keeps the TTL its manager gives it (the values
+# outlive the run's lease: dask_redisparam.lease); only a hash without one (or with a shorter one) gets the lease's.
+# A part missing (Redis refused to store it: OOM) leaves everything as it was but the parts written (deleted), and
+# returns -2.
 COMPLETE = """
 local n = tonumber(ARGV[4])
 local r = tonumber(ARGV[5 + n])
@@ -51,7 +53,7 @@ end
 for i = start, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
-if #ARGV >= first then redis.call('PEXPIRE', KEYS[2], ttl) end
+if #ARGV >= first and redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ttl)
 return 1

@@ -1,16 +1,19 @@
 """The manager's loop: drive a :class:`~dask_redisparam.scheduler.RunState` against Redis until the run ends.
 
 Each turn of :func:`run_graph`'s loop is one round trip (:meth:`Backend.exchange`): acknowledge the completion
-records of the last turn, push new messages, delete released values, renew the run's lease and read new
+records of the last turn, push new messages, delete released values, renew the run's ``alive`` key and read new
 records; it blocks (up to a second) only when nothing came back. About once a second it also counts the live
-workers (the window follows them) and reaps dead ones: what a dead worker held goes back to the queue.
+workers (the window follows them) and reaps dead ones: what a dead worker held goes back to the queue. The run's
+lease (:data:`RUN_TTL`) is also renewed by a thread of its own (:class:`~dask_redisparam.lease.RunLease`), so a
+loop that is busy or blocked for seconds keeps its run.
 
 Faults:
 
 - a lost connection or a restarting server: the turn is repeated with a bounded backoff; every step of a turn
   may be repeated safely (records are removed only once acknowledged, by an idempotent script). After
   ``OUTAGE_GRACE`` seconds without Redis the run fails with :class:`~dask_redisparam.errors.ServerUnavailable`;
-- the run's keys vanished (a server restarted without persistence): :class:`~dask_redisparam.errors.RunLost`;
+- the run's keys vanished (a server restarted without persistence, or its lease lapsed):
+  :class:`~dask_redisparam.errors.RunLost`;
 - the server loads its dataset (``LOADING``): waited through as a lost connection, then
   :class:`~dask_redisparam.errors.ServerLoading`;
 - the server is full (``OOM``, also when a worker could not store results): the run fails with
@@ -43,15 +46,16 @@ from .errors import (
     Unevaluated,
 )
 from .graph import Graph
+from .lease import RUN_TTL, RunLease
 from .options import RunOptions
+from .protocol import lost_notices
 from .scheduler import RunState
+from .signing import Signer
 
 __all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
 
 logger = logging.getLogger(__name__)
 
-RUN_TTL = 30.0
-"""Seconds a run's keys outlive its manager's last sign of life."""
 WAIT_WARNING = 10.0
 """Seconds between warnings while no worker serves the job."""
 DRAIN_SECONDS = 10.0
@@ -123,20 +127,23 @@ def run_graph(
     KilledWorker, TaskTimeout, RunLost, ServerUnavailable
         See :mod:`dask_redisparam.errors`.
     """
-    count_workers = live_workers or (lambda: count_and_reap(backend, options.jobname))
+    count_workers = live_workers or (lambda: count_and_reap(backend, options.jobname, options.signer))
     with local_callbacks(callbacks) as cbs:
         run = RunState(backend, graph, options, cbs)
         for cb in run.start_cbs:
             cb(graph.nodes)
         failed, keep = True, options.redo_ttl > 0
+        lease = RunLease(backend.address, run.job, run.run_id, keep=options.redo_ttl)
         try:
             uploads, parts, copies = run.start()
             for cb in run.start_state_cbs:
                 cb(graph.nodes, run.state)
-            backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts)
+            backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep)
+            lease.start()
             if copies:
                 _copy_redo_values(run, copies)
-            _loop(run, count_workers)
+                backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
+            _loop(run, count_workers, lease)
             result = run.results()
             failed = bool(run.errors)
             if run.errors:
@@ -152,6 +159,7 @@ def run_graph(
                 "were deleted, so that they do not keep the server full)"
             ) from None
         finally:
+            lease.stop()
             options.last_timeline[:] = run.timeline
             close_run(run, keep=failed and keep)
             for cb in run.finish_cbs:
@@ -186,11 +194,14 @@ def _failed(run: RunState, results: dict[Hashable, Any]) -> dict[Hashable, Any]:
     raise TaskErrors(dict(run.errors), results, unevaluated, redo)
 
 
-def count_and_reap(backend: Backend, jobname: str) -> int:
-    """Count the live workers; requeue what dead ones held (any manager of the job may do it; it is atomic)."""
+def count_and_reap(backend: Backend, jobname: str, signer: Signer | None = None) -> int:
+    """Count the live workers; requeue what dead ones held (any manager of the job may do it; it is atomic).
+
+    The runs' managers are told with loss notices signed by ``signer`` (the job's secret), if given.
+    """
     live, dead = backend.worker_liveness(jobname)
     for worker_id in dead:
-        moved = backend.reap_worker(jobname, worker_id)
+        moved = backend.reap_worker(jobname, worker_id, lost_notices(signer, jobname, worker_id))
         if moved:
             logger.warning(
                 "manager: worker %s of job %s is gone; requeued %d message(s)", worker_id, jobname, len(moved)
@@ -229,7 +240,7 @@ class _Outage:
         self.since, self.delay = None, 0.05
 
 
-def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
+def _loop(run: RunState, count_workers: Callable[[], int], lease: RunLease) -> None:
     """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained."""
     backend, job = run.backend, run.job
     outage = _Outage(run.options.describe_server)
@@ -245,6 +256,7 @@ def _loop(run: RunState, count_workers: Callable[[], int]) -> None:
             _withdraw_queued(run)
         if drain_until is not None and (not run.messages or time.monotonic() > drain_until):
             return
+        lease.check()
         try:
             now = time.monotonic()
             if now - last_count >= 1.0:

@@ -145,10 +145,11 @@ def map_elements(
     outcomes: dict[int, tuple[Any, ...]] = {i: (OK, v) for i, v in previous.items()}
     if dsk:
         computed = param.get(dsk, list(dsk), return_exceptions=True)
+        ran_on = {record.key: record.worker for record in param.timeline()}
         for chunk_key, value in zip(dsk, computed, strict=True):
             assert isinstance(chunk_key, tuple)
             start, count = chunk_key[2], len(dsk[chunk_key].args[3])
-            for i, outcome in enumerate(_chunk_outcomes(value, count), start=start):
+            for i, outcome in enumerate(_chunk_outcomes(value, count, ran_on.get(chunk_key, "")), start=start):
                 outcomes[i] = outcome
     return _finish(outcomes, len(elements), settings.stop_on_error, return_exceptions)
 
@@ -163,15 +164,19 @@ def _contiguous(chunk: list[int]) -> list[list[int]]:
     return runs
 
 
-def _chunk_outcomes(value: Any, count: int) -> list[tuple[Any, ...]]:
-    """A chunk's per-element outcomes, also when the chunk as a whole failed or never ran."""
+def _chunk_outcomes(value: Any, count: int, worker: str) -> list[tuple[Any, ...]]:
+    """A chunk's per-element outcomes, also when the chunk as a whole failed or never ran; an ERROR outcome gets
+    the id of the worker that ran the chunk as a third item."""
+    worker = getattr(value, "worker", None) or worker  # a failed chunk knows its worker
     if isinstance(value, ChunkFailed):
-        return value.outcomes
-    if isinstance(value, Unevaluated):
+        outcomes = value.outcomes
+    elif isinstance(value, Unevaluated):
         return [(UNEVALUATED,)] * count
-    if isinstance(value, BaseException):  # the chunk was lost (KilledWorker, TaskTimeout...): so are its elements
-        return [(ERROR, dumps_exception(value, None))] * count
-    return list(value)
+    elif isinstance(value, BaseException):  # the chunk was lost (KilledWorker, TaskTimeout...): so are its elements
+        outcomes = [(ERROR, dumps_exception(value, None))] * count
+    else:
+        outcomes = list(value)
+    return [(ERROR, o[1], worker) if o[0] == ERROR else o for o in outcomes]
 
 
 def _previous(redo: Any, n: int) -> dict[int, Any]:
@@ -196,7 +201,7 @@ def _finish(outcomes: dict[int, tuple[Any, ...]], n: int, stop_on_error: bool, r
             results[i] = outcome[1]
         elif outcome[0] == ERROR:
             exc, tb, text = loads_exception(outcome[1])
-            errors[i] = make_remote(exc, i, "", text).with_traceback(tb)
+            errors[i] = make_remote(exc, i, outcome[2] if len(outcome) > 2 else "", text).with_traceback(tb)
     if len(results) == n:
         return [results[i] for i in range(n)]
     unevaluated = [i for i in range(n) if i not in results and i not in errors]
@@ -244,7 +249,10 @@ def iterate_elements(
         if progress is not None:
             progress.update(1)
 
+    runs: list[RunState] = []
+
     def feed(run: RunState) -> bool:
+        runs[:] = [run]
         while pulled[0] - handled[0] < max(run.window, 1):
             item = next(items, MISSING)
             if item is MISSING:
@@ -262,7 +270,8 @@ def iterate_elements(
     def on_result(key: Hashable, value: Any) -> None:
         handled[0] += 1
         assert isinstance(key, tuple)
-        (outcome,) = _chunk_outcomes(value, 1)
+        stored = runs[0].state["cache"].get(key) if runs else None  # which worker ran it
+        (outcome,) = _chunk_outcomes(value, 1, getattr(stored, "worker", ""))
         record(key[1], outcome)
         if outcome[0] != OK and settings.stop_on_error:
             raise _StopIteration

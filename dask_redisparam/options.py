@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from .scheduler import RunState
     from .signing import Signer
 
-__all__ = ["RedoInfo", "RunOptions", "StoredResult", "TimelineRecord", "exported_globals", "redo_info_of"]
+__all__ = [
+    "NOT_EXPORTED",
+    "RedoInfo",
+    "RunOptions",
+    "StoredResult",
+    "TimelineRecord",
+    "exported_globals",
+    "redo_info_of",
+]
 
 
 class StoredResult:
@@ -108,7 +116,7 @@ class RunOptions:
     logdir : str, optional
         Also append each task's log to a file in this directory.
     exported : tuple of (dict, dict), optional
-        The dask config and environment variables to apply on the workers while they run the tasks.
+        The dask config and environment variables to apply on the workers while they unpickle and run the tasks.
     signer : Signer, optional
         Signs messages and uploaded values, checks records and results (:mod:`dask_redisparam.signing`).
     describe_server : str
@@ -140,11 +148,25 @@ class RunOptions:
     last_timeline: list[TimelineRecord] = dataclasses.field(default_factory=list)  # filled when the run ends
 
 
+NOT_EXPORTED = ("scheduler", "redisparam")
+"""Top-level dask config keys never exported: the scheduler object, and dask-redisparam's own settings (the
+manager's server address, password, TLS files and signing secret among them: none of them is for a worker, whose
+own settings come from its own environment, and messages must not carry secrets)."""
+
+
 def exported_globals(export_env: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The dask config (what can be pickled: not e.g. a ``scheduler`` object) and listed environment variables."""
+    """The dask config (what can be pickled, and not :data:`NOT_EXPORTED`) and listed environment variables.
+
+    Examples
+    --------
+    >>> with dask.config.set({"redisparam.password": "hunter2", "drp-doc.answer": 42}):
+    ...     config, env = exported_globals([])
+    >>> "redisparam" in config, config["drp-doc"]
+    (False, {'answer': 42})
+    """
     config = {}
     for name, value in dask.config.config.items():
-        if name == "scheduler":
+        if name in NOT_EXPORTED:
             continue
         try:
             pickle.dumps(value)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
+import dask.config
 from dask.local import nested_get
 
 from . import pool
@@ -40,7 +42,8 @@ from .resultdir import ResultDir
 from .scheduler import RunState
 from .server import EmbeddedRedis
 from .settings import Settings, config_overrides
-from .signing import SECRET_ENV, Signer, signer_from_environment
+from .shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle
+from .signing import SECRET_ENV, SECRET_FILE_ENV, Signer, signer_from_environment
 from .supervisor import LocalWorkers
 
 __all__ = ["RedisParam", "redis_get", "shutdown"]
@@ -87,8 +90,20 @@ class RedisParam:
 
     def __repr__(self) -> str:
         state = "up" if self.is_up else "down"
-        fields = repr(self.settings)[len("Settings(") : -1]
+        fields = self.settings._describe(signed=self._signs())[len("Settings(") : -1]
         return f"RedisParam({fields}, state={state!r})"
+
+    def _signs(self) -> bool:
+        """Whether this param's messages are signed (started), or will be (not started: as start() decides)."""
+        if self.is_up:
+            return self._signer is not None
+        settings = self.settings
+        embedded = settings.address is None and settings.is_worker is None  # start() generates a secret
+        return (
+            settings.secret is not None
+            or bool(os.environ.get(SECRET_ENV) or os.environ.get(SECRET_FILE_ENV))
+            or embedded
+        )
 
     # ------------------------------------------------------------------ life cycle
     @property
@@ -159,7 +174,7 @@ class RedisParam:
     def _live_workers(self) -> int:
         """The live workers of the job (reaping dead ones); an error if this param's own local workers are gone
         and nobody else serves the job (else the run would wait for workers forever)."""
-        count = count_and_reap(self.backend, self.settings.jobname)
+        count = count_and_reap(self.backend, self.settings.jobname, self._signer)
         local = self._local
         if count == 0 and local is not None and not local.is_running():
             raise WorkerError(
@@ -282,10 +297,38 @@ class RedisParam:
             known |= {key for key in flatten_keys(keys) if saved.has(key)}
         with fewer_collections():
             graph = prepare_graph(dsk, keys, known=known)
+            shuffle_key = disk_shuffle_key(graph)
             with self._started():
+                if shuffle_key is not None:  # refused unless the pool shares one filesystem
+                    local_ids = None if self._local is None else self._local.ids
+                    check_disk_shuffle(shuffle_key, self.settings, local_ids, self.backend.live_workers)
                 if saved is None:
                     return self._run(graph, keys, kwargs, redo)
                 return self._run_saving(graph, keys, kwargs, redo, saved)
+
+    @contextlib.contextmanager
+    def as_default(self) -> Iterator[RedisParam]:
+        """Inside: this param is dask's default scheduler, and dask shuffles with tasks unless told otherwise.
+
+        Sets the dask config ``scheduler`` to this param and, if nobody set it, ``dataframe.shuffle.method`` to
+        ``"tasks"``: dask's default, the disk-based shuffle, is right only on workers that share one filesystem
+        (see :mod:`dask_redisparam.shuffle`). dask.dataframe reads the method when a compute starts, dask.bag when
+        ``groupby`` is called: build a bag's ``groupby`` inside the block. A param that is not started starts here
+        and stops when the block ends. The config is process-wide while the block lasts, as ``dask.config.set``.
+
+        Examples
+        --------
+        >>> import dask, dask.bag as db
+        >>> with RedisParam(workers=1).as_default() as p:
+        ...     dask.config.get("dataframe.shuffle.method"), dask.config.get("scheduler") is p
+        ...     sorted(db.from_sequence(range(6), npartitions=2).groupby(lambda x: x % 2).compute())
+        ('tasks', True)
+        [(0, [0, 2, 4]), (1, [1, 3, 5])]
+        """
+        if self.settings.is_worker:
+            raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot be dask's scheduler")
+        with self._started(), dask.config.set(tasks_shuffle(self)):
+            yield self
 
     def _run_saving(
         self, graph: Graph, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None, saved: ResultDir

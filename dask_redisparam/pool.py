@@ -87,13 +87,17 @@ def stop_all(backend: Backend, jobname: str, wait: float = 0.0) -> int:
 
 @dataclasses.dataclass
 class JobStatus:
-    """A snapshot of a job: its workers (id -> registration fields), queue depth and runs (id -> alive)."""
+    """A snapshot of a job: its workers (id -> registration fields), queue depth and runs (id -> alive); the
+    length of its dead-letter list and the last rejection of a task message (``reason``, ``detail``, ``worker``,
+    ``time``, ``run``, ``count``; empty if none in the last day)."""
 
     jobname: str
     workers: dict[str, dict[str, str]]
     queued: int
     runs: dict[str, bool]
     tasks_per_second: float
+    dead_letters: int = 0
+    last_rejection: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def job_status(backend: Backend, jobname: str, interval: float = 1.0) -> JobStatus:
@@ -105,7 +109,8 @@ def job_status(backend: Backend, jobname: str, interval: float = 1.0) -> JobStat
         second = backend.worker_records(jobname)
         done = sum(int(f.get("tasks", 0)) - int(first.get(w, {}).get("tasks", 0)) for w, f in second.items())
         rate, first = max(done, 0) / interval, second
-    return JobStatus(jobname, first, backend.queue_length(jobname), backend.run_ids(jobname), rate)
+    dead, rejection = backend.rejections(jobname)
+    return JobStatus(jobname, first, backend.queue_length(jobname), backend.run_ids(jobname), rate, dead, rejection)
 
 
 # ---------------------------------------------------------------------------------------------- R's names

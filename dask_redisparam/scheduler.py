@@ -63,13 +63,17 @@ from .protocol import (
     ERROR,
     LOST,
     OK,
+    REJECTED,
     UNEVALUATED,
     Batch,
     Entry,
-    decode_lost,
+    decode_rejected,
     encode_task,
+    join_payload,
     loads_completion,
+    open_lost,
 )
+from .rejections import Rejections
 from .serialize import dumps_result, dumps_task, loads_exception
 from .signing import PayloadRejected
 
@@ -110,6 +114,10 @@ class RunState:
         self.errors: dict[Hashable, BaseException] = {}  # task key -> what it raised (first one first)
         self.to_withdraw: list[bytes] = []  # requeued messages given up on
         self.losses: dict[int, set[int]] = {}  # message id -> stamps of the deaths of workers running it
+        self.rejections = Rejections(self.job, self.run_id, options.describe_server)
+        self.to_resend: list[bytes] = []  # messages a worker refused (dead-lettered): pushed again by fill()
+        # the manager's dask config and environment variables, pickled once: every message carries them first
+        self.exported = b"" if options.exported is None else dumps_task(options.exported)
         self.state: dict[str, Any] = {
             "dependencies": graph.dependencies,
             "dependents": graph.dependents,
@@ -326,10 +334,9 @@ class RunState:
             options.timeout,
             options.rng_seed,
             options.log_threshold,
-            options.exported,
         )
         try:
-            payload = dumps_task(batch)
+            payload = join_payload(self.exported, dumps_task(batch))
         except Exception as e:
             raise self.unpicklable(batch, e) from e
         message = encode_task(self.run_id, msg_id, 0, payload, self.options.signer, self.job)
@@ -345,8 +352,8 @@ class RunState:
         return SerializationError(f"cannot pickle the inputs of a message of run {self.run_id}: {error}")
 
     def fill(self) -> list[bytes]:
-        """New messages, up to the window."""
-        out = []
+        """New messages, up to the window (and first the refused ones, again)."""
+        out, self.to_resend = self.to_resend, []
         stopping = self.stopping
         while self.state["ready"] and len(self.messages) < self.window and not stopping:
             free = self.window - len(self.messages)
@@ -355,15 +362,30 @@ class RunState:
 
     # ------------------------------------------------------------------ completion
     def handle(self, record: bytes) -> None:
-        """Apply one completion record, or a notice that a message was requeued after its worker died."""
+        """Apply one completion record, or a notice that a message was requeued after its worker died or that a
+        worker refused it."""
+        if record.startswith(REJECTED):
+            self.handle_rejected(record)
+            return
         if record.startswith(LOST):
-            self.handle_lost(*decode_lost(record))
+            try:
+                lost = open_lost(record, self.options.signer, self.job, self.run_id)
+            except (PayloadRejected, ValueError) as e:
+                logger.warning(
+                    "manager: ignored a loss notice of run %s (the message is requeued anyway; this death is not "
+                    "counted): %s",
+                    self.run_id,
+                    e,
+                )
+                return
+            self.handle_lost(*lost)
             return
         try:
             done = loads_completion(record, self.options.signer, self.job, self.run_id)
         except PayloadRejected as e:
             logger.warning("manager: dropped a completion record of run %s: %s", self.run_id, e)
             return
+        self.rejections.accepted(done.worker)
         sent = self.messages.pop(done.msg_id, None)
         if sent is None:  # a duplicate, or from a message already given up
             return
@@ -417,6 +439,24 @@ class RunState:
             self.state["waiting"][key] = unfinished
         else:
             self.make_ready(key)
+
+    def handle_rejected(self, record: bytes) -> None:
+        """A worker refused a message and dead-lettered it: send it again (or give up; see
+        :mod:`dask_redisparam.rejections`)."""
+        try:
+            notice = decode_rejected(record)
+        except ValueError as e:
+            logger.warning("manager: dropped a malformed rejection notice of run %s: %s", self.run_id, e)
+            return
+        sent = self.messages.get(notice.msg_id)
+        if sent is None or not self.rejections.add(notice):
+            return
+        if self.stopping:  # draining: nobody waits for it
+            del self.messages[notice.msg_id]
+            self.state["running"].difference_update(sent[1])
+        else:
+            self.to_resend.append(sent[0])
+        self.rejections.check(lambda: self.backend.live_workers(self.job))
 
     def handle_lost(self, msg_id: int, stamp: int, worker: str) -> None:
         """A message went back to the queue after its worker died (``stamp``: when; each loss counts once)."""

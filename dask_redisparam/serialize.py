@@ -26,6 +26,7 @@ from dask.sizeof import sizeof
 from tblib import pickling_support
 
 from .bulk import LARGE_BYTES, Frames
+from .errors import StandInError, qualified_name, safe_str
 
 __all__ = ["dumps_exception", "dumps_result", "dumps_task", "dumps_value", "loads", "loads_exception"]
 
@@ -88,25 +89,65 @@ def loads(data: bytes | memoryview) -> Any:
 def dumps_exception(exc: BaseException, tb: TracebackType | None) -> bytes:
     """Pickle an exception with its traceback object and the formatted traceback text.
 
-    When the exception itself cannot be pickled, a ``RuntimeError`` carrying its type name and message takes
-    its place, so the manager always learns what happened.
+    The record is a plain pickle of ``(type name, message, traceback text, pickled exception or None, reason)``, so
+    that the manager learns the type name, message and traceback text even when it cannot rebuild the exception.
+    The exception must round-trip here (pickle, then unpickle) to be sent as itself, with its traceback or else
+    without; otherwise it is left out and ``reason`` says why: :func:`loads_exception` then returns a
+    :class:`~dask_redisparam.errors.StandInError`.
+
+    Examples
+    --------
+    >>> class Picky(Exception):
+    ...     def __init__(self, a, b):
+    ...         super().__init__(f"{a}/{b}")
+    >>> exc, tb, text = loads_exception(dumps_exception(*_raise_and_catch(Picky(1, 2))))
+    >>> type(exc).__name__, exc.type_name.endswith("Picky"), exc.message
+    ('StandInError', True, '1/2')
     """
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    name, message = qualified_name(type(exc)), safe_str(exc)
     try:
-        return bytes(cloudpickle.dumps((exc, tb, text), protocol=PROTOCOL))
-    except Exception:
-        pass
-    try:
-        return bytes(cloudpickle.dumps((exc, None, text), protocol=PROTOCOL))
-    except Exception:
-        stand_in = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc} (not picklable)")
-        return bytes(cloudpickle.dumps((stand_in, None, text), protocol=PROTOCOL))
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except Exception as e:  # a broken __str__ or __notes__; keep what can be had
+        text = f"{name}: {message} (the traceback could not be formatted: {type(e).__name__})"
+    pickled: bytes | None = None
+    reason = ""
+    for carried in (tb, None):
+        try:
+            pickled = bytes(cloudpickle.dumps((exc, carried), protocol=PROTOCOL))
+            back = pickle.loads(pickled)  # what cannot be rebuilt here cannot be rebuilt on the manager either
+            if not isinstance(back[0], BaseException):
+                raise TypeError(f"it unpickles as a {type(back[0]).__name__}, not an exception")
+            reason = ""
+            break
+        except Exception as e:
+            pickled, reason = None, f"it does not round-trip through pickle on the worker: {_describe(e)}"
+    return pickle.dumps((name, message, text, pickled, reason), protocol=PROTOCOL)
 
 
 def loads_exception(data: bytes) -> tuple[BaseException, TracebackType | None, str]:
-    """Inverse of :func:`dumps_exception`: ``(exception, traceback or None, traceback text)``."""
-    exc, tb, text = pickle.loads(data)
-    return exc, tb, text
+    """Inverse of :func:`dumps_exception`: ``(exception, traceback or None, traceback text)``; never raises.
+
+    An exception that cannot be rebuilt here (it was left out on the worker, or it does not unpickle here: e.g. its
+    class is importable on the workers only) comes back as a :class:`~dask_redisparam.errors.StandInError`
+    carrying its type name and message.
+    """
+    try:
+        name, message, text, pickled, reason = pickle.loads(data)
+    except Exception as e:  # not a record of dumps_exception: a bug or a forged record of an unsigned job
+        return StandInError("<unknown>", "", f"its record is unreadable: {_describe(e)}"), None, ""
+    if pickled is not None:
+        try:
+            exc, tb = pickle.loads(pickled)
+            if isinstance(exc, BaseException):
+                return exc, tb, text
+            reason = f"it unpickles here as a {type(exc).__name__}, not an exception"
+        except Exception as e:
+            reason = f"it cannot be unpickled on the manager: {_describe(e)}"
+    return StandInError(name, message, reason), None, text
+
+
+def _describe(error: BaseException) -> str:
+    return f"{qualified_name(type(error))}: {safe_str(error)}"
 
 
 def _raise_and_catch(exc: BaseException) -> tuple[BaseException, TracebackType | None]:

@@ -61,6 +61,7 @@ from .resolution import (
     _resolve,
     _text,
 )
+from .signing import SECRET_ENV, SECRET_FILE_ENV
 
 __all__ = ["THRESHOLDS", "Settings", "config_overrides", "default_worker_count"]
 
@@ -157,13 +158,20 @@ class Settings:
     redo_ttl : float
         Seconds a failed run keeps its computed values in Redis for ``redo=`` (0: not kept).
     exportglobals : bool
-        Apply the manager's dask config on the workers while they run its tasks.
+        Apply the manager's dask config (except its ``redisparam.*`` settings) on the workers while they unpickle and
+        run its tasks.
     export_env : sequence of str
         Names of environment variables whose manager values apply on the workers during its tasks.
+    shared_filesystem : bool
+        Declare that every worker of the job sees one shared filesystem at dask's ``temporary_directory`` (default
+        the system's temp directory), so that graphs with dask's disk-based shuffle may run on workers this param
+        did not start. Otherwise such a graph fails at once with ``UnsafeShuffle``, unless only the param's own
+        local workers serve the job.
     secret : str, bytes or mapping, optional
         The shared secret that signs task messages, values and records (HMAC-SHA256); a mapping of key id to
         secret rotates keys (the first signs). Default: ``REDISPARAM_SECRET`` or ``REDISPARAM_SECRET_FILE``; with the
-        embedded server, a fresh random secret for its private pool. Never shown.
+        embedded server, a fresh random secret for its private pool. Never shown: ``repr`` has ``secret='*****'``
+        when this setting or the environment (``REDISPARAM_SECRET`` / ``_FILE``) gives one, else ``secret=None``.
     heartbeat_interval, heartbeat_ttl : float
         Seconds between worker heartbeats, and after which a silent worker counts as lost (> interval).
     tls_ca_file : str or os.PathLike, optional
@@ -218,6 +226,7 @@ class Settings:
     redo_ttl: float
     exportglobals: bool
     export_env: tuple[str, ...]
+    shared_filesystem: bool
     secret: Any
     tls_ca_file: str | None
     tls_cert_file: str | None
@@ -225,6 +234,7 @@ class Settings:
     address: RedisAddress | None = dataclasses.field(init=False)
     _ambient: tuple[_Layer, ...] = dataclasses.field(init=False, compare=False)
     _workers_given: bool = dataclasses.field(init=False, compare=False)
+    _secret_in_env: bool = dataclasses.field(init=False, compare=False)
 
     def __init__(
         self,
@@ -254,14 +264,17 @@ class Settings:
         redo_ttl: float = 3600.0,
         exportglobals: bool = True,
         export_env: Sequence[str] = (),
+        shared_filesystem: bool = False,
         secret: str | bytes | Mapping[str, str | bytes] | None = None,
         tls_ca_file: str | os.PathLike[str] | None = None,
         tls_cert_file: str | os.PathLike[str] | None = None,
         tls_key_file: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        ambient = _ambient_layers(os.environ if environ is None else environ)
+        env = os.environ if environ is None else environ
+        ambient = _ambient_layers(env)
         self._set(locals(), ambient, address=None, resolve=True)
+        object.__setattr__(self, "_secret_in_env", bool(env.get(SECRET_ENV) or env.get(SECRET_FILE_ENV)))
 
     def _set(self, values: dict[str, Any], ambient: tuple[_Layer, ...], address: Any, resolve: bool) -> None:
         """Validate ``values`` (the constructor's arguments) and store them."""
@@ -311,6 +324,7 @@ class Settings:
             raise ConfigurationError(f"redo_ttl={redo_ttl!r} must be a finite number >= 0 (seconds; 0: keep nothing)")
         out["redo_ttl"] = float(redo_ttl)
         out["exportglobals"] = _bool("exportglobals", values["exportglobals"])
+        out["shared_filesystem"] = _bool("shared_filesystem", values["shared_filesystem"])
         export_env = values["export_env"]
         if isinstance(export_env, str) or not all(isinstance(n, str) and n and "=" not in n for n in export_env):
             raise ConfigurationError(f"export_env={export_env!r} must be a list of environment variable names")
@@ -361,6 +375,7 @@ class Settings:
         new = object.__new__(Settings)
         resolve = any(field in changes for field in _SERVER_FIELDS)
         new._set(values, self._ambient, address=self.address, resolve=resolve)
+        object.__setattr__(new, "_secret_in_env", self._secret_in_env)
         return new
 
     def to_env(self) -> dict[str, str]:
@@ -380,15 +395,19 @@ class Settings:
         return env
 
     def __repr__(self) -> str:
+        return self._describe(signed=self.secret is not None or self._secret_in_env)
+
+    def _describe(self, signed: bool) -> str:
+        """The repr, with ``secret='*****'`` if ``signed`` (messages are signed, by whatever secret), else None."""
         parts = []
         for f in dataclasses.fields(self):
-            if f.name in ("port", "password", "username", "url", *_TLS_FIELDS, "address", "_ambient", "_workers_given"):
+            if f.name in ("port", "password", "username", "url", *_TLS_FIELDS, "address") or f.name.startswith("_"):
                 continue
             if f.name == "host":  # the server settings are shown once, as the address with a masked password
                 shown = None if self.address is None else self.address.to_url()
                 parts.append(f"address={shown!r}")
             elif f.name == "secret":
-                parts.append(f"secret={None if self.secret is None else '*****'!r}")
+                parts.append(f"secret={'*****' if signed else None!r}")
             else:
                 parts.append(f"{f.name}={getattr(self, f.name)!r}")
         return f"Settings({', '.join(parts)})"

@@ -47,7 +47,15 @@ _KEY_ENTRY = re.compile(r"[A-Za-z0-9_.-]+=.+")
 
 
 class PayloadRejected(RedisParamError):
-    """A payload's signature is missing, unknown or wrong: it was not unpickled."""
+    """A payload's signature is missing, unknown or wrong: it was not unpickled.
+
+    ``reason`` classifies it: ``"unsigned"``, ``"no-secret"`` (signed, but this process has no secret),
+    ``"unknown-key"``, ``"bad-signature"`` or ``"rejected"`` (anything else).
+    """
+
+    def __init__(self, message: str, reason: str = "rejected") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Signer:
@@ -129,22 +137,22 @@ class Signer:
         """
         key = self._keys.get(self.key_id if kid is None else kid)
         if key is None:
-            raise PayloadRejected(f"payload signed with an unknown key id {kid!r}")
+            raise PayloadRejected(f"payload signed with an unknown key id {kid!r}", "unknown-key")
         return Poly1305(hmac.new(key, b"bulk\0" + context + b"\0" + nonce, hashlib.sha256).digest())
 
     def unseal(self, sealed: bytes | memoryview, purpose: bytes, context: bytes) -> memoryview:
         """The payload of a sealed blob, if its signature holds; else :class:`PayloadRejected`."""
         view = memoryview(sealed)
         head = bytes(view[:120]).split(b"|", 2)
-        if len(head) < 3:
-            raise PayloadRejected("payload is not signed")
+        if len(head) < 3 or head[:2] == [b"", b""]:
+            raise PayloadRejected("payload is not signed (this process requires signatures)", "unsigned")
         kid, mac = head[0].decode(errors="replace"), head[1]
         key = self._keys.get(kid)
         if key is None:
-            raise PayloadRejected(f"payload signed with an unknown key id {kid!r}")
+            raise PayloadRejected(f"payload signed with an unknown key id {kid!r}", "unknown-key")
         payload = view[len(head[0]) + len(head[1]) + 2 :]
         if not hmac.compare_digest(mac, self._mac(key, purpose, context, payload)):
-            raise PayloadRejected(f"bad signature (key id {kid!r})")
+            raise PayloadRejected(f"bad signature (key id {kid!r})", "bad-signature")
         return payload
 
 
@@ -154,7 +162,7 @@ def unseal(signer: Signer | None, sealed: bytes | memoryview, purpose: bytes, co
         return signer.unseal(sealed, purpose, context)
     view = memoryview(sealed)
     if bytes(view[:2]) != b"||":
-        raise PayloadRejected("payload is signed but this process has no secret (set REDISPARAM_SECRET)")
+        raise PayloadRejected("payload is signed but this process has no secret (set REDISPARAM_SECRET)", "no-secret")
     return view[2:]
 
 

@@ -5,6 +5,10 @@
 stop signals on (first signal: warm stop, second: cold). :class:`LocalWorkers` is how a manager launches such a
 command in the background (``is_worker=None``) and stops exactly it.
 
+A worker process that keeps dying young is restarted with a growing delay, and the supervisor gives up after a
+few failed starts, logging the process's last error line (:mod:`dask_redisparam.restarts`). For that, each worker
+process's stderr goes through a pipe that the supervisor reads and passes on to its own stderr, line by line.
+
 Worker processes get ``PYTHONHASHSEED`` as ``dask.multiprocessing`` sets it, so hashing of strings agrees across
 workers; credentials travel in the environment, never on a command line.
 """
@@ -25,7 +29,8 @@ from .address import RedisAddress
 from .backend import Backend
 from .errors import TaskTimeout
 from .execute import WATCHDOG_ENV
-from .protocol import Completion, decode_header, dumps_completion
+from .protocol import Completion, decode_header, dumps_completion, lost_notices
+from .restarts import EXIT_CONFIG, HEALTHY_UPTIME, ChildOutput, OutputPipes, RestartPolicy
 from .serialize import dumps_exception
 from .server import _pdeathsig_preexec
 from .signing import signer_from_environment
@@ -62,7 +67,8 @@ class Supervisor:
         Worker ids are ``<base_id>-<n>`` (``<base_id>`` alone when ``nworkers`` is 1); a replacement for a worker
         that died gets a suffix ``.<k>``, since the dead worker's lease may still be live.
     restart : bool
-        Start a new worker process when one dies while not stopping.
+        Start a new worker process when one dies while not stopping, with the crash-loop backoff of
+        :mod:`dask_redisparam.restarts`.
     reap : tuple of (RedisAddress, jobname), optional
         When given, a worker process that dies is reaped at once: what it held goes back to the queue (counting
         one failed attempt), instead of waiting for its lease to expire.
@@ -89,6 +95,14 @@ class Supervisor:
         self.watchdogs: dict[int, tuple[int, bytearray]] = {}  # slot -> (read end of its pipe, unread bytes)
         self.deadlines: dict[int, tuple[float, float]] = {}  # slot -> (monotonic deadline, limit) of its task
         self.signals = 0
+        self.policy = RestartPolicy()
+        self.started: dict[int, float] = {}  # slot -> monotonic time its process started
+        self.restart_at: dict[int, float] = {}  # slot -> monotonic time to start its next process
+        self.timed_out: set[int] = set()  # slots whose process this supervisor killed (a task's timeout)
+        self.outputs = OutputPipes()  # the processes' stderr
+        self.output_of: dict[int, tuple[int, ChildOutput]] = {}  # slot -> its process's stderr pipe, what it wrote
+        self.giving_up = False
+        self.status = 0
 
     def worker_id(self, slot: int) -> str:
         """The id of the current process in ``slot``."""
@@ -110,14 +124,21 @@ class Supervisor:
         self._close_watchdog(slot)
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
+        err_read, err_write, output = self.outputs.open()
         env = dict(self.env, **{WATCHDOG_ENV: str(write_end)})
         try:
             self.children[slot] = subprocess.Popen(
-                argv, env=env, pass_fds=(write_end,), preexec_fn=_pdeathsig_preexec()
+                argv, env=env, pass_fds=(write_end,), stderr=err_write, preexec_fn=_pdeathsig_preexec()
             )
+        except BaseException:
+            self.outputs.close(err_read)
+            raise
         finally:
             os.close(write_end)
+            os.close(err_write)
         self.watchdogs[slot] = (read_end, bytearray())
+        self.output_of[slot] = (err_read, output)
+        self.started[slot] = time.monotonic()
 
     def _close_watchdog(self, slot: int) -> None:
         self.deadlines.pop(slot, None)
@@ -145,6 +166,7 @@ class Supervisor:
                 logger.warning("supervisor: worker %s is stuck past its task's timeout; killing it", wid)
                 child.kill()
                 child.wait()
+                self.timed_out.add(slot)
                 self.deadlines[slot] = (0.0, 0.0)
                 self._report_timeout(wid, limit)
 
@@ -173,7 +195,9 @@ class Supervisor:
     def run(self) -> int:
         """Start the workers and supervise them until all have stopped.
 
-        Returns 0, or 1 when a worker failed and was not replaced (or kept failing at start).
+        Returns 0; 1 when a worker failed and was not replaced, or kept failing at start (see
+        :mod:`dask_redisparam.restarts`); :data:`~dask_redisparam.restarts.EXIT_CONFIG` when a worker could not
+        work as configured.
         """
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -183,51 +207,89 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.outputs.close_all()
 
-    def _reap(self, worker_id: str) -> None:
+    def _reap(self, worker_id: str) -> bool:
+        """Requeue what a dead worker held at once; returns whether it held anything."""
         if self.reap is None:
-            return
+            return False
         address, jobname = self.reap
         try:
+            notice = lost_notices(signer_from_environment(self.env), jobname, worker_id)
             with _backend(address) as backend:
-                moved = backend.reap_worker(jobname, worker_id)
+                moved = backend.reap_worker(jobname, worker_id, notice)
         except Exception as e:  # the lease will expire and a manager will reap it then
             logger.warning("supervisor: could not requeue the tasks of worker %s: %s", worker_id, e)
-            return
+            return False
         if moved:
             logger.warning("supervisor: requeued %d message(s) of dead worker %s", len(moved), worker_id)
+        return bool(moved)
 
     def _watch(self) -> int:
-        failures_in_a_row = 0
-        status = 0
-        while self.children:
-            time.sleep(0.1)
+        self.status = 0
+        while self.children or self.restart_at:
+            self.outputs.pump(0.1)
             self._check_deadlines()
             for slot, child in list(self.children.items()):
                 code = child.poll()
-                if code is None:
-                    continue
-                del self.children[slot]
-                self._close_watchdog(slot)
-                if code != 0:
-                    self._reap(self.worker_id(slot))
-                if self.signals or not self.restart or code == 0:
-                    logger.info("supervisor: worker %s exited with code %s", self.worker_id(slot), code)
-                    if code != 0 and not self.signals:
-                        status = 1
-                    continue
-                failures_in_a_row = failures_in_a_row + 1 if code == 3 else 0
-                if failures_in_a_row >= 3 * self.nworkers:
-                    logger.error("supervisor: workers keep failing to start (exit code %s); giving up", code)
-                    return 1
-                logger.warning(
-                    "supervisor: worker %s died (exit code %s); starting a new one",
-                    self.worker_id(slot),
-                    code,
-                )
-                self.incarnations[slot] = self.incarnations.get(slot, 0) + 1
-                self.spawn(slot)
-        return status
+                if code is not None:
+                    self._ended(slot, code)
+            if self.signals:
+                self.restart_at.clear()
+            now = time.monotonic()
+            for slot, at in list(self.restart_at.items()):
+                if now >= at:
+                    del self.restart_at[slot]
+                    self.spawn(slot)
+        self.outputs.close_all()
+        return self.status
+
+    def _ended(self, slot: int, code: int) -> None:
+        """The process of ``slot`` exited with ``code``: reap it, then restart it (after a delay) or give up."""
+        del self.children[slot]
+        self._close_watchdog(slot)
+        wid = self.worker_id(slot)
+        fd, output = self.output_of.pop(slot, (-1, ChildOutput()))
+        self.outputs.read(fd)  # all it wrote before it died is in the pipe
+        uptime = time.monotonic() - self.started.pop(slot, 0.0)
+        held = self._reap(wid) if code != 0 else False
+        timed_out = slot in self.timed_out
+        self.timed_out.discard(slot)
+        if self.signals or self.giving_up or not self.restart or code == 0:
+            logger.info("supervisor: worker %s exited with code %s", wid, code)
+            if code != 0 and not self.signals and not self.giving_up:
+                self.status = self.status or 1
+            return
+        if code == EXIT_CONFIG:
+            self._give_up(wid, f"cannot work as configured (exit code {code})", output, EXIT_CONFIG)
+            return
+        failed_start = not held and code != -signal.SIGKILL
+        delay = 0.0 if timed_out else self.policy.after_death(slot, uptime, start_failure=failed_start)
+        if delay is None:
+            failures = self.policy.failures(slot)
+            reason = f"failed {failures} times in a row within {HEALTHY_UPTIME:.0f} s of starting (exit code {code})"
+            self._give_up(wid, reason, output, 1)
+            return
+        logger.warning(
+            "supervisor: worker %s died (exit code %s) after %.1f s; starting a new one%s",
+            wid,
+            code,
+            uptime,
+            f" in {delay:.2f} s" if delay else "",
+        )
+        self.incarnations[slot] = self.incarnations.get(slot, 0) + 1
+        self.restart_at[slot] = time.monotonic() + delay
+
+    def _give_up(self, worker_id: str, reason: str, output: ChildOutput, status: int) -> None:
+        """Stop restarting: log why with the process's last error line, stop the other processes (warm)."""
+        last = output.last_error() or "(it wrote nothing to stderr)"
+        logger.error("supervisor: worker %s %s; giving up. Its last error: %s", worker_id, reason, last)
+        self.giving_up = True
+        self.status = status
+        self.restart_at.clear()
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
 
 
 class LocalWorkers:

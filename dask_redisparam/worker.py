@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -51,16 +52,18 @@ from .errors import (
     ServerUnavailable,
     StopRequested,
     WorkerConflict,
-    WorkerError,
 )
-from .execute import Watchdog, run_batch
+from .execute import Watchdog, exported_globals, run_batch
 from .protocol import (
+    REJECTION_REASONS,
     Batch,
     Completion,
+    classify_rejection,
     decode_header,
     dumps_completion,
-    is_unsigned,
+    encode_rejected,
     open_task,
+    split_payload,
 )
 from .rng import reseed_from_entropy
 from .serialize import dumps_exception, loads
@@ -108,6 +111,9 @@ class Worker:
     signer : Signer or None
         Checks and makes signatures; default from ``REDISPARAM_SECRET`` / ``REDISPARAM_SECRET_FILE`` (none: only
         unsigned tasks are accepted).
+    connect_timeout : float or None
+        Seconds :meth:`run` waits for a server that cannot be reached yet (None: until it answers; default 0: fail
+        at once); see :meth:`Backend.connect <dask_redisparam.backend.Backend.connect>`.
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class Worker:
         burst: bool = False,
         max_tasks: int | None = None,
         signer: Signer | None | object = _FROM_ENVIRONMENT,
+        connect_timeout: float | None = 0.0,
     ) -> None:
         self.address = address
         self.jobname = jobname
@@ -129,6 +136,7 @@ class Worker:
         self.heartbeat_ttl = heartbeat_ttl
         self.burst = burst
         self.max_tasks = max_tasks
+        self.connect_timeout = connect_timeout
         self.tasks_done = 0
         self.messages_done = 0
         self._backend: Backend | None = None
@@ -139,6 +147,8 @@ class Worker:
         self._recover = False  # a lost reply may have left a claimed message in our processing list
         self._watchdog = Watchdog()
         self._cache = ValueCache(CACHE_BYTES)
+        self._rejected = 0  # messages refused in a row (they slow this worker down; see _reject)
+        self._globals = contextlib.ExitStack()  # the exported globals of the message being processed
         self.signer: Signer | None = signer_from_environment() if signer is _FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- lifecycle
@@ -159,7 +169,7 @@ class Worker:
 
     def run(self) -> int:
         """Serve until stopped; return the number of tasks run."""
-        backend = self._backend = Backend.connect(self.address)
+        backend = self._backend = Backend.connect(self.address, wait=self.connect_timeout)
         backend.check_job_access(self.jobname)
         if not backend.register_worker(self.jobname, self.id, self.info(), self.heartbeat_ttl):
             backend.close()
@@ -267,9 +277,11 @@ class Worker:
 
     # ---------------------------------------------------------------- one message
     def _process(self, backend: Backend, message: bytes) -> bytes | None:
-        """Run one message; return the next one if it was claimed with the completion."""
+        """Run one message; return the next one if it was claimed with the completion. The manager's exported
+        globals, once applied (``self._globals``), hold until the message is done."""
         try:
-            return self._process_message(backend, message)
+            with contextlib.ExitStack() as self._globals:
+                return self._process_message(backend, message)
         finally:
             self._current = ""
 
@@ -280,9 +292,11 @@ class Worker:
         except (ValueError, PayloadRejected) as e:
             self._reject(backend, message, e)
             return None
-        self._current = f"{run_id}/{msg_id}"
+        self._current, self._rejected = f"{run_id}/{msg_id}", 0
         try:
-            batch: Batch = loads(payload)
+            exported, body = split_payload(payload)  # the manager's globals apply from before the batch is unpickled
+            self._globals.enter_context(exported_globals(loads(exported) if exported else None))
+            batch: Batch = loads(body)
         except BaseException as e:  # noqa: B036 - anything that breaks decoding is reported, never fatal
             if isinstance(e, StopRequested):
                 raise
@@ -370,15 +384,34 @@ class Worker:
         backend.complete(self.jobname, self.id, run_id, message, record, [], 0)
 
     def _reject(self, backend: Backend, message: bytes, error: Exception) -> None:
-        """A message that fails its signature check is never unpickled: it goes to the dead-letter list."""
-        if self.signer is None and not is_unsigned(message):
-            backend.requeue_message(self.jobname, self.id, message)
-            raise WorkerError(
-                f"worker {self.id}: job {self.jobname!r} sends signed tasks but this worker has no secret: set "
-                "REDISPARAM_SECRET (or REDISPARAM_SECRET_FILE) as for the manager"
-            )
-        logger.warning("worker %s: rejected a task message (not unpickled; dead-lettered): %s", self.id, error)
-        backend.dead_letter(self.jobname, self.id, message)
+        """Refuse a message that is not a task message of this version or fails its signature check.
+
+        It is never unpickled: it goes to the job's dead-letter list, the rejection is recorded for ``status``, and
+        the manager of its run (if the run is alive) gets a rejection notice, so that it sends the message again
+        for another worker, or fails the run if every worker refuses. The worker keeps serving; after several
+        refusals in a row it waits a little before each claim (up to a second), so that a worker that cannot read
+        the job's messages (no secret, another secret) does not take all of them from the others.
+        """
+        reason, run_id, msg_id, attempt = classify_rejection(message, error)
+        hint = ""
+        if reason == "no-secret":
+            hint = "; this worker has no secret: set REDISPARAM_SECRET (or REDISPARAM_SECRET_FILE) as for the manager"
+        elif reason == "version":
+            hint = "; run the same version of dask-redisparam on the manager and the workers"
+        logger.warning(
+            "worker %s: rejected a task message (not unpickled; dead-lettered): %s: %s%s",
+            self.id,
+            REJECTION_REASONS.get(reason, reason),
+            error,
+            hint,
+        )
+        info = {"reason": reason, "detail": str(error)[:200], "worker": self.id, "run": run_id or ""}
+        info["time"] = f"{time.time():.3f}"
+        notice = encode_rejected(msg_id, attempt, uuid.uuid4().hex[:12], reason, self.id)
+        backend.reject_message(self.jobname, self.id, message, info, run_id, notice)
+        self._rejected += 1
+        if self._rejected > 1:
+            self._stop.wait(min(0.1 * 2 ** (self._rejected - 2), 1.0))
 
     def _complete(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 
 def double(x: int) -> int:
@@ -32,3 +33,9 @@ def add(x: int, y: int) -> int:
 def pid_of(_: object = None) -> int:
     """The PID of the process that ran the task."""
     return os.getpid()
+
+
+def tmp_device(seconds: float) -> int:
+    """After ``seconds``, the device of the file system at ``/tmp`` of the process that ran the task."""
+    time.sleep(seconds)
+    return os.stat("/tmp").st_dev

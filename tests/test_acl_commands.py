@@ -20,6 +20,7 @@ from dask_redisparam import PermissionDenied, RedisParam
 from dask_redisparam.address import RedisAddress
 from dask_redisparam.backend import Backend
 from dask_redisparam.backend.commands import JOB_COMMANDS
+from dask_redisparam.restarts import EXIT_CONFIG
 from dask_redisparam.server import EmbeddedRedis
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
@@ -108,23 +109,25 @@ def test_a_worker_daemon_exits_naming_the_command(
     redis_server: EmbeddedRedis, rclient: redis.Redis, users: list[str], jobname: str
 ) -> None:
     address = _user(redis_server, rclient, users, jobname, {"blmove"})
-    workers = CliWorkers(address, jobname, 1, "--no-restart")
+    workers = CliWorkers(address, jobname, 2)
+    started = time.monotonic()
     try:
         code = workers.process.wait(30)
     finally:
         workers.stop()
     log = workers.stderr()
     workers.log.close()
-    assert code != 0, log
+    assert code == EXIT_CONFIG, log  # not restarted: a configuration that cannot work
+    assert time.monotonic() - started < 15.0
     assert f"denies user {address.username!r} the command(s) BLMOVE that job {jobname!r} uses" in log, log
-    assert "exited with code 3" in log and "Traceback" not in log, log
+    assert "Traceback" not in log, log
 
 
 def test_a_worker_that_loses_a_command_while_serving_exits(
     redis_server: EmbeddedRedis, rclient: redis.Redis, users: list[str], jobname: str
 ) -> None:
     address = _user(redis_server, rclient, users, jobname, set())
-    workers = CliWorkers(address, jobname, 1, "--no-restart")
+    workers = CliWorkers(address, jobname, 1)
     try:
         wait_for_workers(redis_server.address, jobname, 1)
         with RedisParam(jobname=jobname, is_worker=False, url=redis_server.url) as param:
@@ -135,6 +138,6 @@ def test_a_worker_that_loses_a_command_while_serving_exits(
         workers.stop()
     log = workers.stderr()
     workers.log.close()
-    assert code != 0, log
+    assert code == EXIT_CONFIG, log
     assert f"Redis at {address.describe()} denies user {address.username!r} the command BLMOVE (NOPERM" in log, log
     assert "Traceback" not in log, log

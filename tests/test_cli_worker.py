@@ -67,7 +67,8 @@ def test_missing_server_is_a_usage_error(jobname: str) -> None:
 
 def test_unreachable_server_names_host_and_port(jobname: str) -> None:
     done = subprocess.run(
-        ["dask-redisparam-worker", "--jobname", jobname, "--host", "127.0.0.1", "--port", "1", "--no-restart"],
+        ["dask-redisparam-worker", "--jobname", jobname, "--host", "127.0.0.1", "--port", "1"]
+        + ["--connect-timeout", "0"],
         capture_output=True,
         text=True,
         timeout=60,

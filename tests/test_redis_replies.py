@@ -248,7 +248,7 @@ def test_a_run_waits_while_the_server_loads(loading_server: EmbeddedRedis, jobna
             thread = threading.Thread(target=lambda: out.append(param(dsk, list(dsk), fuse_chains=False)))
             thread.start()
             time.sleep(0.5)
-            reload = _Reload(loading_server, 3.0)
+            reload = _Reload(loading_server, 2.0)  # shorter than the run's lease (4 s)
             reload.join()
             thread.join(60)
     finally:

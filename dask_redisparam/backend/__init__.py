@@ -28,8 +28,12 @@ True
 from __future__ import annotations
 
 import logging
+import time
+
+import redis
 
 from ..address import RedisAddress
+from ..errors import ServerUnavailable
 from .admin import AdminOps
 from .client import MAX_BLOCK as MAX_BLOCK
 from .client import SEND_BUFFER as SEND_BUFFER
@@ -43,6 +47,13 @@ from .workers import WorkerOps
 __all__ = ["TRANSIENT_ERRORS", "Backend"]
 
 logger = logging.getLogger(__name__)
+
+WAIT_FIRST = 0.1
+"""Seconds before the second try of :meth:`Backend.connect` waiting for a server; doubles up to :data:`WAIT_MAX`."""
+WAIT_MAX = 5.0
+"""Longest pause between two tries of :meth:`Backend.connect` waiting for a server."""
+WAIT_LOG_EVERY = 10.0
+"""Seconds between two warnings while :meth:`Backend.connect` waits for a server."""
 
 
 class Backend(AdminOps, RunOps, WorkerOps, LargeValues):
@@ -61,11 +72,58 @@ class Backend(AdminOps, RunOps, WorkerOps, LargeValues):
     """
 
     @classmethod
-    def connect(cls, address: RedisAddress, *, retries: int = 3) -> Backend:
-        """Connect and check with ``PING``; fail fast with an error that names the server."""
-        probe = cls(address, retries=0)
-        try:
-            probe.ping()
-        finally:
-            probe.close()
+    def connect(cls, address: RedisAddress, *, retries: int = 3, wait: float | None = 0.0) -> Backend:
+        """Connect and check with ``PING``; fail with an error that names the server.
+
+        Parameters
+        ----------
+        address : RedisAddress
+            The server.
+        retries : int
+            Retries of each later command through a lost connection.
+        wait : float or None
+            Seconds to wait for a server that cannot be reached yet (connection refused, host unknown, timeout, a
+            server loading its data), trying again after :data:`WAIT_FIRST` seconds, doubling up to
+            :data:`WAIT_MAX`, with a warning every :data:`WAIT_LOG_EVERY` seconds; None waits until it answers.
+            The default, 0, fails at once (the manager). Refused credentials and TLS errors never wait.
+
+        Raises
+        ------
+        ServerUnavailable
+            The server cannot be reached (after ``wait`` seconds).
+        AuthenticationFailed
+            The server refused the credentials.
+        """
+        started = time.monotonic()
+        delay, warned = WAIT_FIRST, -WAIT_LOG_EVERY
+        while True:
+            probe = cls(address, retries=0)
+            try:
+                probe.ping()
+                break
+            except ServerUnavailable as e:
+                waited = time.monotonic() - started
+                if wait == 0 or not _unreachable(e):
+                    raise
+                if wait is not None and waited >= wait:
+                    raise ServerUnavailable(f"{e} (gave up after waiting {waited:.1f} s)") from None
+                if waited - warned >= WAIT_LOG_EVERY:
+                    logger.warning("waiting for Redis at %s (%.0f s so far): %s", address.describe(), waited, e)
+                    warned = waited
+                time.sleep(delay if wait is None else min(delay, wait - waited))
+                delay = min(2 * delay, WAIT_MAX)
+            finally:
+                probe.close()
+        if warned >= 0:
+            logger.info("reached Redis at %s after %.0f s", address.describe(), time.monotonic() - started)
         return cls(address, retries=retries)
+
+
+def _unreachable(error: ServerUnavailable) -> bool:
+    """Whether the failure of ``PING`` behind ``error`` may pass by waiting: the server is not there (yet), as
+    opposed to a TLS or protocol mismatch, which waiting does not cure."""
+    cause = error.__context__  # the redis-py error that ping() turned into ``error``
+    if isinstance(cause, (redis.exceptions.BusyLoadingError, redis.TimeoutError)):
+        return True
+    text = str(cause if cause is not None else error)
+    return "connecting to" in text and "SSL" not in text and "CERTIFICATE" not in text

@@ -54,6 +54,14 @@ class AdminOps(RunOps, WorkerOps):
         """Messages waiting in the job's queue."""
         return int(self._r.llen(keys.queue(jobname)))
 
+    def rejections(self, jobname: str) -> tuple[int, dict[str, str]]:
+        """The length of the job's dead-letter list and the record of the last rejection (empty: none kept)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.llen(keys.dead(jobname))
+        pipe.hgetall(keys.rejected(jobname))
+        count, fields = pipe.execute()
+        return int(count), {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+
     def run_ids(self, jobname: str) -> dict[str, bool]:
         """Every run with a key in Redis, and whether its manager is alive."""
         runs = {rid for k in self.scan_keys(keys.runs_pattern(jobname)) if (rid := keys.run_id_of(k))}

@@ -22,14 +22,21 @@ class RunOps(LargeValues):
     """Operations of the manager on one run's keys."""
 
     def open_run(
-        self, jobname: str, run_id: str, ttl: float, values: dict[str, bytes], parts: Sequence[Part] = ()
+        self,
+        jobname: str,
+        run_id: str,
+        ttl: float,
+        values: dict[str, bytes],
+        parts: Sequence[Part] = (),
+        keep: float = 0.0,
     ) -> None:
         """Mark the run alive for ``ttl`` seconds and upload ``values`` (field -> sealed literal) and the ``parts``
-        of large ones."""
+        of large ones to its data hash, which lives ``keep`` seconds (at least ``ttl``; see :meth:`renew_run`)."""
         data, ms = keys.data(jobname, run_id), int(ttl * 1000)
+        keep_ms = max(ms, int(keep * 1000))
         if parts:
             commands: list[tuple[Any, ...]] = [("HSET", data, name, view) for name, view in parts]
-            commands += [("SET", keys.alive(jobname, run_id), b"1", "PX", ms), ("PEXPIRE", data, ms)]
+            commands += [("SET", keys.alive(jobname, run_id), b"1", "PX", ms), ("PEXPIRE", data, keep_ms)]
             for reply in self._send_large(commands):
                 if isinstance(reply, Exception):
                     raise reply
@@ -37,8 +44,17 @@ class RunOps(LargeValues):
         pipe.set(keys.alive(jobname, run_id), b"1", px=ms)
         if values:
             pipe.hset(data, mapping=cast(Any, values))
-            pipe.pexpire(data, ms)
+            pipe.pexpire(data, keep_ms)
         pipe.execute()
+
+    def renew_run(self, jobname: str, run_id: str, ttl: float, keep: float) -> bool:
+        """Renew the run's lease: ``alive`` and ``done`` for ``ttl`` seconds, ``data`` for ``keep`` seconds (one
+        round trip); returns False, creating nothing, if ``alive`` is gone."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.pexpire(keys.alive(jobname, run_id), int(ttl * 1000))
+        pipe.pexpire(keys.done(jobname, run_id), int(ttl * 1000))
+        pipe.pexpire(keys.data(jobname, run_id), int(keep * 1000))
+        return bool(pipe.execute()[0])
 
     def exchange(
         self,
@@ -53,10 +69,11 @@ class RunOps(LargeValues):
         """One round trip of the manager.
 
         Drops the completion records ``acknowledge`` (those the last call returned and the manager applied),
-        pushes ``messages``, deletes ``release`` fields, renews the run's lease for ``ttl`` seconds and reads up
-        to ``max_records`` completion records. Records are removed only once acknowledged, and the removal is
-        idempotent, so a reply lost with a broken connection loses no record (a record may come twice; the
-        manager ignores repeats). Returns ``(records, run alive)``.
+        pushes ``messages``, deletes ``release`` fields, renews the run's ``alive`` key for ``ttl`` seconds (the
+        data hash has a TTL of its own: see :meth:`renew_run`) and reads up to ``max_records`` completion records.
+        Records are removed only once acknowledged, and the removal is idempotent, so a reply lost with a broken
+        connection loses no record (a record may come twice; the manager ignores repeats). Returns
+        ``(records, run alive)``.
         """
         done = keys.done(jobname, run_id)
 
@@ -67,9 +84,7 @@ class RunOps(LargeValues):
                 pipe.lpush(keys.queue(jobname), *messages)
             if release:
                 pipe.hdel(keys.data(jobname, run_id), *release)
-            ms = int(ttl * 1000)
-            pipe.pexpire(keys.data(jobname, run_id), ms)
-            pipe.pexpire(keys.alive(jobname, run_id), ms)
+            pipe.pexpire(keys.alive(jobname, run_id), int(ttl * 1000))
             pipe.lrange(done, 0, max_records - 1)
 
         replies = self._execute(build)

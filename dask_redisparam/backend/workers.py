@@ -7,7 +7,7 @@ Lua script), gives messages back or dead-letters them, and reaps a dead worker's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
@@ -20,16 +20,24 @@ from .client import MAX_BLOCK, _evalsha, _flat, _pairs, _worker_keys
 from .large import LargeValues
 from .replies import reply_code
 
-__all__ = ["WorkerOps"]
+__all__ = ["DEAD_TTL", "WorkerOps"]
+
+DEAD_TTL = 86400
+"""Seconds the dead-letter list and the record of the last rejection are kept after the last rejection."""
 
 
 class WorkerOps(LargeValues):
     """Operations on workers' keys and the job's queue, for the workers and for whoever reaps them."""
 
-    def reap_worker(self, jobname: str, worker_id: str) -> list[tuple[str, int, int]]:
+    def reap_worker(
+        self, jobname: str, worker_id: str, notice: Callable[[str, int, int], bytes] | None = None
+    ) -> list[tuple[str, int, int]]:
         """Requeue what a dead worker held (attempt + 1, atomically), forget it, and tell the runs' managers.
 
-        Returns ``(run_id, msg_id, stamp)`` of every message put back (stamp: the server's time, in microseconds).
+        ``notice(run_id, msg_id, stamp)`` makes the loss notice for a run (the caller signs it with the job's
+        secret, if it has one); default: an unsigned :func:`~dask_redisparam.protocol.encode_lost`, which the
+        manager of a signed run ignores. Returns ``(run_id, msg_id, stamp)`` of every message put back (stamp: the
+        server's time, in microseconds).
         """
         flat = self._reap(
             keys=_worker_keys(jobname, worker_id),
@@ -40,8 +48,8 @@ class WorkerOps(LargeValues):
 
             def notify(pipe: Any) -> None:
                 for run_id, msg_id, stamp in moved:
-                    notice = encode_lost(msg_id, stamp, worker_id)
-                    _evalsha(pipe, self._notify, [keys.alive(jobname, run_id), keys.done(jobname, run_id)], [notice])
+                    record = notice(run_id, msg_id, stamp) if notice else encode_lost(msg_id, stamp, worker_id)
+                    _evalsha(pipe, self._notify, [keys.alive(jobname, run_id), keys.done(jobname, run_id)], [record])
 
             self._execute(notify)
         return moved
@@ -199,7 +207,30 @@ class WorkerOps(LargeValues):
 
     def dead_letter(self, jobname: str, worker_id: str, message: bytes) -> None:
         """Move a rejected message from the worker's processing list to the job's dead-letter list (last 100)."""
-        self._move(keys=[keys.processing(jobname, worker_id), keys.dead(jobname)], args=[message, 100, 86400])
+        self._move(keys=[keys.processing(jobname, worker_id), keys.dead(jobname)], args=[message, 100, DEAD_TTL])
+
+    def reject_message(
+        self,
+        jobname: str,
+        worker_id: str,
+        message: bytes,
+        info: Mapping[str, str],
+        run_id: str | None = None,
+        notice: bytes | None = None,
+    ) -> None:
+        """Dead-letter a message the worker refused, record the rejection (``info``: reason, worker...) in the
+        job's :func:`~dask_redisparam.keys.rejected` hash, and, if ``run_id`` names a live run, push ``notice`` to
+        its ``done`` list for its manager (two round trips)."""
+        self.dead_letter(jobname, worker_id, message)
+
+        def build(pipe: Any) -> None:
+            if run_id is not None and notice is not None:
+                _evalsha(pipe, self._notify, [keys.alive(jobname, run_id), keys.done(jobname, run_id)], [notice])
+            pipe.hset(keys.rejected(jobname), mapping=dict(info))
+            pipe.hincrby(keys.rejected(jobname), "count", 1)
+            pipe.expire(keys.rejected(jobname), DEAD_TTL)
+
+        self._execute(build)
 
     def requeue_message(self, jobname: str, worker_id: str, message: bytes) -> None:
         """Give a claimed message back to the queue (another worker will take it), atomically."""
