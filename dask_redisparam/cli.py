@@ -193,7 +193,11 @@ def _connection_options(func: Any) -> Any:
     return func
 
 
-def _connect(jobname: str, url: str | None, host: str | None, port: int | None) -> tuple[Settings, Backend]:
+def _connect(
+    jobname: str, url: str | None, host: str | None, port: int | None, *, read_only: bool = False
+) -> tuple[Settings, Backend]:
+    """Connect to the job's server and check the user's access: to every command of the job, or with
+    ``read_only`` (``status``) to its keys only, so that a monitoring user may look."""
     settings = _settings(jobname, url, host, port)
     assert settings.address is not None
     try:
@@ -201,7 +205,7 @@ def _connect(jobname: str, url: str | None, host: str | None, port: int | None) 
     except RedisParamError as e:
         raise click.ClickException(str(e)) from None
     try:
-        backend.check_job_access(settings.jobname)
+        backend.check_job_access(settings.jobname, commands=not read_only)
     except RedisParamError as e:
         backend.close()
         raise click.ClickException(str(e)) from None
@@ -213,7 +217,7 @@ def _connect(jobname: str, url: str | None, host: str | None, port: int | None) 
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds to measure the task rate.")
 def status_command(jobname: str, url: str | None, host: str | None, port: int | None, interval: float) -> None:
     """Show a job's workers, queue depth, runs and recent task rate."""
-    settings, backend = _connect(jobname, url, host, port)
+    settings, backend = _connect(jobname, url, host, port, read_only=True)
     try:
         status = job_status(backend, settings.jobname, interval)
     finally:

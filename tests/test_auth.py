@@ -317,3 +317,26 @@ def test_acl_user_from_every_source(
             Backend.connect(RedisAddress(host=address.host, port=address.port, username=user, password="wrong"))
     finally:
         admin.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]
+
+
+def test_a_read_only_monitoring_user_may_run_status(tcp_server: EmbeddedRedis, admin: redis.Redis) -> None:
+    """``status`` checks only the job's keys: a user with read commands alone may look (but not stop workers)."""
+    tag = uuid.uuid4().hex[:8]
+    job, user, password = f"acl-ro-{tag}", f"drp-ro-{tag}", secrets.token_hex(12)
+    rules = ["on", f">{password}", "resetkeys", f"~drp:{{{job}}}:*", "resetchannels", "-@all", "+@read", "+ping"]
+    rules += ["+client|setinfo"]
+    admin.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
+    url = RedisAddress(host="127.0.0.1", port=tcp_server.port or 0, username=user, password=password).to_url(
+        show_password=True
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDISPARAM_", "REDIS_"))}
+    try:
+        argv = ["dask-redisparam", "status", "--jobname", job, "--url", url, "--interval", "0.1"]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert f"job {job} on 127.0.0.1:{tcp_server.port}" in done.stdout
+        argv = ["dask-redisparam", "stop-all", "--jobname", job, "--url", url]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and f"denies user {user!r} the command(s)" in done.stderr, done.stderr
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]

@@ -198,11 +198,12 @@ class BackendBase:
                 hint = " (no TLS handshake: is this the server's TLS port? a plaintext port needs a redis:// URL)"
             raise ServerUnavailable(f"cannot connect to Redis at {self.address.describe()}: {e}{hint}") from None
 
-    def check_job_access(self, jobname: str) -> None:
+    def check_job_access(self, jobname: str, *, commands: bool = True) -> None:
         """Check that the user may use the keys of ``jobname`` and run every command the job sends.
 
         Two round trips: one ``EXISTS`` of the job's queue, then each command of
-        :data:`~.commands.JOB_COMMANDS` once, harmlessly (:func:`~.commands.check_commands`).
+        :data:`~.commands.JOB_COMMANDS` once, harmlessly (:func:`~.commands.check_commands`). With
+        ``commands=False`` only the first: what a read-only look at the job (``status``) needs.
 
         Raises
         ------
@@ -218,11 +219,15 @@ class BackendBase:
         except redis.exceptions.NoPermissionError as e:
             if "to run the" not in str(e):  # denied the key (a missing EXISTS is found with the other commands)
                 raise self._keys_denied(jobname, e) from None
-        commands, key_refusals, others = check_commands(self._r, jobname)
-        if commands:
-            allow = " ".join(f"+{name}" for name in commands)
+            if not commands:
+                raise
+        if not commands:
+            return
+        denied, key_refusals, others = check_commands(self._r, jobname)
+        if denied:
+            allow = " ".join(f"+{name}" for name in denied)
             raise PermissionDenied(
-                f"Redis at {where} denies {user} the command(s) {', '.join(c.upper() for c in commands)} that "
+                f"Redis at {where} denies {user} the command(s) {', '.join(c.upper() for c in denied)} that "
                 f"job {jobname!r} uses: add {allow} to the user's ACL (every command dask-redisparam needs is on "
                 "the security page of the documentation)"
             )
