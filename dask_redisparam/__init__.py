@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .backend.server import EmbeddedRedis
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -28,10 +29,9 @@ from .errors import (
     WorkerError,
 )
 from .param import RedisParam, redis_get, shutdown
-from .pool import bpstopall, rpalive, rphost, rpisworker, rppassword, rpport, rpstopall, rpworkers
+from .r_compat import bpstopall, rpalive, rphost, rpisworker, rppassword, rpport, rpstopall, rpworkers
 from .results import is_ok, try_compute
 from .rng import task_rng
-from .server import EmbeddedRedis
 
 __version__ = "0.1.0"
 
@@ -76,6 +76,6 @@ __all__ = [
     "WorkerError",
 ]
 
-from .config_reference import register_dask_defaults as _register_dask_defaults
+from .config.defaults import register_dask_defaults as _register_dask_defaults
 
 _register_dask_defaults()  # the redisparam.* dask config keys, from the packaged redisparam.yaml

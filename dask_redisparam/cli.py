@@ -23,9 +23,9 @@ from typing import Any
 import click
 
 from .backend import Backend
+from .config.settings import Settings
 from .errors import RedisParamError
 from .pool import alive, job_status, stop_all
-from .settings import Settings
 
 __all__ = ["main", "worker_main"]
 
@@ -118,11 +118,11 @@ def worker_command(
         raise click.UsageError(str(e)) from None
     address = settings.address
     assert address is not None
-    from .restarts import EXIT_CONFIG, exit_code_for
+    from .worker.restarts import EXIT_CONFIG, exit_code_for
 
     if child:
-        from .memory import reuse_freed_memory
-        from .worker import Worker
+        from .worker.loop import Worker
+        from .worker.memory import reuse_freed_memory
 
         if not release_memory:
             reuse_freed_memory()
@@ -144,8 +144,8 @@ def worker_command(
             logger.error("worker %s: %s", name, e)
             sys.exit(exit_code_for(e))
         return
-    from .signing import signer_from_environment
-    from .supervisor import Supervisor
+    from .wire.signing import signer_from_environment
+    from .worker.supervisor import Supervisor
 
     try:  # before starting any worker process: the server answers, the credentials and the secret work
         signer_from_environment()
@@ -248,7 +248,7 @@ def status_command(jobname: str, url: str | None, host: str | None, port: int | 
 
 
 def _describe_rejection(fields: dict[str, str]) -> str:
-    from .protocol import REJECTION_REASONS
+    from .wire.protocol import REJECTION_REASONS
 
     reason = fields.get("reason", "")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(fields.get("time", "0") or 0)))

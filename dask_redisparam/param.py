@@ -32,19 +32,20 @@ from dask.local import nested_get
 
 from . import pool
 from .backend import Backend
+from .backend.server import EmbeddedRedis
+from .config.settings import Settings, config_overrides
 from .errors import ConfigurationError, WorkerError
-from .graph import Graph, flatten_keys, prepare_graph
-from .manager import count_and_reap, fewer_collections, run_graph
-from .mapping import MISSING
-from .options import RedoInfo, RunOptions, TimelineRecord, exported_globals, redo_info_of
+from .manager.graph import Graph, flatten_keys, prepare_graph
+from .manager.loop import count_and_reap, fewer_collections, run_graph
+from .manager.mapping import MISSING
+from .manager.options import RedoInfo, RunOptions, TimelineRecord, exported_globals, redo_info_of
+from .manager.shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle
+from .manager.state import RunState
 from .progress import ProgressCallback
 from .resultdir import ResultDir
-from .scheduler import RunState
-from .server import EmbeddedRedis
-from .settings import Settings, config_overrides
-from .shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle
-from .signing import SECRET_ENV, SECRET_FILE_ENV, Signer, signer_from_environment
-from .supervisor import LocalWorkers
+from .wire.signing import SECRET_ENV, SECRET_FILE_ENV, Signer, signer_from_environment
+from .worker.loop import Worker
+from .worker.supervisor import LocalWorkers
 
 __all__ = ["RedisParam", "redis_get", "shutdown"]
 
@@ -205,9 +206,6 @@ class RedisParam:
         settings = self.settings
         address = self.backend.address
         extra = self._launch_local(settings.workers - 1) if settings.workers > 1 else None
-        # imported here, not at import time: ``python -m dask_redisparam.worker`` must import it first
-        from .worker import Worker
-
         try:
             Worker(
                 address,
@@ -384,7 +382,7 @@ class RedisParam:
         ...     p.map(neg, [1, 2, 3])
         [-1, -2, -3]
         """
-        from .mapping import map_elements
+        from .manager.mapping import map_elements
 
         with self._started():
             return map_elements(
@@ -423,7 +421,7 @@ class RedisParam:
         ...     p.iterate(iter(range(5)), abs, reduce=operator.add)
         10
         """
-        from .mapping import iterate_elements
+        from .manager.mapping import iterate_elements
 
         with self._started():
             return iterate_elements(

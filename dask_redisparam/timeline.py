@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from .options import TimelineRecord
+from .manager.options import TimelineRecord
 
 __all__ = ["plot_timeline"]
 
@@ -73,7 +73,7 @@ def plot_timeline(
     Examples
     --------
     >>> import pathlib, tempfile
-    >>> from dask_redisparam.options import TimelineRecord
+    >>> from dask_redisparam.manager.options import TimelineRecord
     >>> records = [
     ...     TimelineRecord("a", "worker-1", 100.0, 100.5, True),
     ...     TimelineRecord("b", "worker-2", 100.2, 101.0, False),

@@ -15,9 +15,9 @@ import pytest
 import redis
 
 from dask_redisparam import RedisParam
-from dask_redisparam.address import RedisAddress
 from dask_redisparam.backend import Backend
-from dask_redisparam.server import EmbeddedRedis
+from dask_redisparam.backend.server import EmbeddedRedis
+from dask_redisparam.config.address import RedisAddress
 
 
 @pytest.fixture(scope="session")

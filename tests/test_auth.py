@@ -21,10 +21,10 @@ import pytest
 import redis
 
 from dask_redisparam import RedisParam, rpalive
-from dask_redisparam.address import RedisAddress
 from dask_redisparam.backend import Backend
+from dask_redisparam.backend.server import EmbeddedRedis
+from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.errors import AuthenticationFailed, TaskErrors
-from dask_redisparam.server import EmbeddedRedis
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 
@@ -161,7 +161,7 @@ def _backend_commands() -> set[str]:
     modules = sorted((PACKAGE / "backend").rglob("*.py"))
     assert len(modules) > 1, modules
     source = "\n".join(path.read_text(encoding="utf-8") for path in modules)
-    lua = (PACKAGE / "lua.py").read_text(encoding="utf-8")
+    lua = (PACKAGE / "backend" / "lua.py").read_text(encoding="utf-8")
     receivers = {"self._r", *re.findall(r"(\w+) = self\._r\.pipeline\(", source)}
     pattern = "|".join(re.escape(r) for r in sorted(receivers))
     methods = set(re.findall(rf"(?<![\w.])(?:{pattern})\.(\w+)\(", source))
@@ -183,7 +183,7 @@ def test_only_backend_talks_to_redis() -> None:
         source = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import redis|from redis\b)", source, re.M), path.relative_to(PACKAGE)
         checked.append(path.relative_to(PACKAGE).as_posix())
-    assert {"__init__.py", "worker.py", "manager.py", "cli.py"} <= set(checked)
+    assert {"__init__.py", "worker/loop.py", "manager/loop.py", "cli.py"} <= set(checked)
 
 
 def test_documented_rule_allows_exactly_what_the_package_sends() -> None:

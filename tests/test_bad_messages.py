@@ -15,12 +15,12 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from dask_redisparam import RedisParam, keys
-from dask_redisparam.address import RedisAddress
-from dask_redisparam.backend import Backend
+from dask_redisparam import RedisParam
+from dask_redisparam.backend import Backend, keys
 from dask_redisparam.cli import main
-from dask_redisparam.protocol import encode_task
-from dask_redisparam.signing import Signer
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.wire.protocol import encode_task
+from dask_redisparam.wire.signing import Signer
 from tests import tasks
 from tests.conftest import CliWorkers
 

@@ -20,10 +20,12 @@ import pytest
 import redis
 from dask.callbacks import Callback
 
-from dask_redisparam import RedisParam, bulk, keys
-from dask_redisparam.address import RedisAddress
-from dask_redisparam.backend import Backend, wait_until
-from dask_redisparam.bulk import (
+from dask_redisparam import RedisParam
+from dask_redisparam.backend import Backend, keys, wait_until
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.errors import ServerError
+from dask_redisparam.wire import bulk
+from dask_redisparam.wire.bulk import (
     MISSING_PARTS,
     PART_BYTES,
     BufferPool,
@@ -36,10 +38,9 @@ from dask_redisparam.bulk import (
     open_value,
     pack,
 )
-from dask_redisparam.errors import ServerError
-from dask_redisparam.protocol import unseal_value
-from dask_redisparam.serialize import dumps_result
-from dask_redisparam.signing import PayloadRejected, Signer
+from dask_redisparam.wire.protocol import unseal_value
+from dask_redisparam.wire.serialize import dumps_result
+from dask_redisparam.wire.signing import PayloadRejected, Signer
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 
@@ -600,7 +601,7 @@ def test_a_large_literal_is_uploaded_as_parts(
 # ---------------------------------------------------------------------- worker memory
 RSS_SCRIPT = """
 import os, sys
-from dask_redisparam.memory import keep_heap
+from dask_redisparam.worker.memory import keep_heap
 if sys.argv[1] == "reuse":
     assert keep_heap() is True
 def rss():

@@ -16,7 +16,8 @@ import psutil
 import pytest
 import redis
 
-from dask_redisparam import EmbeddedRedis, RedisParam, keys
+from dask_redisparam import EmbeddedRedis, RedisParam
+from dask_redisparam.backend import keys
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 from tests.test_faults import CountCompletions

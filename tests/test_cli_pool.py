@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import redis
 
-from dask_redisparam import RedisParam, keys
-from dask_redisparam.address import RedisAddress
+from dask_redisparam import RedisParam
+from dask_redisparam.backend import keys
+from dask_redisparam.config.address import RedisAddress
 from tests import tasks
 from tests.conftest import CliWorkers
 

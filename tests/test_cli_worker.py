@@ -12,7 +12,7 @@ from collections.abc import Callable
 import redis
 
 from dask_redisparam import RedisParam
-from dask_redisparam.address import RedisAddress
+from dask_redisparam.config.address import RedisAddress
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 

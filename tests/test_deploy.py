@@ -22,11 +22,12 @@ import pytest
 import redis
 import yaml  # type: ignore[import-untyped]
 
-from dask_redisparam import RedisParam, keys
-from dask_redisparam.address import RedisAddress
-from dask_redisparam.backend import Backend
+from dask_redisparam import RedisParam
+from dask_redisparam.backend import Backend, keys
+from dask_redisparam.backend.server import EmbeddedRedis
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.config.names import validate_name
 from dask_redisparam.errors import AuthenticationFailed
-from dask_redisparam.server import EmbeddedRedis
 
 from .conftest import wait_for_workers
 
@@ -117,7 +118,7 @@ def test_worker_deployment_takes_its_settings_from_the_environment() -> None:
     assert env["REDISPARAM_PORT"]["value"].isdigit()
     assert "secretKeyRef" in env["REDISPARAM_PASSWORD"]["valueFrom"]  # never a literal password
     assert env["REDISPARAM_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    keys.validate_name(env["REDISPARAM_JOBNAME"]["value"], "jobname")
+    validate_name(env["REDISPARAM_JOBNAME"]["value"], "jobname")
     (container,) = pod["containers"]
     command = " ".join(container.get("command", []) + container.get("args", []))
     assert "dask-redisparam-worker" in command and "password" not in command.lower()

@@ -19,10 +19,12 @@ from typing import Any
 import click
 import pytest
 
-from dask_redisparam import config_reference, errors
-from dask_redisparam.address import RedisAddress
+from dask_redisparam import errors
+from dask_redisparam._docs import reference as config_reference
 from dask_redisparam.cli import main, worker_command
-from dask_redisparam.settings import Settings
+from dask_redisparam.config import defaults
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.config.settings import Settings
 
 from .conftest import CliWorkers
 
@@ -217,10 +219,10 @@ def test_reference_probes_what_settings_reads(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_packaged_yaml_has_every_setting_with_its_default() -> None:
-    defaults = config_reference.config_defaults()["redisparam"]
-    assert sorted(defaults) == sorted(_settings_fields())
+    packaged = defaults.config_defaults()["redisparam"]
+    assert sorted(packaged) == sorted(_settings_fields())
     signature = inspect.signature(Settings.__init__).parameters
-    for name, value in defaults.items():
+    for name, value in packaged.items():
         default = signature[name].default
         assert value == (list(default) if isinstance(default, tuple) else default), name  # YAML has no tuples
 
@@ -235,11 +237,11 @@ def _python(code: str, **env: str) -> str:
 
 _REGISTERED = """
 import json, dask, dask_redisparam
-from dask_redisparam import config_reference
+from dask_redisparam.config import defaults
 at_import = any("redisparam" in entry for entry in dask.config.defaults)
 if not at_import:  # not registered when the package is imported (yet): register them as the package would
-    config_reference.register_dask_defaults()
-config_reference.register_dask_defaults()  # a second call changes nothing
+    defaults.register_dask_defaults()
+defaults.register_dask_defaults()  # a second call changes nothing
 print(json.dumps({"at_import": at_import, "config": dask.config.get("redisparam"),
                   "workers": dask.config.get("redisparam.workers"), "n": len(dask.config.defaults)}))
 """
@@ -247,7 +249,7 @@ print(json.dumps({"at_import": at_import, "config": dask.config.get("redisparam"
 
 def test_dask_config_defaults_are_registered() -> None:
     out = json.loads(_python(_REGISTERED))
-    assert out["config"] == config_reference.config_defaults()["redisparam"]
+    assert out["config"] == defaults.config_defaults()["redisparam"]
     assert out["workers"] is None and out["config"]["queue_multiplier"] == 2.0
 
 

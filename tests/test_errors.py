@@ -11,7 +11,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from dask_redisparam import RedisParam, RemoteError, SerializationError, keys
+from dask_redisparam import RedisParam, RemoteError, SerializationError
+from dask_redisparam.backend import keys
 from tests import tasks
 from tests.conftest import CliWorkers
 

@@ -18,7 +18,7 @@ import pytest
 from dask.callbacks import Callback
 
 from dask_redisparam import KilledWorker, RedisParam, TaskTimeout
-from dask_redisparam.address import RedisAddress
+from dask_redisparam.config.address import RedisAddress
 from tests import tasks
 from tests.conftest import CliWorkers, start_manager_process, wait_for_workers
 
@@ -196,7 +196,7 @@ def test_manager_killed_mid_run(
 ) -> None:
     import subprocess
 
-    from dask_redisparam import keys
+    from dask_redisparam.backend import keys
 
     cli_workers(2)
     url = redis_address.to_url(show_password=True)

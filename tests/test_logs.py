@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dask_redisparam.config.settings import THRESHOLDS
 from dask_redisparam.errors import ConfigurationError
 from dask_redisparam.logs import (
     LEVELS,
@@ -23,7 +24,6 @@ from dask_redisparam.logs import (
     safe_task_name,
     task_log_path,
 )
-from dask_redisparam.settings import THRESHOLDS
 
 log = logging.getLogger("tests.task")
 

@@ -11,10 +11,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from dask_redisparam import KilledWorker, RedisParam, keys
-from dask_redisparam.address import RedisAddress
-from dask_redisparam.protocol import encode_lost, lost_notices
-from dask_redisparam.signing import Signer
+from dask_redisparam import KilledWorker, RedisParam
+from dask_redisparam.backend import keys
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.wire.protocol import encode_lost, lost_notices
+from dask_redisparam.wire.signing import Signer
 from tests import tasks
 from tests.conftest import CliWorkers
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dask.callbacks import Callback
 
 from dask_redisparam import RedisParam
-from dask_redisparam.manager import GC_THRESHOLD, fewer_collections
+from dask_redisparam.manager.loop import GC_THRESHOLD, fewer_collections
 from tests import tasks
 from tests.conftest import CliWorkers
 

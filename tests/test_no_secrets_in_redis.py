@@ -24,8 +24,8 @@ import pytest
 import redis
 
 from dask_redisparam import RedisParam
-from dask_redisparam.protocol import decode_header, open_task, split_payload
-from dask_redisparam.signing import SECRET_ENV, Signer
+from dask_redisparam.wire.protocol import decode_header, open_task, split_payload
+from dask_redisparam.wire.signing import SECRET_ENV, Signer
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 from tests.test_tls import PASSWORD as DEFAULT_USER_PASSWORD

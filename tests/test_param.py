@@ -13,8 +13,8 @@ import redis
 
 import dask_redisparam
 from dask_redisparam import ConfigurationError, RedisParam, redis_get
-from dask_redisparam import manager as manager_module
-from dask_redisparam.address import RedisAddress
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.manager import loop as manager_module
 from tests import tasks
 from tests.conftest import CliWorkers
 

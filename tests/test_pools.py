@@ -26,9 +26,9 @@ from dask_redisparam import (
     rpstopall,
     rpworkers,
 )
-from dask_redisparam.address import RedisAddress
 from dask_redisparam.backend import Backend
-from dask_redisparam.worker import Worker
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.worker.loop import Worker
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import redis
 
-from dask_redisparam import AuthenticationFailed, EmbeddedRedis, RedisParam, RunLost, keys
-from dask_redisparam.server import find_redis_server
+from dask_redisparam import AuthenticationFailed, EmbeddedRedis, RedisParam, RunLost
+from dask_redisparam.backend import keys
+from dask_redisparam.backend.server import find_redis_server
 from tests import tasks
 from tests.conftest import CliWorkers, start_manager_process, wait_for_workers
 from tests.netns import TestNetwork

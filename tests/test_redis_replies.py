@@ -21,9 +21,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from dask_redisparam import PersistenceFailed, RedisParam, ServerLoading, ServerReadOnly, manager
+from dask_redisparam import PersistenceFailed, RedisParam, ServerLoading, ServerReadOnly
 from dask_redisparam.backend import Backend
-from dask_redisparam.server import EmbeddedRedis, find_redis_server
+from dask_redisparam.backend.server import EmbeddedRedis, find_redis_server
+from dask_redisparam.manager import loop as manager
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 
@@ -59,7 +60,14 @@ def test_only_the_backend_sees_redis_py() -> None:
         assert "redis.exceptions" not in source, name
         assert not re.search(r"^\s*(import redis\b|from redis\b)", source, re.M), name
         checked.append(name)
-    assert {"manager.py", "worker.py", "param.py", "cli.py", "scheduler.py", "supervisor.py"} <= set(checked)
+    assert {
+        "manager/loop.py",
+        "worker/loop.py",
+        "param.py",
+        "cli.py",
+        "manager/state.py",
+        "worker/supervisor.py",
+    } <= set(checked)
 
 
 def test_every_public_backend_operation_names_its_errors() -> None:

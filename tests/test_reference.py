@@ -10,7 +10,7 @@ import uuid
 import redis
 
 from dask_redisparam import EmbeddedRedis, RedisParam
-from dask_redisparam.address import RedisAddress
+from dask_redisparam.config.address import RedisAddress
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 from tests.proxy import CountingProxy

@@ -13,8 +13,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from dask_redisparam import MessagesRejected, RedisParam, keys
-from dask_redisparam.address import RedisAddress
+from dask_redisparam import MessagesRejected, RedisParam
+from dask_redisparam.backend import keys
+from dask_redisparam.config.address import RedisAddress
 from tests import tasks
 from tests.conftest import CliWorkers
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from dask_redisparam import RedisParam
-from dask_redisparam.address import RedisAddress
-from dask_redisparam.settings import Settings
-from dask_redisparam.signing import SECRET_ENV, SECRET_FILE_ENV
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.config.settings import Settings
+from dask_redisparam.wire.signing import SECRET_ENV, SECRET_FILE_ENV
 
 SECRET = "s3cret-" + "q" * 24
 MASKED = "secret='*****'"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from dask_redisparam import ConfigurationError, RedisParam
-from dask_redisparam.address import RedisAddress
+from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.resultdir import ResultDir, ResultRef
 from tests import tasks
 

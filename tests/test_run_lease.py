@@ -17,11 +17,11 @@ import pytest
 import redis
 from dask.callbacks import Callback
 
-from dask_redisparam import RedisParam, keys
-from dask_redisparam.address import RedisAddress
-from dask_redisparam.backend import Backend
+from dask_redisparam import RedisParam
+from dask_redisparam.backend import Backend, keys
+from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.errors import RunLost
-from dask_redisparam.lease import RUN_TTL, RunLease
+from dask_redisparam.manager.lease import RUN_TTL, RunLease
 from tests import tasks
 from tests.conftest import CliWorkers
 

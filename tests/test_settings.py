@@ -13,10 +13,10 @@ from typing import Any
 import dask.config
 import pytest
 
-from dask_redisparam import settings as settings_module
-from dask_redisparam.address import RedisAddress
+from dask_redisparam.config import settings as settings_module
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.config.settings import THRESHOLDS, Settings, default_worker_count
 from dask_redisparam.errors import ConfigurationError
-from dask_redisparam.settings import THRESHOLDS, Settings, default_worker_count
 
 SECRET = "s3cr3t-Pa55"
 

@@ -10,10 +10,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from dask_redisparam import RedisParam, keys
-from dask_redisparam.address import RedisAddress
-from dask_redisparam.protocol import Batch, Entry, encode_task, is_unsigned
-from dask_redisparam.signing import PayloadRejected, Signer
+from dask_redisparam import RedisParam
+from dask_redisparam.backend import keys
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.wire.protocol import Batch, Entry, encode_task, is_unsigned
+from dask_redisparam.wire.signing import PayloadRejected, Signer
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 
@@ -77,7 +78,7 @@ def test_a_message_copied_into_another_job_is_rejected(
     batch = Batch(True, {}, [Entry(0, "k", None, (), False)])
     valid_for_a = encode_task("r1", 0, 0, pickle.dumps(batch), signer, "job-a")
     with pytest.raises(PayloadRejected):
-        from dask_redisparam.protocol import open_task
+        from dask_redisparam.wire.protocol import open_task
 
         open_task(valid_for_a, signer, "job-b")
     workers = CliWorkers(redis_address, "job-b", 1)

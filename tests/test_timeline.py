@@ -14,7 +14,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from dask_redisparam import RedisParam, TaskErrors
-from dask_redisparam.options import TimelineRecord
+from dask_redisparam.manager.options import TimelineRecord
 from dask_redisparam.timeline import FAILED_COLOR, OK_COLOR, plot_timeline
 from tests.tasks import fail, sleep_then_pid
 

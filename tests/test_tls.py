@@ -28,11 +28,11 @@ import pytest
 import redis
 
 from dask_redisparam import RedisParam
-from dask_redisparam.address import RedisAddress
 from dask_redisparam.backend import Backend
+from dask_redisparam.backend.server import EmbeddedRedis
+from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.config.settings import Settings
 from dask_redisparam.errors import ConfigurationError, ServerUnavailable
-from dask_redisparam.server import EmbeddedRedis
-from dask_redisparam.settings import Settings
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 

@@ -14,7 +14,9 @@ Nothing here is written by hand, so the reference cannot drift from the code:
 
 :func:`reference_rows` returns the rows and :func:`render_markdown` renders them as one Markdown table; the
 documentation site inserts that table at build time. The package's dask config defaults live in the packaged
-``redisparam.yaml``; :func:`register_dask_defaults` registers them with :func:`dask.config.update_defaults`.
+``redisparam.yaml`` (:mod:`dask_redisparam.config.defaults`).
+
+This module is a documentation tool: the docs build and the tests import it, the package never does.
 
 Examples
 --------
@@ -42,26 +44,20 @@ from typing import TYPE_CHECKING, Any
 
 import dask.config
 
-from .errors import ConfigurationError
-from .settings import Settings
+from ..config.settings import Settings
+from ..errors import ConfigurationError
 
-if TYPE_CHECKING:  # click is imported only when the reference is built, not by register_dask_defaults()
+if TYPE_CHECKING:  # click is imported only when the reference is built
     import click
 
 __all__ = [
-    "CONFIG_FILE",
     "ReferenceRow",
     "applied_settings",
     "cli_options",
-    "config_defaults",
-    "register_dask_defaults",
     "reference_rows",
     "render_markdown",
     "settings_parameters",
 ]
-
-CONFIG_FILE = Path(__file__).with_name("redisparam.yaml")
-"""The packaged defaults of the ``redisparam.*`` dask config keys."""
 
 _SERVER_FIELDS = ("host", "port", "password", "username", "url", "tls_ca_file", "tls_cert_file", "tls_key_file")
 _SECTION = re.compile(r"^(?P<title>[A-Z][A-Za-z ]*)\n-{3,}$", re.MULTILINE)
@@ -235,10 +231,10 @@ def applied_settings(package: str | os.PathLike[str] | None = None) -> set[str]:
     >>> {"workers", "jobname", "url"} <= applied_settings()
     True
     """
-    root = Path(package) if package is not None else Path(__file__).parent
+    root = Path(package) if package is not None else Path(__file__).parents[1]
     used: set[str] = set()
-    for path in sorted(root.glob("*.py")):
-        if path.name in ("settings.py", Path(__file__).name):
+    for path in sorted(root.rglob("*.py")):  # the subpackages too; not settings.py itself nor the docs tools
+        if path.name == "settings.py" or path.parent.name == "_docs":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Attribute):
@@ -258,7 +254,7 @@ def applied_settings(package: str | os.PathLike[str] | None = None) -> set[str]:
 
 # --------------------------------------------------------------------------------------------- command line
 def _commands() -> list[tuple[str, click.Command]]:
-    from .cli import main, worker_command
+    from ..cli import main, worker_command
 
     commands: list[tuple[str, click.Command]] = list(main.commands.items())
     if all(command is not worker_command for _, command in commands):
@@ -421,35 +417,3 @@ def render_markdown(rows: Sequence[ReferenceRow]) -> str:
         ]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------------- dask config
-def config_defaults() -> dict[str, Any]:
-    """The packaged defaults of the dask config keys, ``{"redisparam": {...}}``, read from ``redisparam.yaml``.
-
-    Examples
-    --------
-    >>> config_defaults()["redisparam"]["queue_multiplier"]
-    2.0
-    """
-    loaded: dict[str, Any] = {}
-    for part in dask.config.collect_yaml([str(CONFIG_FILE)]):
-        dask.config.update(loaded, part)
-    return loaded
-
-
-def register_dask_defaults() -> None:
-    """Register the packaged defaults with :func:`dask.config.update_defaults` (once; later calls do nothing).
-
-    Values set before, by a dask config file or a ``DASK_REDISPARAM__<KEY>`` environment variable, win.
-
-    Examples
-    --------
-    >>> register_dask_defaults()
-    >>> dask.config.get("redisparam.heartbeat_ttl")
-    10.0
-    """
-    defaults = config_defaults()
-    if any(entry.get("redisparam") == defaults["redisparam"] for entry in dask.config.defaults):
-        return
-    dask.config.update_defaults(defaults)

@@ -17,7 +17,7 @@ The operations are grouped by who uses them, one module each, and :class:`Backen
 
 Examples
 --------
->>> from dask_redisparam.server import EmbeddedRedis
+>>> from dask_redisparam.backend.server import EmbeddedRedis
 >>> with EmbeddedRedis() as server:
 ...     backend = Backend.connect(server.address)
 ...     backend.ping()
@@ -32,7 +32,7 @@ import time
 
 import redis
 
-from ..address import RedisAddress
+from ..config.address import RedisAddress
 from ..errors import ServerUnavailable
 from .admin import AdminOps
 from .client import MAX_BLOCK as MAX_BLOCK

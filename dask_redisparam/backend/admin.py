@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import cast
 
-from .. import keys
+from . import keys
 from .runs import RunOps
 from .workers import WorkerOps
 

@@ -19,9 +19,9 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from .. import keys, lua
-from ..address import RedisAddress
+from ..config.address import RedisAddress
 from ..errors import AuthenticationFailed, PermissionDenied, ServerUnavailable
+from . import keys, lua
 from .commands import check_commands
 from .replies import translate, translating
 

@@ -20,7 +20,7 @@ import hashlib
 import uuid
 from typing import Any
 
-from .. import keys
+from . import keys
 from .replies import reply_code
 
 __all__ = ["JOB_COMMANDS", "check_commands"]

@@ -47,31 +47,11 @@ __all__ = [
     "run_id_of",
     "run_pattern",
     "runs_pattern",
-    "validate_name",
     "worker",
     "workers",
 ]
 
 PREFIX = "drp"
-
-_FORBIDDEN = set("{}*?[]: \t\r\n")
-
-
-def validate_name(name: str, what: str) -> str:
-    """Return ``name`` if it may appear in a key, else raise ``ValueError`` naming ``what``.
-
-    Examples
-    --------
-    >>> validate_name("job-1", "jobname")
-    'job-1'
-    >>> validate_name("a:b", "jobname")
-    Traceback (most recent call last):
-    ...
-    ValueError: jobname 'a:b' must be a non-empty string without any of '*:?[]{}' or white space
-    """
-    if not isinstance(name, str) or not name or any(c in _FORBIDDEN for c in name) or len(name) > 200:
-        raise ValueError(f"{what} {name!r} must be a non-empty string without any of '*:?[]{{}}' or white space")
-    return name
 
 
 def _job(jobname: str) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 import redis
 from redis.connection import PythonRespSerializer
 
-from .. import keys
-from ..bulk import Part
-from ..signing import PayloadRejected
+from ..wire.bulk import Part
+from ..wire.signing import PayloadRejected
+from . import keys
 from .client import SEND_BUFFER, BackendBase
 
 __all__ = ["LargeValues"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from .. import keys
-from ..bulk import Part
+from ..wire.bulk import Part
+from . import keys
 from .client import MAX_BLOCK, _evalsha
 from .large import LargeValues
 

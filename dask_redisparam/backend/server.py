@@ -24,8 +24,8 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 
-from .address import RedisAddress
-from .errors import ConfigurationError, ServerError
+from ..config.address import RedisAddress
+from ..errors import ConfigurationError, ServerError
 
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 

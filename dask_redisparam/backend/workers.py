@@ -12,10 +12,10 @@ from typing import Any, cast
 
 import redis
 
-from .. import keys
-from ..bulk import Part
 from ..errors import ServerError
-from ..protocol import encode_lost
+from ..wire.bulk import Part
+from ..wire.protocol import encode_lost
+from . import keys
 from .client import MAX_BLOCK, _evalsha, _flat, _pairs, _worker_keys
 from .large import LargeValues
 from .replies import reply_code

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = ["RedisAddress", "parse_port"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import dask.config
 
+from ..errors import ConfigurationError
 from .address import RedisAddress, parse_port
-from .errors import ConfigurationError
 
 _TLS_FIELDS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 _SERVER_FIELDS = ("host", "port", "password", "username", "url", *_TLS_FIELDS)

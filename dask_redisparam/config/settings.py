@@ -48,9 +48,9 @@ from typing import Any
 
 import dask.config
 
-from . import keys
+from ..errors import ConfigurationError
 from .address import RedisAddress, parse_port
-from .errors import ConfigurationError
+from .names import SECRET_ENV, SECRET_FILE_ENV, validate_name
 from .resolution import (
     _CREDENTIALS,
     _SERVER_FIELDS,
@@ -61,7 +61,6 @@ from .resolution import (
     _resolve,
     _text,
 )
-from .signing import SECRET_ENV, SECRET_FILE_ENV
 
 __all__ = ["THRESHOLDS", "Settings", "config_overrides", "default_worker_count"]
 
@@ -289,7 +288,7 @@ class Settings:
         out["workers"] = _int("workers", workers, 1)
         jobname = uuid.uuid4().hex[:16] if values["jobname"] is None else values["jobname"]
         try:
-            out["jobname"] = keys.validate_name(jobname, "jobname")
+            out["jobname"] = validate_name(jobname, "jobname")
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         out["is_worker"] = is_worker

@@ -15,7 +15,7 @@ loop. Only a single call that holds Python's GIL for longer than :data:`RUN_TTL`
 Examples
 --------
 >>> from dask_redisparam.backend import Backend
->>> from dask_redisparam.server import EmbeddedRedis
+>>> from dask_redisparam.backend.server import EmbeddedRedis
 >>> with EmbeddedRedis() as server:
 ...     backend = Backend.connect(server.address)
 ...     backend.open_run("doc-job", "r1", RUN_TTL, {})
@@ -31,9 +31,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from .address import RedisAddress
-from .backend import Backend
-from .errors import RunLost
+from ..backend import Backend
+from ..config.address import RedisAddress
+from ..errors import RunLost
 
 __all__ = ["RENEW_INTERVAL", "RUN_TTL", "RunLease"]
 

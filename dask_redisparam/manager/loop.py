@@ -35,8 +35,8 @@ from typing import Any
 
 from dask.callbacks import local_callbacks
 
-from .backend import TRANSIENT_ERRORS, Backend
-from .errors import (
+from ..backend import TRANSIENT_ERRORS, Backend
+from ..errors import (
     PartialResults,
     RunLost,
     ServerLoading,
@@ -45,12 +45,12 @@ from .errors import (
     TaskErrors,
     Unevaluated,
 )
+from ..wire.protocol import lost_notices
+from ..wire.signing import Signer
 from .graph import Graph
 from .lease import RUN_TTL, RunLease
 from .options import RunOptions
-from .protocol import lost_notices
-from .scheduler import RunState
-from .signing import Signer
+from .state import RunState
 
 __all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
 

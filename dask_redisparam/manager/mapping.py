@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 from dask._task_spec import Task
 from dask.base import tokenize
 
-from .errors import ConfigurationError, PartialResults, RedisParamError, TaskErrors, Unevaluated, make_remote
-from .progress import make_progress
-from .protocol import ERROR, OK, UNEVALUATED
-from .rng import seed_task
-from .serialize import dumps_exception, loads_exception
+from ..errors import ConfigurationError, PartialResults, RedisParamError, TaskErrors, Unevaluated, make_remote
+from ..progress import make_progress
+from ..rng import seed_task
+from ..wire.protocol import ERROR, OK, UNEVALUATED
+from ..wire.serialize import dumps_exception, loads_exception
 
 if TYPE_CHECKING:
-    from .param import RedisParam
+    from ..param import RedisParam
 
 __all__ = ["MISSING", "ChunkFailed", "MapRedo", "iterate_elements", "map_elements", "run_chunk", "split_indices"]
 
@@ -228,7 +228,7 @@ def iterate_elements(
     return_exceptions: bool = False,
 ) -> Any:
     """``param.iterate``: see :meth:`RedisParam.iterate`."""
-    from .scheduler import RunState
+    from .state import RunState
 
     settings = param.settings
     items = iter(iterator)

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dask.config
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .scheduler import RunState
-    from .signing import Signer
+    from ..wire.signing import Signer
+    from .state import RunState
 
 __all__ = [
     "NOT_EXPORTED",

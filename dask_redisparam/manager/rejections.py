@@ -14,7 +14,7 @@ evidence, not proof:
 
 Examples
 --------
->>> from dask_redisparam.protocol import Rejection
+>>> from dask_redisparam.wire.protocol import Rejection
 >>> rejections = Rejections("job", "r1", "localhost:6379")
 >>> rejections.add(Rejection(0, 0, "n1", "no-secret", "w1")), rejections.add(Rejection(0, 0, "n1", "no-secret", "w1"))
 (True, False)
@@ -31,10 +31,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import keys
-from .backend import TRANSIENT_ERRORS
-from .errors import MessagesRejected
-from .protocol import REJECTION_REASONS, Rejection
+from ..backend import TRANSIENT_ERRORS, keys
+from ..errors import MessagesRejected
+from ..wire.protocol import REJECTION_REASONS, Rejection
 
 __all__ = ["FIXES", "REJECT_SECONDS", "Rejections"]
 

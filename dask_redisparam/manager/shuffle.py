@@ -18,7 +18,7 @@ filesystem; :func:`tasks_shuffle` is the configuration that :meth:`RedisParam.as
 Examples
 --------
 >>> import dask.bag as db
->>> from dask_redisparam.graph import prepare_graph
+>>> from dask_redisparam.manager.graph import prepare_graph
 >>> b = db.from_sequence(range(10), npartitions=2)
 >>> on_disk, with_tasks = b.groupby(lambda x: x % 3, shuffle="disk"), b.groupby(lambda x: x % 3, shuffle="tasks")
 >>> disk_shuffle_key(prepare_graph(on_disk, on_disk.__dask_keys__())) is None
@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import dask.config
 
-from .errors import UnsafeShuffle
+from ..errors import UnsafeShuffle
 from .graph import Graph
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..config.settings import Settings
 
 __all__ = ["DISK_SHUFFLE_CALLABLES", "check_disk_shuffle", "disk_shuffle_key", "tasks_shuffle"]
 

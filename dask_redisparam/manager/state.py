@@ -53,13 +53,11 @@ from dask._task_spec import Alias, DataNode
 from dask.callbacks import unpack_callbacks
 from dask.sizeof import sizeof
 
-from .backend import Backend
-from .bulk import MISSING_PARTS, Part, open_values, pack
-from .errors import KilledWorker, RunLost, SerializationError, TaskTimeout, make_remote
-from .graph import EMPTY, Graph
-from .logs import emit_task_log
-from .options import RedoInfo, RunOptions, StoredResult, TimelineRecord
-from .protocol import (
+from ..backend import Backend
+from ..errors import KilledWorker, RunLost, SerializationError, TaskTimeout, make_remote
+from ..logs import emit_task_log
+from ..wire.bulk import MISSING_PARTS, Part, open_values, pack
+from ..wire.protocol import (
     ERROR,
     LOST,
     OK,
@@ -73,9 +71,11 @@ from .protocol import (
     loads_completion,
     open_lost,
 )
+from ..wire.serialize import dumps_result, dumps_task, loads_exception
+from ..wire.signing import PayloadRejected
+from .graph import EMPTY, Graph
+from .options import RedoInfo, RunOptions, StoredResult, TimelineRecord
 from .rejections import Rejections
-from .serialize import dumps_result, dumps_task, loads_exception
-from .signing import PayloadRejected
 
 __all__ = ["RunState"]
 

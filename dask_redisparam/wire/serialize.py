@@ -25,8 +25,8 @@ import cloudpickle
 from dask.sizeof import sizeof
 from tblib import pickling_support
 
+from ..errors import StandInError, qualified_name, safe_str
 from .bulk import LARGE_BYTES, Frames
-from .errors import StandInError, qualified_name, safe_str
 
 __all__ = ["dumps_exception", "dumps_result", "dumps_task", "dumps_value", "loads", "loads_exception"]
 

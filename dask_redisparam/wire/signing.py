@@ -18,7 +18,7 @@ b'payload'
 >>> signer.unseal(sealed, b"value", b"other-job")
 Traceback (most recent call last):
 ...
-dask_redisparam.signing.PayloadRejected: bad signature (key id '0')
+dask_redisparam.wire.signing.PayloadRejected: bad signature (key id '0')
 """
 
 from __future__ import annotations
@@ -32,14 +32,10 @@ from collections.abc import Mapping
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from .errors import ConfigurationError, RedisParamError
+from ..config.names import SECRET_ENV, SECRET_FILE_ENV
+from ..errors import ConfigurationError, RedisParamError
 
 __all__ = ["SECRET_ENV", "SECRET_FILE_ENV", "PayloadRejected", "Signer", "signer_from_environment"]
-
-SECRET_ENV = "REDISPARAM_SECRET"
-"""The shared secret: ``<secret>``, or ``<id>=<secret>,<id>=<secret>`` for several keys (the first signs)."""
-SECRET_FILE_ENV = "REDISPARAM_SECRET_FILE"
-"""A file holding the secret in the same format (keep it mode 0600)."""
 
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]+")

@@ -26,12 +26,12 @@ from typing import Any
 
 import dask.config
 
-from .bulk import Frames
-from .errors import SerializationError, ServerError, StopRequested, TaskTimeout
-from .logs import TaskLog, capture_task_output
-from .protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome
-from .rng import seed_task
-from .serialize import dumps_exception, dumps_result
+from ..errors import SerializationError, ServerError, StopRequested, TaskTimeout
+from ..logs import TaskLog, capture_task_output
+from ..rng import seed_task
+from ..wire.bulk import Frames
+from ..wire.protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome
+from ..wire.serialize import dumps_exception, dumps_result
 
 __all__ = ["EXIT_TASK_EXITED", "WATCHDOG_ENV", "Watchdog", "exported_globals", "run_batch"]
 

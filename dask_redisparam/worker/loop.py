@@ -14,11 +14,11 @@ Signals: the first SIGTERM or SIGINT asks for a *warm* stop: an idle worker stop
 its current message first. A second signal stops it *cold*: the current message goes back to the queue.
 
 Run it with the ``dask-redisparam-worker`` command (:mod:`dask_redisparam.cli`) or
-``python -m dask_redisparam.worker``.
+``python -m dask_redisparam.worker`` (:mod:`dask_redisparam.worker.__main__`).
 
 Examples
 --------
->>> from dask_redisparam.server import EmbeddedRedis
+>>> from dask_redisparam.backend.server import EmbeddedRedis
 >>> with EmbeddedRedis() as server:
 ...     w = Worker(server.address, "doc-job", burst=True)
 ...     w.run()
@@ -33,7 +33,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -41,11 +40,9 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from .address import RedisAddress
-from .backend import TRANSIENT_ERRORS, Backend
-from .bulk import MISSING_PARTS, Frames, Part, open_values, pack
-from .cache import CACHE_BYTES, ValueCache
-from .errors import (
+from ..backend import TRANSIENT_ERRORS, Backend
+from ..config.address import RedisAddress
+from ..errors import (
     PersistenceFailed,
     ServerOutOfMemory,
     ServerReadOnly,
@@ -53,8 +50,9 @@ from .errors import (
     StopRequested,
     WorkerConflict,
 )
-from .execute import Watchdog, exported_globals, run_batch
-from .protocol import (
+from ..rng import reseed_from_entropy
+from ..wire.bulk import MISSING_PARTS, Frames, Part, open_values, pack
+from ..wire.protocol import (
     REJECTION_REASONS,
     Batch,
     Completion,
@@ -65,9 +63,10 @@ from .protocol import (
     open_task,
     split_payload,
 )
-from .rng import reseed_from_entropy
-from .serialize import dumps_exception, loads
-from .signing import PayloadRejected, Signer, signer_from_environment
+from ..wire.serialize import dumps_exception, loads
+from ..wire.signing import PayloadRejected, Signer, signer_from_environment
+from .cache import CACHE_BYTES, ValueCache
+from .execute import Watchdog, exported_globals, run_batch
 
 __all__ = ["Worker", "new_worker_id"]
 
@@ -466,14 +465,3 @@ def _test_hook(point: str) -> None:
     except FileExistsError:
         return
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _main() -> None:
-    from .cli import worker_main
-
-    worker_main(prog_name="python -m dask_redisparam.worker")
-
-
-if __name__ == "__main__":
-    _main()
-    sys.exit(0)

@@ -27,7 +27,7 @@ import ctypes.util
 import logging
 import platform
 
-from . import bulk
+from ..wire import bulk
 
 __all__ = ["HEAP_FROM", "keep_heap", "reuse_freed_memory"]
 

@@ -38,7 +38,7 @@ import select
 import time
 from collections import deque
 
-from .errors import AuthenticationFailed, ConfigurationError, RedisParamError
+from ..errors import AuthenticationFailed, ConfigurationError, RedisParamError
 
 __all__ = [
     "CONFIGURATION_ERRORS",

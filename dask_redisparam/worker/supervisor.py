@@ -25,15 +25,15 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
 
-from .address import RedisAddress
-from .backend import Backend
-from .errors import TaskTimeout
+from ..backend import Backend
+from ..backend.server import _pdeathsig_preexec
+from ..config.address import RedisAddress
+from ..errors import TaskTimeout
+from ..wire.protocol import Completion, decode_header, dumps_completion, lost_notices
+from ..wire.serialize import dumps_exception
+from ..wire.signing import signer_from_environment
 from .execute import WATCHDOG_ENV
-from .protocol import Completion, decode_header, dumps_completion, lost_notices
 from .restarts import EXIT_CONFIG, HEALTHY_UPTIME, ChildOutput, OutputPipes, RestartPolicy
-from .serialize import dumps_exception
-from .server import _pdeathsig_preexec
-from .signing import signer_from_environment
 
 __all__ = ["LocalWorkers", "Supervisor", "worker_environment"]
 

@@ -3,7 +3,7 @@
 A page asks for a generated part with a marker on a line of its own:
 
 ``<!-- reference:config -->``
-    the configuration reference table (:mod:`dask_redisparam.config_reference`);
+    the configuration reference table (:mod:`dask_redisparam._docs.reference`);
 ``<!-- reference:dask-yaml -->``
     the packaged ``redisparam.yaml`` (the dask config defaults);
 ``<!-- reference:dask-registration -->``
@@ -42,7 +42,9 @@ import click
 import dask.config
 
 import dask_redisparam
-from dask_redisparam import config_reference, errors
+from dask_redisparam import errors
+from dask_redisparam._docs import reference as config_reference
+from dask_redisparam.config import defaults
 
 PACKAGE = Path(dask_redisparam.__file__).parent
 _CLICK_ERRORS = {"UsageError", "ClickException", "BadParameter", "Abort"}
@@ -201,8 +203,8 @@ def render_cli_help() -> str:
 
 
 def render_dask_yaml() -> str:
-    text = config_reference.CONFIG_FILE.read_text(encoding="utf-8")
-    return f'```yaml title="dask_redisparam/redisparam.yaml"\n{text.rstrip()}\n```\n'
+    text = defaults.CONFIG_FILE.read_text(encoding="utf-8")
+    return f'```yaml title="dask_redisparam/config/redisparam.yaml"\n{text.rstrip()}\n```\n'
 
 
 def render_dask_registration() -> str:
@@ -210,7 +212,7 @@ def render_dask_registration() -> str:
     when = (
         "Importing `dask_redisparam` registers them"
         if registered
-        else "`dask_redisparam.config_reference.register_dask_defaults()` registers them"
+        else "`dask_redisparam.config.defaults.register_dask_defaults()` registers them"
     )
     return (
         f'{when} with `dask.config.update_defaults`, so `dask.config.get("redisparam.queue_multiplier")` '
