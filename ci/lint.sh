@@ -17,3 +17,5 @@ echo "+ ruff format --check ${paths[*]}"
 ruff format --check "${paths[@]}"
 echo "+ mypy dask_redisparam"
 mypy dask_redisparam
+echo "+ lint-imports (the layers of pyproject.toml's [tool.importlinter])"
+lint-imports --no-cache
