@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .backend.server import EmbeddedRedis
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -32,6 +31,7 @@ from .param import RedisParam, redis_get, shutdown
 from .r_compat import bpstopall, rpalive, rphost, rpisworker, rppassword, rpport, rpstopall, rpworkers
 from .results import is_ok, try_compute
 from .rng import task_rng
+from .worker.server import EmbeddedRedis
 
 __version__ = "0.1.0"
 

@@ -32,7 +32,6 @@ from dask.local import nested_get
 
 from . import pool
 from .backend import Backend
-from .backend.server import EmbeddedRedis
 from .config.settings import Settings, config_overrides
 from .errors import ConfigurationError, WorkerError
 from .manager.graph import Graph, flatten_keys, prepare_graph
@@ -45,6 +44,7 @@ from .progress import ProgressCallback
 from .resultdir import ResultDir
 from .wire.signing import SECRET_ENV, SECRET_FILE_ENV, Signer, signer_from_environment
 from .worker.loop import Worker
+from .worker.server import EmbeddedRedis
 from .worker.supervisor import LocalWorkers
 
 __all__ = ["RedisParam", "redis_get", "shutdown"]

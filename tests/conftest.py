@@ -16,8 +16,8 @@ import redis
 
 from dask_redisparam import RedisParam
 from dask_redisparam.backend import Backend
-from dask_redisparam.backend.server import EmbeddedRedis
 from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.worker.server import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

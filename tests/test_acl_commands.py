@@ -19,9 +19,9 @@ import redis
 from dask_redisparam import PermissionDenied, RedisParam
 from dask_redisparam.backend import Backend
 from dask_redisparam.backend.commands import JOB_COMMANDS
-from dask_redisparam.backend.server import EmbeddedRedis
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.worker.restarts import EXIT_CONFIG
+from dask_redisparam.worker.server import EmbeddedRedis
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 from tests.test_auth import _acl_refusals, _backend_commands, _rules_for

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dask_redisparam.backend.server import find_redis_server
+from dask_redisparam.worker.server import find_redis_server
 from tests.netns import TestNetwork
 
 MANAGER = """

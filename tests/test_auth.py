@@ -22,9 +22,9 @@ import redis
 
 from dask_redisparam import RedisParam, rpalive
 from dask_redisparam.backend import Backend
-from dask_redisparam.backend.server import EmbeddedRedis
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.errors import AuthenticationFailed, TaskErrors
+from dask_redisparam.worker.server import EmbeddedRedis
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 

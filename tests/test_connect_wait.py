@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from dask_redisparam import RedisParam
-from dask_redisparam.backend.server import EmbeddedRedis
+from dask_redisparam.worker.server import EmbeddedRedis
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 

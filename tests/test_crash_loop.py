@@ -13,10 +13,10 @@ import redis
 
 from dask_redisparam import RedisParam
 from dask_redisparam.backend import Backend
-from dask_redisparam.backend.server import EmbeddedRedis
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.errors import KilledWorker
 from dask_redisparam.worker.restarts import EXIT_CONFIG, START_FAILURES
+from dask_redisparam.worker.server import EmbeddedRedis
 from tests import tasks
 from tests.conftest import CliWorkers
 

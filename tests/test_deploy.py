@@ -24,10 +24,10 @@ import yaml  # type: ignore[import-untyped]
 
 from dask_redisparam import RedisParam
 from dask_redisparam.backend import Backend, keys
-from dask_redisparam.backend.server import EmbeddedRedis
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.config.names import validate_name
 from dask_redisparam.errors import AuthenticationFailed
+from dask_redisparam.worker.server import EmbeddedRedis
 
 from .conftest import wait_for_workers
 

@@ -17,7 +17,7 @@ from dask.utils_test import GetFunctionTestMixin
 
 import dask_redisparam
 from dask_redisparam import RedisParam, redis_get
-from dask_redisparam.backend.server import EmbeddedRedis
+from dask_redisparam.worker.server import EmbeddedRedis
 
 from .conftest import CliWorkers, wait_for_workers
 from .tasks import sleep_then_pid

@@ -19,11 +19,11 @@ import psutil
 import pytest
 
 from dask_redisparam import RedisParam, rpalive
-from dask_redisparam.backend.server import EmbeddedRedis
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.config.settings import Settings
 from dask_redisparam.errors import RedisParamError
 from dask_redisparam.wire.signing import SECRET_ENV, Signer
+from dask_redisparam.worker.server import EmbeddedRedis
 from tests import tasks
 
 PASSWORD = "pw" + secrets.token_hex(16)

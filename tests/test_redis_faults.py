@@ -19,7 +19,7 @@ import redis
 
 from dask_redisparam import AuthenticationFailed, EmbeddedRedis, RedisParam, RunLost
 from dask_redisparam.backend import keys
-from dask_redisparam.backend.server import find_redis_server
+from dask_redisparam.worker.server import find_redis_server
 from tests import tasks
 from tests.conftest import CliWorkers, start_manager_process, wait_for_workers
 from tests.netns import TestNetwork

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from dask_redisparam import RedisParam, ServerOutOfMemory
-from dask_redisparam.backend.server import EmbeddedRedis
+from dask_redisparam.worker.server import EmbeddedRedis
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 

@@ -23,8 +23,8 @@ from redis.retry import Retry
 
 from dask_redisparam import PersistenceFailed, RedisParam, ServerLoading, ServerReadOnly
 from dask_redisparam.backend import Backend
-from dask_redisparam.backend.server import EmbeddedRedis, find_redis_server
 from dask_redisparam.manager import loop as manager
+from dask_redisparam.worker.server import EmbeddedRedis, find_redis_server
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 

@@ -16,10 +16,10 @@ import psutil
 import pytest
 import redis
 
-from dask_redisparam.backend import server as server_mod
-from dask_redisparam.backend.server import EmbeddedRedis, find_redis_server
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.errors import ConfigurationError, ServerError
+from dask_redisparam.worker import server as server_mod
+from dask_redisparam.worker.server import EmbeddedRedis, find_redis_server
 
 
 def _gone(pid: int, timeout: float = 5.0) -> bool:
@@ -260,7 +260,7 @@ def test_address_before_start_is_an_error() -> None:
 _CHILD = textwrap.dedent(
     """
     import sys, time
-    from dask_redisparam.backend.server import EmbeddedRedis
+    from dask_redisparam.worker.server import EmbeddedRedis
     server = EmbeddedRedis().start()
     print(server.pid, server.socket_path, flush=True)
     if sys.argv[1] == "hang":

@@ -25,9 +25,9 @@ import pytest
 import redis
 
 from dask_redisparam import RedisParam, UnsafeShuffle
-from dask_redisparam.backend.server import EmbeddedRedis
 from dask_redisparam.manager.graph import materialize, prepare_graph
 from dask_redisparam.manager.shuffle import disk_shuffle_key
+from dask_redisparam.worker.server import EmbeddedRedis
 
 from .conftest import wait_for_workers
 from .tasks_collections import tmp_device

@@ -15,9 +15,13 @@ The operations are grouped by who uses them, one module each, and :class:`Backen
 - :mod:`.large`: sending and reading the parts of large values;
 - :mod:`.admin`: inspection and clean-up of a job.
 
+Beside them: :mod:`.keys` (every key name, as pure functions), :mod:`.lua` (the scripts), :mod:`.commands` and
+:mod:`.replies` (the ACL check, the server's error replies). This subpackage imports only
+:mod:`dask_redisparam.wire`, :mod:`dask_redisparam.config` and :mod:`dask_redisparam.errors`.
+
 Examples
 --------
->>> from dask_redisparam.backend.server import EmbeddedRedis
+>>> from dask_redisparam.worker.server import EmbeddedRedis
 >>> with EmbeddedRedis() as server:
 ...     backend = Backend.connect(server.address)
 ...     backend.ping()

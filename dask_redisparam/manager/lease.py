@@ -15,7 +15,7 @@ loop. Only a single call that holds Python's GIL for longer than :data:`RUN_TTL`
 Examples
 --------
 >>> from dask_redisparam.backend import Backend
->>> from dask_redisparam.backend.server import EmbeddedRedis
+>>> from dask_redisparam.worker.server import EmbeddedRedis
 >>> with EmbeddedRedis() as server:
 ...     backend = Backend.connect(server.address)
 ...     backend.open_run("doc-job", "r1", RUN_TTL, {})

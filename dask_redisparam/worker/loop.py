@@ -18,7 +18,7 @@ Run it with the ``dask-redisparam-worker`` command (:mod:`dask_redisparam.cli`) 
 
 Examples
 --------
->>> from dask_redisparam.backend.server import EmbeddedRedis
+>>> from dask_redisparam.worker.server import EmbeddedRedis
 >>> with EmbeddedRedis() as server:
 ...     w = Worker(server.address, "doc-job", burst=True)
 ...     w.run()

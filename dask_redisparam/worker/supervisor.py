@@ -26,7 +26,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
 
 from ..backend import Backend
-from ..backend.server import _pdeathsig_preexec
 from ..config.address import RedisAddress
 from ..errors import TaskTimeout
 from ..wire.protocol import Completion, decode_header, dumps_completion, lost_notices
@@ -34,6 +33,7 @@ from ..wire.serialize import dumps_exception
 from ..wire.signing import signer_from_environment
 from .execute import WATCHDOG_ENV
 from .restarts import EXIT_CONFIG, HEALTHY_UPTIME, ChildOutput, OutputPipes, RestartPolicy
+from .server import _pdeathsig_preexec
 
 __all__ = ["LocalWorkers", "Supervisor", "worker_environment"]
 
