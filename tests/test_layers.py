@@ -119,6 +119,12 @@ def test_no_import_cycle_runs() -> None:
     assert cycles(import_graph()) == []
 
 
+def test_importing_the_package_leaves_the_docs_tools_out() -> None:
+    code = "import sys, dask_redisparam; print(sorted(m for m in sys.modules if m.startswith('dask_redisparam._docs')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 _RECORD_MODULES = """
 import atexit, json, os, sys
 
