@@ -7,7 +7,7 @@ called with ``fuse_chains=False``, so ``a`` and ``b`` each really go through Red
 ``optimize_graph=False``, so that it does not fuse the chain either). Run with ``sync``
 (in its own process) for the compute time of the chain. The first ``--cold`` runs (2; fresh processes map their
 memory, slow on VMs, and our workers start keeping their heap once a value of 512 MiB passes: see
-``dask_redisparam.memory``) are reported apart and left out of the timed runs, for every scheduler alike.
+``dask_redisparam.worker.memory``) are reported apart and left out of the timed runs, for every scheduler alike.
 
 Reports, as :func:`~.subproc.emit` events: each run's wall time, then every process's first and peak sampled RSS,
 this process's peak RSS (``VmHWM``) and the largest reaped child's ``ru_maxrss``. If a run exceeds
