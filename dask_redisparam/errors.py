@@ -18,16 +18,19 @@ and ``except RemoteError`` work::
     │   ├── PersistenceFailed                             MISCONF: writes refused after a failed RDB save
     │   └── RunLost                                       the run's state vanished from Redis
     ├── SerializationError         (also TypeError)     a task, argument or result cannot be pickled
-    ├── KilledWorker                                     a task's workers died too often while running it
+    ├── PayloadRejected                                  a signature is missing or wrong: nothing was unpickled
+    ├── KilledWorker               (PartialResults)     a task's workers died too often while running it
     ├── TaskTimeout                (also TimeoutError)  a task ran longer than the timeout
-    ├── TaskErrors                                       stop_on_error=False: some tasks failed (partial results)
+    ├── TaskErrors                 (PartialResults)     stop_on_error=False: some tasks failed (partial results)
     ├── Unevaluated                                      stands in for a result that was never computed
+    ├── ChunkFailed                                      internal: a map chunk stopped at a failed element
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
     ├── MessagesRejected                                 every worker refused the run's messages (secret, version)
-    └── RemoteError                                      mixin of every exception raised by a task
+    └── RemoteError                (PartialResults)     mixin of every exception raised by a task
         └── StandInError                                 a task's exception the manager cannot rebuild as itself
 
+    PartialResults                 (a mixin, not an exception) the results, errors and redo of a stopped run
     StopRequested                  (BaseException)      control flow: a worker was asked to stop
 
 Examples
@@ -39,14 +42,16 @@ True
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "AuthenticationFailed",
+    "ChunkFailed",
     "ConfigurationError",
     "KilledWorker",
     "MessagesRejected",
     "PartialResults",
+    "PayloadRejected",
     "PermissionDenied",
     "PersistenceFailed",
     "RedisParamError",
@@ -68,6 +73,7 @@ __all__ = [
     "WorkerError",
     "make_remote",
     "qualified_name",
+    "raise_partial",
     "safe_str",
 ]
 
@@ -157,6 +163,18 @@ class SerializationError(RedisParamError, TypeError):
     """A task's function, its arguments or its result cannot be pickled; the message names the task key."""
 
 
+class PayloadRejected(RedisParamError):
+    """A payload's signature is missing, unknown or wrong: it was not unpickled (see :mod:`dask_redisparam.signing`).
+
+    ``reason`` classifies it: ``"unsigned"``, ``"no-secret"`` (signed, but this process has no secret),
+    ``"unknown-key"``, ``"bad-signature"`` or ``"rejected"`` (anything else).
+    """
+
+    def __init__(self, message: str, reason: str = "rejected") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class KilledWorker(RedisParamError, PartialResults):
     """A task was running on more than ``allowed_failures`` workers that died (as dask.distributed's).
 
@@ -239,6 +257,30 @@ class TaskErrors(RedisParamError, PartialResults):
         return (type(self), (self.errors, self.results, self.unevaluated, self.redo))
 
 
+def raise_partial(
+    errors: dict[Any, BaseException],
+    results: dict[Any, Any],
+    unevaluated: list[Any],
+    redo: Any,
+    first: BaseException | None = None,
+) -> NoReturn:
+    """Raise for a run in which tasks failed, with its partial results: ``first`` itself (with ``stop_on_error``,
+    the error that stopped the run) when it can carry them (a :class:`PartialResults`), else :class:`TaskErrors`.
+
+    Examples
+    --------
+    >>> try:
+    ...     raise_partial({"x": ZeroDivisionError("1/0")}, {"y": 1}, [], None)
+    ... except TaskErrors as e:
+    ...     e.results, list(e.errors)
+    ({'y': 1}, ['x'])
+    """
+    if isinstance(first, PartialResults):
+        first.results, first.errors, first.unevaluated, first.redo = results, errors, unevaluated, redo
+        raise first
+    raise TaskErrors(errors, results, unevaluated, redo)
+
+
 class Unevaluated(RedisParamError):
     """Stands in for the result of a task that was not computed because a task it depends on failed, or the run
     stopped first (BiocParallel's ``unevaluated_error``)."""
@@ -249,6 +291,18 @@ class Unevaluated(RedisParamError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.key,))
+
+
+class ChunkFailed(RedisParamError):
+    """Raised by a chunk of ``map`` or ``iterate`` in which an element failed, with ``stop_on_error``: it stops the
+    run and carries the per-element outcomes of the chunk (the manager turns them into the element's own error)."""
+
+    def __init__(self, outcomes: list[tuple[Any, ...]]) -> None:
+        super().__init__(f"an element of a chunk of {len(outcomes)} failed")
+        self.outcomes = outcomes
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.outcomes,))
 
 
 class WorkerError(RedisParamError):

@@ -36,15 +36,7 @@ from typing import Any
 from dask.callbacks import local_callbacks
 
 from .backend import TRANSIENT_ERRORS, Backend
-from .errors import (
-    PartialResults,
-    RunLost,
-    ServerLoading,
-    ServerOutOfMemory,
-    ServerUnavailable,
-    TaskErrors,
-    Unevaluated,
-)
+from .errors import RunLost, ServerLoading, ServerOutOfMemory, ServerUnavailable, Unevaluated, raise_partial
 from .graph import Graph
 from .lease import RUN_TTL, RunLease
 from .options import RunOptions
@@ -187,11 +179,7 @@ def _failed(run: RunState, results: dict[Hashable, Any]) -> dict[Hashable, Any]:
             if key not in out:
                 out[key] = run.errors.get(key) or Unevaluated(key)
         return out
-    error = run.error
-    if run.options.stop_on_error and isinstance(error, PartialResults):
-        error.results, error.errors, error.unevaluated, error.redo = results, dict(run.errors), unevaluated, redo
-        raise error
-    raise TaskErrors(dict(run.errors), results, unevaluated, redo)
+    raise_partial(dict(run.errors), results, unevaluated, redo, run.error if run.options.stop_on_error else None)
 
 
 def count_and_reap(backend: Backend, jobname: str, signer: Signer | None = None) -> int:

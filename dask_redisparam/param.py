@@ -35,11 +35,11 @@ from .backend import Backend
 from .errors import ConfigurationError, WorkerError
 from .graph import Graph, flatten_keys, prepare_graph
 from .manager import count_and_reap, fewer_collections, run_graph
-from .mapping import MISSING
 from .options import RedoInfo, RunOptions, TimelineRecord, exported_globals, redo_info_of
 from .progress import ProgressCallback
 from .resultdir import ResultDir
 from .scheduler import RunState
+from .sentinels import MISSING
 from .server import EmbeddedRedis
 from .settings import Settings, config_overrides
 from .shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle

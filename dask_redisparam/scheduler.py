@@ -54,8 +54,8 @@ from dask.callbacks import unpack_callbacks
 from dask.sizeof import sizeof
 
 from .backend import Backend
-from .bulk import MISSING_PARTS, Part, open_values, pack
-from .errors import KilledWorker, RunLost, SerializationError, TaskTimeout, make_remote
+from .bulk import Part, open_values, pack, triage
+from .errors import KilledWorker, PayloadRejected, RunLost, SerializationError, TaskTimeout, make_remote
 from .graph import EMPTY, Graph
 from .logs import emit_task_log
 from .options import RedoInfo, RunOptions, StoredResult, TimelineRecord
@@ -74,8 +74,8 @@ from .protocol import (
     open_lost,
 )
 from .rejections import Rejections
+from .sentinels import MISSING
 from .serialize import dumps_result, dumps_task, loads_exception
-from .signing import PayloadRejected
 
 __all__ = ["RunState"]
 
@@ -274,7 +274,7 @@ class RunState:
         self.holders[field] -= 1
         if self.holders[field] == 0:
             del self.holders[field]
-            if self.inline.pop(field, _MISSING) is _MISSING:
+            if self.inline.pop(field, MISSING) is MISSING:
                 self.to_release.append(str(field))
                 self.to_release += self.parts.pop(field, ())
 
@@ -517,16 +517,12 @@ class RunState:
                 remote.append(key)
         blobs = self.backend.fetch_values(self.job, self.run_id, [str(self.loc[k]) for k in remote])
         read_parts = functools.partial(self.backend.read_parts, self.job, self.run_id)
-        for key, value in zip(remote, open_values(blobs, self.options.signer, self.job, read_parts), strict=True):
-            if isinstance(value, PayloadRejected):
-                raise PayloadRejected(f"the stored value of {key!r} was rejected, not unpickled: {value}")
-            if value is MISSING_PARTS:
-                raise RunLost(
-                    f"the value of {key!r} is missing from Redis at {self.options.describe_server}: "
-                    "was the server restarted without persistence, or the key evicted?"
-                )
-            out[key] = value
+        failed = triage(remote, open_values(blobs, self.options.signer, self.job, read_parts), out)
+        for key, error in failed.items():  # the first one raises
+            if error is not None:
+                raise PayloadRejected(f"the stored value of {key!r} was rejected, not unpickled: {error}")
+            raise RunLost(
+                f"the value of {key!r} is missing from Redis at {self.options.describe_server}: "
+                "was the server restarted without persistence, or the key evicted?"
+            )
         return out
-
-
-_MISSING = object()

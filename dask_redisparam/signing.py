@@ -18,7 +18,7 @@ b'payload'
 >>> signer.unseal(sealed, b"value", b"other-job")
 Traceback (most recent call last):
 ...
-dask_redisparam.signing.PayloadRejected: bad signature (key id '0')
+dask_redisparam.errors.PayloadRejected: bad signature (key id '0')
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Mapping
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from .errors import ConfigurationError, RedisParamError
+from .errors import ConfigurationError, PayloadRejected
 
 __all__ = ["SECRET_ENV", "SECRET_FILE_ENV", "PayloadRejected", "Signer", "signer_from_environment"]
 
@@ -44,18 +44,6 @@ SECRET_FILE_ENV = "REDISPARAM_SECRET_FILE"
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _KEY_ENTRY = re.compile(r"[A-Za-z0-9_.-]+=.+")
-
-
-class PayloadRejected(RedisParamError):
-    """A payload's signature is missing, unknown or wrong: it was not unpickled.
-
-    ``reason`` classifies it: ``"unsigned"``, ``"no-secret"`` (signed, but this process has no secret),
-    ``"unknown-key"``, ``"bad-signature"`` or ``"rejected"`` (anything else).
-    """
-
-    def __init__(self, message: str, reason: str = "rejected") -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class Signer:
