@@ -72,16 +72,9 @@ Name = TypeVar("Name")
 
 
 class Report(NamedTuple):
-    """What a worker hands in for one message, stored atomically by ``Backend.complete``: the sealed completion
-    record and the message's results.
-
-    ``values`` and ``large`` are ``(field, sealed value)`` pairs (:func:`pack`), ``large`` the references of large
-    values, whose ``parts`` are written first. ``ntasks`` is added to the worker's task count.
-
-    Examples
-    --------
-    >>> Report("job", "w1", "r1", b"message", b"record").ntasks
-    0
+    """What a worker hands in for a message, stored atomically by ``Backend.complete``: the sealed completion
+    record and the results, ``(field, sealed value)`` pairs (:func:`pack`); ``large`` the references of large values,
+    whose ``parts`` are written first. ``ntasks`` is added to the worker's task count.
     """
 
     jobname: str

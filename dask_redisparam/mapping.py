@@ -31,14 +31,13 @@ from .errors import (
     PartialResults,
     RedisParamError,
     Unevaluated,
-    make_remote,
     raise_partial,
 )
 from .progress import make_progress
 from .protocol import ERROR, OK, UNEVALUATED
 from .rng import seed_task
 from .sentinels import MISSING
-from .serialize import dumps_exception, loads_exception
+from .serialize import dumps_exception, loads_exception, make_remote
 
 if TYPE_CHECKING:
     from .param import RedisParam

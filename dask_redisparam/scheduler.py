@@ -55,7 +55,7 @@ from dask.sizeof import sizeof
 
 from .backend import Backend
 from .bulk import Part, open_values, pack, triage
-from .errors import KilledWorker, PayloadRejected, RunLost, SerializationError, TaskTimeout, make_remote
+from .errors import KilledWorker, PayloadRejected, RunLost, SerializationError, TaskTimeout
 from .graph import EMPTY, Graph
 from .logs import emit_task_log
 from .options import RedoInfo, RunOptions, StoredResult, TimelineRecord
@@ -75,7 +75,7 @@ from .protocol import (
 )
 from .rejections import Rejections
 from .sentinels import MISSING
-from .serialize import dumps_result, dumps_task, loads_exception
+from .serialize import dumps_result, dumps_task, loads_exception, make_remote
 
 __all__ = ["RunState"]
 
