@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .address import RedisAddress
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -27,17 +28,28 @@ from .errors import (
     WorkerConflict,
     WorkerError,
 )
+from .logs import REMOTE_LOGGER, TaskLog
 from .param import RedisParam, redis_get, shutdown
 from .pool import bpstopall, rpalive, rphost, rpisworker, rppassword, rpport, rpstopall, rpworkers
+from .resultdir import ResultDir, ResultRef
 from .results import is_ok, try_compute
 from .rng import task_rng
 from .server import EmbeddedRedis
+from .settings import Settings
+from .timeline import plot_timeline
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EmbeddedRedis",
+    "REMOTE_LOGGER",
+    "RedisAddress",
     "RedisParam",
+    "ResultDir",
+    "ResultRef",
+    "Settings",
+    "TaskLog",
+    "plot_timeline",
     "bpstopall",
     "is_ok",
     "task_rng",
