@@ -12,7 +12,7 @@ import redis
 
 from dask_redisparam import RedisParam, keys
 from dask_redisparam.address import RedisAddress
-from dask_redisparam.protocol import Batch, Entry, encode_task, is_unsigned
+from dask_redisparam.protocol import Batch, Entry, encode_task, open_task
 from dask_redisparam.signing import PayloadRejected, Signer
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
@@ -103,7 +103,8 @@ def test_a_worker_without_the_secret_refuses_signed_work(
     try:
         wait_for_workers(redis_address, jobname, 1)
         message = encode_task("r1", 0, 0, b"payload", Signer.from_secret(SECRET), jobname)
-        assert not is_unsigned(message)
+        with pytest.raises(PayloadRejected, match="no secret"):  # signed: refused without the secret
+            open_task(message, None, jobname)
         rclient.lpush(keys.queue(jobname), message)
         deadline = time.monotonic() + 10
         while not rclient.llen(keys.dead(jobname)) and time.monotonic() < deadline:
