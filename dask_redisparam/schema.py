@@ -127,7 +127,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "jobname", "str | None", "str", None,
         "Name shared by the manager and its workers; default a fresh unique id.",
-        jobname, cli=Cli("Job to serve", envvar="REDISPARAM_JOBNAME", required=True),
+        jobname, cli=Cli("Job name", envvar="REDISPARAM_JOBNAME", required=True),
     ),
     Setting(
         "is_worker", "bool | None", "bool | None", None,
