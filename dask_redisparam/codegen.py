@@ -6,7 +6,7 @@ IDEs, ``help()`` and mkdocstrings read source, not runtime objects, so these par
 section); the test suite fails while any of them differs from what the table gives:
 
 * ``param.py``: the signature of ``RedisParam.__init__`` and the ``Parameters`` section of ``RedisParam``;
-* ``settings.py``: the attributes of ``Settings`` (their stored types) and the signature of ``Settings.__init__``;
+* ``settings.py``: the attributes of ``Settings`` (their stored types, for type checkers);
 * ``redisparam.yaml``: the defaults of the ``redisparam.*`` dask config keys.
 
 Not imported by the package: a tool for its developers (and for the test that checks the generated parts).
@@ -37,7 +37,7 @@ POSITIONAL = ("workers",)
 
 _WIDTH = 120
 _PACKAGE = Path(__file__).parent  # the generated files, by path: they need not import
-_EXTRA = ("environ", "Mapping[str, str] | None", None)  # an argument of both signatures that is not a setting
+_EXTRA = ("environ", "Mapping[str, str] | None", None)  # an argument that is not a setting (as for Settings)
 _EXTRA_DOC = "The environment to read (default ``os.environ``); not stored."
 
 
@@ -47,7 +47,7 @@ def _literal(value: Any) -> str:
 
 
 def signature(indent: str) -> str:
-    """The ``def __init__(...)`` lines of a class whose constructor takes every setting, at ``indent``."""
+    """The ``def __init__(...)`` lines of ``RedisParam``, whose constructor takes every setting, at ``indent``."""
     lines = [f"{indent}def __init__(", f"{indent}    self,"]
     for setting in SETTINGS:
         lines.append(f"{indent}    {setting.name}: {setting.accepts} = {_literal(setting.default)},")
@@ -165,7 +165,7 @@ def _outputs() -> list[tuple[Path, Callable[[str], str]]]:
         return _parameters_section(_block(text, "redisparam-signature", signature), "RedisParam")
 
     def settings_source(text: str) -> str:
-        return _block(_block(text, "settings-fields", _fields), "settings-signature", signature)
+        return _block(text, "settings-fields", _fields)
 
     return [
         (_PACKAGE / "param.py", param_source),

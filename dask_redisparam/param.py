@@ -220,7 +220,7 @@ class RedisParam:
 
     def __repr__(self) -> str:
         state = "up" if self.is_up else "down"
-        fields = self.settings._describe(signed=self._signs())[len("Settings(") : -1]
+        fields = self.settings.describe(signed=self._signs())[len("Settings(") : -1]
         return f"RedisParam({fields}, state={state!r})"
 
     def _signs(self) -> bool:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import dask.config
@@ -74,9 +74,11 @@ class Settings:
 
     Parameters
     ----------
-    workers, jobname, is_worker, host, ... : optional
-        The settings, as :class:`~dask_redisparam.RedisParam` documents them (declared in
-        :data:`dask_redisparam.schema.SETTINGS`); ``workers`` may be given by position.
+    workers : int, optional
+        The first setting, which may be given by position (as R's).
+    **settings
+        The other settings, by name, as :class:`~dask_redisparam.RedisParam` documents them (declared in
+        :data:`dask_redisparam.schema.SETTINGS`, whose defaults apply to those not given).
     environ : Mapping[str, str], optional
         The environment to read (default ``os.environ``); not stored.
 
@@ -135,44 +137,14 @@ class Settings:
     _workers_given: bool = dataclasses.field(init=False, compare=False)
     _secret_in_env: bool = dataclasses.field(init=False, compare=False)
 
-    # BEGIN GENERATED: settings-signature
     def __init__(
-        self,
-        workers: int | None = None,
-        *,
-        jobname: str | None = None,
-        is_worker: bool | None = None,
-        host: str | None = None,
-        port: int | str | None = None,
-        password: str | None = None,
-        username: str | None = None,
-        url: str | None = None,
-        queue_multiplier: float = 2.0,
-        stop_on_error: bool = True,
-        timeout: float | None = None,
-        log: bool = False,
-        threshold: str = "INFO",
-        logdir: str | os.PathLike[str] | None = None,
-        resultdir: str | os.PathLike[str] | None = None,
-        progressbar: bool = False,
-        rng_seed: int | None = None,
-        tasks: int | None = None,
-        allowed_failures: int = 3,
-        retries: int = 0,
-        heartbeat_interval: float = 1.0,
-        heartbeat_ttl: float = 10.0,
-        redo_ttl: float = 3600.0,
-        exportglobals: bool = True,
-        export_env: Sequence[str] = (),
-        shared_filesystem: bool = False,
-        secret: str | bytes | Mapping[str, str | bytes] | None = None,
-        tls_ca_file: str | os.PathLike[str] | None = None,
-        tls_cert_file: str | os.PathLike[str] | None = None,
-        tls_key_file: str | os.PathLike[str] | None = None,
-        environ: Mapping[str, str] | None = None,
+        self, workers: int | None = None, *, environ: Mapping[str, str] | None = None, **settings: Any
     ) -> None:
-        # END GENERATED: settings-signature
-        values = dict(locals())
+        unknown = sorted(set(settings) - _NAMES)
+        if unknown:
+            raise TypeError(f"Settings.__init__() got an unexpected keyword argument {unknown[0]!r}")
+        values = {s.name: settings.get(s.name, s.default) for s in SETTINGS}
+        values["workers"] = workers
         env = os.environ if environ is None else environ
         self._set(values, ambient_layers(env), address=None, resolve=True)
         object.__setattr__(self, "_secret_in_env", bool(env.get(SECRET_ENV) or env.get(SECRET_FILE_ENV)))
@@ -244,10 +216,16 @@ class Settings:
         return env
 
     def __repr__(self) -> str:
-        return self._describe(signed=self.secret is not None or self._secret_in_env)
+        return self.describe(signed=self.secret is not None or self._secret_in_env)
 
-    def _describe(self, signed: bool) -> str:
-        """The repr, with ``secret='*****'`` if ``signed`` (messages are signed, by whatever secret), else None."""
+    def describe(self, signed: bool) -> str:
+        """The repr, with ``secret='*****'`` if ``signed`` (messages are signed, by whatever secret), else None.
+
+        Examples
+        --------
+        >>> Settings(2, jobname="j", environ={}).describe(signed=True).endswith("secret='*****')")
+        True
+        """
         parts = []
         for f in dataclasses.fields(self):
             if f.name in SERVER_FIELDS[1:] or f.name == "address" or f.name.startswith("_"):
@@ -260,6 +238,9 @@ class Settings:
             else:
                 parts.append(f"{f.name}={getattr(self, f.name)!r}")
         return f"Settings({', '.join(parts)})"
+
+
+_NAMES = {s.name for s in SETTINGS}
 
 
 def config_overrides(kwargs: dict[str, Any], given_workers: bool = False) -> dict[str, Any]:

@@ -30,10 +30,9 @@ def test_generated_source_is_current() -> None:
     assert codegen.stale() == [], "run: python -m dask_redisparam.codegen"
 
 
-@pytest.mark.parametrize("cls", [RedisParam, Settings])
-def test_signature_is_the_table(cls: type) -> None:
+def test_signature_is_the_table() -> None:
     """Names, order, kinds, defaults and annotations: every setting, ``workers`` also by position, no ``**``."""
-    parameters = list(inspect.signature(cls).parameters.values())
+    parameters = list(inspect.signature(RedisParam).parameters.values())
     assert [p.name for p in parameters] == [s.name for s in SETTINGS] + ["environ"]
     for parameter, declared in zip(parameters, SETTINGS, strict=False):
         assert (parameter.default, parameter.annotation) == (declared.default, declared.accepts), declared.name
@@ -46,6 +45,14 @@ def test_signature_is_the_table(cls: type) -> None:
 def test_settings_attributes_are_the_table() -> None:
     fields = [f for f in dataclasses.fields(Settings) if f.init]
     assert [(f.name, f.type) for f in fields] == [(s.name, s.stores) for s in SETTINGS]
+
+
+def test_settings_takes_the_settings_by_name() -> None:
+    assert Settings(environ={}).queue_multiplier == 2.0
+    with pytest.raises(TypeError, match="multiple values for argument 'workers'"):
+        Settings(2, workers=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        Settings(bogus=1)
 
 
 def test_positional_use_as_in_r() -> None:
