@@ -53,9 +53,6 @@ logger = logging.getLogger(__name__)
 
 _Init = TypeVar("_Init", bound=Callable[..., None])
 
-START_TIMEOUT = 60.0
-"""Seconds :meth:`RedisParam.start` waits for its local workers to register."""
-
 
 def _dask_config_applied(init: _Init) -> _Init:
     """``init`` (an ``__init__`` that takes the settings) called with the settings that the caller did not give
@@ -128,6 +125,9 @@ class RedisParam:
         Seconds after which a silent worker counts as lost (> ``heartbeat_interval``).
     redo_ttl : float, default 3600.0
         Seconds a failed run keeps its computed values in Redis for ``redo=`` (0: not kept).
+    start_timeout : float, default 60.0
+        Seconds :meth:`~dask_redisparam.RedisParam.start` waits for its local workers to register (> 0); then it goes on
+        with those that did, or fails if none did.
     exportglobals : bool, default True
         Apply the manager's dask config (except its ``redisparam.*`` settings) on the workers while they unpickle and
         run its tasks.
@@ -192,6 +192,7 @@ class RedisParam:
         heartbeat_interval: float = 1.0,
         heartbeat_ttl: float = 10.0,
         redo_ttl: float = 3600.0,
+        start_timeout: float = 60.0,
         exportglobals: bool = True,
         export_env: Sequence[str] = (),
         shared_filesystem: bool = False,
@@ -317,7 +318,8 @@ class RedisParam:
         local, backend = self._local, self.backend
         assert local is not None
         expected = set(local.ids)
-        deadline = time.monotonic() + START_TIMEOUT
+        timeout = self.settings.start_timeout
+        deadline = time.monotonic() + timeout
         while True:
             live = expected.intersection(backend.live_workers(self.settings.jobname))
             if len(live) == len(expected):
@@ -328,7 +330,7 @@ class RedisParam:
                 if live:
                     logger.warning("manager: only %d of %d local workers started", len(live), len(expected))
                     return
-                raise WorkerError(f"no local worker of job {self.settings.jobname!r} started in {START_TIMEOUT:.0f} s")
+                raise WorkerError(f"no local worker of job {self.settings.jobname!r} started in {timeout:g} s")
             time.sleep(0.02)
 
     def _serve_foreground(self) -> None:

@@ -216,6 +216,12 @@ SETTINGS: tuple[Setting, ...] = (
         redo_ttl,
     ),
     Setting(
+        "start_timeout", "float", "float", 60.0,
+        "Seconds :meth:`~dask_redisparam.RedisParam.start` waits for its local workers to register (> 0); then it "
+        "goes on with those that did, or fails if none did.",
+        above_zero,
+    ),
+    Setting(
         "exportglobals", "bool", "bool", True,
         "Apply the manager's dask config (except its ``redisparam.*`` settings) on the workers while they unpickle "
         "and run its tasks.",
