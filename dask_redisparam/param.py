@@ -203,7 +203,9 @@ class RedisParam:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         # END GENERATED: redisparam-signature
-        self.settings = Settings(**{name: value for name, value in locals().items() if name != "self"})
+        arguments = dict(locals())  # the settings and environ, as given or taken from the dask config
+        del arguments["self"]
+        self.settings = Settings(**arguments)
         self._server: EmbeddedRedis | None = None
         self._backend: Backend | None = None
         self._local: LocalWorkers | None = None
