@@ -77,7 +77,8 @@ def _no_known_values(key: Hashable) -> Any:
 
 @dataclasses.dataclass
 class RunOptions:
-    """Settings of one run.
+    """Settings of one run: built by :class:`~dask_redisparam.param.RedisParam` for each run from its
+    :class:`~dask_redisparam.settings.Settings` (whose table holds the defaults) and the compute's arguments.
 
     Parameters
     ----------
@@ -127,24 +128,24 @@ class RunOptions:
 
     jobname: str
     _: dataclasses.KW_ONLY
-    queue_multiplier: float = 2.0
-    stop_on_error: bool = True
-    fuse_chains: bool = True
-    allowed_failures: int = 3
-    retries: int = 0
-    timeout: float | None = None
-    rng_seed: int | None = None
-    redo: RedoInfo | None = None
-    redo_ttl: float = 3600.0
-    return_exceptions: bool = False
+    queue_multiplier: float
+    stop_on_error: bool
+    fuse_chains: bool
+    allowed_failures: int
+    retries: int
+    timeout: float | None
+    rng_seed: int | None
+    redo: RedoInfo | None
+    redo_ttl: float
+    return_exceptions: bool
+    log_threshold: int | None
+    logdir: str | None
+    exported: tuple[dict[str, Any], dict[str, str]] | None
+    signer: Signer | None
+    describe_server: str
     on_result: Callable[[Hashable, Any], None] | None = None
     load_known: Callable[[Hashable], Any] = _no_known_values
     feed: Callable[[RunState], bool] | None = None
-    log_threshold: int | None = None
-    logdir: str | None = None
-    exported: tuple[dict[str, Any], dict[str, str]] | None = None
-    signer: Signer | None = None
-    describe_server: str = ""
     last_timeline: list[TimelineRecord] = dataclasses.field(default_factory=list)  # filled when the run ends
 
 

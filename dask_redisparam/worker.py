@@ -66,6 +66,7 @@ from .protocol import (
     split_payload,
 )
 from .rng import reseed_from_entropy
+from .schema import setting
 from .sentinels import FROM_ENVIRONMENT
 from .serialize import dumps_exception, loads
 from .signing import Signer, signer_from_environment
@@ -102,7 +103,7 @@ class Worker:
     worker_id : str, optional
         Its id; default ``REDISPARAM_ID`` or a random one.
     heartbeat_interval, heartbeat_ttl : float
-        Seconds between lease renewals, and the lease length.
+        Seconds between lease renewals, and the lease length (default: the settings table's).
     burst : bool
         Stop as soon as the queue is empty.
     max_tasks : int, optional
@@ -121,8 +122,8 @@ class Worker:
         jobname: str,
         worker_id: str | None = None,
         *,
-        heartbeat_interval: float = 1.0,
-        heartbeat_ttl: float = 10.0,
+        heartbeat_interval: float = setting("heartbeat_interval").default,
+        heartbeat_ttl: float = setting("heartbeat_ttl").default,
         burst: bool = False,
         max_tasks: int | None = None,
         signer: Signer | None | object = FROM_ENVIRONMENT,
