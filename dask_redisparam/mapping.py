@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 from dask._task_spec import Task
 from dask.base import tokenize
 
-from .errors import ConfigurationError, PartialResults, RedisParamError, TaskErrors, Unevaluated, make_remote
+from .errors import ConfigurationError, PartialResults, RedisParamError, Unevaluated, make_remote
 from .progress import make_progress
 from .protocol import ERROR, OK, UNEVALUATED
 from .rng import seed_task
+from .scheduler import RunState, raise_failed
 from .serialize import dumps_exception, loads_exception
 
 if TYPE_CHECKING:
@@ -207,12 +208,7 @@ def _finish(outcomes: dict[int, tuple[Any, ...]], n: int, stop_on_error: bool, r
     unevaluated = [i for i in range(n) if i not in results and i not in errors]
     if return_exceptions:
         return [results[i] if i in results else errors.get(i) or Unevaluated(i) for i in range(n)]
-    redo = MapRedo(n, results)
-    first = next(iter(errors.values()), None)
-    if stop_on_error and isinstance(first, PartialResults):
-        first.results, first.errors, first.unevaluated, first.redo = results, errors, unevaluated, redo
-        raise first
-    raise TaskErrors(errors, results, unevaluated, redo)
+    raise_failed(errors, results, unevaluated, MapRedo(n, results), stop_on_error)
 
 
 def iterate_elements(
@@ -228,8 +224,6 @@ def iterate_elements(
     return_exceptions: bool = False,
 ) -> Any:
     """``param.iterate``: see :meth:`RedisParam.iterate`."""
-    from .scheduler import RunState
-
     settings = param.settings
     items = iter(iterator)
     previous = getattr(redo, "redo", redo)

@@ -1,7 +1,8 @@
 """The settings of one run, and the small records the manager keeps and hands out.
 
 :class:`RunOptions` is what :class:`~dask_redisparam.param.RedisParam` decides for one run and passes to the
-manager; :class:`StoredResult`, :class:`TimelineRecord` and :class:`RedoInfo` describe finished tasks.
+manager; :class:`StoredResult`, :class:`TimelineRecord` and :class:`RedoInfo` describe finished tasks;
+:class:`Commands` is what the state machine (:mod:`dask_redisparam.scheduler`) asks its loop to do.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NOT_EXPORTED",
+    "Commands",
     "RedoInfo",
     "RunOptions",
     "StoredResult",
@@ -69,6 +71,32 @@ class RedoInfo:
     fields: dict[Hashable, str]
     rng_seed: int | None
     parts: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(slots=True)
+class Commands:
+    """What a run's state machine asks its loop to do against Redis, taken once per turn.
+
+    Attributes
+    ----------
+    push : list of bytes
+        Task messages to push to the job's queue (new ones, and ones a worker refused, again).
+    release : list of str
+        Fields of the run's data hash (values and their parts) to delete: nothing needs them any more.
+    withdraw : list of bytes
+        Messages to take back from the queue: given up on (their tasks failed with ``KilledWorker``).
+    logs : list of (key, worker, TaskLog)
+        Captured task logs to show (and append to ``logdir``): :func:`~dask_redisparam.logs.emit_task_log`.
+    ask_live_workers : bool
+        Ask Redis for the ids of the job's live workers and tell the state
+        (:meth:`~dask_redisparam.scheduler.RunState.workers_seen`): every worker may be refusing the messages.
+    """
+
+    push: list[bytes]
+    release: list[str]
+    withdraw: list[bytes]
+    logs: list[tuple[Hashable, str, Any]]
+    ask_live_workers: bool = False
 
 
 def _no_known_values(key: Hashable) -> Any:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from . import keys
 from .backend import TRANSIENT_ERRORS
@@ -75,10 +75,12 @@ class Rejections:
         The run.
     server : str
         The server, as the messages name it.
+    clock : callable, optional
+        Monotonic seconds (default :func:`time.monotonic`; tests inject their own).
     """
 
-    def __init__(self, jobname: str, run_id: str, server: str) -> None:
-        self.jobname, self.run_id, self.server = jobname, run_id, server
+    def __init__(self, jobname: str, run_id: str, server: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.jobname, self.run_id, self.server, self.clock = jobname, run_id, server, clock
         self.nonces: set[str] = set()  # notices applied (a notice may be read twice after a lost reply)
         self.reasons: dict[str, str] = {}  # refusing worker -> its last reason
         self.accepted_by: set[str] = set()  # workers that completed a message of the run
@@ -107,22 +109,35 @@ class Rejections:
             )
         self.reasons[notice.worker] = notice.reason
         if self.since is None:
-            self.since = time.monotonic()
+            self.since = self.clock()
         return True
 
     def check(self, live_workers: Callable[[], list[str]], now: float | None = None) -> None:
         """Raise :class:`MessagesRejected` if every live worker refuses and nothing was accepted for
         :data:`REJECT_SECONDS`; ``live_workers`` (a round trip) is asked at most once a second."""
-        now = time.monotonic() if now is None else now
-        if self.since is None or now - self.since < REJECT_SECONDS or now - self.last_check < 1.0:
+        if not self.due(now):
             return
-        self.last_check = now
         try:
-            live = set(live_workers())
+            live = live_workers()
         except TRANSIENT_ERRORS:  # ask again with the next notice
             return
+        self.judge(live, now)
+
+    def due(self, now: float | None = None) -> bool:
+        """Whether to ask for the live workers now (and then :meth:`judge`): rejections for
+        :data:`REJECT_SECONDS` and none accepted; True at most once a second."""
+        now = self.clock() if now is None else now
+        if self.since is None or now - self.since < REJECT_SECONDS or now - self.last_check < 1.0:
+            return False
+        self.last_check = now
+        return True
+
+    def judge(self, live_workers: Iterable[str], now: float | None = None) -> None:
+        """Raise :class:`MessagesRejected` if every one of ``live_workers`` refused and none accepted since."""
+        now = self.clock() if now is None else now
+        live = set(live_workers)
         refusing = {w: r for w, r in self.reasons.items() if w not in self.accepted_by}
-        if not live or not live <= set(refusing):
+        if self.since is None or not live or not live <= set(refusing):
             return
         by_reason: dict[str, list[str]] = {}
         for worker, reason in sorted(refusing.items()):
