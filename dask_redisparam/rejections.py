@@ -18,8 +18,12 @@ Examples
 >>> rejections = Rejections("job", "r1", "localhost:6379")
 >>> rejections.add(Rejection(0, 0, "n1", "no-secret", "w1")), rejections.add(Rejection(0, 0, "n1", "no-secret", "w1"))
 (True, False)
->>> rejections.check(lambda: ["w1", "w2"], now=rejections.since + 60)  # w2 may be a good worker: keep going
->>> rejections.check(lambda: ["w1"], now=rejections.since + 62)  # asked at most once a second
+>>> rejections.due(now=rejections.since + 1)  # not yet: ask for the live workers only after REJECT_SECONDS
+False
+>>> rejections.due(now=rejections.since + 60), rejections.due(now=rejections.since + 60.5)  # once a second
+(True, False)
+>>> rejections.judge(["w1", "w2"], now=rejections.since + 60)  # w2 may be a good worker: keep going
+>>> rejections.judge(["w1"], now=rejections.since + 62)
 Traceback (most recent call last):
 ...
 dask_redisparam.errors.MessagesRejected: every live worker of job 'job' on localhost:6379 refused ...
@@ -32,7 +36,6 @@ import time
 from collections.abc import Callable, Iterable
 
 from . import keys
-from .backend import TRANSIENT_ERRORS
 from .errors import MessagesRejected
 from .protocol import REJECTION_REASONS, Rejection
 
@@ -112,19 +115,8 @@ class Rejections:
             self.since = self.clock()
         return True
 
-    def check(self, live_workers: Callable[[], list[str]], now: float | None = None) -> None:
-        """Raise :class:`MessagesRejected` if every live worker refuses and nothing was accepted for
-        :data:`REJECT_SECONDS`; ``live_workers`` (a round trip) is asked at most once a second."""
-        if not self.due(now):
-            return
-        try:
-            live = live_workers()
-        except TRANSIENT_ERRORS:  # ask again with the next notice
-            return
-        self.judge(live, now)
-
     def due(self, now: float | None = None) -> bool:
-        """Whether to ask for the live workers now (and then :meth:`judge`): rejections for
+        """Whether to ask for the live workers now (a round trip; then :meth:`judge` them): rejections for
         :data:`REJECT_SECONDS` and none accepted; True at most once a second."""
         now = self.clock() if now is None else now
         if self.since is None or now - self.since < REJECT_SECONDS or now - self.last_check < 1.0:
@@ -133,11 +125,12 @@ class Rejections:
         return True
 
     def judge(self, live_workers: Iterable[str], now: float | None = None) -> None:
-        """Raise :class:`MessagesRejected` if every one of ``live_workers`` refused and none accepted since."""
+        """Raise :class:`MessagesRejected` if every one of ``live_workers`` refused and none was accepted for
+        :data:`REJECT_SECONDS`."""
         now = self.clock() if now is None else now
         live = set(live_workers)
         refusing = {w: r for w, r in self.reasons.items() if w not in self.accepted_by}
-        if self.since is None or not live or not live <= set(refusing):
+        if self.since is None or now - self.since < REJECT_SECONDS or not live or not live <= set(refusing):
             return
         by_reason: dict[str, list[str]] = {}
         for worker, reason in sorted(refusing.items()):
