@@ -174,6 +174,8 @@ class RunState:
     def known_to_load(self) -> list[Hashable]:
         """The known keys (saved results) whose values :meth:`start` needs: ``options.load_known`` gives them."""
         redo, graph = self.options.redo, self.graph
+        if not graph.known:
+            return []
         return [
             key
             for key in graph.nodes
