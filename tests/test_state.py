@@ -34,6 +34,7 @@ from dask_redisparam.protocol import (
 from dask_redisparam.rejections import REJECT_SECONDS
 from dask_redisparam.scheduler import TARGET_SECONDS, RunState
 from dask_redisparam.serialize import dumps_exception, loads
+from dask_redisparam.signing import Signer
 
 JOB = "state-job"
 HI = TaskLog(stdout="hi\n")
@@ -428,3 +429,21 @@ def test_stream_feed_adds_tasks_and_hands_out_results() -> None:
     assert run.result_keys() == [("it", 2)]
     drive(run)
     assert run.take_new_results() == [("it", 2)]
+
+
+def test_signed_run_drops_records_and_notices_it_cannot_verify() -> None:
+    signer = Signer.from_secret("s" * 32)
+    graph = prepare_graph({"a": (neg, 1)}, ["a"])
+    run = RunState(graph, RunOptions(JOB, signer=signer, allowed_failures=0), [], run_id="r1")
+    run.start({})
+    run.set_workers(1)
+    (message,) = run.take_commands().push
+    _, batch = split_payload(open_task(message, signer, JOB))
+    outcome = Outcome(loads(batch).entries[0].idx, OK, None, 8, 0.0, 0.001)
+    done = Completion(msg_id_of(message), 0, "w1", [outcome], None)
+    run.handle(dumps_completion(done, None, JOB, "r1"))  # unsigned
+    run.handle(dumps_completion(done, signer, JOB, "another-run"))  # signed for another run
+    run.handle(encode_lost(msg_id_of(message), 1, "w1", None, JOB, "r1"))  # an unsigned loss notice
+    assert run.messages and not run.state["finished"] and not run.errors
+    run.handle(dumps_completion(done, signer, JOB, "r1"))
+    assert run.state["finished"] == {"a"}
