@@ -36,6 +36,7 @@ from .errors import (
 from .progress import make_progress
 from .protocol import ERROR, OK, UNEVALUATED
 from .rng import seed_task
+from .scheduler import RunState
 from .sentinels import MISSING
 from .serialize import dumps_exception, loads_exception, make_remote
 
@@ -217,8 +218,6 @@ def iterate_elements(
     return_exceptions: bool = False,
 ) -> Any:
     """``param.iterate``: see :meth:`RedisParam.iterate`."""
-    from .scheduler import RunState
-
     settings = param.settings
     items = iter(iterator)
     previous = getattr(redo, "redo", redo)

@@ -36,7 +36,7 @@ from .backend import Backend
 from .errors import ConfigurationError, WorkerError
 from .graph import Graph, flatten_keys, prepare_graph
 from .manager import count_and_reap, fewer_collections, run_graph
-from .options import RedoInfo, RunOptions, TimelineRecord, exported_globals, redo_info_of
+from .options import RedoInfo, RunOptions, TimelineRecord, redo_info_of
 from .progress import ProgressCallback
 from .resultdir import ResultDir
 from .scheduler import RunState
@@ -589,25 +589,9 @@ class RedisParam:
                 yield
 
     def _options(self, kwargs: dict[str, Any], redo: RedoInfo | None, **extra: Any) -> RunOptions:
-        settings = self.settings
-        options = RunOptions(
-            settings.jobname,
-            queue_multiplier=settings.queue_multiplier,
-            stop_on_error=settings.stop_on_error,
-            fuse_chains=bool(kwargs.get("fuse_chains", True)),
-            allowed_failures=settings.allowed_failures,
-            retries=int(kwargs.get("retries", settings.retries)),
-            timeout=settings.timeout,
-            rng_seed=settings.rng_seed,
-            redo=redo,
-            redo_ttl=settings.redo_ttl,
-            return_exceptions=bool(kwargs.get("return_exceptions", False)),
-            log_threshold=settings.threshold_level if settings.log else None,
-            logdir=settings.logdir,
-            exported=exported_globals(settings.export_env) if settings.exportglobals else None,
-            signer=self._signer,
-            describe_server=self.backend.address.describe(),
-            **extra,
+        describe = self.backend.address.describe()
+        options = RunOptions.from_settings(
+            self.settings, kwargs, redo=redo, signer=self._signer, describe_server=describe, **extra
         )
         self._timeline = options.last_timeline
         return options
