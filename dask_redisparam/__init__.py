@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .config.address import RedisAddress
+from .config.settings import Settings
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -27,17 +29,27 @@ from .errors import (
     WorkerConflict,
     WorkerError,
 )
+from .logs import REMOTE_LOGGER, TaskLog
 from .param import RedisParam, redis_get, shutdown
 from .r_compat import bpstopall, rpalive, rphost, rpisworker, rppassword, rpport, rpstopall, rpworkers
+from .resultdir import ResultDir, ResultRef
 from .results import is_ok, try_compute
 from .rng import task_rng
+from .timeline import plot_timeline
 from .worker.server import EmbeddedRedis
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EmbeddedRedis",
+    "REMOTE_LOGGER",
+    "RedisAddress",
     "RedisParam",
+    "ResultDir",
+    "ResultRef",
+    "Settings",
+    "TaskLog",
+    "plot_timeline",
     "bpstopall",
     "is_ok",
     "task_rng",

@@ -18,11 +18,13 @@ import os
 import sys
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from .backend import Backend
+from .config.schema import setting
 from .config.settings import Settings
 from .errors import RedisParamError
 from .pool import alive, job_status, stop_all
@@ -30,6 +32,8 @@ from .pool import alive, job_status, stop_all
 __all__ = ["main", "worker_main"]
 
 logger = logging.getLogger(__name__)
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 def _configure_logging(verbose: int, quiet: bool = False) -> None:
@@ -54,11 +58,36 @@ def _settings(jobname: str | None, url: str | None, host: str | None, port: int 
     return settings
 
 
+def _setting_options(*names: str) -> Callable[[_Command], _Command]:
+    """Give a command the flags of the settings ``names``, as the settings table declares them
+    (:data:`dask_redisparam.schema.SETTINGS`: flag, type, default, help, and the variables that set it)."""
+
+    def decorate(command: _Command) -> _Command:
+        for name in reversed(names):
+            declared = setting(name)
+            cli = declared.cli
+            assert cli is not None, f"the setting {name} has no command-line flag"
+            variables = [*([cli.envvar] if cli.envvar else []), *declared.env]
+            option = click.option(
+                declared.flag,
+                type=cli.type,
+                envvar=cli.envvar,
+                required=cli.required,
+                default=None if cli.required else declared.default,
+                show_default=declared.default is not None,
+                help=cli.help + (f" [{', '.join(variables)}]." if variables else "."),
+            )
+            command = option(command)
+        return command
+
+    return decorate
+
+
+_CONNECTION = ("jobname", "url", "host", "port")
+
+
 @click.command(name="worker", context_settings={"max_content_width": 100})
-@click.option("--jobname", envvar="REDISPARAM_JOBNAME", required=True, help="Job to serve [REDISPARAM_JOBNAME].")
-@click.option("--url", default=None, help="Redis URL (redis://, rediss://, unix://) [REDISPARAM_URL].")
-@click.option("--host", default=None, help="Redis host [REDISPARAM_HOST, REDIS_HOST].")
-@click.option("--port", type=int, default=None, help="Redis port [REDISPARAM_PORT, REDIS_PORT].")
+@_setting_options(*_CONNECTION)
 @click.option("--nworkers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
 @click.option("--id", "worker_id", envvar="REDISPARAM_ID", default=None, help="Worker id [REDISPARAM_ID].")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
@@ -70,16 +99,7 @@ def _settings(jobname: str | None, url: str | None, host: str | None, port: int 
     help="Give memory freed by large values back to the system at once (default: keep it for the next ones; "
     "see dask_redisparam.memory).",
 )
-@click.option(
-    "--heartbeat-interval", type=float, default=1.0, show_default=True, help="Seconds between lease renewals."
-)
-@click.option(
-    "--heartbeat-ttl",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Seconds without a heartbeat after which a worker counts as dead and its tasks are requeued.",
-)
+@_setting_options("heartbeat_interval", "heartbeat_ttl")
 @click.option(
     "--connect-timeout",
     type=click.FloatRange(min=0),
@@ -180,19 +200,6 @@ def main() -> None:
 main.add_command(worker_command)
 
 
-def _connection_options(func: Any) -> Any:
-    for option in reversed(
-        [
-            click.option("--jobname", envvar="REDISPARAM_JOBNAME", required=True, help="Job [REDISPARAM_JOBNAME]."),
-            click.option("--url", default=None, help="Redis URL [REDISPARAM_URL]."),
-            click.option("--host", default=None, help="Redis host [REDISPARAM_HOST, REDIS_HOST]."),
-            click.option("--port", type=int, default=None, help="Redis port [REDISPARAM_PORT, REDIS_PORT]."),
-        ]
-    ):
-        func = option(func)
-    return func
-
-
 def _connect(
     jobname: str, url: str | None, host: str | None, port: int | None, *, read_only: bool = False
 ) -> tuple[Settings, Backend]:
@@ -213,7 +220,7 @@ def _connect(
 
 
 @main.command(name="status")
-@_connection_options
+@_setting_options(*_CONNECTION)
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds to measure the task rate.")
 def status_command(jobname: str, url: str | None, host: str | None, port: int | None, interval: float) -> None:
     """Show a job's workers, queue depth, runs and recent task rate."""
@@ -260,7 +267,7 @@ def _describe_rejection(fields: dict[str, str]) -> str:
 
 
 @main.command(name="stop-all")
-@_connection_options
+@_setting_options(*_CONNECTION)
 @click.option("--wait", type=float, default=5.0, show_default=True, help="Seconds to wait for the workers to leave.")
 def stop_all_command(jobname: str, url: str | None, host: str | None, port: int | None, wait: float) -> None:
     """Stop every worker of a job (warm: current tasks finish first); no other job is touched."""
@@ -274,9 +281,7 @@ def stop_all_command(jobname: str, url: str | None, host: str | None, port: int 
 
 
 @main.command(name="alive")
-@click.option("--url", default=None, help="Redis URL [REDISPARAM_URL].")
-@click.option("--host", default=None, help="Redis host [REDISPARAM_HOST, REDIS_HOST].")
-@click.option("--port", type=int, default=None, help="Redis port [REDISPARAM_PORT, REDIS_PORT].")
+@_setting_options("url", "host", "port")
 def alive_command(url: str | None, host: str | None, port: int | None) -> None:
     """Exit 0 if the Redis server answers, 1 if not."""
     settings = _settings("alive-check", url, host, port)
@@ -287,7 +292,7 @@ def alive_command(url: str | None, host: str | None, port: int | None) -> None:
 
 
 @main.command(name="clean")
-@_connection_options
+@_setting_options(*_CONNECTION)
 def clean_command(jobname: str, url: str | None, host: str | None, port: int | None) -> None:
     """Remove the keys of a job's dead runs and dead workers (their claimed tasks go back to the queue)."""
     settings, backend = _connect(jobname, url, host, port)

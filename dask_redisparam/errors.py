@@ -18,16 +18,19 @@ and ``except RemoteError`` work::
     │   ├── PersistenceFailed                             MISCONF: writes refused after a failed RDB save
     │   └── RunLost                                       the run's state vanished from Redis
     ├── SerializationError         (also TypeError)     a task, argument or result cannot be pickled
-    ├── KilledWorker                                     a task's workers died too often while running it
+    ├── PayloadRejected                                  a signature is missing or wrong: nothing was unpickled
+    ├── KilledWorker               (PartialResults)     a task's workers died too often while running it
     ├── TaskTimeout                (also TimeoutError)  a task ran longer than the timeout
-    ├── TaskErrors                                       stop_on_error=False: some tasks failed (partial results)
+    ├── TaskErrors                 (PartialResults)     stop_on_error=False: some tasks failed (partial results)
     ├── Unevaluated                                      stands in for a result that was never computed
+    ├── ChunkFailed                                      internal: a map chunk stopped at a failed element
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
     ├── MessagesRejected                                 every worker refused the run's messages (secret, version)
-    └── RemoteError                                      mixin of every exception raised by a task
+    └── RemoteError                (PartialResults)     mixin of every exception raised by a task
         └── StandInError                                 a task's exception the manager cannot rebuild as itself
 
+    PartialResults                 (a mixin, not an exception) the results, errors and redo of a stopped run
     StopRequested                  (BaseException)      control flow: a worker was asked to stop
 
 Examples
@@ -39,14 +42,16 @@ True
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "AuthenticationFailed",
+    "ChunkFailed",
     "ConfigurationError",
     "KilledWorker",
     "MessagesRejected",
     "PartialResults",
+    "PayloadRejected",
     "PermissionDenied",
     "PersistenceFailed",
     "RedisParamError",
@@ -66,9 +71,7 @@ __all__ = [
     "UnsafeShuffle",
     "WorkerConflict",
     "WorkerError",
-    "make_remote",
-    "qualified_name",
-    "safe_str",
+    "raise_partial",
 ]
 
 
@@ -157,6 +160,18 @@ class SerializationError(RedisParamError, TypeError):
     """A task's function, its arguments or its result cannot be pickled; the message names the task key."""
 
 
+class PayloadRejected(RedisParamError):
+    """A payload's signature is missing, unknown or wrong: it was not unpickled (see :mod:`dask_redisparam.signing`).
+
+    ``reason`` classifies it: ``"unsigned"``, ``"no-secret"`` (signed, but this process has no secret),
+    ``"unknown-key"``, ``"bad-signature"`` or ``"rejected"`` (anything else).
+    """
+
+    def __init__(self, message: str, reason: str = "rejected") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class KilledWorker(RedisParamError, PartialResults):
     """A task was running on more than ``allowed_failures`` workers that died (as dask.distributed's).
 
@@ -239,6 +254,30 @@ class TaskErrors(RedisParamError, PartialResults):
         return (type(self), (self.errors, self.results, self.unevaluated, self.redo))
 
 
+def raise_partial(
+    errors: dict[Any, BaseException],
+    results: dict[Any, Any],
+    unevaluated: list[Any],
+    redo: Any,
+    first: BaseException | None = None,
+) -> NoReturn:
+    """Raise for a run in which tasks failed, with its partial results: ``first`` itself (with ``stop_on_error``,
+    the error that stopped the run) when it can carry them (a :class:`PartialResults`), else :class:`TaskErrors`.
+
+    Examples
+    --------
+    >>> try:
+    ...     raise_partial({"x": ZeroDivisionError("1/0")}, {"y": 1}, [], None)
+    ... except TaskErrors as e:
+    ...     e.results, list(e.errors)
+    ({'y': 1}, ['x'])
+    """
+    if isinstance(first, PartialResults):
+        first.results, first.errors, first.unevaluated, first.redo = results, errors, unevaluated, redo
+        raise first
+    raise TaskErrors(errors, results, unevaluated, redo)
+
+
 class Unevaluated(RedisParamError):
     """Stands in for the result of a task that was not computed because a task it depends on failed, or the run
     stopped first (BiocParallel's ``unevaluated_error``)."""
@@ -249,6 +288,18 @@ class Unevaluated(RedisParamError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.key,))
+
+
+class ChunkFailed(RedisParamError):
+    """Raised by a chunk of ``map`` or ``iterate`` in which an element failed, with ``stop_on_error``: it stops the
+    run and carries the per-element outcomes of the chunk (the manager turns them into the element's own error)."""
+
+    def __init__(self, outcomes: list[tuple[Any, ...]]) -> None:
+        super().__init__(f"an element of a chunk of {len(outcomes)} failed")
+        self.outcomes = outcomes
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.outcomes,))
 
 
 class WorkerError(RedisParamError):
@@ -316,88 +367,6 @@ class StandInError(RemoteError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.type_name, self.message, self.reason), self.__dict__)
-
-
-def qualified_name(cls: type) -> str:
-    """``module.QualName`` of a class (the module left out for builtins).
-
-    Examples
-    --------
-    >>> qualified_name(ZeroDivisionError), qualified_name(StandInError)
-    ('ZeroDivisionError', 'dask_redisparam.errors.StandInError')
-    """
-    module = getattr(cls, "__module__", None)
-    name = str(getattr(cls, "__qualname__", None) or getattr(cls, "__name__", "?"))
-    return name if module in (None, "builtins") else f"{module}.{name}"
-
-
-def safe_str(obj: object) -> str:
-    """``str(obj)``, or a placeholder when it raises (an exception's ``__str__`` may)."""
-    try:
-        return str(obj)
-    except Exception as e:
-        return f"<str() failed: {type(e).__name__}>"
-
-
-_REMOTE_TYPES: dict[type[BaseException], type[BaseException]] = {}
-
-
-def _remote_type(cls: type[BaseException]) -> type[BaseException]:
-    """Return (and cache) a subclass of both ``cls`` and :class:`RemoteError`."""
-    if issubclass(cls, RemoteError):
-        return cls
-    try:
-        return _REMOTE_TYPES[cls]
-    except KeyError:
-        pass
-    try:
-        new = type(cls.__name__, (cls, RemoteError), {"__module__": cls.__module__})
-    except TypeError:  # a class that cannot be subclassed (e.g. final C types)
-        new = type(cls.__name__, (RemoteError,), {"__module__": cls.__module__})
-    _REMOTE_TYPES[cls] = new
-    return new
-
-
-def make_remote(exc: BaseException, key: Any, worker: str, remote_traceback: str) -> BaseException:
-    """Turn an exception raised by a task into one that also is a :class:`RemoteError`.
-
-    The result keeps the original type (as a subclass), ``args`` and attributes, and carries the task key,
-    the worker id and the remote traceback, also as a note shown under the traceback. An exception that cannot
-    be rebuilt so (its class refuses to be subclassed or built from its ``args``) becomes a
-    :class:`StandInError` with its type name and message: this never raises.
-
-    Examples
-    --------
-    >>> err = make_remote(ZeroDivisionError("division by zero"), "x", "w1", "Traceback ...")
-    >>> isinstance(err, ZeroDivisionError), isinstance(err, RemoteError), err.key
-    (True, True, 'x')
-    """
-    try:
-        new = _rebuild(exc)
-    except Exception as e:  # an exception type whose __new__, __init_subclass__ or attributes refuse
-        reason = f"it cannot be re-raised as a RemoteError: {type(e).__name__}: {safe_str(e)}"
-        new = StandInError(qualified_name(type(exc)), safe_str(exc), reason)
-        new.__traceback__ = exc.__traceback__
-    assert isinstance(new, RemoteError)
-    new.key = key
-    new.worker = worker
-    new.remote_traceback = remote_traceback
-    notes = list(getattr(exc, "__notes__", None) or [])
-    notes.append(f"raised by task {key!r} on worker {worker or '?'}; remote traceback:\n{remote_traceback}")
-    new.__notes__ = notes
-    return new
-
-
-def _rebuild(exc: BaseException) -> BaseException:
-    cls = _remote_type(type(exc))
-    new = cls.__new__(cls, *exc.args)
-    new.args = exc.args
-    new.__dict__.update(getattr(exc, "__dict__", {}))
-    new.__traceback__ = exc.__traceback__
-    new.__cause__ = exc.__cause__
-    assert isinstance(new, RemoteError)
-    new.key, new.worker, new.remote_traceback = None, "", ""  # the attributes can be set
-    return new
 
 
 class StopRequested(BaseException):

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import dask.config
 from dask.local import nested_get
@@ -36,12 +37,12 @@ from .config.settings import Settings, config_overrides
 from .errors import ConfigurationError, WorkerError
 from .manager.graph import Graph, flatten_keys, prepare_graph
 from .manager.loop import count_and_reap, fewer_collections, run_graph
-from .manager.mapping import MISSING
-from .manager.options import RedoInfo, RunOptions, TimelineRecord, exported_globals, redo_info_of
+from .manager.options import RedoInfo, RunOptions, TimelineRecord, redo_info_of
 from .manager.shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle
 from .manager.state import RunState
 from .progress import ProgressCallback
 from .resultdir import ResultDir
+from .sentinels import MISSING
 from .wire.signing import SECRET_ENV, SECRET_FILE_ENV, Signer, signer_from_environment
 from .worker.loop import Worker
 from .worker.server import EmbeddedRedis
@@ -51,17 +52,109 @@ __all__ = ["RedisParam", "redis_get", "shutdown"]
 
 logger = logging.getLogger(__name__)
 
-START_TIMEOUT = 60.0
-"""Seconds :meth:`RedisParam.start` waits for its local workers to register."""
+_Init = TypeVar("_Init", bound=Callable[..., None])
+
+
+def _dask_config_applied(init: _Init) -> _Init:
+    """``init`` (an ``__init__`` that takes the settings) called with the settings that the caller did not give
+    taken from the dask config keys ``redisparam.<name>`` (:func:`~dask_redisparam.settings.config_overrides`)."""
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **config_overrides(kwargs, given_workers=bool(args)))
+
+    return cast(_Init, wrapper)
 
 
 class RedisParam:
     """A dask scheduler that runs graphs through Redis, configured as R's ``RedisParam``.
 
-    Takes the arguments of :class:`~dask_redisparam.settings.Settings` (``workers``, ``jobname``,
-    ``is_worker``, ``host``, ``port``, ``password``, ``username``, ``url``, ``queue_multiplier``,
-    ``stop_on_error``, ``timeout``, ``log``, ``threshold``, ``logdir``, ``resultdir``, ``progressbar``,
-    ``rng_seed``, ``tasks``...) and exposes them as read-only attributes.
+    Its settings are also read-only attributes (``p.workers``) and :attr:`settings`. A setting not given takes the
+    dask config key ``redisparam.<name>`` when that is set to something else than the default.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Number of workers. Default: the local CPU count when ``is_worker`` is None, 1000 (a cap on the workers that may
+        listen on the job) when False, 1 when True.
+    jobname : str, optional
+        Name shared by the manager and its workers; default a fresh unique id.
+    is_worker : bool, optional
+        None: manager plus local workers; True: worker only; False: manager only.
+    host : str, optional
+        Host of the Redis server (alone: port 6379); see the module documentation for how the server settings combine
+        with the environment.
+    port : int or str, optional
+        Port of the Redis server (alone: on host 127.0.0.1); see the module documentation for how the server settings
+        combine with the environment.
+    password : str, optional
+        Password of the Redis server (``""``: none); see the module documentation for how the server settings combine
+        with the environment.
+    username : str, optional
+        User name (Redis ACL) on the Redis server (``""``: the default user); see the module documentation for how the
+        server settings combine with the environment.
+    url : str, optional
+        The Redis server as a URL (``redis://``, ``rediss://``, ``unix://``); see the module documentation for how the
+        server settings combine with the environment.
+    queue_multiplier : float, default 2.0
+        Tasks queued per worker ahead of completion (> 0).
+    stop_on_error : bool, default True
+        Stop the run at the first failed task.
+    timeout : float, optional
+        Seconds allowed to each task.
+    log : bool, default False
+        Collect the workers' log records on the manager.
+    threshold : str, default "INFO"
+        One of TRACE, DEBUG, INFO, WARN, ERROR, FATAL (any case).
+    logdir : str or os.PathLike[str], optional
+        An existing writable directory for log files (needs ``log=True``).
+    resultdir : str or os.PathLike[str], optional
+        An existing writable directory for results.
+    progressbar : bool, default False
+        Show a progress bar.
+    rng_seed : int, optional
+        Seed of the reproducible per-task random streams.
+    tasks : int, optional
+        None: one task per element; 0: one chunk per worker; n: n chunks.
+    allowed_failures : int, default 3
+        How often a task may be lost with its worker before the run fails.
+    retries : int, default 0
+        How often a task that raised is run again.
+    heartbeat_interval : float, default 1.0
+        Seconds between worker heartbeats (lease renewals).
+    heartbeat_ttl : float, default 10.0
+        Seconds after which a silent worker counts as lost (> ``heartbeat_interval``).
+    redo_ttl : float, default 3600.0
+        Seconds a failed run keeps its computed values in Redis for ``redo=`` (0: not kept).
+    start_timeout : float, default 60.0
+        Seconds :meth:`~dask_redisparam.RedisParam.start` waits for its local workers to register (> 0); then it goes on
+        with those that did, or fails if none did.
+    exportglobals : bool, default True
+        Apply the manager's dask config (except its ``redisparam.*`` settings) on the workers while they unpickle and
+        run its tasks.
+    export_env : Sequence[str], default ()
+        Names of environment variables whose manager values apply on the workers during its tasks.
+    shared_filesystem : bool, default False
+        Declare that every worker of the job sees one shared filesystem at dask's ``temporary_directory`` (default the
+        system's temp directory), so that graphs with dask's disk-based shuffle may run on workers this param did not
+        start. Otherwise such a graph fails at once with ``UnsafeShuffle``, unless only the param's own local workers
+        serve the job.
+    secret : str or bytes or Mapping[str, str | bytes], optional
+        The shared secret that signs task messages, values and records (HMAC-SHA256); a mapping of key id to secret
+        rotates keys (the first signs). Default: ``REDISPARAM_SECRET`` or ``REDISPARAM_SECRET_FILE``; with the embedded
+        server, a fresh random secret for its private pool. Never read from a config file. Never shown: ``repr`` has
+        ``secret='*****'`` when this setting or the environment (``REDISPARAM_SECRET`` / ``_FILE``) gives one, else
+        ``secret=None``.
+    tls_ca_file : str or os.PathLike[str], optional
+        The certificate authorities (PEM file) that the server's TLS certificate must chain to; default the system's.
+        Turns TLS on, as ``rediss://`` does.
+    tls_cert_file : str or os.PathLike[str], optional
+        A TLS client certificate (PEM file, given with ``tls_key_file``), for a server that requires client
+        certificates. Turns TLS on, as ``rediss://`` does.
+    tls_key_file : str or os.PathLike[str], optional
+        The private key (PEM file) of ``tls_cert_file``. Turns TLS on, as ``rediss://`` does.
+    environ : Mapping[str, str], optional
+        The environment to read (default ``os.environ``); not stored.
 
     Examples
     --------
@@ -72,8 +165,48 @@ class RedisParam:
     3
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.settings = Settings(*args, **config_overrides(kwargs, given_workers=bool(args)))
+    @_dask_config_applied
+    # BEGIN GENERATED: redisparam-signature
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        jobname: str | None = None,
+        is_worker: bool | None = None,
+        host: str | None = None,
+        port: int | str | None = None,
+        password: str | None = None,
+        username: str | None = None,
+        url: str | None = None,
+        queue_multiplier: float = 2.0,
+        stop_on_error: bool = True,
+        timeout: float | None = None,
+        log: bool = False,
+        threshold: str = "INFO",
+        logdir: str | os.PathLike[str] | None = None,
+        resultdir: str | os.PathLike[str] | None = None,
+        progressbar: bool = False,
+        rng_seed: int | None = None,
+        tasks: int | None = None,
+        allowed_failures: int = 3,
+        retries: int = 0,
+        heartbeat_interval: float = 1.0,
+        heartbeat_ttl: float = 10.0,
+        redo_ttl: float = 3600.0,
+        start_timeout: float = 60.0,
+        exportglobals: bool = True,
+        export_env: Sequence[str] = (),
+        shared_filesystem: bool = False,
+        secret: str | bytes | Mapping[str, str | bytes] | None = None,
+        tls_ca_file: str | os.PathLike[str] | None = None,
+        tls_cert_file: str | os.PathLike[str] | None = None,
+        tls_key_file: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        # END GENERATED: redisparam-signature
+        arguments = dict(locals())  # the settings and environ, as given or taken from the dask config
+        del arguments["self"]
+        self.settings = Settings(**arguments)
         self._server: EmbeddedRedis | None = None
         self._backend: Backend | None = None
         self._local: LocalWorkers | None = None
@@ -91,7 +224,7 @@ class RedisParam:
 
     def __repr__(self) -> str:
         state = "up" if self.is_up else "down"
-        fields = self.settings._describe(signed=self._signs())[len("Settings(") : -1]
+        fields = self.settings.describe(signed=self._signs())[len("Settings(") : -1]
         return f"RedisParam({fields}, state={state!r})"
 
     def _signs(self) -> bool:
@@ -188,7 +321,8 @@ class RedisParam:
         local, backend = self._local, self.backend
         assert local is not None
         expected = set(local.ids)
-        deadline = time.monotonic() + START_TIMEOUT
+        timeout = self.settings.start_timeout
+        deadline = time.monotonic() + timeout
         while True:
             live = expected.intersection(backend.live_workers(self.settings.jobname))
             if len(live) == len(expected):
@@ -199,7 +333,7 @@ class RedisParam:
                 if live:
                     logger.warning("manager: only %d of %d local workers started", len(live), len(expected))
                     return
-                raise WorkerError(f"no local worker of job {self.settings.jobname!r} started in {START_TIMEOUT:.0f} s")
+                raise WorkerError(f"no local worker of job {self.settings.jobname!r} started in {timeout:g} s")
             time.sleep(0.02)
 
     def _serve_foreground(self) -> None:
@@ -453,25 +587,9 @@ class RedisParam:
                 yield
 
     def _options(self, kwargs: dict[str, Any], redo: RedoInfo | None, **extra: Any) -> RunOptions:
-        settings = self.settings
-        options = RunOptions(
-            settings.jobname,
-            queue_multiplier=settings.queue_multiplier,
-            stop_on_error=settings.stop_on_error,
-            fuse_chains=bool(kwargs.get("fuse_chains", True)),
-            allowed_failures=settings.allowed_failures,
-            retries=int(kwargs.get("retries", settings.retries)),
-            timeout=settings.timeout,
-            rng_seed=settings.rng_seed,
-            redo=redo,
-            redo_ttl=settings.redo_ttl,
-            return_exceptions=bool(kwargs.get("return_exceptions", False)),
-            log_threshold=settings.threshold_level if settings.log else None,
-            logdir=settings.logdir,
-            exported=exported_globals(settings.export_env) if settings.exportglobals else None,
-            signer=self._signer,
-            describe_server=self.backend.address.describe(),
-            **extra,
+        describe = self.backend.address.describe()
+        options = RunOptions.from_settings(
+            self.settings, kwargs, redo=redo, signer=self._signer, describe_server=describe, **extra
         )
         self._timeline = options.last_timeline
         return options

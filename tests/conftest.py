@@ -74,6 +74,16 @@ class CliWorkers:
         return self.log.read()
 
 
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate()`` until it is true (then True) or ``timeout`` seconds pass (then False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def wait_for_workers(address: RedisAddress, jobname: str, n: int, timeout: float = 30.0) -> list[str]:
     """Wait until ``n`` workers serve ``jobname``; return their ids."""
     backend = Backend.connect(address)

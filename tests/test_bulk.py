@@ -21,17 +21,18 @@ import redis
 from dask.callbacks import Callback
 
 from dask_redisparam import RedisParam
-from dask_redisparam.backend import Backend, keys, wait_until
+from dask_redisparam.backend import Backend, keys
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.errors import ServerError
+from dask_redisparam.sentinels import MISSING
 from dask_redisparam.wire import bulk
 from dask_redisparam.wire.bulk import (
-    MISSING_PARTS,
     PART_BYTES,
     BufferPool,
     Frames,
     Part,
     Ref,
+    Report,
     decode_ref,
     layout,
     load,
@@ -42,7 +43,7 @@ from dask_redisparam.wire.protocol import unseal_value
 from dask_redisparam.wire.serialize import dumps_result
 from dask_redisparam.wire.signing import PayloadRejected, Signer
 from tests import tasks
-from tests.conftest import CliWorkers, wait_for_workers
+from tests.conftest import CliWorkers, wait_for_workers, wait_until
 
 MB = 2**20
 SECRET = "a-shared-secret-of-sufficient-length"
@@ -193,7 +194,7 @@ def test_a_missing_part_gives_missing_parts() -> None:
         sealed, parts = pack(dumps_result(np.ones(6 * MB // 8)), signer, JOB)
         store = stored(parts)
         del store[parts[1][0]]
-        assert open_value(sealed, signer, JOB, reader(store)) is MISSING_PARTS
+        assert open_value(sealed, signer, JOB, reader(store)) is MISSING
 
 
 def test_signed_large_values_need_the_right_secret() -> None:
@@ -289,7 +290,7 @@ def test_read_parts_error_reply_drops_the_connection(backend: Backend, rclient: 
     with pytest.raises(ServerError, match="WRONGTYPE"):
         backend.read_parts(jobname, "r1", [("~t.0", memoryview(bytearray(3))), ("~t.1", memoryview(bytearray(3)))])
     assert backend._r.client_id() != before
-    assert backend.run_alive(jobname, "r1") is False
+    assert backend.load_inputs(jobname, "r1", []) == (False, [])  # the new connection answers
     assert backend.ping()
 
 
@@ -319,7 +320,7 @@ def test_complete_after_a_lost_claim_deletes_the_parts(backend: Backend, rclient
     _, ref2, parts2 = large(2.0, 5 * MB, None, jobname)
     values = [("5", pack(pickle.dumps(5), None, jobname)[0])]
     refs = [("7", ref2), ("6", ref1)]
-    got = backend.complete(jobname, WORKER, "r1", b"msg-0", b"record", values, 3, refs, [*parts2, *parts1])
+    got = backend.complete(Report(jobname, WORKER, "r1", b"msg-0", b"record", values, 3, refs, [*parts2, *parts1]))
     assert got == -1
     assert rclient.hkeys(keys.data(jobname, "r1")) == [b"lit"]  # no part, no value: only what was there
     assert rclient.llen(keys.done(jobname, "r1")) == 0
@@ -331,7 +332,7 @@ def test_complete_for_a_gone_run_leaves_no_key(backend: Backend, rclient: redis.
     assert not rclient.exists(keys.data(jobname, "r1"))
     rclient.delete(keys.alive(jobname, "r1"))  # the run ended (its manager deleted its keys)
     _, ref, parts = large(1.0, 9 * MB, None, jobname)
-    assert backend.complete(jobname, WORKER, "r1", b"msg-0", b"record", [], 1, [("3", ref)], parts) == 0
+    assert backend.complete(Report(jobname, WORKER, "r1", b"msg-0", b"record", [], 1, [("3", ref)], parts)) == 0
     assert rclient.exists(keys.data(jobname, "r1")) == 0  # the parts written first did not re-create the hash
     assert rclient.exists(keys.done(jobname, "r1")) == 0
     assert rclient.llen(keys.processing(jobname, WORKER)) == 0  # the message is released all the same
@@ -342,8 +343,8 @@ def test_complete_stores_parts_and_a_repeat_keeps_them(backend: Backend, rclient
     signer = Signer.from_secret(SECRET)
     claim(backend, jobname, "r1", b"msg-0", {})
     arr, ref, parts = large(3.0, 9 * MB, signer, jobname)
-    args: tuple[Any, ...] = (jobname, WORKER, "r1", b"msg-0", b"record", [], 1, [("3", ref)], parts)
-    assert backend.complete(*args) == 1
+    args = Report(jobname, WORKER, "r1", b"msg-0", b"record", [], 1, [("3", ref)], parts)
+    assert backend.complete(args) == 1
     data = keys.data(jobname, "r1")
     expected = sorted([b"3", *(name.encode() for name, _ in parts)])
     assert sorted(cast(list[bytes], rclient.hkeys(data))) == expected
@@ -353,7 +354,7 @@ def test_complete_stores_parts_and_a_repeat_keeps_them(backend: Backend, rclient
     read_parts = functools.partial(backend.read_parts, jobname, "r1")
     np.testing.assert_array_equal(open_value(cast(bytes, rclient.hget(data, "3")), signer, jobname, read_parts), arr)
     # the same call again (its reply was lost): refused, and the stored value's parts are not deleted
-    assert backend.complete(*args) == -1
+    assert backend.complete(args) == -1
     assert sorted(cast(list[bytes], rclient.hkeys(data))) == expected
     assert rclient.llen(keys.done(jobname, "r1")) == 1
     value = open_value(cast(bytes, rclient.hget(data, "3")), signer, jobname, read_parts)
@@ -366,12 +367,15 @@ def test_a_second_completion_of_a_message_keeps_the_first_value(
     """A message queued twice runs twice: the first value stays with its parts; the second's parts are deleted."""
     claim(backend, jobname, "r1", b"msg-0", {})
     first, ref1, parts1 = large(1.0, 5 * MB, None, jobname)
-    assert backend.complete(jobname, WORKER, "r1", b"msg-0", b"record-1", [], 1, [("3", ref1)], parts1) == 1
+    assert backend.complete(Report(jobname, WORKER, "r1", b"msg-0", b"record-1", [], 1, [("3", ref1)], parts1)) == 1
     backend.exchange(jobname, "r1", [b"msg-0"], [], 30.0)  # the duplicate
     assert backend.claim(jobname, WORKER, 1.0) == b"msg-0"
     _, ref2, parts2 = large(2.0, 5 * MB, None, jobname)
     small = pack(pickle.dumps("s"), None, jobname)[0]
-    assert backend.complete(jobname, WORKER, "r1", b"msg-0", b"record-2", [("4", small)], 1, [("3", ref2)], parts2) == 1
+    assert (
+        backend.complete(Report(jobname, WORKER, "r1", b"msg-0", b"record-2", [("4", small)], 1, [("3", ref2)], parts2))
+        == 1
+    )
     data = keys.data(jobname, "r1")
     expected = sorted([b"3", b"4", *(name.encode() for name, _ in parts1)])
     assert sorted(cast(list[bytes], rclient.hkeys(data))) == expected

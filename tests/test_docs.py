@@ -19,7 +19,7 @@ from typing import Any
 import click
 import pytest
 
-from dask_redisparam import errors
+from dask_redisparam import RedisParam, errors
 from dask_redisparam._docs import reference as config_reference
 from dask_redisparam.cli import main, worker_command
 from dask_redisparam.config import defaults
@@ -115,8 +115,27 @@ def test_configuration_reference_lists_every_setting_and_option(site: Path) -> N
 
 def test_api_reference_is_rendered(site: Path) -> None:
     text = _text(site / "api" / "index.html")
-    for name in ("RedisParam", "redis_get", "rpstopall", "ConfigurationError", "reference_rows", "RedisAddress"):
+    for name in ("RedisParam", "redis_get", "rpstopall", "ConfigurationError", "RedisAddress"):
         assert name in text, name
+
+
+def test_api_page_shows_the_public_names_only() -> None:
+    """Every object on the API page is a name of the package's ``__all__`` (the errors module shows its docstring,
+    with the tree, and only public members), and every such name is on the page."""
+    import dask_redisparam
+
+    page = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    public = set(dask_redisparam.__all__)
+    shown: set[str] = set()
+    for target, options in re.findall(r"^::: (\S+)\n((?:    .*\n)*)", page, re.M):
+        if target == "dask_redisparam.errors":
+            members = set(re.findall(r"^        - (\w+)$", options, re.M))
+            assert members and members <= public, members - public
+            shown |= members
+        else:
+            assert target.startswith("dask_redisparam.") and target.split(".", 1)[1] in public, target
+            shown.add(target.split(".", 1)[1])
+    assert public - shown == set()
 
 
 def test_pages_include_the_deployment_files(site: Path) -> None:
@@ -221,7 +240,7 @@ def test_reference_probes_what_settings_reads(monkeypatch: pytest.MonkeyPatch) -
 def test_packaged_yaml_has_every_setting_with_its_default() -> None:
     packaged = defaults.config_defaults()["redisparam"]
     assert sorted(packaged) == sorted(_settings_fields())
-    signature = inspect.signature(Settings.__init__).parameters
+    signature = inspect.signature(RedisParam).parameters  # the settings with their defaults (generated)
     for name, value in packaged.items():
         default = signature[name].default
         assert value == (list(default) if isinstance(default, tuple) else default), name  # YAML has no tuples

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 
+import dask.config
 import psutil
 import pytest
 import redis
@@ -145,3 +146,17 @@ def test_a_compute_fails_clearly_when_the_local_workers_are_gone(redis_address: 
         with pytest.raises(dask_redisparam.WorkerError, match="local workers of job .* exited"):
             param({"x": (tasks.inc, 1)}, "x")
         assert time.monotonic() - started < 15
+
+
+def test_start_timeout_bounds_the_wait_for_local_workers(redis_address: RedisAddress, jobname: str) -> None:
+    """``start_timeout``: how long start() waits for its local workers (they take far more than 1 ms to start)."""
+    url = redis_address.to_url(show_password=True)
+    with pytest.raises(ConfigurationError, match=r"^start_timeout=0 must be a number > 0$"):
+        RedisParam(1, jobname=jobname, url=url, start_timeout=0)
+    before = child_processes()
+    param = RedisParam(1, jobname=jobname, url=url, start_timeout=0.001)
+    with pytest.raises(dask_redisparam.WorkerError, match=rf"^no local worker of job '{jobname}' started in 0.001 s$"):
+        param.start()
+    assert not param.is_up and child_processes() - before == set()
+    with dask.config.set({"redisparam.start_timeout": 30}), RedisParam(1, jobname=jobname, url=url) as param:
+        assert param.start_timeout == 30.0 and len(param.worker_ids()) == 1

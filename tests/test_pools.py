@@ -30,7 +30,7 @@ from dask_redisparam.backend import Backend
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.worker.loop import Worker
 from tests import tasks
-from tests.conftest import CliWorkers, wait_for_workers
+from tests.conftest import CliWorkers, wait_for_workers, wait_until
 
 
 def job_keys(rclient: redis.Redis, jobname: str) -> list[bytes]:
@@ -43,15 +43,6 @@ def live(address: RedisAddress, jobname: str) -> list[str]:
         return backend.live_workers(jobname)
     finally:
         backend.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from dask_redisparam.backend import Backend, keys
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.errors import RunLost
 from dask_redisparam.manager.lease import RUN_TTL, RunLease
+from dask_redisparam.wire.bulk import Report
 from tests import tasks
 from tests.conftest import CliWorkers
 
@@ -138,7 +139,7 @@ def test_values_outlive_the_lease_with_their_own_ttl(
         message = b"D1|r1|0|0|||payload"
         rclient.lpush(keys.queue(jobname), message)
         assert backend.claim(jobname, "w1", 1.0) == message
-        assert backend.complete(jobname, "w1", "r1", message, b"record", [("2", b"result")], 1) == 1
+        assert backend.complete(Report(jobname, "w1", "r1", message, b"record", [("2", b"result")], 1)) == 1
         data, done, alive = keys.data(jobname, "r1"), keys.done(jobname, "r1"), keys.alive(jobname, "r1")
         assert 590_000 < rclient.pttl(data) <= 600_000  # not cut down to what is left of the lease
         assert 0 < rclient.pttl(done) <= 1000

@@ -13,7 +13,7 @@ import redis
 from dask_redisparam import RedisParam
 from dask_redisparam.backend import keys
 from dask_redisparam.config.address import RedisAddress
-from dask_redisparam.wire.protocol import Batch, Entry, encode_task, is_unsigned
+from dask_redisparam.wire.protocol import Batch, Entry, encode_task, open_task
 from dask_redisparam.wire.signing import PayloadRejected, Signer
 from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
@@ -104,7 +104,8 @@ def test_a_worker_without_the_secret_refuses_signed_work(
     try:
         wait_for_workers(redis_address, jobname, 1)
         message = encode_task("r1", 0, 0, b"payload", Signer.from_secret(SECRET), jobname)
-        assert not is_unsigned(message)
+        with pytest.raises(PayloadRejected, match="no secret"):  # signed: refused without the secret
+            open_task(message, None, jobname)
         rclient.lpush(keys.queue(jobname), message)
         deadline = time.monotonic() + 10
         while not rclient.llen(keys.dead(jobname)) and time.monotonic() < deadline:

@@ -23,8 +23,7 @@ import pytest
 
 from dask_redisparam import RedisParam, RemoteError, StandInError, TaskErrors, is_ok, try_compute
 from dask_redisparam.config.address import RedisAddress
-from dask_redisparam.errors import make_remote
-from dask_redisparam.wire.serialize import dumps_exception, loads_exception
+from dask_redisparam.wire.serialize import dumps_exception, loads_exception, make_remote
 from tests import tasks
 from tests import tasks_exceptions as bad
 from tests.conftest import CliWorkers

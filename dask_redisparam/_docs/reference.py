@@ -2,11 +2,9 @@
 
 Nothing here is written by hand, so the reference cannot drift from the code:
 
-* the settings are the fields of :class:`~dask_redisparam.settings.Settings`; their types and defaults come from
-  its constructor's signature, their descriptions from the "Parameters" section of its (numpydoc) docstring;
-* an environment variable or a dask config key is listed for a setting only if ``Settings`` reads it: each
-  candidate (``REDISPARAM_<NAME>``, ``REDIS_<NAME>``, ``redisparam.<name>``) is *probed* by building a
-  ``Settings`` with and without it and comparing what was resolved;
+* the settings, their types, defaults, descriptions, environment variables and dask config keys come from the
+  settings table, :data:`dask_redisparam.schema.SETTINGS`, which ``Settings``, ``RedisParam`` and the commands are
+  made from (so they read exactly the variables and keys it declares);
 * a setting counts as *applied* when a module other than ``settings.py`` reads it from a ``settings`` object
   (the server fields through ``settings.address``); the others are accepted, validated and stored only;
 * the command-line flags are the options of the click commands of :mod:`dask_redisparam.cli` (hidden ones
@@ -33,19 +31,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import inspect
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import dask.config
-
-from ..config.settings import Settings
-from ..errors import ConfigurationError
+from ..config.schema import SERVER_FIELDS, SETTINGS
 
 if TYPE_CHECKING:  # click is imported only when the reference is built
     import click
@@ -56,11 +48,10 @@ __all__ = [
     "cli_options",
     "reference_rows",
     "render_markdown",
+    "rst_to_markdown",
     "settings_parameters",
 ]
 
-_SERVER_FIELDS = ("host", "port", "password", "username", "url", "tls_ca_file", "tls_cert_file", "tls_key_file")
-_SECTION = re.compile(r"^(?P<title>[A-Z][A-Za-z ]*)\n-{3,}$", re.MULTILINE)
 _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
 
 
@@ -105,117 +96,28 @@ class ReferenceRow:
     applied: bool | None
 
 
-# --------------------------------------------------------------------------------------------- docstrings
-def _markdown(text: str) -> str:
-    """reST inline markup of a docstring as Markdown, on one line."""
+# --------------------------------------------------------------------------------------------- descriptions
+def rst_to_markdown(text: str) -> str:
+    """reST inline markup of a docstring as Markdown, on one line.
+
+    Examples
+    --------
+    >>> rst_to_markdown("See :class:`~dask_redisparam.RedisParam` and ``x``.")
+    'See `dask_redisparam.RedisParam` and `x`.'
+    """
     text = _ROLE.sub(r"`\1`", text).replace("``", "`")
     return " ".join(text.split())
 
 
 def settings_parameters() -> dict[str, tuple[str, str]]:
-    """The "Parameters" section of the ``Settings`` docstring: name -> (type, description).
-
-    A line naming several parameters (``host, port : optional``) gives each of them the same entry.
+    """Every setting's type and description (Markdown): name -> (type, description), from the settings table.
 
     Examples
     --------
     >>> settings_parameters()["stop_on_error"]
     ('bool', 'Stop the run at the first failed task.')
     """
-    doc = inspect.getdoc(Settings) or ""
-    sections = list(_SECTION.finditer(doc))
-    body = ""
-    for i, match in enumerate(sections):
-        if match.group("title") == "Parameters":
-            end = sections[i + 1].start() if i + 1 < len(sections) else len(doc)
-            body = doc[match.end() : end]
-    out: dict[str, tuple[str, str]] = {}
-    names: list[str] = []
-    kind, lines = "", list[str]()
-    for line in [*body.splitlines(), "<end>"]:
-        if line and not line[0].isspace():  # a new "name : type" line
-            for name in names:
-                out[name] = (kind, _markdown(" ".join(lines)))
-            head, _, kind = line.partition(" : ")
-            names, kind, lines = [n.strip() for n in head.split(",")], kind.strip(), []
-        elif line.strip():
-            lines.append(line.strip())
-    return out
-
-
-# --------------------------------------------------------------------------------------------- probing
-@contextmanager
-def _config_cleared(extra: Mapping[str, Any] | None = None) -> Iterator[None]:
-    """Every ``redisparam.*`` dask config key unset (plus ``extra``), so probes see only what they set."""
-    values: dict[str, Any] = {f"redisparam.{f.name}": None for f in dataclasses.fields(Settings) if f.init}
-    values.update(extra or {})
-    with dask.config.set(values):
-        yield
-
-
-def _probe_base(field: str) -> dict[str, Any]:
-    """Arguments a probe needs besides the probed value (a credential needs a server; logdir needs log)."""
-    if field in ("password", "username"):
-        return {"host": "probe-base.invalid"}
-    if field == "logdir":
-        return {"log": True}
-    return {}
-
-
-def _probe_value(field: str, default: Any, annotation: str) -> Any:
-    """A valid value, other than the default, to set a setting to while probing."""
-    special: dict[str, Any] = {
-        "url": "redis://probe.invalid:7002/0",
-        "host": "probe.invalid",
-        "port": 7001,
-        "is_worker": True,
-        "threshold": "DEBUG",
-        "logdir": tempfile.gettempdir(),
-        "resultdir": tempfile.gettempdir(),
-    }
-    if field in special:
-        return special[field]
-    if isinstance(default, bool):
-        return not default
-    if "float" in annotation:
-        return (default or 1.0) + 1.5
-    if "int" in annotation:
-        return (default or 0) + 7
-    return "probe-value"
-
-
-def _reads(field: str, value: Any, environ: Mapping[str, str], config: Mapping[str, Any]) -> bool:
-    """Whether ``Settings`` takes ``value`` for ``field`` from ``environ`` or ``config``.
-
-    A server field counts when the resolved address changes; any other field when it takes the probed value
-    (compared with the value itself, since some defaults, such as a fresh jobname, differ on every call).
-    """
-    base = _probe_base(field)
-    try:
-        with _config_cleared(config):
-            after = Settings(**base, environ=environ)
-        if field not in _SERVER_FIELDS:
-            return bool(getattr(after, field) == value)
-        with _config_cleared():
-            before = Settings(**base, environ={})
-    except ConfigurationError:  # the probe value was read and rejected: it is read
-        return True
-    return before.address != after.address
-
-
-def _signature() -> Mapping[str, inspect.Parameter]:
-    return inspect.signature(Settings.__init__).parameters
-
-
-def _env_vars(field: str, default: Any, annotation: str) -> tuple[str, ...]:
-    value = _probe_value(field, default, annotation)
-    names = (f"REDISPARAM_{field.upper()}", f"REDIS_{field.upper()}")
-    return tuple(name for name in names if _reads(field, value, {name: str(value)}, {}))
-
-
-def _config_key(field: str, default: Any, annotation: str) -> str:
-    key, value = f"redisparam.{field}", _probe_value(field, default, annotation)
-    return key if _reads(field, value, {}, {key: value}) else ""
+    return {s.name: (s.accepts.replace(" | ", " or "), rst_to_markdown(s.doc)) for s in SETTINGS}
 
 
 def applied_settings(package: str | os.PathLike[str] | None = None) -> set[str]:
@@ -233,8 +135,8 @@ def applied_settings(package: str | os.PathLike[str] | None = None) -> set[str]:
     """
     root = Path(package) if package is not None else Path(__file__).parents[1]
     used: set[str] = set()
-    for path in sorted(root.rglob("*.py")):  # the subpackages too; not settings.py itself nor the docs tools
-        if path.name == "settings.py" or path.parent.name == "_docs":
+    for path in sorted(root.rglob("*.py")):  # the subpackages too, but not the docs tools
+        if path.name in ("settings.py", "schema.py") or path.parent.name == "_docs":  # declare, not use
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Attribute):
@@ -244,7 +146,7 @@ def applied_settings(package: str | os.PathLike[str] | None = None) -> set[str]:
             if name == "settings":
                 used.add(node.attr)
     if "address" in used or "to_env" in used:
-        used.update(_SERVER_FIELDS)
+        used.update(SERVER_FIELDS)
     if "to_env" in used:
         used.add("jobname")
     if "threshold_level" in used:
@@ -328,33 +230,27 @@ def reference_rows() -> list[ReferenceRow]:
     '1'
     """
     documented = settings_parameters()
-    signature = _signature()
     applied = applied_settings()
-    fields = [f.name for f in dataclasses.fields(Settings) if f.init]
     options: dict[str, list[tuple[str, click.Option]]] = {}
     for command, option in cli_options():
         options.setdefault(option.name or option.opts[0], []).append((command, option))
     rows = []
-    for field in fields:
-        parameter = signature.get(field)
-        default = None if parameter is None else parameter.default
-        annotation = "" if parameter is None else str(parameter.annotation)
-        kind, description = documented.get(field, ("", ""))
-        cli = options.pop(field, [])
-        env = _env_vars(field, default, annotation)
-        command_env = tuple(dict.fromkeys(v for _, o in cli for v in _envvars(o) if v not in env))
+    for setting in SETTINGS:
+        kind, description = documented[setting.name]
+        cli = options.pop(setting.name, [])
+        command_env = tuple(dict.fromkeys(v for _, o in cli for v in _envvars(o) if v not in setting.env))
         rows.append(
             ReferenceRow(
-                setting=field,
-                type=annotation.replace(" | ", " or ") or kind,
-                default=repr(default) if parameter is not None else "",
-                env=env,
+                setting=setting.name,
+                type=kind,
+                default=repr(setting.default),
+                env=setting.env,
                 command_env=command_env,
-                config_key=_config_key(field, default, annotation),
+                config_key=f"redisparam.{setting.name}" if setting.config else "",
                 cli=_flags(cli[0][1]) if cli else (),
                 commands=tuple(dict.fromkeys(c for c, _ in cli)),
                 description=description,
-                applied=field in applied,
+                applied=setting.name in applied,
             )
         )
     for uses in options.values():
@@ -369,7 +265,7 @@ def reference_rows() -> list[ReferenceRow]:
                 config_key="",
                 cli=_flags(first),
                 commands=tuple(dict.fromkeys(c for c, _ in uses)),
-                description=_markdown(first.help or ""),
+                description=rst_to_markdown(first.help or ""),
                 applied=None,
             )
         )

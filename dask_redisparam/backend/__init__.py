@@ -7,7 +7,8 @@ operation is one round trip: a pipeline or a Lua script, never one command per t
 Blocking calls (``BLMOVE``, ``BLPOP``) always use a timeout shorter than the socket timeout, since redis-py
 otherwise retries a blocking call that outlives its socket silently for a minute.
 
-The operations are grouped by who uses them, one module each, and :class:`Backend` combines them:
+The operations are grouped by who uses them, one module each, each group deriving from the ones it uses
+(``BackendBase`` < ``LargeValues`` < ``RunOps``, ``WorkerOps`` < ``AdminOps`` < :class:`Backend`):
 
 - :mod:`.client`: the connection, its constants and :class:`~.client.BackendBase` (pipelines, connection checks);
 - :mod:`.runs`: the manager's side of a run;
@@ -43,10 +44,6 @@ from .client import MAX_BLOCK as MAX_BLOCK
 from .client import SEND_BUFFER as SEND_BUFFER
 from .client import SOCKET_TIMEOUT as SOCKET_TIMEOUT
 from .client import TRANSIENT_ERRORS
-from .client import wait_until as wait_until
-from .large import LargeValues
-from .runs import RunOps
-from .workers import WorkerOps
 
 __all__ = ["TRANSIENT_ERRORS", "Backend"]
 
@@ -60,7 +57,7 @@ WAIT_LOG_EVERY = 10.0
 """Seconds between two warnings while :meth:`Backend.connect` waits for a server."""
 
 
-class Backend(AdminOps, RunOps, WorkerOps, LargeValues):
+class Backend(AdminOps):
     """Redis operations of manager, workers and CLI, for one server.
 
     Use :meth:`connect`, which checks the server and the credentials at once and turns failures into

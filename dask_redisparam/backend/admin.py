@@ -1,8 +1,7 @@
 """Inspection and clean-up of a job, for the CLI, the pool functions and the manager's liveness checks.
 
 :class:`AdminOps` lists live and dead workers, their registration fields, the queue's length and the runs with
-keys in Redis; removes what dead workers and dead runs left; and reads key names (``SCAN``) and the server's
-clock.
+keys in Redis; removes what dead workers and dead runs left; and reads key names (``SCAN``).
 """
 
 from __future__ import annotations
@@ -91,8 +90,3 @@ class AdminOps(RunOps, WorkerOps):
     def scan_keys(self, pattern: str) -> list[str]:
         """Key names matching ``pattern`` (SCAN, never KEYS)."""
         return sorted(k.decode() for k in self._r.scan_iter(match=pattern, count=1000))
-
-    def server_time(self) -> float:
-        """The Redis server's clock, in seconds."""
-        sec, usec = self._r.time()
-        return sec + usec / 1e6

@@ -11,7 +11,6 @@ of each of them raises the package's errors, never redis-py's (:mod:`.replies`),
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,7 +24,17 @@ from . import keys, lua
 from .commands import check_commands
 from .replies import translate, translating
 
-__all__ = ["MAX_BLOCK", "SEND_BUFFER", "SOCKET_TIMEOUT", "TRANSIENT_ERRORS", "BackendBase", "wait_until"]
+__all__ = [
+    "MAX_BLOCK",
+    "SEND_BUFFER",
+    "SOCKET_TIMEOUT",
+    "TRANSIENT_ERRORS",
+    "BackendBase",
+    "evalsha",
+    "flat",
+    "pairs",
+    "worker_keys",
+]
 
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, ConnectionError)
 """Errors after which a retry may succeed (a lost connection, a restarting server); callers catch these. The
@@ -41,19 +50,20 @@ SEND_BUFFER = 4 << 20
 small pieces: a third of the throughput)."""
 
 
-def _flat(first: int | str, mapping: dict[str, str]) -> list[int | str]:
+def flat(first: int | str, mapping: dict[str, str]) -> list[int | str]:
+    """``first`` and then the field/value pairs of ``mapping``, as one list of script arguments."""
     out: list[int | str] = [first]
     for field, value in mapping.items():
         out += [field, value]
     return out
 
 
-def _pairs(items: Iterable[tuple[str, Any]]) -> list[Any]:
+def pairs(items: Iterable[tuple[str, Any]]) -> list[Any]:
     """``[(field, value), ...]`` -> ``[field, value, ...]``."""
     return [x for pair in items for x in pair]
 
 
-def _worker_keys(jobname: str, worker_id: str) -> list[str]:
+def worker_keys(jobname: str, worker_id: str) -> list[str]:
     """The keys the deregister and reap scripts touch, in their KEYS order."""
     return [
         keys.processing(jobname, worker_id),
@@ -64,7 +74,7 @@ def _worker_keys(jobname: str, worker_id: str) -> list[str]:
     ]
 
 
-def _evalsha(pipe: Any, script: Any, script_keys: list[str], args: list[Any]) -> None:
+def evalsha(pipe: Any, script: Any, script_keys: list[str], args: list[Any]) -> None:
     """Queue a script on a pipeline as a plain ``EVALSHA`` (see :meth:`Backend._execute`)."""
     pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
 
@@ -252,14 +262,3 @@ def _translate_methods(cls: type) -> None:
 
 
 _translate_methods(BackendBase)
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate()`` until it is true or ``timeout`` seconds pass; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)

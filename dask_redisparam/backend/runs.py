@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from ..wire.bulk import Part
 from . import keys
-from .client import MAX_BLOCK, _evalsha
+from .client import MAX_BLOCK, evalsha
 from .large import LargeValues
 
 __all__ = ["RunOps"]
@@ -79,7 +79,7 @@ class RunOps(LargeValues):
 
         def build(pipe: Any) -> None:
             if acknowledge:
-                _evalsha(pipe, self._ack, [done], [acknowledge[0], acknowledge[-1], len(acknowledge)])
+                evalsha(pipe, self._ack, [done], [acknowledge[0], acknowledge[-1], len(acknowledge)])
             if messages:
                 pipe.lpush(keys.queue(jobname), *messages)
             if release:
@@ -100,10 +100,6 @@ class RunOps(LargeValues):
         """
         done = keys.done(jobname, run_id)
         return self._r.blmove(done, done, min(timeout, MAX_BLOCK), "LEFT", "LEFT") is not None  # type: ignore[arg-type]
-
-    def run_alive(self, jobname: str, run_id: str) -> bool:
-        """Whether the run's lease key still exists."""
-        return bool(self._r.exists(keys.alive(jobname, run_id)))
 
     def fetch_values(self, jobname: str, run_id: str, fields: Sequence[str]) -> list[bytes | None]:
         """Download stored values (one ``HMGET``)."""

@@ -13,10 +13,10 @@ from typing import Any, cast
 import redis
 
 from ..errors import ServerError
-from ..wire.bulk import Part
+from ..wire.bulk import Report
 from ..wire.protocol import encode_lost
 from . import keys
-from .client import MAX_BLOCK, _evalsha, _flat, _pairs, _worker_keys
+from .client import MAX_BLOCK, evalsha, flat, pairs, worker_keys
 from .large import LargeValues
 from .replies import reply_code
 
@@ -40,7 +40,7 @@ class WorkerOps(LargeValues):
         server's time, in microseconds).
         """
         flat = self._reap(
-            keys=_worker_keys(jobname, worker_id),
+            keys=worker_keys(jobname, worker_id),
             args=[worker_id],
         )
         moved = [(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
@@ -49,7 +49,7 @@ class WorkerOps(LargeValues):
             def notify(pipe: Any) -> None:
                 for run_id, msg_id, stamp in moved:
                     record = notice(run_id, msg_id, stamp) if notice else encode_lost(msg_id, stamp, worker_id)
-                    _evalsha(pipe, self._notify, [keys.alive(jobname, run_id), keys.done(jobname, run_id)], [record])
+                    evalsha(pipe, self._notify, [keys.alive(jobname, run_id), keys.done(jobname, run_id)], [record])
 
             self._execute(notify)
         return moved
@@ -57,7 +57,7 @@ class WorkerOps(LargeValues):
     def register_worker(self, jobname: str, worker_id: str, info: dict[str, str], ttl: float) -> bool:
         """Register a worker with a lease of ``ttl`` seconds; False if a live worker has the same id."""
         # ARGV: the lease in ms, the field/value pairs for HSET, and last the id for SADD
-        argv = _flat(int(ttl * 1000), info) + [worker_id]
+        argv = flat(int(ttl * 1000), info) + [worker_id]
         done = self._register(keys=[keys.worker(jobname, worker_id), keys.workers(jobname)], args=argv)
         return bool(done)
 
@@ -70,7 +70,7 @@ class WorkerOps(LargeValues):
             tuple[bool, bool],
             tuple(
                 bool(x)
-                for x in self._heartbeat(keys=[keys.worker(jobname, worker_id)], args=_flat(int(ttl * 1000), info))
+                for x in self._heartbeat(keys=[keys.worker(jobname, worker_id)], args=flat(int(ttl * 1000), info))
             ),
         )
 
@@ -79,7 +79,7 @@ class WorkerOps(LargeValues):
 
         def ask(pipe: Any) -> None:
             for wid in worker_ids:
-                _evalsha(pipe, self._ask_stop, [keys.worker(jobname, wid)], [])
+                evalsha(pipe, self._ask_stop, [keys.worker(jobname, wid)], [])
 
         return sum(int(x) for x in self._execute(ask))
 
@@ -87,7 +87,7 @@ class WorkerOps(LargeValues):
         """Return the worker's claimed messages to the queue and delete its keys; returns how many."""
         return int(
             self._deregister(
-                keys=_worker_keys(jobname, worker_id),
+                keys=worker_keys(jobname, worker_id),
                 args=[worker_id],
             )
         )
@@ -112,43 +112,16 @@ class WorkerOps(LargeValues):
         replies = pipe.execute()
         return bool(replies[0]), (list(replies[1]) if fields else [])
 
-    def complete(
-        self,
-        jobname: str,
-        worker_id: str,
-        run_id: str,
-        message: bytes,
-        record: bytes,
-        values: Sequence[tuple[str, bytes]],
-        ntasks: int,
-        large: Sequence[tuple[str, bytes]] = (),
-        parts: Sequence[Part] = (),
-    ) -> int:
+    def complete(self, report: Report) -> int:
         """Store a batch's results and completion record and release the message, atomically.
 
-        ``values`` and ``large`` are ``(field, sealed value)`` pairs, ``large`` the references of large values
-        (:mod:`dask_redisparam.bulk`), whose ``parts`` are written first, in the same round trip. Returns 1 when
-        stored, 0 when the run is gone and -1 when the worker no longer held the message (it was reaped and the
-        message requeued); in both cases nothing is stored (and the parts are deleted). ``ntasks`` is added to the
-        worker's task count.
+        The large values' parts (:class:`~dask_redisparam.bulk.Report`) are written first, in the same round trip.
+        Returns 1 when stored, 0 when the run is gone and -1 when the worker no longer held the message (it was
+        reaped and the message requeued); in both cases nothing is stored (and the parts are deleted).
         """
-        args = (jobname, worker_id, run_id, message, record, values, ntasks, large, parts)
-        return self.complete_and_claim(*args, claim_next=False)[0]
+        return self.complete_and_claim(report, claim_next=False)[0]
 
-    def complete_and_claim(
-        self,
-        jobname: str,
-        worker_id: str,
-        run_id: str,
-        message: bytes,
-        record: bytes,
-        values: Sequence[tuple[str, bytes]],
-        ntasks: int,
-        large: Sequence[tuple[str, bytes]] = (),
-        parts: Sequence[Part] = (),
-        *,
-        claim_next: bool = True,
-    ) -> tuple[int, bytes | None]:
+    def complete_and_claim(self, report: Report, *, claim_next: bool = True) -> tuple[int, bytes | None]:
         """:meth:`complete`, and in the same round trip claim the next message if one waits (``LMOVE`` into the
         worker's processing list, as :meth:`claim` does): ``(what complete returns, the message or None)``.
 
@@ -157,8 +130,9 @@ class WorkerOps(LargeValues):
         (see :meth:`held_messages`). A claim refused when the completion was stored (memory full: ``LMOVE`` may
         grow the memory, the script may not be stopped halfway) only returns no message.
         """
+        jobname, worker_id, run_id, message, record, values, ntasks, large, parts = report
         args: list[Any] = [message, record, ntasks, len(parts), *(name for name, _ in parts)]
-        args += [len(large), *_pairs(large), *_pairs(values)]
+        args += [len(large), *pairs(large), *pairs(values)]
         script_keys = [
             keys.alive(jobname, run_id),
             keys.data(jobname, run_id),
@@ -170,7 +144,7 @@ class WorkerOps(LargeValues):
         if not parts:
 
             def build(pipe: Any) -> None:
-                _evalsha(pipe, self._complete, script_keys, args)
+                evalsha(pipe, self._complete, script_keys, args)
                 if claim_next:
                     pipe.lmove(*claim[1:])
 
@@ -225,16 +199,12 @@ class WorkerOps(LargeValues):
 
         def build(pipe: Any) -> None:
             if run_id is not None and notice is not None:
-                _evalsha(pipe, self._notify, [keys.alive(jobname, run_id), keys.done(jobname, run_id)], [notice])
+                evalsha(pipe, self._notify, [keys.alive(jobname, run_id), keys.done(jobname, run_id)], [notice])
             pipe.hset(keys.rejected(jobname), mapping=dict(info))
             pipe.hincrby(keys.rejected(jobname), "count", 1)
             pipe.expire(keys.rejected(jobname), DEAD_TTL)
 
         self._execute(build)
-
-    def requeue_message(self, jobname: str, worker_id: str, message: bytes) -> None:
-        """Give a claimed message back to the queue (another worker will take it), atomically."""
-        self._move(keys=[keys.processing(jobname, worker_id), keys.queue(jobname)], args=[message, 0, 0])
 
     def release_message(self, jobname: str, worker_id: str, message: bytes) -> None:
         """Drop a message from the worker's processing list without a result (its run is gone)."""

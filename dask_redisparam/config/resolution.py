@@ -6,7 +6,6 @@ See the module documentation of :mod:`dask_redisparam.settings` for the preceden
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,9 +13,11 @@ import dask.config
 
 from ..errors import ConfigurationError
 from .address import RedisAddress, parse_port
+from .checks import credential, file_path, text
+from .schema import SERVER_FIELDS, setting
 
-_TLS_FIELDS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
-_SERVER_FIELDS = ("host", "port", "password", "username", "url", *_TLS_FIELDS)
+__all__ = ["Layer", "ambient_layers", "resolve_address"]
+
 # the settings that resolve each on its own (see the module doc) -> the RedisAddress field they set
 _CREDENTIALS = {
     "password": "password",
@@ -29,37 +30,11 @@ _CREDENTIALS = {
 _URL_FILES = {"ca_file": "ssl_ca_certs", "cert_file": "ssl_certfile", "key_file": "ssl_keyfile"}
 _LOCATION = ("url", "host", "port")
 
-# A source of server settings: field name -> (name of the argument/variable/key, raw value).
-_Layer = Mapping[str, tuple[str, Any]]
+Layer = Mapping[str, tuple[str, Any]]
+"""A source of server settings: field name -> (name of the argument/variable/key, raw value)."""
 
 
-def _text(source: str, value: object, secret: bool = False) -> str:
-    if not isinstance(value, str) or not value:
-        shown = "" if secret else f"={value!r}"
-        raise ConfigurationError(f"{source}{shown} must be a non-empty string")
-    return value
-
-
-def _file(source: str, value: object) -> str:
-    """``value`` as the path of an existing readable file, or raise :class:`ConfigurationError` naming ``source``."""
-    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else value
-    if not isinstance(path, str) or not path:
-        raise ConfigurationError(f"{source}={value!r} must be a file path (str or os.PathLike)")
-    if not os.path.isfile(path):
-        raise ConfigurationError(f"{source}={path!r} is not an existing file")
-    if not os.access(path, os.R_OK):
-        raise ConfigurationError(f"{source}={path!r} is not a readable file")
-    return path
-
-
-def _credential(field: str, source: str, value: object) -> str:
-    """A validated credential or TLS file setting (``field``) read from ``source``."""
-    if field in _TLS_FIELDS:
-        return _file(source, value)
-    return _text(source, value, secret=field == "password")
-
-
-def _layer_address(layer: _Layer) -> RedisAddress:
+def _layer_address(layer: Layer) -> RedisAddress:
     """The address that a source naming a location gives, before overrides from higher sources."""
     address = RedisAddress()
     if "url" in layer:
@@ -72,21 +47,21 @@ def _layer_address(layer: _Layer) -> RedisAddress:
             raise ConfigurationError(f"{source}: {exc}") from None
         for field, name in _URL_FILES.items():
             if getattr(address, field) is not None:
-                _file(f"{source} {name}", getattr(address, field))
+                file_path(f"{source} {name}", getattr(address, field))
     changes: dict[str, Any] = {}
     if "host" in layer:
-        changes["host"] = _text(layer["host"][0], layer["host"][1])
+        changes["host"] = text(layer["host"][0], layer["host"][1])
     if "port" in layer:
         changes["port"] = parse_port(layer["port"][1], layer["port"][0])
     if changes:
         changes["path"] = None  # an explicit host or port replaces a Unix socket from the url
     for field, target in _CREDENTIALS.items():
         if field in layer:
-            changes[target] = _credential(field, *layer[field])
+            changes[target] = credential(field, *layer[field])
     return dataclasses.replace(address, **changes)
 
 
-def _resolve(layers: tuple[_Layer, ...]) -> RedisAddress | None:
+def resolve_address(layers: tuple[Layer, ...]) -> RedisAddress | None:
     """Resolve the server from sources ordered from highest to lowest precedence (see the module doc)."""
     for index, layer in enumerate(layers):
         if any(field in layer for field in _LOCATION):
@@ -97,11 +72,11 @@ def _resolve(layers: tuple[_Layer, ...]) -> RedisAddress | None:
             for other in reversed(layers[index + 1 :]):
                 for field, target in _CREDENTIALS.items():
                     if field in other and getattr(address, target) is None:
-                        overrides[target] = _credential(field, *other[field])
+                        overrides[target] = credential(field, *other[field])
             for above in reversed(layers[:index]):
                 for field, target in _CREDENTIALS.items():
                     if field in above:
-                        overrides[target] = _credential(field, *above[field])
+                        overrides[target] = credential(field, *above[field])
             address = dataclasses.replace(address, **overrides)
             if (address.cert_file is None) != (address.key_file is None):
                 given, missing = ("tls_cert_file", "tls_key_file")
@@ -118,20 +93,19 @@ def _resolve(layers: tuple[_Layer, ...]) -> RedisAddress | None:
     return None
 
 
-def _ambient_layers(environ: Mapping[str, str]) -> tuple[_Layer, ...]:
-    """The sources below the arguments: ``REDISPARAM_URL``, the other variables, then dask config."""
-    env_url: _Layer = {"url": ("REDISPARAM_URL", environ["REDISPARAM_URL"])} if environ.get("REDISPARAM_URL") else {}
+def ambient_layers(environ: Mapping[str, str]) -> tuple[Layer, ...]:
+    """The sources below the arguments: ``REDISPARAM_URL``, the other variables (the ``env`` of each server
+    setting in :data:`~dask_redisparam.schema.SETTINGS`), then dask config."""
+    (url_variable,) = setting("url").env
+    env_url: Layer = {"url": (url_variable, environ[url_variable])} if environ.get(url_variable) else {}
     env_fields: dict[str, tuple[str, Any]] = {}
-    for field in ("host", "port", "password", "username"):
-        for name in (f"REDISPARAM_{field.upper()}", f"REDIS_{field.upper()}"):
+    for field in (f for f in SERVER_FIELDS if f != "url"):  # the url's variable is a layer of its own, above
+        for name in setting(field).env:  # the first one set wins
             if environ.get(name):
                 env_fields[field] = (name, environ[name])
                 break
-    for field in _TLS_FIELDS:  # no REDIS_TLS_* fallback
-        if environ.get(name := f"REDISPARAM_{field.upper()}"):
-            env_fields[field] = (name, environ[name])
     config: dict[str, tuple[str, Any]] = {}
-    for field in _SERVER_FIELDS:
+    for field in SERVER_FIELDS:
         value = dask.config.get(f"redisparam.{field}", None)
         if value is not None and value != "":
             config[field] = (f"redisparam.{field}", value)

@@ -1,10 +1,13 @@
 """The manager's loop: drive a :class:`~dask_redisparam.scheduler.RunState` against Redis until the run ends.
 
-Each turn of :func:`run_graph`'s loop is one round trip (:meth:`Backend.exchange`): acknowledge the completion
-records of the last turn, push new messages, delete released values, renew the run's ``alive`` key and read new
-records; it blocks (up to a second) only when nothing came back. About once a second it also counts the live
-workers (the window follows them) and reaps dead ones: what a dead worker held goes back to the queue. The run's
-lease (:data:`RUN_TTL`) is also renewed by a thread of its own (:class:`~dask_redisparam.lease.RunLease`), so a
+The state machine does no I/O: this loop feeds it events (records read, worker counts, withdrawn messages) and
+carries out its :class:`~dask_redisparam.options.Commands` (push, delete, withdraw, show task logs), and downloads
+the requested values. Each turn of :func:`run_graph`'s loop is one round trip (:meth:`Backend.exchange`):
+acknowledge the completion records of the last turn, push new messages, delete released values, renew the run's
+``alive`` key and read new records; it blocks (up to a second) only when nothing came back. About once a second it
+also counts the live workers (the window follows them) and reaps dead ones: what a dead worker held goes back to
+the queue. The run's lease (:data:`RUN_TTL`) is also renewed by a thread of its own
+(:class:`~dask_redisparam.lease.RunLease`), so a
 loop that is busy or blocked for seconds keeps its run.
 
 Faults:
@@ -25,31 +28,25 @@ Faults:
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 from dask.callbacks import local_callbacks
 
 from ..backend import TRANSIENT_ERRORS, Backend
-from ..errors import (
-    PartialResults,
-    RunLost,
-    ServerLoading,
-    ServerOutOfMemory,
-    ServerUnavailable,
-    TaskErrors,
-    Unevaluated,
-)
+from ..errors import RunLost, ServerLoading, ServerOutOfMemory, ServerUnavailable
+from ..logs import emit_task_log
+from ..wire.bulk import open_values, triage
 from ..wire.protocol import lost_notices
-from ..wire.signing import Signer
+from ..wire.signing import PayloadRejected, Signer
 from .graph import Graph
 from .lease import RUN_TTL, RunLease
-from .options import RunOptions
+from .options import Commands, RunOptions
 from .state import RunState
 
 __all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
@@ -129,29 +126,27 @@ def run_graph(
     """
     count_workers = live_workers or (lambda: count_and_reap(backend, options.jobname, options.signer))
     with local_callbacks(callbacks) as cbs:
-        run = RunState(backend, graph, options, cbs)
+        run = RunState(graph, options, cbs)
         for cb in run.start_cbs:
             cb(graph.nodes)
         failed, keep = True, options.redo_ttl > 0
         lease = RunLease(backend.address, run.job, run.run_id, keep=options.redo_ttl)
         try:
-            uploads, parts, copies = run.start()
+            uploads, parts, copies = run.start({key: options.load_known(key) for key in run.known_to_load()})
             for cb in run.start_state_cbs:
                 cb(graph.nodes, run.state)
             backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep)
             lease.start()
             if copies:
-                _copy_redo_values(run, copies)
+                _copy_redo_values(backend, run, copies)
                 backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
-            _loop(run, count_workers, lease)
-            result = run.results()
+            _loop(backend, run, count_workers, lease)
+            result = download(backend, run, run.result_keys())
             failed = bool(run.errors)
-            if run.errors:
-                full = next((e for e in run.errors.values() if isinstance(e, ServerOutOfMemory)), None)
-                if full is not None:  # a worker could not store results
-                    raise full
-                return _failed(run, result)
-            return result
+            full = next((e for e in run.errors.values() if isinstance(e, ServerOutOfMemory)), None)
+            if full is not None:  # a worker could not store results
+                raise full
+            return run.outcome(result)
         except ServerOutOfMemory as e:  # kept for redo=, the values would keep the server full
             keep = False
             raise ServerOutOfMemory(
@@ -161,15 +156,15 @@ def run_graph(
         finally:
             lease.stop()
             options.last_timeline[:] = run.timeline
-            close_run(run, keep=failed and keep)
+            close_run(backend, run, keep=failed and keep)
             for cb in run.finish_cbs:
                 cb(graph.nodes, run.state, failed)
 
 
-def _copy_redo_values(run: RunState, copies: dict[str, str]) -> None:
+def _copy_redo_values(backend: Backend, run: RunState, copies: dict[str, str]) -> None:
     redo = run.options.redo
     assert redo is not None
-    found = run.backend.copy_from_redo(run.job, redo.run_id, run.run_id, copies)
+    found = backend.copy_from_redo(run.job, redo.run_id, run.run_id, copies)
     if found < len(copies):
         raise RunLost(
             f"the values kept for redo by run {redo.run_id} of job {redo.jobname!r} are gone from Redis "
@@ -177,21 +172,22 @@ def _copy_redo_values(run: RunState, copies: dict[str, str]) -> None:
         )
 
 
-def _failed(run: RunState, results: dict[Hashable, Any]) -> dict[Hashable, Any]:
-    """Some tasks failed: return exceptions in place (``return_exceptions``) or raise with partial results."""
-    unevaluated = run.unevaluated()
-    redo = run.redo_info() if run.options.redo_ttl > 0 else None
-    if run.options.return_exceptions:
-        out = dict(results)
-        for key in run.graph.requested:
-            if key not in out:
-                out[key] = run.errors.get(key) or Unevaluated(key)
+def download(backend: Backend, run: RunState, keys: Sequence[Hashable]) -> dict[Hashable, Any]:
+    """The values of the finished ``keys`` of ``run`` (one round trip); keys without a value are left out."""
+    out, remote, fields = run.locate(keys)
+    if not remote:
         return out
-    error = run.error
-    if run.options.stop_on_error and isinstance(error, PartialResults):
-        error.results, error.errors, error.unevaluated, error.redo = results, dict(run.errors), unevaluated, redo
-        raise error
-    raise TaskErrors(dict(run.errors), results, unevaluated, redo)
+    blobs = backend.fetch_values(run.job, run.run_id, fields)
+    read_parts = functools.partial(backend.read_parts, run.job, run.run_id)
+    failed = triage(remote, open_values(blobs, run.options.signer, run.job, read_parts), out)
+    for key, error in failed.items():  # the first one raises
+        if error is not None:
+            raise PayloadRejected(f"the stored value of {key!r} was rejected, not unpickled: {error}")
+        raise RunLost(
+            f"the value of {key!r} is missing from Redis at {run.options.describe_server}: "
+            "was the server restarted without persistence, or the key evicted?"
+        )
+    return out
 
 
 def count_and_reap(backend: Backend, jobname: str, signer: Signer | None = None) -> int:
@@ -240,39 +236,39 @@ class _Outage:
         self.since, self.delay = None, 0.05
 
 
-def _loop(run: RunState, count_workers: Callable[[], int], lease: RunLease) -> None:
+def _loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lease: RunLease) -> None:
     """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained."""
-    backend, job = run.backend, run.job
+    job = run.job
     outage = _Outage(run.options.describe_server)
     last_count = last_warning = time.monotonic()
-    run.window = math.ceil(count_workers() * run.options.queue_multiplier)
-    pending: list[bytes] = []  # messages built but not yet surely pushed
+    run.set_workers(count_workers())
+    todo = Commands([], [], [], [])  # what the state asked for and Redis has not surely done yet
     acknowledge: list[bytes] = []
     drain_until: float | None = None
     feeding = run.options.feed is not None
     while feeding or len(run.state["finished"]) < len(run.graph.nodes):
         if run.stopping and drain_until is None:
             drain_until = time.monotonic() + DRAIN_SECONDS
-            _withdraw_queued(run)
+            _withdraw_queued(backend, run)
         if drain_until is not None and (not run.messages or time.monotonic() > drain_until):
             return
         lease.check()
         try:
             now = time.monotonic()
             if now - last_count >= 1.0:
-                run.window = math.ceil(count_workers() * run.options.queue_multiplier)
+                run.set_workers(count_workers())
                 last_count = now
             if feeding and not run.stopping:
                 assert run.options.feed is not None
                 feeding = run.options.feed(run)
             elif feeding:
                 feeding = False
-            pending += run.fill()
-            if run.to_withdraw:
-                backend.withdraw(job, run.to_withdraw)
-                run.to_withdraw = []
-            records, alive = backend.exchange(job, run.run_id, pending, run.to_release, RUN_TTL, acknowledge)
-            pending, run.to_release, acknowledge = [], [], records
+            _carry(backend, run, run.take_commands(), todo)
+            if todo.withdraw:
+                backend.withdraw(job, todo.withdraw)
+                todo.withdraw = []
+            records, alive = backend.exchange(job, run.run_id, todo.push, todo.release, RUN_TTL, acknowledge)
+            todo.push, todo.release, acknowledge = [], [], records
             outage.succeeded()
             if not alive:
                 raise RunLost(
@@ -301,42 +297,56 @@ def _loop(run: RunState, count_workers: Callable[[], int], lease: RunLease) -> N
             continue
         for record in records:
             run.handle(record)
+        _carry(backend, run, run.take_commands(fill=False), todo)
         if run.options.on_result is not None:
-            _stream_results(run, run.options.on_result)
+            _stream_results(backend, run, run.options.on_result)
 
 
-def _stream_results(run: RunState, on_result: Callable[[Hashable, Any], None]) -> None:
+def _carry(backend: Backend, run: RunState, commands: Commands, todo: Commands) -> None:
+    """Do at once what needs no round trip of the turn (show task logs, ask for the live workers); keep the rest
+    in ``todo``, for the turn's round trip."""
+    todo.push += commands.push
+    todo.release += commands.release
+    todo.withdraw += commands.withdraw
+    for key, worker, log in commands.logs:
+        emit_task_log(log, key=key, worker=worker, jobname=run.job, logdir=run.options.logdir)
+    if commands.ask_live_workers:
+        try:
+            live = backend.live_workers(run.job)
+        except TRANSIENT_ERRORS:  # asked again with the next rejection notice
+            return
+        run.workers_seen(live)
+
+
+def _stream_results(backend: Backend, run: RunState, on_result: Callable[[Hashable, Any], None]) -> None:
     """Hand newly computed requested values to the consumer, then drop them from Redis."""
     keys = run.take_new_results()
     if not keys:
         return
-    values = run.results_of(keys)  # keys without a value here (saved on disk, nothing needed them) are skipped
+    values = download(backend, run, keys)  # keys without a value here (saved on disk, nothing needed them) are skipped
     for key in keys:
         if key in values:
             on_result(key, values[key])
         run.forget(key)
 
 
-def _withdraw_queued(run: RunState) -> None:
+def _withdraw_queued(backend: Backend, run: RunState) -> None:
     """Stop on error: take back the messages no worker has claimed; those running may finish (drain)."""
-    sent = list(run.messages.items())
-    flags = run.backend.withdraw(run.job, [message for _, (message, _) in sent])
-    for (msg_id, (_, keys)), withdrawn in zip(sent, flags, strict=True):
-        if withdrawn:
-            del run.messages[msg_id]
-            for key in keys:
-                run.state["running"].discard(key)
+    sent = run.in_flight()
+    flags = backend.withdraw(run.job, [message for _, message in sent])
+    run.withdrawn([msg_id for (msg_id, _), withdrawn in zip(sent, flags, strict=True) if withdrawn])
 
 
-def close_run(run: RunState, keep: bool = False) -> None:
+def close_run(backend: Backend, run: RunState, keep: bool = False) -> None:
     """End the run: withdraw its queued messages and delete its keys (``keep``: keep its values for redo)."""
     try:
-        if run.messages:
-            withdrawn = sum(run.backend.withdraw(run.job, [m for m, _ in run.messages.values()]))
+        in_flight = run.in_flight()
+        if in_flight:
+            withdrawn = sum(backend.withdraw(run.job, [message for _, message in in_flight]))
             if withdrawn:
                 logger.debug("manager: withdrew %d queued message(s) of run %s", withdrawn, run.run_id)
         if keep:
-            run.backend.keep_for_redo(run.job, run.run_id, run.options.redo_ttl)
-        run.backend.close_run(run.job, run.run_id)
+            backend.keep_for_redo(run.job, run.run_id, run.options.redo_ttl)
+        backend.close_run(run.job, run.run_id)
     except Exception as e:  # never hide the run's own outcome behind a clean-up failure
         logger.warning("manager: could not clean up run %s: %s", run.run_id, e)

@@ -25,31 +25,18 @@ from typing import TYPE_CHECKING, Any
 from dask._task_spec import Task
 from dask.base import tokenize
 
-from ..errors import ConfigurationError, PartialResults, RedisParamError, TaskErrors, Unevaluated, make_remote
+from ..errors import ChunkFailed, ConfigurationError, PartialResults, RedisParamError, Unevaluated, raise_partial
 from ..progress import make_progress
 from ..rng import seed_task
+from ..sentinels import MISSING
 from ..wire.protocol import ERROR, OK, UNEVALUATED
-from ..wire.serialize import dumps_exception, loads_exception
+from ..wire.serialize import dumps_exception, loads_exception, make_remote
+from .state import RunState
 
 if TYPE_CHECKING:
     from ..param import RedisParam
 
-__all__ = ["MISSING", "ChunkFailed", "MapRedo", "iterate_elements", "map_elements", "run_chunk", "split_indices"]
-
-MISSING: Any = object()
-"""The default of ``iterate(init=...)``: no initial value (the first result starts the fold)."""
-
-
-class ChunkFailed(RedisParamError):
-    """Raised by a chunk in which an element failed, with ``stop_on_error``: it stops the run and carries the
-    per-element outcomes of the chunk."""
-
-    def __init__(self, outcomes: list[tuple[Any, ...]]) -> None:
-        super().__init__(f"an element of a chunk of {len(outcomes)} failed")
-        self.outcomes = outcomes
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.outcomes,))
+__all__ = ["MapRedo", "iterate_elements", "map_elements", "run_chunk", "split_indices"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +138,7 @@ def map_elements(
             start, count = chunk_key[2], len(dsk[chunk_key].args[3])
             for i, outcome in enumerate(_chunk_outcomes(value, count, ran_on.get(chunk_key, "")), start=start):
                 outcomes[i] = outcome
-    return _finish(outcomes, len(elements), settings.stop_on_error, return_exceptions)
+    return _collect(outcomes, len(elements), settings.stop_on_error, return_exceptions)
 
 
 def _contiguous(chunk: list[int]) -> list[list[int]]:
@@ -192,7 +179,7 @@ def _previous(redo: Any, n: int) -> dict[int, Any]:
     return info.results
 
 
-def _finish(outcomes: dict[int, tuple[Any, ...]], n: int, stop_on_error: bool, return_exceptions: bool) -> list[Any]:
+def _collect(outcomes: dict[int, tuple[Any, ...]], n: int, stop_on_error: bool, return_exceptions: bool) -> list[Any]:
     results: dict[int, Any] = {}
     errors: dict[int, BaseException] = {}
     for i in range(n):
@@ -207,12 +194,8 @@ def _finish(outcomes: dict[int, tuple[Any, ...]], n: int, stop_on_error: bool, r
     unevaluated = [i for i in range(n) if i not in results and i not in errors]
     if return_exceptions:
         return [results[i] if i in results else errors.get(i) or Unevaluated(i) for i in range(n)]
-    redo = MapRedo(n, results)
-    first = next(iter(errors.values()), None)
-    if stop_on_error and isinstance(first, PartialResults):
-        first.results, first.errors, first.unevaluated, first.redo = results, errors, unevaluated, redo
-        raise first
-    raise TaskErrors(errors, results, unevaluated, redo)
+    first = next(iter(errors.values()), None) if stop_on_error else None
+    raise_partial(errors, results, unevaluated, MapRedo(n, results), first)
 
 
 def iterate_elements(
@@ -228,8 +211,6 @@ def iterate_elements(
     return_exceptions: bool = False,
 ) -> Any:
     """``param.iterate``: see :meth:`RedisParam.iterate`."""
-    from .state import RunState
-
     settings = param.settings
     items = iter(iterator)
     previous = getattr(redo, "redo", redo)
@@ -286,16 +267,16 @@ def iterate_elements(
     # an input of known length (as R's bpiterateAlong) reports the items not read after a stop as unevaluated
     n = max(read[0], len(iterator)) if isinstance(iterator, Sized) else read[0]
     if reduce is None:
-        return _finish(outcomes, n, settings.stop_on_error, return_exceptions)
+        return _collect(outcomes, n, settings.stop_on_error, return_exceptions)
     if all(outcomes.get(i, (None,))[0] == OK for i in range(n)):
         return folder.value()
     try:  # errors are never folded: raise them, with what was folded so far as ``reduced``
-        _finish(outcomes, n, settings.stop_on_error, False)
+        _collect(outcomes, n, settings.stop_on_error, False)
     except RedisParamError as e:
         if isinstance(e, PartialResults):
             e.reduced = folder.value()
         raise
-    raise AssertionError("unreachable: _finish raises when an element failed")
+    raise AssertionError("unreachable: _collect raises when an element failed")
 
 
 class _StopIteration(Exception):

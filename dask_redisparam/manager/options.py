@@ -1,7 +1,8 @@
 """The settings of one run, and the small records the manager keeps and hands out.
 
 :class:`RunOptions` is what :class:`~dask_redisparam.param.RedisParam` decides for one run and passes to the
-manager; :class:`StoredResult`, :class:`TimelineRecord` and :class:`RedoInfo` describe finished tasks.
+manager; :class:`StoredResult`, :class:`TimelineRecord` and :class:`RedoInfo` describe finished tasks;
+:class:`Commands` is what the state machine (:mod:`dask_redisparam.scheduler`) asks its loop to do.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import dask.config
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from ..config.settings import Settings
     from ..wire.signing import Signer
     from .state import RunState
 
 __all__ = [
     "NOT_EXPORTED",
+    "Commands",
     "RedoInfo",
     "RunOptions",
     "StoredResult",
@@ -71,13 +74,40 @@ class RedoInfo:
     parts: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(slots=True)
+class Commands:
+    """What a run's state machine asks its loop to do against Redis, taken once per turn.
+
+    Attributes
+    ----------
+    push : list of bytes
+        Task messages to push to the job's queue (new ones, and ones a worker refused, again).
+    release : list of str
+        Fields of the run's data hash (values and their parts) to delete: nothing needs them any more.
+    withdraw : list of bytes
+        Messages to take back from the queue: given up on (their tasks failed with ``KilledWorker``).
+    logs : list of (key, worker, TaskLog)
+        Captured task logs to show (and append to ``logdir``): :func:`~dask_redisparam.logs.emit_task_log`.
+    ask_live_workers : bool
+        Ask Redis for the ids of the job's live workers and tell the state
+        (:meth:`~dask_redisparam.scheduler.RunState.workers_seen`): every worker may be refusing the messages.
+    """
+
+    push: list[bytes]
+    release: list[str]
+    withdraw: list[bytes]
+    logs: list[tuple[Hashable, str, Any]]
+    ask_live_workers: bool = False
+
+
 def _no_known_values(key: Hashable) -> Any:
     raise KeyError(key)
 
 
 @dataclasses.dataclass
 class RunOptions:
-    """Settings of one run.
+    """Settings of one run: built by :class:`~dask_redisparam.param.RedisParam` for each run from its
+    :class:`~dask_redisparam.settings.Settings` (whose table holds the defaults) and the compute's arguments.
 
     Parameters
     ----------
@@ -127,25 +157,68 @@ class RunOptions:
 
     jobname: str
     _: dataclasses.KW_ONLY
-    queue_multiplier: float = 2.0
-    stop_on_error: bool = True
-    fuse_chains: bool = True
-    allowed_failures: int = 3
-    retries: int = 0
-    timeout: float | None = None
-    rng_seed: int | None = None
-    redo: RedoInfo | None = None
-    redo_ttl: float = 3600.0
-    return_exceptions: bool = False
+    queue_multiplier: float
+    stop_on_error: bool
+    fuse_chains: bool
+    allowed_failures: int
+    retries: int
+    timeout: float | None
+    rng_seed: int | None
+    redo: RedoInfo | None
+    redo_ttl: float
+    return_exceptions: bool
+    log_threshold: int | None
+    logdir: str | None
+    exported: tuple[dict[str, Any], dict[str, str]] | None
+    signer: Signer | None
+    describe_server: str
     on_result: Callable[[Hashable, Any], None] | None = None
     load_known: Callable[[Hashable], Any] = _no_known_values
     feed: Callable[[RunState], bool] | None = None
-    log_threshold: int | None = None
-    logdir: str | None = None
-    exported: tuple[dict[str, Any], dict[str, str]] | None = None
-    signer: Signer | None = None
-    describe_server: str = ""
     last_timeline: list[TimelineRecord] = dataclasses.field(default_factory=list)  # filled when the run ends
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        redo: RedoInfo | None = None,
+        signer: Signer | None = None,
+        describe_server: str = "(no server)",
+        **extra: Any,
+    ) -> RunOptions:
+        """The options of one run of a param with ``settings``, and the compute's keyword arguments ``kwargs``
+        (``fuse_chains``, ``retries``, ``return_exceptions``); ``extra`` sets the streaming fields (``on_result``,
+        ``load_known``, ``feed``).
+
+        Examples
+        --------
+        >>> from dask_redisparam.settings import Settings
+        >>> options = RunOptions.from_settings(Settings(jobname="job", environ={}), {"retries": 2})
+        >>> options.jobname, options.retries, options.allowed_failures, options.fuse_chains
+        ('job', 2, 3, True)
+        """
+        kwargs = {} if kwargs is None else kwargs
+        return cls(
+            settings.jobname,
+            queue_multiplier=settings.queue_multiplier,
+            stop_on_error=settings.stop_on_error,
+            fuse_chains=bool(kwargs.get("fuse_chains", True)),
+            allowed_failures=settings.allowed_failures,
+            retries=int(kwargs.get("retries", settings.retries)),
+            timeout=settings.timeout,
+            rng_seed=settings.rng_seed,
+            redo=redo,
+            redo_ttl=settings.redo_ttl,
+            return_exceptions=bool(kwargs.get("return_exceptions", False)),
+            log_threshold=settings.threshold_level if settings.log else None,
+            logdir=settings.logdir,
+            exported=exported_globals(settings.export_env) if settings.exportglobals else None,
+            signer=signer,
+            describe_server=describe_server,
+            **extra,
+        )
 
 
 NOT_EXPORTED = ("scheduler", "redisparam")

@@ -18,8 +18,12 @@ Examples
 >>> rejections = Rejections("job", "r1", "localhost:6379")
 >>> rejections.add(Rejection(0, 0, "n1", "no-secret", "w1")), rejections.add(Rejection(0, 0, "n1", "no-secret", "w1"))
 (True, False)
->>> rejections.check(lambda: ["w1", "w2"], now=rejections.since + 60)  # w2 may be a good worker: keep going
->>> rejections.check(lambda: ["w1"], now=rejections.since + 62)  # asked at most once a second
+>>> rejections.due(now=rejections.since + 1)  # not yet: ask for the live workers only after REJECT_SECONDS
+False
+>>> rejections.due(now=rejections.since + 60), rejections.due(now=rejections.since + 60.5)  # once a second
+(True, False)
+>>> rejections.judge(["w1", "w2"], now=rejections.since + 60)  # w2 may be a good worker: keep going
+>>> rejections.judge(["w1"], now=rejections.since + 62)
 Traceback (most recent call last):
 ...
 dask_redisparam.errors.MessagesRejected: every live worker of job 'job' on localhost:6379 refused ...
@@ -29,9 +33,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from ..backend import TRANSIENT_ERRORS, keys
+from ..backend import keys
 from ..errors import MessagesRejected
 from ..wire.protocol import REJECTION_REASONS, Rejection
 
@@ -74,10 +78,12 @@ class Rejections:
         The run.
     server : str
         The server, as the messages name it.
+    clock : callable, optional
+        Monotonic seconds (default :func:`time.monotonic`; tests inject their own).
     """
 
-    def __init__(self, jobname: str, run_id: str, server: str) -> None:
-        self.jobname, self.run_id, self.server = jobname, run_id, server
+    def __init__(self, jobname: str, run_id: str, server: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.jobname, self.run_id, self.server, self.clock = jobname, run_id, server, clock
         self.nonces: set[str] = set()  # notices applied (a notice may be read twice after a lost reply)
         self.reasons: dict[str, str] = {}  # refusing worker -> its last reason
         self.accepted_by: set[str] = set()  # workers that completed a message of the run
@@ -106,22 +112,25 @@ class Rejections:
             )
         self.reasons[notice.worker] = notice.reason
         if self.since is None:
-            self.since = time.monotonic()
+            self.since = self.clock()
         return True
 
-    def check(self, live_workers: Callable[[], list[str]], now: float | None = None) -> None:
-        """Raise :class:`MessagesRejected` if every live worker refuses and nothing was accepted for
-        :data:`REJECT_SECONDS`; ``live_workers`` (a round trip) is asked at most once a second."""
-        now = time.monotonic() if now is None else now
+    def due(self, now: float | None = None) -> bool:
+        """Whether to ask for the live workers now (a round trip; then :meth:`judge` them): rejections for
+        :data:`REJECT_SECONDS` and none accepted; True at most once a second."""
+        now = self.clock() if now is None else now
         if self.since is None or now - self.since < REJECT_SECONDS or now - self.last_check < 1.0:
-            return
+            return False
         self.last_check = now
-        try:
-            live = set(live_workers())
-        except TRANSIENT_ERRORS:  # ask again with the next notice
-            return
+        return True
+
+    def judge(self, live_workers: Iterable[str], now: float | None = None) -> None:
+        """Raise :class:`MessagesRejected` if every one of ``live_workers`` refused and none was accepted for
+        :data:`REJECT_SECONDS`."""
+        now = self.clock() if now is None else now
+        live = set(live_workers)
         refusing = {w: r for w, r in self.reasons.items() if w not in self.accepted_by}
-        if not live or not live <= set(refusing):
+        if self.since is None or now - self.since < REJECT_SECONDS or not live or not live <= set(refusing):
             return
         by_reason: dict[str, list[str]] = {}
         for worker, reason in sorted(refusing.items()):

@@ -1,7 +1,10 @@
 """The manager's state machine for one run (one call of a ``get``).
 
 :class:`RunState` holds the run's state, shaped like ``dask.local``'s so that ``dask.diagnostics`` callbacks read
-it unchanged, and its transitions; :mod:`dask_redisparam.manager` drives it against Redis. The state dict holds:
+it unchanged, and its transitions. It does no I/O (no Redis, no files): it takes *events* (completion records,
+loss and rejection notices, worker counts, withdrawn messages, tasks fed to a stream) and hands out *commands*
+(:class:`Commands`: messages to push or withdraw, values to delete, task logs to show, "tell me the live
+workers"), which :mod:`dask_redisparam.manager` carries out against Redis. The state dict holds:
 
 ``dependencies`` / ``dependents``
     key -> set of keys, both directions (of the culled graph).
@@ -41,22 +44,21 @@ every message carries one task, so that stopping one task never costs another it
 
 from __future__ import annotations
 
-import functools
 import heapq
 import logging
 import math
+import time
 import uuid
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from dask._task_spec import Alias, DataNode
 from dask.callbacks import unpack_callbacks
 from dask.sizeof import sizeof
 
-from ..backend import Backend
-from ..errors import KilledWorker, RunLost, SerializationError, TaskTimeout, make_remote
-from ..logs import emit_task_log
-from ..wire.bulk import MISSING_PARTS, Part, open_values, pack
+from ..errors import KilledWorker, PayloadRejected, SerializationError, TaskTimeout, Unevaluated, raise_partial
+from ..sentinels import MISSING
+from ..wire.bulk import Part, pack
 from ..wire.protocol import (
     ERROR,
     LOST,
@@ -64,20 +66,21 @@ from ..wire.protocol import (
     REJECTED,
     UNEVALUATED,
     Batch,
+    Completion,
     Entry,
+    Rejection,
     decode_rejected,
     encode_task,
     join_payload,
     loads_completion,
     open_lost,
 )
-from ..wire.serialize import dumps_result, dumps_task, loads_exception
-from ..wire.signing import PayloadRejected
+from ..wire.serialize import dumps_result, dumps_task, loads_exception, make_remote
 from .graph import EMPTY, Graph
-from .options import RedoInfo, RunOptions, StoredResult, TimelineRecord
+from .options import Commands, RedoInfo, RunOptions, StoredResult, TimelineRecord
 from .rejections import Rejections
 
-__all__ = ["RunState"]
+__all__ = ["INLINE_BYTES", "TARGET_SECONDS", "RunState"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +91,47 @@ INLINE_BYTES = 16 * 1024
 
 
 class RunState:
-    """The state of one run and its transitions; see the module docstring."""
+    """The state of one run and its transitions; see the module docstring.
 
-    def __init__(self, backend: Backend, graph: Graph, options: RunOptions, callbacks: Sequence[Any]) -> None:
-        self.backend, self.graph, self.options = backend, graph, options
+    Parameters
+    ----------
+    graph : Graph
+        From :func:`dask_redisparam.graph.prepare_graph`.
+    options : RunOptions
+        The run's settings.
+    callbacks : sequence
+        dask callbacks (``Callback`` objects or 5-tuples), called on the transitions as ``dask.local`` does.
+    clock : callable, optional
+        Monotonic seconds, for the rejection policy (default :func:`time.monotonic`).
+    run_id : str, optional
+        Default: a fresh random one.
+
+    Examples
+    --------
+    >>> from dask_redisparam.graph import prepare_graph
+    >>> from dask_redisparam.settings import Settings
+    >>> options = RunOptions.from_settings(Settings(jobname="job", environ={}))
+    >>> run = RunState(prepare_graph({"x": 1, "y": (abs, "x")}, ["y"]), options, [])
+    >>> run.start({})
+    ({}, [], {})
+    >>> run.set_workers(1)
+    >>> commands = run.take_commands()
+    >>> len(commands.push), sorted(run.state["running"])
+    (1, ['y'])
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        options: RunOptions,
+        callbacks: Sequence[Any],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        run_id: str | None = None,
+    ) -> None:
+        self.graph, self.options = graph, options
         self.job = options.jobname
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = run_id or uuid.uuid4().hex[:12]
         self.requested = set(graph.requested)
         self.new_results: list[Hashable] = []  # requested keys finished, not yet taken by take_new_results()
         self.timeline: list[TimelineRecord] = []  # one per task run, from the workers' clocks
@@ -114,8 +152,10 @@ class RunState:
         self.errors: dict[Hashable, BaseException] = {}  # task key -> what it raised (first one first)
         self.to_withdraw: list[bytes] = []  # requeued messages given up on
         self.losses: dict[int, set[int]] = {}  # message id -> stamps of the deaths of workers running it
-        self.rejections = Rejections(self.job, self.run_id, options.describe_server)
+        self.rejections = Rejections(self.job, self.run_id, options.describe_server, clock)
         self.to_resend: list[bytes] = []  # messages a worker refused (dead-lettered): pushed again by fill()
+        self.logs: list[tuple[Hashable, str, Any]] = []  # (key, worker, TaskLog) to show, not yet taken
+        self.ask_live_workers = False  # the rejection policy wants the live workers' ids (see workers_seen)
         # the manager's dask config and environment variables, pickled once: every message carries them first
         self.exported = b"" if options.exported is None else dumps_task(options.exported)
         self.state: dict[str, Any] = {
@@ -133,8 +173,19 @@ class RunState:
         self.start_cbs, self.start_state_cbs, self.pretask_cbs, self.posttask_cbs, self.finish_cbs = unpacked
 
     # ------------------------------------------------------------------ set-up
-    def start(self) -> tuple[dict[str, bytes], list[Part], dict[str, str]]:
-        """Fill the initial state.
+    def known_to_load(self) -> list[Hashable]:
+        """The known keys (saved results) whose values :meth:`start` needs: ``options.load_known`` gives them."""
+        redo, graph = self.options.redo, self.graph
+        if not graph.known:
+            return []
+        return [
+            key
+            for key in graph.nodes
+            if key in graph.known and (redo is None or key not in redo.fields) and graph.dependents[key]
+        ]
+
+    def start(self, known: dict[Hashable, Any]) -> tuple[dict[str, bytes], list[Part], dict[str, str]]:
+        """Fill the initial state; ``known`` holds the values of :meth:`known_to_load`.
 
         Returns the large literals to upload (field -> sealed value, and the parts of the largest), and the values
         to copy from the redo hash of a failed run (field -> field there).
@@ -160,7 +211,7 @@ class RunState:
             elif key in self.graph.known:  # saved in the result directory
                 if not self.graph.dependents[key]:
                     continue  # nothing here needs its value: the caller has it on disk
-                self.add_literal(field, self.options.load_known(key), uploads, parts)
+                self.add_literal(field, known[key], uploads, parts)
             else:
                 self.add_literal(field, self.graph.nodes[key]({}), uploads, parts)
             self.loc[key] = field
@@ -274,7 +325,7 @@ class RunState:
         self.holders[field] -= 1
         if self.holders[field] == 0:
             del self.holders[field]
-            if self.inline.pop(field, _MISSING) is _MISSING:
+            if self.inline.pop(field, MISSING) is MISSING:
                 self.to_release.append(str(field))
                 self.to_release += self.parts.pop(field, ())
 
@@ -360,12 +411,44 @@ class RunState:
             out.append(self.build_message(self.chunk_size(free)))
         return out
 
+    def take_commands(self, fill: bool = True) -> Commands:
+        """What the loop must do now (and forget it here): with ``fill``, the messages to push (:meth:`fill`)."""
+        commands = Commands(self.fill() if fill else [], self.to_release, self.to_withdraw, self.logs)
+        commands.ask_live_workers, self.ask_live_workers = self.ask_live_workers, False
+        self.to_release, self.to_withdraw, self.logs = [], [], []
+        return commands
+
+    # ------------------------------------------------------------------ events from the loop
+    def set_workers(self, live: int) -> None:
+        """The number of live workers: the window is ``ceil(live × queue_multiplier)`` messages."""
+        self.window = math.ceil(live * self.options.queue_multiplier)
+
+    def workers_seen(self, live: Iterable[str]) -> None:
+        """The live workers' ids, asked for by :attr:`Commands.ask_live_workers`: raise
+        :class:`~dask_redisparam.errors.MessagesRejected` if every one of them refuses the run's messages."""
+        self.rejections.judge(live)
+
+    def in_flight(self) -> list[tuple[int, bytes]]:
+        """``(message id, message)`` of every message pushed and not finished (queued or running)."""
+        return [(msg_id, message) for msg_id, (message, _) in self.messages.items()]
+
+    def withdrawn(self, msg_ids: Iterable[int]) -> None:
+        """These messages were taken back from the queue before any worker claimed them (stop on error)."""
+        for msg_id in msg_ids:
+            _, keys = self.messages.pop(msg_id)
+            self.state["running"].difference_update(keys)
+
     # ------------------------------------------------------------------ completion
     def handle(self, record: bytes) -> None:
-        """Apply one completion record, or a notice that a message was requeued after its worker died or that a
-        worker refused it."""
+        """Apply one item of the run's ``done`` list, as read from Redis: a completion record, or a notice that a
+        message was requeued after its worker died or that a worker refused it."""
         if record.startswith(REJECTED):
-            self.handle_rejected(record)
+            try:
+                notice = decode_rejected(record)
+            except ValueError as e:
+                logger.warning("manager: dropped a malformed rejection notice of run %s: %s", self.run_id, e)
+                return
+            self.handle_rejected(notice)
             return
         if record.startswith(LOST):
             try:
@@ -385,6 +468,10 @@ class RunState:
         except PayloadRejected as e:
             logger.warning("manager: dropped a completion record of run %s: %s", self.run_id, e)
             return
+        self.handle_completion(done)
+
+    def handle_completion(self, done: Completion) -> None:
+        """Apply one (decoded, checked) completion record."""
         self.rejections.accepted(done.worker)
         sent = self.messages.pop(done.msg_id, None)
         if sent is None:  # a duplicate, or from a message already given up
@@ -397,7 +484,7 @@ class RunState:
         for outcome in done.outcomes:
             key = self.keys_by_idx[outcome.idx]
             if outcome.log is not None:
-                emit_task_log(outcome.log, key=key, worker=done.worker, jobname=self.job, logdir=self.options.logdir)
+                self.logs.append((key, done.worker, outcome.log))
             if outcome.status != UNEVALUATED:
                 self.timeline.append(TimelineRecord(key, done.worker, outcome.start, outcome.end, outcome.status == OK))
             if outcome.status == OK:
@@ -440,14 +527,9 @@ class RunState:
         else:
             self.make_ready(key)
 
-    def handle_rejected(self, record: bytes) -> None:
+    def handle_rejected(self, notice: Rejection) -> None:
         """A worker refused a message and dead-lettered it: send it again (or give up; see
         :mod:`dask_redisparam.rejections`)."""
-        try:
-            notice = decode_rejected(record)
-        except ValueError as e:
-            logger.warning("manager: dropped a malformed rejection notice of run %s: %s", self.run_id, e)
-            return
         sent = self.messages.get(notice.msg_id)
         if sent is None or not self.rejections.add(notice):
             return
@@ -456,7 +538,8 @@ class RunState:
             self.state["running"].difference_update(sent[1])
         else:
             self.to_resend.append(sent[0])
-        self.rejections.check(lambda: self.backend.live_workers(self.job))
+        if self.rejections.due():
+            self.ask_live_workers = True
 
     def handle_lost(self, msg_id: int, stamp: int, worker: str) -> None:
         """A message went back to the queue after its worker died (``stamp``: when; each loss counts once)."""
@@ -499,34 +582,38 @@ class RunState:
         finished = self.state["finished"]
         return [k for k in self.graph.requested if k not in finished and k not in self.errors]
 
-    def results(self) -> dict[Hashable, Any]:
-        """Download the values of the requested keys that finished (and were not streamed away)."""
-        return self.results_of([k for k in self.graph.requested if k in self.requested])
+    def result_keys(self) -> list[Hashable]:
+        """The requested keys whose values the caller gets at the end (those not streamed away)."""
+        return [k for k in self.graph.requested if k in self.requested]
 
-    def results_of(self, keys: Sequence[Hashable]) -> dict[Hashable, Any]:
-        """Download the values of finished ``keys`` (one round trip)."""
-        out: dict[Hashable, Any] = {}
-        remote = []
+    def locate(self, keys: Iterable[Hashable]) -> tuple[dict[Hashable, Any], list[Hashable], list[str]]:
+        """Where the values of finished ``keys`` are: ``(values held here, keys in Redis, their fields)``; keys
+        without a value (failed, or saved on disk and needed by nothing) are left out."""
+        here: dict[Hashable, Any] = {}
+        remote: list[Hashable] = []
         for key in keys:
             field = self.loc.get(key)
             if field is None:
                 continue
             if field in self.inline:
-                out[key] = self.inline[field]
+                here[key] = self.inline[field]
             else:
                 remote.append(key)
-        blobs = self.backend.fetch_values(self.job, self.run_id, [str(self.loc[k]) for k in remote])
-        read_parts = functools.partial(self.backend.read_parts, self.job, self.run_id)
-        for key, value in zip(remote, open_values(blobs, self.options.signer, self.job, read_parts), strict=True):
-            if isinstance(value, PayloadRejected):
-                raise PayloadRejected(f"the stored value of {key!r} was rejected, not unpickled: {value}")
-            if value is MISSING_PARTS:
-                raise RunLost(
-                    f"the value of {key!r} is missing from Redis at {self.options.describe_server}: "
-                    "was the server restarted without persistence, or the key evicted?"
-                )
-            out[key] = value
-        return out
+        return here, remote, [str(self.loc[k]) for k in remote]
 
-
-_MISSING = object()
+    def outcome(self, results: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        """What the run returns, given the downloaded ``results``: them, or, when tasks failed, exceptions in place
+        (``return_exceptions``); else raise (:func:`~dask_redisparam.errors.raise_partial`)."""
+        if not self.errors:
+            return results
+        options = self.options
+        if options.return_exceptions:
+            out = dict(results)
+            for key in self.graph.requested:
+                if key not in out:
+                    out[key] = self.errors.get(key) or Unevaluated(key)
+            return out
+        redo = self.redo_info() if options.redo_ttl > 0 else None
+        raise_partial(
+            dict(self.errors), results, self.unevaluated(), redo, self.error if options.stop_on_error else None
+        )

@@ -36,19 +36,22 @@ import pickle
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
+from ..errors import PayloadRejected
+from ..sentinels import MISSING
 from .protocol import seal_value, unseal_value
-from .signing import PayloadRejected, Signer
+from .signing import Signer
 
 __all__ = [
     "LARGE_BYTES",
-    "MISSING_PARTS",
     "PART_BYTES",
     "POOL",
     "BufferPool",
     "Frames",
+    "Part",
     "Ref",
+    "Report",
     "decode_ref",
     "is_ref",
     "layout",
@@ -58,12 +61,32 @@ __all__ = [
     "pack",
     "part_names",
     "split",
+    "triage",
 ]
 
 Part = tuple[str, memoryview]
 """A part to write: its field in the run's data hash, and a view of the bytes (no copy)."""
 ReadParts = Callable[[Sequence[Part]], bool]
 """Fills each view with its field's bytes; False when a field is missing (see ``Backend.read_parts``)."""
+Name = TypeVar("Name")
+
+
+class Report(NamedTuple):
+    """What a worker hands in for a message, stored atomically by ``Backend.complete``: the sealed completion
+    record and the results, ``(field, sealed value)`` pairs (:func:`pack`); ``large`` the references of large values,
+    whose ``parts`` are written first. ``ntasks`` is added to the worker's task count.
+    """
+
+    jobname: str
+    worker_id: str
+    run_id: str
+    message: bytes
+    record: bytes
+    values: Sequence[tuple[str, bytes]] = ()
+    ntasks: int = 0
+    large: Sequence[tuple[str, bytes]] = ()
+    parts: Sequence[Part] = ()
+
 
 LARGE_BYTES = 1 << 20
 """Results at least this large (``dask.sizeof``, or pickled) are stored as parts."""
@@ -124,8 +147,8 @@ def pack(blob: bytes | Frames, signer: Signer | None, jobname: str) -> tuple[byt
 def open_value(sealed: bytes, signer: Signer | None, jobname: str, read_parts: ReadParts) -> Any:
     """The value of a stored field: checked, then unpickled; a large one read with ``read_parts`` first.
 
-    Returns :data:`MISSING_PARTS` when a part of a large value is gone; raises
-    :class:`~dask_redisparam.signing.PayloadRejected` when a signature does not hold (nothing is unpickled).
+    Returns :data:`~dask_redisparam.sentinels.MISSING` when a part of a large value is gone; raises
+    :class:`~dask_redisparam.errors.PayloadRejected` when a signature does not hold (nothing is unpickled).
 
     Examples
     --------
@@ -277,13 +300,13 @@ def _allocate(nbytes: int) -> memoryview:
 def load(ref: Ref, signer: Signer | None, jobname: bytes, read_parts: ReadParts) -> Any:
     """Read a large value's parts with ``read_parts(targets) -> all found`` and unpickle it in place.
 
-    Returns :data:`MISSING_PARTS` when a part is gone. Raises
-    :class:`~dask_redisparam.signing.PayloadRejected` when the tag does not match (nothing is unpickled).
+    Returns :data:`~dask_redisparam.sentinels.MISSING` when a part is gone. Raises
+    :class:`~dask_redisparam.errors.PayloadRejected` when the tag does not match (nothing is unpickled).
     """
     buffer, targets = _place(ref)
     if not read_parts(targets):
-        return MISSING_PARTS
-    return _finish(ref, buffer, targets, signer, jobname)
+        return MISSING
+    return _check_and_load(ref, buffer, targets, signer, jobname)
 
 
 def _place(ref: Ref) -> tuple[memoryview, list[Part]]:
@@ -293,7 +316,7 @@ def _place(ref: Ref) -> tuple[memoryview, list[Part]]:
     return buffer, [(name, buffer[offset : offset + size]) for name, offset, size in where]
 
 
-def _finish(ref: Ref, buffer: memoryview, targets: list[Part], signer: Signer | None, jobname: bytes) -> Any:
+def _check_and_load(ref: Ref, buffer: memoryview, targets: list[Part], signer: Signer | None, jobname: bytes) -> Any:
     """Check the tag over the parts read into ``buffer``, then unpickle with the frames in place."""
     if signer is not None or ref.tag is not None:
         if signer is None:
@@ -320,15 +343,15 @@ def open_values(
 ) -> list[Any]:
     """Like :func:`open_value` for several fields, with the parts of all large ones read in one call.
 
-    Each item is the value, :data:`MISSING_PARTS` (the field or a part is gone) or the
-    :class:`~dask_redisparam.signing.PayloadRejected` error that refused it (nothing of it unpickled).
+    Each item is the value, :data:`~dask_redisparam.sentinels.MISSING` (the field or a part is gone) or the
+    :class:`~dask_redisparam.errors.PayloadRejected` error that refused it (nothing of it unpickled).
 
     Examples
     --------
     >>> open_values([pack(pickle.dumps(1), None, "job")[0], None], None, "job", lambda targets: True)
-    [1, <MISSING_PARTS>]
+    [1, <MISSING>]
     """
-    out: list[Any] = [MISSING_PARTS] * len(stored)
+    out: list[Any] = [MISSING] * len(stored)
     large: list[tuple[int, Ref, memoryview, list[Part]]] = []
     for i, sealed in enumerate(stored):
         if sealed is None:
@@ -345,16 +368,30 @@ def open_values(
     if large and read_parts([target for *_, targets in large for target in targets]):
         for i, ref, buffer, targets in large:
             try:
-                out[i] = _finish(ref, buffer, targets, signer, jobname.encode())
+                out[i] = _check_and_load(ref, buffer, targets, signer, jobname.encode())
             except PayloadRejected as e:
                 out[i] = e
     return out
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "<MISSING_PARTS>"
+def triage(names: Sequence[Name], opened: Sequence[Any], into: dict[Name, Any]) -> dict[Name, PayloadRejected | None]:
+    """Sort what :func:`open_values` returned for ``names``: the values go ``into`` the dict, and the names that
+    have none are returned in order, each with the error that refused its value, or None when it is gone.
 
-
-MISSING_PARTS: Any = _Missing()
-"""What :func:`load` returns when a part of the value is missing from Redis."""
+    Examples
+    --------
+    >>> found = {}
+    >>> triage(["a", "b", "c"], [1, MISSING, PayloadRejected("bad")], found)
+    {'b': None, 'c': PayloadRejected('bad')}
+    >>> found
+    {'a': 1}
+    """
+    failed: dict[Name, PayloadRejected | None] = {}
+    for name, value in zip(names, opened, strict=True):
+        if isinstance(value, PayloadRejected):
+            failed[name] = value
+        elif value is MISSING:
+            failed[name] = None
+        else:
+            into[name] = value
+    return failed

@@ -65,7 +65,6 @@ __all__ = [
     "open_lost",
     "dumps_completion",
     "encode_task",
-    "is_unsigned",
     "lost_notices",
     "join_payload",
     "open_task",
@@ -351,12 +350,3 @@ def seal_value(blob: bytes, signer: Signer | None, jobname: str) -> bytes:
 def unseal_value(sealed: bytes, signer: Signer | None, jobname: str) -> memoryview:
     """The pickled value inside a sealed one, once its signature is checked (else PayloadRejected)."""
     return unseal(signer, sealed, b"value", jobname.encode())
-
-
-def is_unsigned(message: bytes) -> bool:
-    """Whether a task message carries no signature (its sender had no secret)."""
-    try:
-        offset = decode_header(message)[3]
-    except ValueError:
-        return False
-    return message[offset : offset + 2] == b"||"

@@ -25,10 +25,20 @@ import cloudpickle
 from dask.sizeof import sizeof
 from tblib import pickling_support
 
-from ..errors import StandInError, qualified_name, safe_str
+from ..errors import RemoteError, StandInError
 from .bulk import LARGE_BYTES, Frames
 
-__all__ = ["dumps_exception", "dumps_result", "dumps_task", "dumps_value", "loads", "loads_exception"]
+__all__ = [
+    "dumps_exception",
+    "dumps_result",
+    "dumps_task",
+    "dumps_value",
+    "loads",
+    "loads_exception",
+    "make_remote",
+    "qualified_name",
+    "safe_str",
+]
 
 pickling_support.install()
 
@@ -155,3 +165,85 @@ def _raise_and_catch(exc: BaseException) -> tuple[BaseException, TracebackType |
         raise exc
     except BaseException as caught:  # noqa: B036 - the point is to catch anything
         return caught, caught.__traceback__
+
+
+def qualified_name(cls: type) -> str:
+    """``module.QualName`` of a class (the module left out for builtins).
+
+    Examples
+    --------
+    >>> qualified_name(ZeroDivisionError), qualified_name(StandInError)
+    ('ZeroDivisionError', 'dask_redisparam.errors.StandInError')
+    """
+    module = getattr(cls, "__module__", None)
+    name = str(getattr(cls, "__qualname__", None) or getattr(cls, "__name__", "?"))
+    return name if module in (None, "builtins") else f"{module}.{name}"
+
+
+def safe_str(obj: object) -> str:
+    """``str(obj)``, or a placeholder when it raises (an exception's ``__str__`` may)."""
+    try:
+        return str(obj)
+    except Exception as e:
+        return f"<str() failed: {type(e).__name__}>"
+
+
+_REMOTE_TYPES: dict[type[BaseException], type[BaseException]] = {}
+
+
+def _remote_type(cls: type[BaseException]) -> type[BaseException]:
+    """Return (and cache) a subclass of both ``cls`` and :class:`RemoteError`."""
+    if issubclass(cls, RemoteError):
+        return cls
+    try:
+        return _REMOTE_TYPES[cls]
+    except KeyError:
+        pass
+    try:
+        new = type(cls.__name__, (cls, RemoteError), {"__module__": cls.__module__})
+    except TypeError:  # a class that cannot be subclassed (e.g. final C types)
+        new = type(cls.__name__, (RemoteError,), {"__module__": cls.__module__})
+    _REMOTE_TYPES[cls] = new
+    return new
+
+
+def make_remote(exc: BaseException, key: Any, worker: str, remote_traceback: str) -> BaseException:
+    """Turn an exception raised by a task into one that also is a :class:`RemoteError`.
+
+    The result keeps the original type (as a subclass), ``args`` and attributes, and carries the task key,
+    the worker id and the remote traceback, also as a note shown under the traceback. An exception that cannot
+    be rebuilt so (its class refuses to be subclassed or built from its ``args``) becomes a
+    :class:`StandInError` with its type name and message: this never raises.
+
+    Examples
+    --------
+    >>> err = make_remote(ZeroDivisionError("division by zero"), "x", "w1", "Traceback ...")
+    >>> isinstance(err, ZeroDivisionError), isinstance(err, RemoteError), err.key
+    (True, True, 'x')
+    """
+    try:
+        new = _rebuild(exc)
+    except Exception as e:  # an exception type whose __new__, __init_subclass__ or attributes refuse
+        reason = f"it cannot be re-raised as a RemoteError: {type(e).__name__}: {safe_str(e)}"
+        new = StandInError(qualified_name(type(exc)), safe_str(exc), reason)
+        new.__traceback__ = exc.__traceback__
+    assert isinstance(new, RemoteError)
+    new.key = key
+    new.worker = worker
+    new.remote_traceback = remote_traceback
+    notes = list(getattr(exc, "__notes__", None) or [])
+    notes.append(f"raised by task {key!r} on worker {worker or '?'}; remote traceback:\n{remote_traceback}")
+    new.__notes__ = notes
+    return new
+
+
+def _rebuild(exc: BaseException) -> BaseException:
+    cls = _remote_type(type(exc))
+    new = cls.__new__(cls, *exc.args)
+    new.args = exc.args
+    new.__dict__.update(getattr(exc, "__dict__", {}))
+    new.__traceback__ = exc.__traceback__
+    new.__cause__ = exc.__cause__
+    assert isinstance(new, RemoteError)
+    new.key, new.worker, new.remote_traceback = None, "", ""  # the attributes can be set
+    return new

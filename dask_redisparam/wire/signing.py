@@ -18,7 +18,7 @@ b'payload'
 >>> signer.unseal(sealed, b"value", b"other-job")
 Traceback (most recent call last):
 ...
-dask_redisparam.wire.signing.PayloadRejected: bad signature (key id '0')
+dask_redisparam.errors.PayloadRejected: bad signature (key id '0')
 """
 
 from __future__ import annotations
@@ -33,25 +33,13 @@ from collections.abc import Mapping
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from ..config.names import SECRET_ENV, SECRET_FILE_ENV
-from ..errors import ConfigurationError, RedisParamError
+from ..errors import ConfigurationError, PayloadRejected
 
 __all__ = ["SECRET_ENV", "SECRET_FILE_ENV", "PayloadRejected", "Signer", "signer_from_environment"]
 
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _KEY_ENTRY = re.compile(r"[A-Za-z0-9_.-]+=.+")
-
-
-class PayloadRejected(RedisParamError):
-    """A payload's signature is missing, unknown or wrong: it was not unpickled.
-
-    ``reason`` classifies it: ``"unsigned"``, ``"no-secret"`` (signed, but this process has no secret),
-    ``"unknown-key"``, ``"bad-signature"`` or ``"rejected"`` (anything else).
-    """
-
-    def __init__(self, message: str, reason: str = "rejected") -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class Signer:

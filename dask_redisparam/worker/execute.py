@@ -33,7 +33,7 @@ from ..wire.bulk import Frames
 from ..wire.protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome
 from ..wire.serialize import dumps_exception, dumps_result
 
-__all__ = ["EXIT_TASK_EXITED", "WATCHDOG_ENV", "Watchdog", "exported_globals", "run_batch"]
+__all__ = ["EXIT_TASK_EXITED", "WATCHDOG_ENV", "Watchdog", "apply_globals", "run_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,19 +89,19 @@ def run_batch(
     """Run the entries of ``batch`` in order; ``values`` holds the inputs by field (and receives the results).
 
     Returns the outcomes and the ``(field, pickled result)`` pairs to store (:class:`~dask_redisparam.bulk.Frames`
-    for a large result). The caller applies the manager's exported globals around it (:func:`exported_globals`),
+    for a large result). The caller applies the manager's exported globals around it (:func:`apply_globals`),
     from before the batch is unpickled.
     """
     return _run_entries(batch, values, missing, watchdog)
 
 
 @contextmanager
-def exported_globals(exported: tuple[dict[str, Any], dict[str, str]] | None) -> Iterator[None]:
+def apply_globals(exported: tuple[dict[str, Any], dict[str, str]] | None) -> Iterator[None]:
     """Apply the manager's dask config and environment variables meanwhile; restore ours after.
 
     Examples
     --------
-    >>> with exported_globals(({"drp-doc": {"answer": 42}}, {})):
+    >>> with apply_globals(({"drp-doc": {"answer": 42}}, {})):
     ...     dask.config.get("drp-doc.answer")
     42
     >>> dask.config.get("drp-doc.answer", None) is None

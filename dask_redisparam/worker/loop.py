@@ -36,13 +36,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
 from ..backend import TRANSIENT_ERRORS, Backend
 from ..config.address import RedisAddress
+from ..config.schema import setting
 from ..errors import (
+    PayloadRejected,
     PersistenceFailed,
     ServerOutOfMemory,
     ServerReadOnly,
@@ -51,7 +52,8 @@ from ..errors import (
     WorkerConflict,
 )
 from ..rng import reseed_from_entropy
-from ..wire.bulk import MISSING_PARTS, Frames, Part, open_values, pack
+from ..sentinels import FROM_ENVIRONMENT
+from ..wire.bulk import Frames, Part, Report, open_values, pack, triage
 from ..wire.protocol import (
     REJECTION_REASONS,
     Batch,
@@ -64,13 +66,11 @@ from ..wire.protocol import (
     split_payload,
 )
 from ..wire.serialize import dumps_exception, loads
-from ..wire.signing import PayloadRejected, Signer, signer_from_environment
+from ..wire.signing import Signer, signer_from_environment
 from .cache import CACHE_BYTES, ValueCache
-from .execute import Watchdog, exported_globals, run_batch
+from .execute import Watchdog, apply_globals, run_batch
 
 __all__ = ["Worker", "new_worker_id"]
-
-_FROM_ENVIRONMENT: Any = object()
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Worker:
     worker_id : str, optional
         Its id; default ``REDISPARAM_ID`` or a random one.
     heartbeat_interval, heartbeat_ttl : float
-        Seconds between lease renewals, and the lease length.
+        Seconds between lease renewals, and the lease length (default: the settings table's).
     burst : bool
         Stop as soon as the queue is empty.
     max_tasks : int, optional
@@ -121,11 +121,11 @@ class Worker:
         jobname: str,
         worker_id: str | None = None,
         *,
-        heartbeat_interval: float = 1.0,
-        heartbeat_ttl: float = 10.0,
+        heartbeat_interval: float = setting("heartbeat_interval").default,
+        heartbeat_ttl: float = setting("heartbeat_ttl").default,
         burst: bool = False,
         max_tasks: int | None = None,
-        signer: Signer | None | object = _FROM_ENVIRONMENT,
+        signer: Signer | None | object = FROM_ENVIRONMENT,
         connect_timeout: float | None = 0.0,
     ) -> None:
         self.address = address
@@ -148,7 +148,7 @@ class Worker:
         self._cache = ValueCache(CACHE_BYTES)
         self._rejected = 0  # messages refused in a row (they slow this worker down; see _reject)
         self._globals = contextlib.ExitStack()  # the exported globals of the message being processed
-        self.signer: Signer | None = signer_from_environment() if signer is _FROM_ENVIRONMENT else signer  # type: ignore[assignment]
+        self.signer: Signer | None = signer_from_environment() if signer is FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- lifecycle
     def info(self) -> dict[str, str]:
@@ -294,7 +294,7 @@ class Worker:
         self._current, self._rejected = f"{run_id}/{msg_id}", 0
         try:
             exported, body = split_payload(payload)  # the manager's globals apply from before the batch is unpickled
-            self._globals.enter_context(exported_globals(loads(exported) if exported else None))
+            self._globals.enter_context(apply_globals(loads(exported) if exported else None))
             batch: Batch = loads(body)
         except BaseException as e:  # noqa: B036 - anything that breaks decoding is reported, never fatal
             if isinstance(e, StopRequested):
@@ -303,7 +303,7 @@ class Worker:
             record = dumps_completion(
                 Completion(msg_id, attempt, self.id, [], error), self.signer, self.jobname, run_id
             )
-            backend.complete(self.jobname, self.id, run_id, message, record, [], 0)
+            backend.complete(Report(self.jobname, self.id, run_id, message, record))
             return None
         produced = {entry.idx for entry in batch.entries}
         needed = {i for entry in batch.entries for _, i in entry.deps} - produced - set(batch.inline)
@@ -318,17 +318,12 @@ class Worker:
             reseed_from_entropy()
         values: dict[int, Any] = dict(batch.inline)
         values.update(cached)
-        missing: set[int] = set()
         read_parts = functools.partial(backend.read_parts, self.jobname, run_id)
-        for i, value in zip(external, open_values(raw, self.signer, self.jobname, read_parts), strict=True):
-            if isinstance(value, PayloadRejected):
-                logger.warning("worker %s: input %d of run %s rejected, not unpickled: %s", self.id, i, run_id, value)
-                value = MISSING_PARTS
-            if value is MISSING_PARTS:
-                missing.add(i)
-            else:
-                values[i] = value
-        value = None  # hold inputs only in ``values``, which is cleared once they are used
+        failed = triage(external, open_values(raw, self.signer, self.jobname, read_parts), values)
+        for i, refusal in failed.items():
+            if refusal is not None:
+                logger.warning("worker %s: input %d of run %s rejected, not unpickled: %s", self.id, i, run_id, refusal)
+        missing = set(failed)
         outcomes, results = run_batch(batch, values, missing, self._watchdog)
         made = {int(field): values[int(field)] for field, _ in results}
         values.clear()  # free the inputs before the results are written
@@ -353,7 +348,8 @@ class Worker:
         )
         _test_hook("executed")
         try:
-            status, claimed = self._complete(backend, run_id, message, record, stores, len(outcomes), large, parts)
+            report = Report(self.jobname, self.id, run_id, message, record, stores, len(outcomes), large, parts)
+            status, claimed = self._complete(backend, report)
         except ServerOutOfMemory as e:
             self._recover = True  # the refused completion may have claimed the next message
             self._report_unstored(backend, run_id, msg_id, attempt, message, e)
@@ -380,7 +376,7 @@ class Worker:
         failure = ServerOutOfMemory(f"{error} (worker {self.id} could not store the results of message {msg_id})")
         completion = Completion(msg_id, attempt, self.id, [], dumps_exception(failure, None))
         record = dumps_completion(completion, self.signer, self.jobname, run_id)
-        backend.complete(self.jobname, self.id, run_id, message, record, [], 0)
+        backend.complete(Report(self.jobname, self.id, run_id, message, record))
 
     def _reject(self, backend: Backend, message: bytes, error: Exception) -> None:
         """Refuse a message that is not a task message of this version or fails its signature check.
@@ -412,17 +408,7 @@ class Worker:
         if self._rejected > 1:
             self._stop.wait(min(0.1 * 2 ** (self._rejected - 2), 1.0))
 
-    def _complete(
-        self,
-        backend: Backend,
-        run_id: str,
-        message: bytes,
-        record: bytes,
-        stores: list[tuple[str, bytes]],
-        n: int,
-        large: Sequence[tuple[str, bytes]] = (),
-        parts: Sequence[Part] = (),
-    ) -> tuple[int, bytes | None]:
+    def _complete(self, backend: Backend, report: Report) -> tuple[int, bytes | None]:
         """Store and report, repeating through a lost connection (a repeat after success stores nothing); claim the
         next message in the same round trip unless this worker is stopping or at its last message.
 
@@ -435,8 +421,7 @@ class Worker:
         claim_next = not (last or self._stop.is_set())
         while True:
             try:
-                args = (self.jobname, self.id, run_id, message, record, stores, n, large, parts)
-                return backend.complete_and_claim(*args, claim_next=claim_next)
+                return backend.complete_and_claim(report, claim_next=claim_next)
             except _REPORT_RETRIED as e:
                 # a message claimed by a call whose reply was lost sits in our processing list: picked up later
                 self._recover, claim_next = self._recover or claim_next, False

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from ..config.address import RedisAddress
 from ..errors import ConfigurationError, ServerError
 
-__all__ = ["EmbeddedRedis", "find_redis_server"]
+__all__ = ["EmbeddedRedis", "find_redis_server", "pdeathsig_preexec"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def find_redis_server() -> str:
     return found
 
 
-def _pdeathsig_preexec() -> Callable[[], None] | None:
+def pdeathsig_preexec() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGTERM when its parent dies (Linux only), else None."""
     if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
         # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so only use it from the main thread.
@@ -339,7 +339,7 @@ class EmbeddedRedis:
                     cwd=tmpdir,
                     close_fds=True,
                     start_new_session=True,  # a Ctrl-C in the terminal must not stop the server first
-                    preexec_fn=_pdeathsig_preexec(),
+                    preexec_fn=pdeathsig_preexec(),
                     env={**os.environ, **KEEP_FREED_MEMORY},
                 )
             except OSError as exc:

@@ -28,12 +28,13 @@ from types import FrameType
 from ..backend import Backend
 from ..config.address import RedisAddress
 from ..errors import TaskTimeout
+from ..wire.bulk import Report
 from ..wire.protocol import Completion, decode_header, dumps_completion, lost_notices
 from ..wire.serialize import dumps_exception
 from ..wire.signing import signer_from_environment
 from .execute import WATCHDOG_ENV
 from .restarts import EXIT_CONFIG, HEALTHY_UPTIME, ChildOutput, OutputPipes, RestartPolicy
-from .server import _pdeathsig_preexec
+from .server import pdeathsig_preexec
 
 __all__ = ["LocalWorkers", "Supervisor", "worker_environment"]
 
@@ -128,7 +129,7 @@ class Supervisor:
         env = dict(self.env, **{WATCHDOG_ENV: str(write_end)})
         try:
             self.children[slot] = subprocess.Popen(
-                argv, env=env, pass_fds=(write_end,), stderr=err_write, preexec_fn=_pdeathsig_preexec()
+                argv, env=env, pass_fds=(write_end,), stderr=err_write, preexec_fn=pdeathsig_preexec()
             )
         except BaseException:
             self.outputs.close(err_read)
@@ -182,7 +183,7 @@ class Supervisor:
                     error = TaskTimeout(None, limit)
                     completion = Completion(msg_id, attempt, worker_id, [], dumps_exception(error, None))
                     record = dumps_completion(completion, signer_from_environment(self.env), jobname, run_id)
-                    backend.complete(jobname, worker_id, run_id, message, record, [], 1)
+                    backend.complete(Report(jobname, worker_id, run_id, message, record, ntasks=1))
         except Exception as e:  # the lease will expire and a manager will requeue it then
             logger.warning("supervisor: could not report the timeout of worker %s: %s", worker_id, e)
 
@@ -327,7 +328,7 @@ class LocalWorkers:
             base_id,
             *extra_args,
         ]
-        self.process = subprocess.Popen(argv, env=worker_environment(env), preexec_fn=_pdeathsig_preexec())
+        self.process = subprocess.Popen(argv, env=worker_environment(env), preexec_fn=pdeathsig_preexec())
 
     @property
     def ids(self) -> list[str]:

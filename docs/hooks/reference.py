@@ -65,7 +65,7 @@ def error_classes() -> list[type[BaseException]]:
 def _first_paragraph(obj: Any) -> str:
     doc = inspect.getdoc(obj) or ""
     text = doc.split("\n\n", 1)[0]
-    return config_reference._markdown(text)
+    return config_reference.rst_to_markdown(text)
 
 
 def render_error_classes() -> str:
