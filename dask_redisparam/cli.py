@@ -60,7 +60,7 @@ def _settings(jobname: str | None, url: str | None, host: str | None, port: int 
 
 def _setting_options(*names: str) -> Callable[[_Command], _Command]:
     """Give a command the flags of the settings ``names``, as the settings table declares them
-    (:data:`dask_redisparam.schema.SETTINGS`: flag, type, default, help, and the variables that set it)."""
+    (:data:`dask_redisparam.config.schema.SETTINGS`: flag, type, default, help, and the variables that set it)."""
 
     def decorate(command: _Command) -> _Command:
         for name in reversed(names):
@@ -97,7 +97,7 @@ _CONNECTION = ("jobname", "url", "host", "port")
     "--release-memory",
     is_flag=True,
     help="Give memory freed by large values back to the system at once (default: keep it for the next ones; "
-    "see dask_redisparam.memory).",
+    "see dask_redisparam.worker.memory).",
 )
 @_setting_options("heartbeat_interval", "heartbeat_ttl")
 @click.option(

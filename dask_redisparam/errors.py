@@ -161,7 +161,7 @@ class SerializationError(RedisParamError, TypeError):
 
 
 class PayloadRejected(RedisParamError):
-    """A payload's signature is missing, unknown or wrong: it was not unpickled (see :mod:`dask_redisparam.signing`).
+    """A payload's signature is missing, unknown or wrong: it was not unpickled (:mod:`dask_redisparam.wire.signing`).
 
     ``reason`` classifies it: ``"unsigned"``, ``"no-secret"`` (signed, but this process has no secret),
     ``"unknown-key"``, ``"bad-signature"`` or ``"rejected"`` (anything else).

@@ -57,7 +57,8 @@ _Init = TypeVar("_Init", bound=Callable[..., None])
 
 def _dask_config_applied(init: _Init) -> _Init:
     """``init`` (an ``__init__`` that takes the settings) called with the settings that the caller did not give
-    taken from the dask config keys ``redisparam.<name>`` (:func:`~dask_redisparam.settings.config_overrides`)."""
+    taken from the dask config keys ``redisparam.<name>``
+    (:func:`~dask_redisparam.config.settings.config_overrides`)."""
 
     @functools.wraps(init)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -444,8 +445,8 @@ class RedisParam:
 
         Sets the dask config ``scheduler`` to this param and, if nobody set it, ``dataframe.shuffle.method`` to
         ``"tasks"``: dask's default, the disk-based shuffle, is right only on workers that share one filesystem
-        (see :mod:`dask_redisparam.shuffle`). dask.dataframe reads the method when a compute starts, dask.bag when
-        ``groupby`` is called: build a bag's ``groupby`` inside the block. A param that is not started starts here
+        (see :mod:`dask_redisparam.manager.shuffle`). dask.dataframe reads the method when a compute starts, dask.bag
+        when ``groupby`` is called: build a bag's ``groupby`` inside the block. A param that is not started starts here
         and stops when the block ends. The config is process-wide while the block lasts, as ``dask.config.set``.
 
         Examples

@@ -33,7 +33,7 @@ class Sentinel:
 
 MISSING: Any = Sentinel("MISSING")
 """No value: an argument not given (``iterate(init=...)``, ``map(tasks=...)``), a key not in a dict, a stored value
-or a part of one gone from Redis (:func:`~dask_redisparam.bulk.open_values`)."""
+or a part of one gone from Redis (:func:`~dask_redisparam.wire.bulk.open_values`)."""
 
 FROM_ENVIRONMENT: Any = Sentinel("FROM_ENVIRONMENT")
 """An argument to take from the environment when not given (a worker's signer: ``REDISPARAM_SECRET``)."""

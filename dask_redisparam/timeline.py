@@ -1,7 +1,7 @@
 """A Gantt chart of a run: which worker ran which task, when, and whether it succeeded.
 
 :meth:`RedisParam.timeline() <dask_redisparam.RedisParam.timeline>` returns one
-:class:`~dask_redisparam.scheduler.TimelineRecord` ``(key, worker, start, end, ok)`` per task of the param's last
+:class:`~dask_redisparam.manager.state.TimelineRecord` ``(key, worker, start, end, ok)`` per task of the param's last
 run; :func:`plot_timeline` draws them with matplotlib (an optional dependency, imported only when called)::
 
     with RedisParam(workers=4) as p:

@@ -1,4 +1,4 @@
-"""Tests of dask_redisparam.server.EmbeddedRedis, with real redis-server processes."""
+"""Tests of dask_redisparam.worker.server.EmbeddedRedis, with real redis-server processes."""
 
 from __future__ import annotations
 

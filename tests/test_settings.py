@@ -1,4 +1,4 @@
-"""Tests of :mod:`dask_redisparam.settings`: validation, server resolution, repr masking, replace, to_env."""
+"""Tests of :mod:`dask_redisparam.config.settings`: validation, server resolution, repr masking, replace, to_env."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Write the source that the settings table (:data:`dask_redisparam.schema.SETTINGS`) drives: ``python -m
+"""Write the source that the settings table (:data:`dask_redisparam.config.schema.SETTINGS`) drives: ``python -m
 dask_redisparam._docs.codegen`` rewrites it, ``python -m dask_redisparam._docs.codegen --check`` lists what is stale.
 
 IDEs, ``help()`` and mkdocstrings read source, not runtime objects, so these parts are checked in, between

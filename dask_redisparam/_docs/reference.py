@@ -3,8 +3,8 @@
 Nothing here is written by hand, so the reference cannot drift from the code:
 
 * the settings, their types, defaults, descriptions, environment variables and dask config keys come from the
-  settings table, :data:`dask_redisparam.schema.SETTINGS`, which ``Settings``, ``RedisParam`` and the commands are
-  made from (so they read exactly the variables and keys it declares);
+  settings table, :data:`dask_redisparam.config.schema.SETTINGS`, which ``Settings``, ``RedisParam`` and the
+  commands are made from (so they read exactly the variables and keys it declares);
 * a setting counts as *applied* when a module other than ``settings.py`` reads it from a ``settings`` object
   (the server fields through ``settings.address``); the others are accepted, validated and stored only;
 * the command-line flags are the options of the click commands of :mod:`dask_redisparam.cli` (hidden ones

@@ -1,7 +1,7 @@
 """The one doorway to Redis: every redis-py call of the package is in this subpackage.
 
 :class:`Backend` wraps one connection pool to one server and offers the few operations that the manager
-(:mod:`dask_redisparam.scheduler`), the workers (:mod:`dask_redisparam.worker`) and the CLI need. Each
+(:mod:`dask_redisparam.manager.state`), the workers (:mod:`dask_redisparam.worker`) and the CLI need. Each
 operation is one round trip: a pipeline or a Lua script, never one command per task.
 
 Blocking calls (``BLMOVE``, ``BLPOP``) always use a timeout shorter than the socket timeout, since redis-py

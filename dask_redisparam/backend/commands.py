@@ -3,7 +3,7 @@
 :data:`JOB_COMMANDS` lists them (as the ACL names them, ``script|load`` for a subcommand), read from what the
 backend actually sends (``tests/test_acl_commands.py`` checks that it is exactly that set, the commands inside the
 Lua scripts included, and the documented ACL rule of the security page too). :func:`check_commands` runs each of
-them once, in one pipelined round trip, on a scratch key of the job (:func:`~dask_redisparam.keys.probe`) and in
+them once, in one pipelined round trip, on a scratch key of the job (:func:`~dask_redisparam.backend.keys.probe`) and in
 a form that changes nothing: the scratch key is a string, so the list, hash and set commands answer
 ``WRONGTYPE``; the script runs an unknown digest (``NOSCRIPT``); ``SCRIPT LOAD`` gets a script that does not
 compile. Redis checks the ACL before it runs a command, so a command the user may not run answers ``NOPERM`` and

@@ -1,6 +1,6 @@
 """Large values on the wire: their parts go to and come from Redis without intermediate copies.
 
-:class:`LargeValues` reads the parts of large values (:mod:`dask_redisparam.bulk`) straight from the socket into
+:class:`LargeValues` reads the parts of large values (:mod:`dask_redisparam.wire.bulk`) straight from the socket into
 their buffers, and sends commands whose arguments are large memoryviews as they are, with a wide send buffer.
 The manager's uploads (:mod:`.runs`) and the workers' completions (:mod:`.workers`) use the latter.
 """
@@ -94,7 +94,7 @@ def read_bulk_into(sock: Any, view: memoryview) -> bool:
     """Read one RESP bulk reply from ``sock`` straight into ``view`` (which must have its exact size).
 
     Returns False for a nil reply (the field is missing). Raises :class:`ConnectionError` when the connection
-    ends and :class:`~dask_redisparam.signing.PayloadRejected` when the size differs (the caller must then drop
+    ends and :class:`~dask_redisparam.wire.signing.PayloadRejected` when the size differs (the caller must then drop
     the connection: the rest of the reply is unread).
     """
     line = _read_line(sock)

@@ -11,12 +11,13 @@ __all__ = ["ACK", "ASK_STOP", "COMPLETE", "COPY", "DEREGISTER", "HEARTBEAT", "MO
 # Store a batch's results and its completion record, and forget the message; but only if the worker still holds the
 # message (a reaped worker lost its claim: its late result is dropped) and the run is alive (keys of a dead run are
 # never re-created, so nothing is left behind after a run ends).
-# ARGV: message, record, task count, n, n part fields (written just before, see dask_redisparam.bulk), r, then
+# ARGV: message, record, task count, n, n part fields (written just before, see dask_redisparam.wire.bulk), r, then
 # field/value pairs, the first r of them references to large values. Refused, the script deletes those parts, unless
 # the first reference is already stored (a repeat of a call that succeeded: the parts are the stored value's). If a
 # reference's field exists already (the message ran twice: it was queued twice), the first values stay: the new
 # references are not stored and their parts are deleted. The data hash keeps the TTL its manager gives it (the values
-# outlive the run's lease: dask_redisparam.lease); only a hash without one (or with a shorter one) gets the lease's.
+# outlive the run's lease: dask_redisparam.manager.lease); only a hash without one (or with a shorter one) gets the
+# lease's.
 # A part missing (Redis refused to store it: OOM) leaves everything as it was but the parts written (deleted), and
 # returns -2.
 COMPLETE = """
@@ -60,8 +61,9 @@ return 1
 """
 
 # A worker died: put every message it held back on the queue, unchanged (they are signed), forget the worker, and
-# return {run, msg, stamp, ...} of what moved (from the header "<version>|<run>|<msg>|" of dask_redisparam.protocol;
-# stamp: the server's time in microseconds), so that the runs' managers can count the loss once.
+# return {run, msg, stamp, ...} of what moved (from the header "<version>|<run>|<msg>|" of
+# dask_redisparam.wire.protocol; stamp: the server's time in microseconds), so that the runs' managers can count the
+# loss once.
 REAP = """
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 local now = redis.call('TIME')

@@ -35,7 +35,7 @@ class WorkerOps(LargeValues):
         """Requeue what a dead worker held (attempt + 1, atomically), forget it, and tell the runs' managers.
 
         ``notice(run_id, msg_id, stamp)`` makes the loss notice for a run (the caller signs it with the job's
-        secret, if it has one); default: an unsigned :func:`~dask_redisparam.protocol.encode_lost`, which the
+        secret, if it has one); default: an unsigned :func:`~dask_redisparam.wire.protocol.encode_lost`, which the
         manager of a signed run ignores. Returns ``(run_id, msg_id, stamp)`` of every message put back (stamp: the
         server's time, in microseconds).
         """
@@ -115,7 +115,7 @@ class WorkerOps(LargeValues):
     def complete(self, report: Report) -> int:
         """Store a batch's results and completion record and release the message, atomically.
 
-        The large values' parts (:class:`~dask_redisparam.bulk.Report`) are written first, in the same round trip.
+        The large values' parts (:class:`~dask_redisparam.wire.bulk.Report`) are written first, in the same round trip.
         Returns 1 when stored, 0 when the run is gone and -1 when the worker no longer held the message (it was
         reaped and the message requeued); in both cases nothing is stored (and the parts are deleted).
         """
@@ -193,8 +193,8 @@ class WorkerOps(LargeValues):
         notice: bytes | None = None,
     ) -> None:
         """Dead-letter a message the worker refused, record the rejection (``info``: reason, worker...) in the
-        job's :func:`~dask_redisparam.keys.rejected` hash, and, if ``run_id`` names a live run, push ``notice`` to
-        its ``done`` list for its manager (two round trips)."""
+        job's :func:`~dask_redisparam.backend.keys.rejected` hash, and, if ``run_id`` names a live run, push
+        ``notice`` to its ``done`` list for its manager (two round trips)."""
         self.dead_letter(jobname, worker_id, message)
 
         def build(pipe: Any) -> None:

@@ -1,4 +1,4 @@
-"""The checks of single setting values, as the settings table (:mod:`dask_redisparam.schema`) uses them.
+"""The checks of single setting values, as the settings table (:mod:`dask_redisparam.config.schema`) uses them.
 
 Each check (a :data:`Check`) takes the setting's name, the value and the settings validated before it, and returns
 the value normalised (``5`` as ``5.0`` for a float setting, a path as ``str``), or raises

@@ -1,6 +1,6 @@
-"""Which Redis server a :class:`~dask_redisparam.settings.Settings` uses: its sources and how they combine.
+"""Which Redis server a :class:`~dask_redisparam.config.settings.Settings` uses: its sources and how they combine.
 
-See the module documentation of :mod:`dask_redisparam.settings` for the precedence of the sources.
+See the module documentation of :mod:`dask_redisparam.config.settings` for the precedence of the sources.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def resolve_address(layers: tuple[Layer, ...]) -> RedisAddress | None:
 
 def ambient_layers(environ: Mapping[str, str]) -> tuple[Layer, ...]:
     """The sources below the arguments: ``REDISPARAM_URL``, the other variables (the ``env`` of each server
-    setting in :data:`~dask_redisparam.schema.SETTINGS`), then dask config."""
+    setting in :data:`~dask_redisparam.config.schema.SETTINGS`), then dask config."""
     (url_variable,) = setting("url").env
     env_url: Layer = {"url": (url_variable, environ[url_variable])} if environ.get(url_variable) else {}
     env_fields: dict[str, tuple[str, Any]] = {}

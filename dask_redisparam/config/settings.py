@@ -78,7 +78,7 @@ class Settings:
         The first setting, which may be given by position (as R's).
     **settings
         The other settings, by name, as :class:`~dask_redisparam.RedisParam` documents them (declared in
-        :data:`dask_redisparam.schema.SETTINGS`, whose defaults apply to those not given).
+        :data:`dask_redisparam.config.schema.SETTINGS`, whose defaults apply to those not given).
     environ : Mapping[str, str], optional
         The environment to read (default ``os.environ``); not stored.
 

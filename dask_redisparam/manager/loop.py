@@ -1,13 +1,13 @@
-"""The manager's loop: drive a :class:`~dask_redisparam.scheduler.RunState` against Redis until the run ends.
+"""The manager's loop: drive a :class:`~dask_redisparam.manager.state.RunState` against Redis until the run ends.
 
 The state machine does no I/O: this loop feeds it events (records read, worker counts, withdrawn messages) and
-carries out its :class:`~dask_redisparam.options.Commands` (push, delete, withdraw, show task logs), and downloads
-the requested values. Each turn of :func:`run_graph`'s loop is one round trip (:meth:`Backend.exchange`):
+carries out its :class:`~dask_redisparam.manager.options.Commands` (push, delete, withdraw, show task logs), and
+downloads the requested values. Each turn of :func:`run_graph`'s loop is one round trip (:meth:`Backend.exchange`):
 acknowledge the completion records of the last turn, push new messages, delete released values, renew the run's
 ``alive`` key and read new records; it blocks (up to a second) only when nothing came back. About once a second it
 also counts the live workers (the window follows them) and reaps dead ones: what a dead worker held goes back to
 the queue. The run's lease (:data:`RUN_TTL`) is also renewed by a thread of its own
-(:class:`~dask_redisparam.lease.RunLease`), so a
+(:class:`~dask_redisparam.manager.lease.RunLease`), so a
 loop that is busy or blocked for seconds keeps its run.
 
 Faults:
@@ -107,7 +107,7 @@ def run_graph(
     backend : Backend
         The connection to the server.
     graph : Graph
-        From :func:`dask_redisparam.graph.prepare_graph`.
+        From :func:`dask_redisparam.manager.graph.prepare_graph`.
     options : RunOptions
         Job name, window and error policy.
     callbacks : optional

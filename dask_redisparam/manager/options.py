@@ -2,7 +2,7 @@
 
 :class:`RunOptions` is what :class:`~dask_redisparam.param.RedisParam` decides for one run and passes to the
 manager; :class:`StoredResult`, :class:`TimelineRecord` and :class:`RedoInfo` describe finished tasks;
-:class:`Commands` is what the state machine (:mod:`dask_redisparam.scheduler`) asks its loop to do.
+:class:`Commands` is what the state machine (:mod:`dask_redisparam.manager.state`) asks its loop to do.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Commands:
         Captured task logs to show (and append to ``logdir``): :func:`~dask_redisparam.logs.emit_task_log`.
     ask_live_workers : bool
         Ask Redis for the ids of the job's live workers and tell the state
-        (:meth:`~dask_redisparam.scheduler.RunState.workers_seen`): every worker may be refusing the messages.
+        (:meth:`~dask_redisparam.manager.state.RunState.workers_seen`): every worker may be refusing the messages.
     """
 
     push: list[bytes]
@@ -107,7 +107,7 @@ def _no_known_values(key: Hashable) -> Any:
 @dataclasses.dataclass
 class RunOptions:
     """Settings of one run: built by :class:`~dask_redisparam.param.RedisParam` for each run from its
-    :class:`~dask_redisparam.settings.Settings` (whose table holds the defaults) and the compute's arguments.
+    :class:`~dask_redisparam.config.settings.Settings` (whose table holds the defaults) and the compute's arguments.
 
     Parameters
     ----------
@@ -148,7 +148,7 @@ class RunOptions:
     exported : tuple of (dict, dict), optional
         The dask config and environment variables to apply on the workers while they unpickle and run the tasks.
     signer : Signer, optional
-        Signs messages and uploaded values, checks records and results (:mod:`dask_redisparam.signing`).
+        Signs messages and uploaded values, checks records and results (:mod:`dask_redisparam.wire.signing`).
     describe_server : str
         ``host:port`` for messages.
     last_timeline : list of TimelineRecord
@@ -194,7 +194,7 @@ class RunOptions:
 
         Examples
         --------
-        >>> from dask_redisparam.settings import Settings
+        >>> from dask_redisparam.config.settings import Settings
         >>> options = RunOptions.from_settings(Settings(jobname="job", environ={}), {"retries": 2})
         >>> options.jobname, options.retries, options.allowed_failures, options.fuse_chains
         ('job', 2, 3, True)

@@ -2,7 +2,7 @@
 
 A worker that refuses a task message (not a task message of its protocol version, or a failed signature check)
 never unpickles it: it moves it to the job's dead-letter list and, if the run is alive, pushes a *rejection
-notice* to the run's ``done`` list (:func:`~dask_redisparam.protocol.encode_rejected`), naming itself and the
+notice* to the run's ``done`` list (:func:`~dask_redisparam.wire.protocol.encode_rejected`), naming itself and the
 reason. The notice cannot be signed (the refusing worker may have no secret), so the manager treats it as
 evidence, not proof:
 
@@ -59,7 +59,7 @@ FIXES = {
     "version": "Those workers run another version of dask-redisparam: install the same version on the manager "
     "and the workers.",
 }
-"""What to do, for each reason a worker gives (:data:`~dask_redisparam.protocol.REJECTION_REASONS`)."""
+"""What to do, for each reason a worker gives (:data:`~dask_redisparam.wire.protocol.REJECTION_REASONS`)."""
 
 _SEE_LOGS = "See those workers' logs ('rejected a task message')."
 

@@ -96,7 +96,7 @@ class RunState:
     Parameters
     ----------
     graph : Graph
-        From :func:`dask_redisparam.graph.prepare_graph`.
+        From :func:`dask_redisparam.manager.graph.prepare_graph`.
     options : RunOptions
         The run's settings.
     callbacks : sequence
@@ -108,8 +108,8 @@ class RunState:
 
     Examples
     --------
-    >>> from dask_redisparam.graph import prepare_graph
-    >>> from dask_redisparam.settings import Settings
+    >>> from dask_redisparam.manager.graph import prepare_graph
+    >>> from dask_redisparam.config.settings import Settings
     >>> options = RunOptions.from_settings(Settings(jobname="job", environ={}))
     >>> run = RunState(prepare_graph({"x": 1, "y": (abs, "x")}, ["y"]), options, [])
     >>> run.start({})
@@ -529,7 +529,7 @@ class RunState:
 
     def handle_rejected(self, notice: Rejection) -> None:
         """A worker refused a message and dead-lettered it: send it again (or give up; see
-        :mod:`dask_redisparam.rejections`)."""
+        :mod:`dask_redisparam.manager.rejections`)."""
         sent = self.messages.get(notice.msg_id)
         if sent is None or not self.rejections.add(notice):
             return

@@ -12,7 +12,7 @@ Instead:
   deleted by the completion script that refuses it);
 - the value's own field holds a :class:`Ref` (sealed like any stored value): token, frame sizes, the embedded
   header and a Poly1305 tag over the parts (its one-time key derived from the shared secret and a random nonce,
-  see :meth:`~dask_redisparam.signing.Signer.bulk_authenticator`: 10 GB/s where HMAC-SHA256 does 2).
+  see :meth:`~dask_redisparam.wire.signing.Signer.bulk_authenticator`: 10 GB/s where HMAC-SHA256 does 2).
 
 A reader fetches the reference, takes one buffer for all frames of the value (:class:`BufferPool`: a new one from
 numpy's allocator, or in a worker one it kept), has the backend read every part straight into its place (no
@@ -231,7 +231,7 @@ class BufferPool:
     and lives as long as the value made from it. A worker keeps up to ``keep`` buffers (anonymous memory maps) once
     their values are gone, and reads the next large values into them: memory a process touches for the first time
     costs a page fault per page, on virtual machines as much as the copy itself (see
-    :mod:`dask_redisparam.memory`). A kept buffer serves a value of at least half its size.
+    :mod:`dask_redisparam.worker.memory`). A kept buffer serves a value of at least half its size.
 
     Examples
     --------

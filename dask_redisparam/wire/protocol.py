@@ -5,7 +5,7 @@ header a worker can read without unpickling anything::
 
     b"D2|<run_id>|<msg_id>|<attempt>|" + <key id> + b"|" + <MAC> + b"|" + payload
 
-The MAC (:mod:`dask_redisparam.signing`) covers the protocol version, the job, the run, the message id, the
+The MAC (:mod:`dask_redisparam.wire.signing`) covers the protocol version, the job, the run, the message id, the
 attempt and the payload; without a secret, key id and MAC are empty. Stored values and completion records are
 sealed the same way, so nothing is unpickled before its signature is checked.
 
@@ -124,7 +124,7 @@ class Outcome(NamedTuple):
     """What became of one entry: ``status`` is OK, ERROR (``error`` holds the pickled exception) or
     UNEVALUATED; ``nbytes`` is the size of the stored result; times are the worker's clock, in seconds; ``log``
     is the captured :class:`~dask_redisparam.logs.TaskLog`, if any; ``parts`` names the fields that hold the parts
-    of a large result (:mod:`dask_redisparam.bulk`), deleted with it."""
+    of a large result (:mod:`dask_redisparam.wire.bulk`), deleted with it."""
 
     idx: int
     status: int

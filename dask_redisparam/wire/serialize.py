@@ -66,7 +66,7 @@ def dumps_value(obj: Any) -> bytes:
 
 
 def dumps_result(obj: Any) -> bytes | Frames:
-    """Pickle a task's result: one pickle when small, else :class:`~dask_redisparam.bulk.Frames` (protocol 5 with
+    """Pickle a task's result: one pickle when small, else :class:`~dask_redisparam.wire.bulk.Frames` (protocol 5 with
     out-of-band buffers: a large numpy array is referenced, not copied), stored as parts.
 
     Examples

@@ -103,7 +103,7 @@ class Signer:
         return self._prefix + mac + b"|" + payload
 
     def bulk_authenticator(self, context: bytes, nonce: bytes, kid: str | None = None) -> Poly1305:
-        """A Poly1305 authenticator for the parts of one large value (see :mod:`dask_redisparam.bulk`).
+        """A Poly1305 authenticator for the parts of one large value (see :mod:`dask_redisparam.wire.bulk`).
 
         Its one-time key is HMAC-SHA256 of ``context`` (the job) and ``nonce`` (random, one per value) under
         the key ``kid`` (default: the signing key): Poly1305 is five times faster than HMAC-SHA256 here and

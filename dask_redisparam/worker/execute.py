@@ -88,7 +88,7 @@ def run_batch(
 ) -> tuple[list[Outcome], list[tuple[str, bytes | Frames]]]:
     """Run the entries of ``batch`` in order; ``values`` holds the inputs by field (and receives the results).
 
-    Returns the outcomes and the ``(field, pickled result)`` pairs to store (:class:`~dask_redisparam.bulk.Frames`
+    Returns the outcomes and the ``(field, pickled result)`` pairs to store (:class:`~dask_redisparam.wire.bulk.Frames`
     for a large result). The caller applies the manager's exported globals around it (:func:`apply_globals`),
     from before the batch is unpickled.
     """

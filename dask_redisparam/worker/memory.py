@@ -7,7 +7,7 @@ for memory the process had already used. By default glibc returns every large bl
 :func:`reuse_freed_memory` (called by workers at start, unless started with ``--release-memory``):
 
 - keeps the buffers that large values are read into for the next ones
-  (:class:`~dask_redisparam.bulk.BufferPool`, two of them);
+  (:class:`~dask_redisparam.wire.bulk.BufferPool`, two of them);
 - once a value of :data:`HEAP_FROM` (512 MiB) or more passes, tells glibc to serve large blocks from its heap, and
   to give back only what is free above 64 MiB at its top (:func:`keep_heap`; measured: a worker passing 1 GB arrays
   on holds 2 GB, its peak, and moves them twice as fast).
@@ -46,7 +46,7 @@ allocations split the freed blocks: measured, 3x the array size held instead of 
 
 
 def reuse_freed_memory(buffers: int = 2, heap_from: int = HEAP_FROM) -> None:
-    """Keep up to ``buffers`` receive buffers of large values (:class:`~dask_redisparam.bulk.BufferPool`); once a
+    """Keep up to ``buffers`` receive buffers of large values (:class:`~dask_redisparam.wire.bulk.BufferPool`); once a
     value of ``heap_from`` bytes or more passes through this process, also :func:`keep_heap`."""
     bulk.POOL.keep = buffers
     bulk.POOL.on_large = (heap_from, keep_heap)

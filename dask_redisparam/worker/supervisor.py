@@ -6,7 +6,7 @@ stop signals on (first signal: warm stop, second: cold). :class:`LocalWorkers` i
 command in the background (``is_worker=None``) and stops exactly it.
 
 A worker process that keeps dying young is restarted with a growing delay, and the supervisor gives up after a
-few failed starts, logging the process's last error line (:mod:`dask_redisparam.restarts`). For that, each worker
+few failed starts, logging the process's last error line (:mod:`dask_redisparam.worker.restarts`). For that, each worker
 process's stderr goes through a pipe that the supervisor reads and passes on to its own stderr, line by line.
 
 Worker processes get ``PYTHONHASHSEED`` as ``dask.multiprocessing`` sets it, so hashing of strings agrees across
@@ -69,7 +69,7 @@ class Supervisor:
         that died gets a suffix ``.<k>``, since the dead worker's lease may still be live.
     restart : bool
         Start a new worker process when one dies while not stopping, with the crash-loop backoff of
-        :mod:`dask_redisparam.restarts`.
+        :mod:`dask_redisparam.worker.restarts`.
     reap : tuple of (RedisAddress, jobname), optional
         When given, a worker process that dies is reaped at once: what it held goes back to the queue (counting
         one failed attempt), instead of waiting for its lease to expire.
@@ -197,8 +197,8 @@ class Supervisor:
         """Start the workers and supervise them until all have stopped.
 
         Returns 0; 1 when a worker failed and was not replaced, or kept failing at start (see
-        :mod:`dask_redisparam.restarts`); :data:`~dask_redisparam.restarts.EXIT_CONFIG` when a worker could not
-        work as configured.
+        :mod:`dask_redisparam.worker.restarts`); :data:`~dask_redisparam.worker.restarts.EXIT_CONFIG` when a worker
+        could not work as configured.
         """
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
