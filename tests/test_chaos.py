@@ -3,6 +3,7 @@ entry, all in the same 20 rounds; every round exact, every key recorded once, no
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import random
 import secrets
@@ -53,7 +54,10 @@ class Chaos:
         self._thread: threading.Thread | None = None
 
     def children(self) -> list[psutil.Process]:
-        return psutil.Process(self.workers.process.pid).children()
+        try:
+            return psutil.Process(self.workers.process.pid).children()
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            return []
 
     def start(self, faults: list[str]) -> None:
         """Inject ``faults`` (and those a shorter round left over) in order, each after a random pause."""
@@ -77,17 +81,19 @@ class Chaos:
         children = self.children()
         if children:
             victim = self.rng.choice(children)
-            victim.kill()
-            self.log.append(f"kill {victim.pid}")
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):  # it may have just exited
+                victim.kill()
+                self.log.append(f"kill {victim.pid}")
 
     def stop_past_lease(self) -> None:
         children = self.children()
         if children:
             victim = self.rng.choice(children)
-            victim.suspend()
-            self.log.append(f"stop {victim.pid}")
-            self._stop.wait(2.5)  # the lease is 1.5 s: reaped meanwhile; its late result must be dropped
-            victim.resume()
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                victim.suspend()
+                self.log.append(f"stop {victim.pid}")
+                self._stop.wait(2.5)  # the lease is 1.5 s: reaped meanwhile; its late result must be dropped
+                victim.resume()
 
     def restart_redis(self) -> None:
         self.server.kill()

@@ -34,7 +34,7 @@ from ..wire.serialize import dumps_exception, loads_exception, make_remote
 from .state import RunState
 
 if TYPE_CHECKING:
-    from ..param import RedisParam
+    from ..param_scheduling import ParamScheduler
 
 __all__ = ["MapRedo", "iterate_elements", "map_elements", "run_chunk", "split_indices"]
 
@@ -92,7 +92,7 @@ def split_indices(indices: list[int], nchunks: int) -> list[list[int]]:
 
 
 def map_elements(
-    param: RedisParam,
+    param: ParamScheduler,
     func: Callable[..., Any],
     iterables: tuple[Iterable[Any], ...],
     *,
@@ -199,7 +199,7 @@ def _collect(outcomes: dict[int, tuple[Any, ...]], n: int, stop_on_error: bool, 
 
 
 def iterate_elements(
-    param: RedisParam,
+    param: ParamScheduler,
     iterator: Iterable[Any],
     func: Callable[..., Any],
     *,

@@ -11,7 +11,9 @@ Redis key: never only in a worker's memory. A heartbeat thread renews the worker
 ``heartbeat_interval`` seconds.
 
 Signals: the first SIGTERM or SIGINT asks for a *warm* stop: an idle worker stops at once, a busy one finishes
-its current message first. A second signal stops it *cold*: the current message goes back to the queue.
+its current message first. A second signal stops it *cold*: the current message goes back to the queue
+(:mod:`dask_redisparam.worker.signals`). Reporting a message, its results or its refusal, is in
+:mod:`dask_redisparam.worker.report`.
 
 Run it with the ``dask-redisparam-worker`` command (:mod:`dask_redisparam.cli`) or
 ``python -m dask_redisparam.worker`` (:mod:`dask_redisparam.worker.__main__`).
@@ -31,12 +33,10 @@ import contextlib
 import functools
 import logging
 import os
-import signal
 import socket
 import threading
 import time
 import uuid
-from types import FrameType
 from typing import Any
 
 from ..backend import TRANSIENT_ERRORS, Backend
@@ -47,42 +47,29 @@ from ..errors import (
     PersistenceFailed,
     ServerOutOfMemory,
     ServerReadOnly,
-    ServerUnavailable,
     StopRequested,
     WorkerConflict,
 )
 from ..rng import reseed_from_entropy
 from ..sentinels import FROM_ENVIRONMENT
 from ..wire.bulk import Frames, Part, Report, open_values, pack, triage
-from ..wire.protocol import (
-    REJECTION_REASONS,
-    Batch,
-    Completion,
-    classify_rejection,
-    decode_header,
-    dumps_completion,
-    encode_rejected,
-    open_task,
-    split_payload,
-)
+from ..wire.protocol import Batch, Completion, decode_header, dumps_completion, open_task, split_payload
 from ..wire.serialize import dumps_exception, loads
 from ..wire.signing import Signer, signer_from_environment
 from .cache import CACHE_BYTES, ValueCache
 from .execute import Watchdog, apply_globals, run_batch
+from .report import complete, reject, report_unstored
+from .signals import fault_test_hook, install_stop_handlers
 
 __all__ = ["Worker", "new_worker_id"]
 
 logger = logging.getLogger(__name__)
 
 
-REPORT_GRACE = 120.0
-"""Seconds a worker keeps trying to report a finished message to an unreachable Redis before it gives up."""
-
 REFUSING_WRITES = (ServerOutOfMemory, PersistenceFailed, ServerReadOnly)
 """A server that refuses writes for now (memory full, a failed RDB snapshot, a failover that made it a replica):
 the worker waits for it, as for a lost connection, with a warning every :data:`REFUSAL_WARNING` seconds."""
 REFUSAL_WARNING = 10.0
-_REPORT_RETRIED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, PersistenceFailed, ServerReadOnly)
 
 
 def new_worker_id() -> str:
@@ -140,13 +127,12 @@ class Worker:
         self.messages_done = 0
         self._backend: Backend | None = None
         self._stop = threading.Event()
-        self._signals = 0
         self._busy = False
         self._current = ""
         self._recover = False  # a lost reply may have left a claimed message in our processing list
         self._watchdog = Watchdog()
         self._cache = ValueCache(CACHE_BYTES)
-        self._rejected = 0  # messages refused in a row (they slow this worker down; see _reject)
+        self._rejected = 0  # messages refused in a row (they slow this worker down: _slow_down_after_refusal)
         self._globals = contextlib.ExitStack()  # the exported globals of the message being processed
         self.signer: Signer | None = signer_from_environment() if signer is FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
@@ -177,7 +163,7 @@ class Worker:
                 f"{self.address.describe()}; give this one another id (REDISPARAM_ID or --id)"
             )
         logger.info("worker %s: serving job %s on %s", self.id, self.jobname, self.address.describe())
-        restore = self._install_signal_handlers()
+        restore = install_stop_handlers(self.id, self._stop, busy=lambda: self._busy)
         beat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.id}", daemon=True)
         beat.start()
         try:
@@ -215,7 +201,7 @@ class Worker:
                         return
                     continue
                 self._busy = True
-                _test_hook("claimed")
+                fault_test_hook("claimed")
                 claimed = self._process(backend, message)
                 delay = 0.05
             except TRANSIENT_ERRORS as e:
@@ -233,30 +219,6 @@ class Worker:
             self.messages_done += 1
             if self.max_tasks is not None and self.messages_done >= self.max_tasks:
                 return
-
-    def _install_signal_handlers(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            self._signals += 1
-            self._stop.set()
-            if not self._busy:
-                raise StopRequested("idle")
-            if self._signals >= 2:
-                logger.warning("worker %s: cold stop; the current task goes back to the queue", self.id)
-                raise StopRequested("cold")
-            logger.info("worker %s: warm stop after the current task (signal again to stop now)", self.id)
-
-        for sig in previous:
-            signal.signal(sig, handle)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
 
     def _heartbeat_loop(self) -> None:
         backend = self._backend
@@ -289,7 +251,8 @@ class Worker:
             run_id, msg_id, attempt, _ = decode_header(message)
             payload = open_task(message, self.signer, self.jobname)
         except (ValueError, PayloadRejected) as e:
-            self._reject(backend, message, e)
+            reject(backend, self.jobname, self.id, message, e)
+            self._slow_down_after_refusal()
             return None
         self._current, self._rejected = f"{run_id}/{msg_id}", 0
         try:
@@ -346,14 +309,17 @@ class Worker:
         record = dumps_completion(
             Completion(msg_id, attempt, self.id, outcomes, None), self.signer, self.jobname, run_id
         )
-        _test_hook("executed")
+        fault_test_hook("executed")
+        report = Report(self.jobname, self.id, run_id, message, record, stores, len(outcomes), large, parts)
+        last = self.max_tasks is not None and self.messages_done + 1 >= self.max_tasks
+        claim_next = not (last or self._stop.is_set())
         try:
-            report = Report(self.jobname, self.id, run_id, message, record, stores, len(outcomes), large, parts)
-            status, claimed = self._complete(backend, report)
+            status, claimed, lost_claim = complete(backend, report, claim_next, self._stop, self.address)
         except ServerOutOfMemory as e:
             self._recover = True  # the refused completion may have claimed the next message
-            self._report_unstored(backend, run_id, msg_id, attempt, message, e)
+            report_unstored(backend, report, msg_id, attempt, self.signer, e)
             return None
+        self._recover = self._recover or lost_claim  # (if it gave up, the loop looks in the processing list anyway)
         if status < 0:
             logger.warning(
                 "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",
@@ -361,92 +327,14 @@ class Worker:
                 msg_id,
                 run_id,
             )
-        _test_hook("completed")
+        fault_test_hook("completed")
         self.tasks_done += len(outcomes)
         return claimed
 
-    def _report_unstored(
-        self, backend: Backend, run_id: str, msg_id: int, attempt: int, message: bytes, error: ServerOutOfMemory
-    ) -> None:
-        """Redis is too full to store a message's results: report the message as failed (the manager fails the
-        run); the small record fits, as a completion script is not refused once it has released the message."""
-        logger.warning(
-            "worker %s: could not store the results of message %d of run %s: %s", self.id, msg_id, run_id, error
-        )
-        failure = ServerOutOfMemory(f"{error} (worker {self.id} could not store the results of message {msg_id})")
-        completion = Completion(msg_id, attempt, self.id, [], dumps_exception(failure, None))
-        record = dumps_completion(completion, self.signer, self.jobname, run_id)
-        backend.complete(Report(self.jobname, self.id, run_id, message, record))
-
-    def _reject(self, backend: Backend, message: bytes, error: Exception) -> None:
-        """Refuse a message that is not a task message of this version or fails its signature check.
-
-        It is never unpickled: it goes to the job's dead-letter list, the rejection is recorded for ``status``, and
-        the manager of its run (if the run is alive) gets a rejection notice, so that it sends the message again
-        for another worker, or fails the run if every worker refuses. The worker keeps serving; after several
-        refusals in a row it waits a little before each claim (up to a second), so that a worker that cannot read
-        the job's messages (no secret, another secret) does not take all of them from the others.
-        """
-        reason, run_id, msg_id, attempt = classify_rejection(message, error)
-        hint = ""
-        if reason == "no-secret":
-            hint = "; this worker has no secret: set REDISPARAM_SECRET (or REDISPARAM_SECRET_FILE) as for the manager"
-        elif reason == "version":
-            hint = "; run the same version of dask-redisparam on the manager and the workers"
-        logger.warning(
-            "worker %s: rejected a task message (not unpickled; dead-lettered): %s: %s%s",
-            self.id,
-            REJECTION_REASONS.get(reason, reason),
-            error,
-            hint,
-        )
-        info = {"reason": reason, "detail": str(error)[:200], "worker": self.id, "run": run_id or ""}
-        info["time"] = f"{time.time():.3f}"
-        notice = encode_rejected(msg_id, attempt, uuid.uuid4().hex[:12], reason, self.id)
-        backend.reject_message(self.jobname, self.id, message, info, run_id, notice)
+    def _slow_down_after_refusal(self) -> None:
+        """After several refused messages in a row, wait a little before each claim (up to a second), so that a
+        worker that cannot read the job's messages (no secret, another secret) does not take all of them from the
+        others."""
         self._rejected += 1
         if self._rejected > 1:
             self._stop.wait(min(0.1 * 2 ** (self._rejected - 2), 1.0))
-
-    def _complete(self, backend: Backend, report: Report) -> tuple[int, bytes | None]:
-        """Store and report, repeating through a lost connection (a repeat after success stores nothing); claim the
-        next message in the same round trip unless this worker is stopping or at its last message.
-
-        Returns what :meth:`Backend.complete` does and the message claimed, if any. Gives up (ServerUnavailable)
-        after :data:`REPORT_GRACE` seconds, or 5 s once a stop was asked for: the message stays claimed in Redis,
-        and is requeued when this worker's lease runs out.
-        """
-        delay, started = 0.05, time.monotonic()
-        last = self.max_tasks is not None and self.messages_done + 1 >= self.max_tasks
-        claim_next = not (last or self._stop.is_set())
-        while True:
-            try:
-                return backend.complete_and_claim(report, claim_next=claim_next)
-            except _REPORT_RETRIED as e:
-                # a message claimed by a call whose reply was lost sits in our processing list: picked up later
-                self._recover, claim_next = self._recover or claim_next, False
-                waited = time.monotonic() - started
-                if waited > REPORT_GRACE or (self._stop.is_set() and waited > 5.0):
-                    raise ServerUnavailable(
-                        f"worker {self.id}: cannot report to Redis at {self.address.describe()} for {waited:.0f} s: {e}"
-                    ) from e
-                logger.warning("worker %s: cannot report (%s); retrying", self.id, e)
-                time.sleep(delay)
-                delay = min(2 * delay, 2.0)
-
-
-TEST_HOOK_ENV = "REDISPARAM_TEST_KILL_AT"
-"""For fault tests only: ``<point>:<marker file>`` makes the worker SIGKILL itself once at ``point`` (claimed,
-executed, completed) if the marker file does not exist yet (it is created first)."""
-
-
-def _test_hook(point: str) -> None:
-    spec = os.environ.get(TEST_HOOK_ENV)
-    if not spec or not spec.startswith(point + ":"):
-        return
-    marker = spec.split(":", 1)[1]
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,291 @@
+"""The core of the manager's state machine for one run (one call of a ``get``): the state and its transitions.
+
+:class:`RunCore` holds the run's state, shaped like ``dask.local``'s so that ``dask.diagnostics`` callbacks read
+it unchanged, and the transitions that the other parts share: setting a run up, a task becoming ready, finishing,
+its value being released. :class:`~dask_redisparam.manager.state.RunState` adds the dispatch
+(:mod:`dask_redisparam.manager.run_dispatch`) and the events (:mod:`dask_redisparam.manager.run_events`). None of
+it does I/O (no Redis, no files): the state takes *events* (completion records, loss and rejection notices, worker
+counts, withdrawn messages, tasks fed to a stream) and hands out *commands*
+(:class:`~dask_redisparam.manager.options.Commands`: messages to push or withdraw, values to delete, task logs to show,
+"tell me the live workers"), which :mod:`dask_redisparam.manager` carries out against Redis. The state dict holds:
+
+``dependencies`` / ``dependents``
+    key -> set of keys, both directions (of the culled graph).
+``waiting``
+    key -> set of its dependencies that have not finished.
+``waiting_data``
+    key -> set of its dependents that have not finished; when it empties, the key's stored value is deleted
+    from Redis unless the key was requested.
+``ready``
+    a heap of ``((-user priority, dask.order priority), n, key)``: tasks whose inputs all exist, highest
+    ``dask.annotate(priority=...)`` first (as dask.distributed), then in ``dask.order`` order.
+``running``
+    keys sent to Redis (queued or executing) and not yet finished.
+``finished`` / ``released``
+    keys done; keys whose value was dropped.
+``cache``
+    key -> :class:`StoredResult` for finished keys still held. Values stay in Redis: the manager only ever
+    downloads the requested keys, at the end.
+
+A task's life on the manager::
+
+    waiting ──► ready ──► running (in a message: queued, then claimed by a worker) ──► finished ──► released
+                  ▲                          │
+                  └──────────────────────────┘  it raised and has retries left, or it was not evaluated
+
+Ready tasks leave in **messages** (batches): at most ``ceil(live workers × queue_multiplier)`` messages are
+queued or running at once, the rest waits in ``ready``. A message takes a chunk of ready tasks, sized so that it
+runs about ``TARGET_SECONDS`` (measured), and each task's linear chain of dependents (a dependent whose only
+input it is), which then never leaves the worker. Small literals travel inside messages; large ones are uploaded
+once at the start.
+
+A message whose worker died comes back with its attempt number raised (a *lost* notice); after
+``allowed_failures`` + 1 attempts its tasks fail with :class:`~dask_redisparam.errors.KilledWorker`. A task that
+raised runs again while it has retries (``retries`` setting or ``dask.annotate(retries=n)``). With a ``timeout``
+every message carries one task, so that stopping one task never costs another its result.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import uuid
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+from dask._task_spec import Alias, DataNode
+from dask.callbacks import unpack_callbacks
+from dask.sizeof import sizeof
+
+from ..sentinels import MISSING
+from ..wire.bulk import Part, pack
+from ..wire.serialize import dumps_result, dumps_task
+from .graph import EMPTY, Graph
+from .options import RunOptions, StoredResult, TimelineRecord
+from .rejections import Rejections
+
+__all__ = ["INLINE_BYTES", "RunCore"]
+
+INLINE_BYTES = 16 * 1024
+"""Literals estimated smaller than this travel inside messages; larger ones are uploaded once."""
+
+
+class RunCore:
+    """The state of one run and the transitions its parts share; see the module docstring.
+
+    It takes the parameters of :class:`~dask_redisparam.manager.state.RunState` (documented there), which is what
+    callers build: this class declares every attribute, for the parts that derive from it.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        options: RunOptions,
+        callbacks: Sequence[Any],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        run_id: str | None = None,
+    ) -> None:
+        self.graph, self.options = graph, options
+        self.job = options.jobname
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.requested = set(graph.requested)
+        self.new_results: list[Hashable] = []  # requested keys finished, not yet taken by take_new_results()
+        self.timeline: list[TimelineRecord] = []  # one per task run, from the workers' clocks
+        self.idx = {key: n for n, key in enumerate(graph.nodes)}
+        self.keys_by_idx = list(graph.nodes)
+        self.loc: dict[Hashable, int] = {}  # key -> data field (or inline literal) that holds its value
+        self.holders: dict[int, int] = {}  # field -> number of keys whose value it holds
+        self.inline: dict[int, Any] = {}  # small literals, by field
+        self.parts: dict[int, tuple[str, ...]] = {}  # field of a large value -> the fields of its parts
+        self.messages: dict[int, tuple[bytes, list[Hashable]]] = {}  # in flight: message id -> (bytes, keys)
+        self.next_msg = 0
+        self.counter = 0
+        self.to_release: list[str] = []
+        self.mean_seconds: float | None = None
+        self.retries: dict[Hashable, int] = dict(graph.annotations.get("retries", {}))
+        self.user_priority: dict[Hashable, float] = dict(graph.annotations.get("priority", {}))
+        self.window = 0
+        self.errors: dict[Hashable, BaseException] = {}  # task key -> what it raised (first one first)
+        self.to_withdraw: list[bytes] = []  # requeued messages given up on
+        self.losses: dict[int, set[int]] = {}  # message id -> stamps of the deaths of workers running it
+        self.rejections = Rejections(self.job, self.run_id, options.describe_server, clock)
+        self.to_resend: list[bytes] = []  # messages a worker refused (dead-lettered): pushed again by fill()
+        self.logs: list[tuple[Hashable, str, Any]] = []  # (key, worker, TaskLog) to show, not yet taken
+        self.ask_live_workers = False  # the rejection policy wants the live workers' ids (see workers_seen)
+        # the manager's dask config and environment variables, pickled once: every message carries them first
+        self.exported = b"" if options.exported is None else dumps_task(options.exported)
+        self.state: dict[str, Any] = {
+            "dependencies": graph.dependencies,
+            "dependents": graph.dependents,
+            "waiting": {},
+            "waiting_data": {k: set(v) if v else EMPTY for k, v in graph.dependents.items()},
+            "cache": {},
+            "ready": [],
+            "running": set(),
+            "finished": set(),
+            "released": set(),
+        }
+        unpacked = unpack_callbacks(callbacks)  # type: ignore[no-untyped-call]
+        self.start_cbs, self.start_state_cbs, self.pretask_cbs, self.posttask_cbs, self.finish_cbs = unpacked
+
+    # ------------------------------------------------------------------ set-up
+    def known_to_load(self) -> list[Hashable]:
+        """The known keys (saved results) whose values :meth:`start` needs: ``options.load_known`` gives them."""
+        redo, graph = self.options.redo, self.graph
+        if not graph.known:
+            return []
+        return [
+            key
+            for key in graph.nodes
+            if key in graph.known and (redo is None or key not in redo.fields) and graph.dependents[key]
+        ]
+
+    def start(self, known: dict[Hashable, Any]) -> tuple[dict[str, bytes], list[Part], dict[str, str]]:
+        """Fill the initial state; ``known`` holds the values of :meth:`known_to_load`.
+
+        Returns the large literals to upload (field -> sealed value, and the parts of the largest), and the values
+        to copy from the redo hash of a failed run (field -> field there).
+        """
+        waiting = self.state["waiting"]
+        uploads: dict[str, bytes] = {}
+        parts: list[Part] = []
+        copies: dict[str, str] = {}
+        literals = []
+        redo = self.options.redo
+        for key, node in self.graph.nodes.items():
+            if isinstance(node, DataNode) or key in self.graph.known:
+                literals.append(key)
+            elif self.graph.dependencies[key]:
+                waiting[key] = set(self.graph.dependencies[key])
+        for key in literals:
+            field = self.idx[key]
+            if key in self.graph.known and redo is not None and key in redo.fields:
+                copies[str(field)] = redo.fields[key]
+                if redo.parts.get(redo.fields[key]):
+                    self.parts[field] = redo.parts[redo.fields[key]]
+                    copies.update((name, name) for name in self.parts[field])
+            elif key in self.graph.known:  # saved in the result directory
+                if not self.graph.dependents[key]:
+                    continue  # nothing here needs its value: the caller has it on disk
+                self.add_literal(field, known[key], uploads, parts)
+            else:
+                self.add_literal(field, self.graph.nodes[key]({}), uploads, parts)
+            self.loc[key] = field
+            self.holders[field] = 1
+        for key, node in self.graph.nodes.items():
+            if not isinstance(node, DataNode) and key not in waiting and key not in self.graph.known:
+                self.make_ready(key)
+        for key in literals:
+            for dependent in self.mark_finished(key, StoredResult(key, 0, "manager"), notify=False):
+                self.make_ready(dependent)
+        return uploads, parts, copies
+
+    def add_literal(self, field: int, value: Any, uploads: dict[str, bytes], parts: list[Part]) -> None:
+        """Keep a small literal here (it travels inside messages); pack a large one for upload."""
+        if sizeof(value) <= INLINE_BYTES:
+            self.inline[field] = value
+            return
+        sealed, value_parts = pack(dumps_result(value), self.options.signer, self.job)
+        uploads[str(field)] = sealed
+        if value_parts:
+            parts += value_parts
+            self.parts[field] = tuple(name for name, _ in value_parts)
+
+    def add_task(self, key: Hashable, node: Any) -> None:
+        """Add an independent, requested task to a running run (streaming, as ``iterate``): it is ready now."""
+        graph = self.graph
+        graph.nodes[key] = node
+        graph.dependencies[key], graph.dependents[key] = set(), set()
+        graph.requested.append(key)
+        self.requested.add(key)
+        self.idx[key] = len(self.keys_by_idx)
+        self.keys_by_idx.append(key)
+        self.state["waiting_data"][key] = set()
+        self.make_ready(key)
+
+    def take_new_results(self) -> list[Hashable]:
+        """Requested keys finished since the last call (for streaming consumers)."""
+        new, self.new_results = self.new_results, []
+        return new
+
+    def forget(self, key: Hashable) -> None:
+        """Drop a requested key's value after a streaming consumer took it."""
+        self.requested.discard(key)
+        self.release(key)
+
+    # ------------------------------------------------------------------ transitions
+    def make_ready(self, key: Hashable) -> None:
+        """A task's inputs all exist: queue it on the manager (aliases finish here and now)."""
+        stack = [key]
+        while stack:
+            key = stack.pop()
+            node = self.graph.nodes[key]
+            if isinstance(node, Alias):
+                (target,) = self.graph.dependencies[key] or {key}
+                field = self.loc.get(target)
+                if field is not None:
+                    self.loc[key] = field
+                    self.holders[field] += 1
+                for cb in self.pretask_cbs:
+                    cb(key, self.graph.nodes, self.state)
+                stack.extend(self.mark_finished(key, StoredResult(key, 0, "manager")))
+                continue
+            self.counter += 1
+            rank = (-self.user_priority.get(key, 0), self.graph.priority.get(key, 0))
+            heapq.heappush(self.state["ready"], (rank, self.counter, key))
+
+    def mark_finished(self, key: Hashable, result: StoredResult, notify: bool = True) -> list[Hashable]:
+        """Record a finished key, release inputs nobody needs any more; return dependents that became ready.
+
+        ``notify`` calls the ``posttask`` callbacks (not for literals, which never had a ``pretask``).
+        """
+        state = self.state
+        state["running"].discard(key)
+        state["finished"].add(key)
+        state["cache"][key] = result
+        if self.options.on_result is not None and key in self.requested:
+            self.new_results.append(key)
+        if notify:
+            for cb in self.posttask_cbs:
+                cb(key, result, self.graph.nodes, state, result.worker)
+        for dep in self.graph.dependencies[key]:
+            holders = state["waiting_data"][dep]
+            holders.discard(key)
+            if not holders and dep not in self.requested:
+                self.release(dep)
+        if not state["waiting_data"][key] and key not in self.requested:
+            self.release(key)
+        became_ready = []
+        for dependent in self.graph.dependents[key]:
+            waiting = state["waiting"].get(dependent)
+            if waiting is not None:
+                waiting.discard(key)
+                if not waiting:
+                    del state["waiting"][dependent]
+                    became_ready.append(dependent)
+        return became_ready
+
+    def release(self, key: Hashable) -> None:
+        """Forget a value nobody needs; delete it from Redis when no other key shares its field."""
+        self.state["released"].add(key)
+        self.state["cache"].pop(key, None)
+        field = self.loc.pop(key, None)
+        if field is None:
+            return
+        self.holders[field] -= 1
+        if self.holders[field] == 0:
+            del self.holders[field]
+            if self.inline.pop(field, MISSING) is MISSING:
+                self.to_release.append(str(field))
+                self.to_release += self.parts.pop(field, ())
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first error of the run, or None."""
+        return next(iter(self.errors.values()), None)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the run stops dispatching (an error with ``stop_on_error``)."""
+        return bool(self.errors) and self.options.stop_on_error

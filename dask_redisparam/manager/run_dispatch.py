@@ -1,0 +1,125 @@
+"""Dispatch in the manager's state machine: ready tasks leave in messages, within the window.
+
+:class:`Dispatch` (a part of :class:`~dask_redisparam.manager.state.RunState`, over the state of
+:mod:`dask_redisparam.manager.run_core`) takes chunks of ready tasks, each with its linear chain of dependents, into
+signed task messages, with the small literals they need inline, and hands them out with the other commands
+(:meth:`Dispatch.take_commands`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Hashable
+from typing import Any
+
+from dask._task_spec import Alias
+
+from ..errors import SerializationError
+from ..wire.protocol import Batch, Entry, encode_task, join_payload
+from ..wire.serialize import dumps_task
+from .options import Commands
+from .run_core import RunCore
+
+__all__ = ["TARGET_SECONDS", "Dispatch"]
+
+TARGET_SECONDS = 0.1
+"""How long one message should keep a worker busy, in seconds (chunking of small tasks)."""
+
+
+class Dispatch(RunCore):
+    """Building the run's messages: chunk sizes, chains, messages, the window (see the module docstring)."""
+
+    def chunk_size(self, free_slots: int) -> int:
+        """How many ready tasks the next message takes, with ``free_slots`` messages left in the window.
+
+        One until a task has run on a worker (no measured duration yet) and with a ``timeout``; else the ready tasks
+        spread evenly over the free slots, at most as many as run in about ``TARGET_SECONDS``.
+        """
+        ready = len(self.state["ready"])
+        even = math.ceil(ready / max(1, free_slots))
+        if self.mean_seconds is None or self.options.timeout is not None:
+            return 1
+        cap = max(1, int(TARGET_SECONDS / max(self.mean_seconds, 1e-6)))
+        return max(1, min(even, cap))
+
+    def chain_of(self, key: Hashable) -> list[Hashable]:
+        """``key`` and the dependents that only it feeds, one after the other."""
+        chain = [key]
+        if not self.options.fuse_chains or self.options.timeout is not None:
+            return chain
+        nodes, dependents, dependencies = self.graph.nodes, self.graph.dependents, self.graph.dependencies
+        waiting = self.state["waiting"]
+        while True:
+            (nxt,) = dependents[chain[-1]] if len(dependents[chain[-1]]) == 1 else (None,)
+            if nxt is None or isinstance(nodes[nxt], Alias) or dependencies[nxt] != {chain[-1]}:
+                return chain
+            del waiting[nxt]
+            chain.append(nxt)
+
+    def build_message(self, n_tasks: int) -> bytes:
+        """Take up to ``n_tasks`` ready tasks (plus their chains) into one message."""
+        ready, running = self.state["ready"], self.state["running"]
+        entries: list[Entry] = []
+        inline: dict[int, Any] = {}
+        keys: list[Hashable] = []
+        while ready and len(entries) < n_tasks:
+            _, _, head = heapq.heappop(ready)
+            chain = self.chain_of(head)
+            for pos, key in enumerate(chain):
+                deps = []
+                for dep in self.graph.dependencies[key]:
+                    field = self.idx[dep] if pos and dep == chain[pos - 1] else self.loc[dep]
+                    deps.append((dep, field))
+                    if field in self.inline:
+                        inline[field] = self.inline[field]
+                last = pos == len(chain) - 1
+                store = key in self.requested or last
+                entries.append(Entry(self.idx[key], key, self.graph.nodes[key], tuple(deps), store))
+                keys.append(key)
+                running.add(key)
+                for cb in self.pretask_cbs:
+                    cb(key, self.graph.nodes, self.state)
+        msg_id = self.next_msg
+        self.next_msg += 1
+        options = self.options
+        batch = Batch(
+            options.stop_on_error,
+            inline,
+            entries,
+            options.timeout,
+            options.rng_seed,
+            options.log_threshold,
+        )
+        try:
+            payload = join_payload(self.exported, dumps_task(batch))
+        except Exception as e:
+            raise self.unpicklable(batch, e) from e
+        message = encode_task(self.run_id, msg_id, 0, payload, self.options.signer, self.job)
+        self.messages[msg_id] = (message, keys)
+        return message
+
+    def unpicklable(self, batch: Batch, error: Exception) -> SerializationError:
+        """The error to raise when ``batch`` does not pickle: it names the first task that does not, if any."""
+        for entry in batch.entries:
+            try:
+                dumps_task(entry.node)
+            except Exception as e:
+                return SerializationError(f"cannot pickle task {entry.key!r} (its function or arguments): {e}")
+        return SerializationError(f"cannot pickle the inputs of a message of run {self.run_id}: {error}")
+
+    def fill(self) -> list[bytes]:
+        """New messages, up to the window (and first the refused ones, again)."""
+        out, self.to_resend = self.to_resend, []
+        stopping = self.stopping
+        while self.state["ready"] and len(self.messages) < self.window and not stopping:
+            free = self.window - len(self.messages)
+            out.append(self.build_message(self.chunk_size(free)))
+        return out
+
+    def take_commands(self, fill: bool = True) -> Commands:
+        """What the loop must do now (and forget it here): with ``fill``, the messages to push (:meth:`fill`)."""
+        commands = Commands(self.fill() if fill else [], self.to_release, self.to_withdraw, self.logs)
+        commands.ask_live_workers, self.ask_live_workers = self.ask_live_workers, False
+        self.to_release, self.to_withdraw, self.logs = [], [], []
+        return commands

@@ -1,0 +1,242 @@
+"""The running of graphs on a :class:`~dask_redisparam.RedisParam`: the dask ``get`` interface, R's ``bplapply``
+and ``bpiterate``, and the param as dask's default scheduler.
+
+:class:`ParamScheduler` adds these to the life cycle (:class:`~dask_redisparam.param_lifecycle.ParamLifecycle`); a
+param that is not started starts for one call and stops after it. Each run takes its options from the settings
+(:meth:`RunOptions.from_settings <dask_redisparam.manager.options.RunOptions.from_settings>`) and goes to
+:func:`~dask_redisparam.manager.run_graph`; with a ``resultdir``, each requested value is saved as it comes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import dask.config
+from dask.local import nested_get
+
+from .errors import ConfigurationError
+from .manager.graph import Graph, flatten_keys, prepare_graph
+from .manager.loop import fewer_collections, run_graph
+from .manager.options import RedoInfo, RunOptions, TimelineRecord, redo_info_of
+from .manager.shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle
+from .manager.state import RunState
+from .param_lifecycle import ParamLifecycle
+from .progress import ProgressCallback
+from .resultdir import ResultDir
+from .sentinels import MISSING
+
+__all__ = ["ParamScheduler"]
+
+_P = TypeVar("_P", bound="ParamScheduler")
+
+
+class ParamScheduler(ParamLifecycle):
+    """A param's life cycle plus the running of graphs on it: the base of :class:`~dask_redisparam.RedisParam`.
+
+    Parameters
+    ----------
+    settings : Settings
+        The validated settings.
+    """
+
+    def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Compute ``keys`` of ``dsk``: the dask ``get`` interface. Unknown keyword arguments are ignored."""
+        return self.get(dsk, keys, **kwargs)
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Same as calling the param: run a graph and return the values of ``keys`` packed as dask expects.
+
+        Keyword arguments of our own (dask passes on those given to ``compute``; others are ignored):
+
+        - ``redo=err``: re-run only what failed or was not evaluated in the run that raised ``err`` (a
+          :class:`~dask_redisparam.errors.TaskErrors` or a task's exception), reusing the values it kept;
+        - ``return_exceptions=True``: exceptions in place of failed or unevaluated results (R's ``bptry``);
+        - ``retries=n``: run a task that raised up to ``n`` more times;
+        - ``fuse_chains=False``: send every task in a message of its own (no linear-chain fusion);
+        - ``return_results=False`` (with a ``resultdir``): :class:`~dask_redisparam.resultdir.ResultRef` objects in
+          place of the values, which stay on disk.
+        """
+        if self.settings.is_worker:
+            raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot run computations")
+        redo = redo_info_of(kwargs.get("redo"), self.settings.jobname)
+        saved = ResultDir(self.settings.resultdir) if self.settings.resultdir else None
+        known = set(redo.fields) if redo is not None else set()
+        if saved is not None:
+            known |= {key for key in flatten_keys(keys) if saved.has(key)}
+        with fewer_collections():
+            graph = prepare_graph(dsk, keys, known=known)
+            shuffle_key = disk_shuffle_key(graph)
+            with self._started():
+                if shuffle_key is not None:  # refused unless the pool shares one filesystem
+                    local_ids = None if self._local is None else self._local.ids
+                    check_disk_shuffle(shuffle_key, self.settings, local_ids, self.backend.live_workers)
+                if saved is None:
+                    return self._run(graph, keys, kwargs, redo)
+                return self._run_saving(graph, keys, kwargs, redo, saved)
+
+    @contextlib.contextmanager
+    def as_default(self: _P) -> Iterator[_P]:
+        """Inside: this param is dask's default scheduler, and dask shuffles with tasks unless told otherwise.
+
+        Sets the dask config ``scheduler`` to this param and, if nobody set it, ``dataframe.shuffle.method`` to
+        ``"tasks"``: dask's default, the disk-based shuffle, is right only on workers that share one filesystem
+        (see :mod:`dask_redisparam.manager.shuffle`). dask.dataframe reads the method when a compute starts, dask.bag
+        when ``groupby`` is called: build a bag's ``groupby`` inside the block. A param that is not started starts here
+        and stops when the block ends. The config is process-wide while the block lasts, as ``dask.config.set``.
+
+        Examples
+        --------
+        >>> import dask, dask.bag as db
+        >>> from dask_redisparam import RedisParam
+        >>> with RedisParam(workers=1).as_default() as p:
+        ...     dask.config.get("dataframe.shuffle.method"), dask.config.get("scheduler") is p
+        ...     sorted(db.from_sequence(range(6), npartitions=2).groupby(lambda x: x % 2).compute())
+        ('tasks', True)
+        [(0, [0, 2, 4]), (1, [1, 3, 5])]
+        """
+        if self.settings.is_worker:
+            raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot be dask's scheduler")
+        with self._started(), dask.config.set(tasks_shuffle(self)):
+            yield self
+
+    def _run_saving(
+        self, graph: Graph, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None, saved: ResultDir
+    ) -> Any:
+        """A run with a result directory: each requested value is saved as soon as it is computed, and values saved
+        by an earlier (interrupted or failed) run are not computed again."""
+        return_results = kwargs.get("return_results", True)
+        values: dict[Hashable, Any] = {}
+
+        def keep(key: Hashable, value: Any) -> None:
+            ref = saved.ref(key) if saved.has(key) else saved.save(key, value)
+            values[key] = value if return_results else ref
+
+        options = self._options(kwargs, redo, on_result=keep, load_known=saved.load)
+        with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
+            run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"), live_workers=self._live_workers)
+        for key in graph.requested:
+            if key not in values:
+                values[key] = saved.load(key) if return_results else saved.ref(key)
+        return nested_get(keys, values)  # type: ignore[no-untyped-call]
+
+    def map(
+        self,
+        func: Callable[..., Any],
+        *iterables: Iterable[Any],
+        tasks: int | None | object = MISSING,
+        redo: Any = None,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """R's ``bplapply``/``bpmapply``: ``[func(*args, **kwargs) for args in zip(*iterables)]`` on the workers.
+
+        Parameters
+        ----------
+        func : callable
+            Applied to each element (to the i-th item of every iterable).
+        *iterables
+            The inputs; the shortest one sets the number of elements (as ``map``).
+        tasks : int, optional
+            None: one element per task (small tasks are still batched, and late workers get work); 0: one chunk
+            per live worker; n: n chunks. Default: the param's ``tasks`` setting.
+        redo : exception, optional
+            The error a failed ``map`` raised: only its failed and unevaluated elements run again.
+        return_exceptions : bool
+            Exceptions in place of failed or unevaluated elements instead of raising.
+        **kwargs
+            Passed to ``func``.
+
+        Examples
+        --------
+        >>> from operator import neg
+        >>> from dask_redisparam import RedisParam
+        >>> with RedisParam(workers=1) as p:
+        ...     p.map(neg, [1, 2, 3])
+        [-1, -2, -3]
+        """
+        from .manager.mapping import map_elements
+
+        with self._started():
+            return map_elements(
+                self,
+                func,
+                iterables,
+                tasks=self.settings.tasks if tasks is MISSING else tasks,  # type: ignore[arg-type]
+                kwargs=kwargs,
+                redo=redo,
+                return_exceptions=return_exceptions,
+            )
+
+    def iterate(
+        self,
+        iterator: Iterable[Any],
+        func: Callable[..., Any],
+        reduce: Callable[[Any, Any], Any] | None = None,
+        init: Any = MISSING,
+        in_order: bool = False,
+        redo: Any = None,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """R's ``bpiterate``: apply ``func`` to the items of an iterator of any length, consumed lazily.
+
+        At most ``ceil(live workers × queue_multiplier)`` items are in flight. With ``reduce``, results are
+        folded as they arrive (``in_order=False``) or in order, starting from ``init`` if given; errors are never
+        folded (in order, folding stops at the first). Without ``reduce``, the results come back as a list in
+        submission order. ``redo=err`` reads the iterator again from the start and runs only the items that
+        failed or were not evaluated (and any beyond the earlier end).
+
+        Examples
+        --------
+        >>> import operator
+        >>> from dask_redisparam import RedisParam
+        >>> with RedisParam(workers=1) as p:
+        ...     p.iterate(iter(range(5)), abs, reduce=operator.add)
+        10
+        """
+        from .manager.mapping import iterate_elements
+
+        with self._started():
+            return iterate_elements(
+                self,
+                iterator,
+                func,
+                reduce=reduce,
+                init=init,
+                in_order=in_order,
+                kwargs=kwargs,
+                redo=redo,
+                return_exceptions=return_exceptions,
+            )
+
+    def stream(self, dsk: Any, *, on_result: Callable[[Hashable, Any], None], feed: Callable[[RunState], bool]) -> None:
+        """Run a graph that ``feed`` extends while it runs; ``on_result`` gets each requested value as it comes."""
+        graph = prepare_graph(dsk, [])
+        with self._started():
+            options = self._options({}, None, on_result=on_result, feed=feed)
+            run_graph(self.backend, graph, options, live_workers=self._live_workers)
+
+    def _options(self, kwargs: dict[str, Any], redo: RedoInfo | None, **extra: Any) -> RunOptions:
+        describe = self.backend.address.describe()
+        options = RunOptions.from_settings(
+            self.settings, kwargs, redo=redo, signer=self._signer, describe_server=describe, **extra
+        )
+        self._timeline = options.last_timeline
+        return options
+
+    def timeline(self) -> list[TimelineRecord]:
+        """``(key, worker, start, end, ok)`` of every task of the last run of this param (workers' clocks).
+
+        See :func:`dask_redisparam.timeline.plot_timeline` for a Gantt chart of it.
+        """
+        return list(self._timeline)
+
+    def _run(self, graph: Any, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None) -> Any:
+        options = self._options(kwargs, redo)
+        with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
+            values: dict[Hashable, Any] = run_graph(
+                self.backend, graph, options, callbacks=kwargs.get("callbacks"), live_workers=self._live_workers
+            )
+        return nested_get(keys, values)  # type: ignore[no-untyped-call]
