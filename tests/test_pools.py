@@ -17,7 +17,6 @@ from dask_redisparam import (
     RedisParam,
     WorkerConflict,
     bpstopall,
-    keys,
     rpalive,
     rphost,
     rpisworker,
@@ -26,7 +25,7 @@ from dask_redisparam import (
     rpstopall,
     rpworkers,
 )
-from dask_redisparam.backend import Backend
+from dask_redisparam.backend import Backend, keys
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.worker.loop import Worker
 from tests import tasks

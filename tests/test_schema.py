@@ -1,5 +1,5 @@
-"""The settings table (:mod:`dask_redisparam.schema`) is the one declaration of every setting: the signatures, the
-attributes, the dask config keys, the flags and the generated files follow it."""
+"""The settings table (:mod:`dask_redisparam.config.schema`) is the one declaration of every setting: the
+signatures, the attributes, the dask config keys, the flags and the generated files follow it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The manager's state machine (:class:`~dask_redisparam.scheduler.RunState`) driven without Redis.
+"""The manager's state machine (:class:`~dask_redisparam.manager.state.RunState`) driven without Redis.
 
-Graphs come from :func:`~dask_redisparam.graph.prepare_graph`; the "workers" are these tests: they read the
+Graphs come from :func:`~dask_redisparam.manager.graph.prepare_graph`; the "workers" are these tests: they read the
 messages the state hands out with the real codecs and answer with fabricated completion records and notices. No
 Redis fixture is used: every test runs in milliseconds.
 """
