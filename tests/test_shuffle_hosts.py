@@ -10,6 +10,7 @@ that share ``/tmp`` serves the ``shared_filesystem=True`` case. Needs root (``un
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
 import subprocess
 import time
@@ -24,6 +25,7 @@ import pandas as pd
 import pytest
 import redis
 
+import dask_redisparam
 from dask_redisparam import RedisParam, UnsafeShuffle
 from dask_redisparam.manager.graph import materialize, prepare_graph
 from dask_redisparam.manager.shuffle import disk_shuffle_key
@@ -35,7 +37,16 @@ from .tasks_collections import tmp_device
 ROWS = 10_000
 PDF = pd.DataFrame({"a": range(ROWS), "b": [i * 7919 % 1000 for i in range(ROWS)]})
 RIGHT = pd.DataFrame({"b": range(1000), "c": [i * 3 for i in range(1000)]})
-ISOLATE = 'mount -t tmpfs tmpfs /tmp && exec dask-redisparam-worker --jobname "$0" --id "$1" --quiet'
+ISOLATE = """set -e
+if [ -n "$2" ]; then mount --bind /tmp /mnt; fi
+mount -t tmpfs tmpfs /tmp
+if [ -n "$2" ]; then mkdir -p "$2" && mount --bind "/mnt${2#/tmp}" "$2" && umount -l /mnt; fi
+exec dask-redisparam-worker --jobname "$0" --id "$1" --quiet
+"""
+"""A fresh tmpfs on ``/tmp``; when the project itself lies under ``/tmp`` (a CI clone), that one directory is bound
+back (through ``/mnt``, in this namespace only), so that the worker can still import the package and the tests."""
+ROOT = pathlib.Path(dask_redisparam.__file__).resolve().parents[1]
+KEEP = str(ROOT) if ROOT.is_relative_to("/tmp") else ""
 
 
 def group_key(x: int) -> int:
@@ -116,7 +127,7 @@ class Pool:
             wid = f"{'host' if isolated else 'shared'}{i}"
             argv = ["dask-redisparam-worker", "--jobname", self.jobname, "--id", wid, "--quiet"]
             if isolated:  # the same command, in a mount namespace of its own with a fresh /tmp
-                argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", ISOLATE, self.jobname, wid]
+                argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", ISOLATE, self.jobname, wid, KEEP]
             self.processes.append(subprocess.Popen(argv, env=env))
 
     def param(self, **kwargs: Any) -> RedisParam:
