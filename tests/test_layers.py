@@ -109,7 +109,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_lazy_imports_and_skips_type_only_ones() -> None:
     graph = import_graph()
     assert "dask_redisparam.manager.mapping" in graph["dask_redisparam.param_scheduling"]  # inside RedisParam.map
-    assert "dask_redisparam.worker.loop" in graph["dask_redisparam.cli"]  # inside the worker command
+    assert "dask_redisparam.worker.loop" in graph["dask_redisparam.cli.worker"]  # inside the worker command
     assert "dask_redisparam.backend.keys" in graph["dask_redisparam.backend.client"]  # from . import keys, lua
     assert "dask_redisparam.param" not in graph["dask_redisparam.manager.mapping"]  # if TYPE_CHECKING only
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
