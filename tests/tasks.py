@@ -140,6 +140,14 @@ def sleep_leaf(i: int, seconds: float = 0.02) -> int:
     return i
 
 
+def wait_for_file(path: str, timeout: float = 30.0) -> bool:
+    """Run until ``path`` exists (the test creates it when it has seen the task running), at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return os.path.exists(path)
+
+
 def sum_all(*xs: int) -> int:
     return sum(xs)
 

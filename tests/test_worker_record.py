@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from dask_redisparam import RedisParam
 from dask_redisparam.backend import Backend
@@ -15,7 +16,11 @@ from tests.conftest import CliWorkers, wait_until
 
 
 def test_record_shows_prefix_rss_and_beat(
-    redis_address: RedisAddress, jobname: str, manager: RedisParam, cli_workers: Callable[..., CliWorkers]
+    redis_address: RedisAddress,
+    jobname: str,
+    manager: RedisParam,
+    cli_workers: Callable[..., CliWorkers],
+    tmp_path: Path,
 ) -> None:
     cli_workers(1, "--id", "rec", "--heartbeat-interval", "0.1")
     backend = Backend.connect(redis_address)
@@ -29,7 +34,8 @@ def test_record_shows_prefix_rss_and_beat(
         assert idle["prefix"] == "" and idle["current"] == ""
         assert int(idle["rss"]) > 10 << 20  # a Python process with dask imported
         assert abs(float(idle["beat"]) - time.time()) < 5
-        graph = {("sleepy-thing-0f3c", 0): (tasks.sleep_leaf, 0, 1.0)}
+        release = tmp_path / "release"
+        graph = {("sleepy-thing-0f3c", 0): (tasks.wait_for_file, str(release))}
         runner = threading.Thread(target=manager, args=(graph, [("sleepy-thing-0f3c", 0)]))
         runner.start()
         try:
@@ -37,6 +43,7 @@ def test_record_shows_prefix_rss_and_beat(
             busy = record()
             assert busy["current"].count("/") == 1  # run/message
         finally:
+            release.touch()
             runner.join(30)
         assert wait_until(lambda: record().get("prefix") == "" and record().get("current") == "", 5), record()
         first = float(record()["beat"])
