@@ -29,7 +29,7 @@ def test_status_shows_workers_queue_runs_and_rate(
     cli_workers(2, "--id", "st")
     url = redis_address.to_url(show_password=True)
     assert manager({("t", i): (tasks.inc, i) for i in range(30)}, [("t", i) for i in range(30)])[0] == 1
-    done = run_cli("dask-redisparam", "status", "--jobname", jobname, "--interval", "0.2", url=url)
+    done = run_cli("dask-redisparam", "status", "--jobname", jobname, "--rate-window", "0.2", url=url)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert f"job {jobname} on {redis_address.describe()}" in out
@@ -48,7 +48,7 @@ def test_status_through_dask_cli(
 ) -> None:
     cli_workers(1)
     url = redis_address.to_url(show_password=True)
-    done = run_cli("dask", "redisparam", "status", "--jobname", jobname, "--interval", "0", url=url)
+    done = run_cli("dask", "redisparam", "status", "--jobname", jobname, "--rate-window", "0", url=url)
     assert done.returncode == 0, done.stderr
     assert "workers: 1" in done.stdout
 

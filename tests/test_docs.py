@@ -334,7 +334,7 @@ def test_dask_redisparam_status_through_dasks_cli(
     listed = subprocess.run(["dask", "--help"], env=env, capture_output=True, text=True, timeout=60, check=True)
     assert re.search(r"^\s+redisparam\s", listed.stdout, re.M)
     result = subprocess.run(
-        ["dask", "redisparam", "status", "--jobname", jobname, "--interval", "0"],
+        ["dask", "redisparam", "status", "--jobname", jobname, "--rate-window", "0"],
         env=env,
         capture_output=True,
         text=True,
