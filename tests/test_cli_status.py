@@ -38,6 +38,11 @@ def _env(url: str) -> dict[str, str]:
     return dict(env, REDISPARAM_URL=url)
 
 
+def _status(url: str, *args: str) -> Any:
+    """``dask-redisparam status --url URL ARGS`` in this process (the entry points are tested with ``-h``)."""
+    return CliRunner().invoke(main, ["status", "--url", url, *args])
+
+
 def _validate(document: Any) -> None:
     jsonschema.Draft202012Validator(SCHEMA).validate(document)
 
@@ -83,8 +88,8 @@ def test_status_json_validates_and_shows_dead_letters(
         4,
         5,
     )
-    done = run_cli("dask-redisparam", "status", "--jobname", jobname, "--json", "--rate-window", "0.1", url=url)
-    assert done.returncode == 0, done.stderr
+    done = _status(url, "--jobname", jobname, "--json", "--rate-window", "0.1")
+    assert done.exit_code == 0, done.output
     document = json.loads(done.stdout)
     _validate(document)
     assert document["jobname"] == jobname and document["server"] == redis_address.describe()
@@ -104,11 +109,11 @@ def test_status_json_validates_and_shows_dead_letters(
     runner.start()
     try:
         assert wait_until(lambda: rclient.hget(keys.worker(jobname, "js"), "prefix") == b"sleepy-thing", 10)
-        table = run_cli("dask-redisparam", "status", "--jobname", jobname, "--rate-window", "0", url=url)
+        table = _status(url, "--jobname", jobname, "--rate-window", "0")
     finally:
         release.touch()
         runner.join(30)
-    assert table.returncode == 0, table.stderr
+    assert table.exit_code == 0, table.output
     assert "dead-lettered messages: 1" in table.stdout and "last rejection:" in table.stdout
     assert "not a task message" in table.stdout and "tasks/s: -" in table.stdout
     header = next(line for line in table.stdout.splitlines() if line.startswith("ID"))
@@ -119,11 +124,11 @@ def test_status_json_validates_and_shows_dead_letters(
 
 def test_interval_is_a_deprecated_rate_window(redis_address: RedisAddress, jobname: str) -> None:
     url = redis_address.to_url(show_password=True)
-    done = run_cli("dask-redisparam", "status", "--jobname", jobname, "--interval", "0.1", "--json", url=url)
-    assert done.returncode == 0 and "--interval is deprecated" in done.stderr
+    done = _status(url, "--jobname", jobname, "--interval", "0.1", "--json")
+    assert done.exit_code == 0 and "--interval is deprecated" in done.stderr
     assert 0.1 <= json.loads(done.stdout)["rate_window"] < 1
-    both = run_cli("dask-redisparam", "status", "--jobname", jobname, "--interval", "1", "--rate-window", "2", url=url)
-    assert both.returncode == 2 and "not both" in both.stderr
+    both = _status(url, "--jobname", jobname, "--interval", "1", "--rate-window", "2")
+    assert both.exit_code == 2 and "not both" in both.stderr
 
 
 def _read_until(fd: int, done: Callable[[bytes], bool], timeout: float) -> bytes:
