@@ -24,6 +24,7 @@ Examples
 ...     keeper.flush()
 ...     backend.held_exists("drp:{doc}:held:t1")
 ...     keeper.close(); backend.close()
+True
 False
 """
 
@@ -79,9 +80,10 @@ class HoldKeeper:
         self.address = address
         self._held: set[str] = set()
         self._released: list[str] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a finalizer may run in a thread that holds it (the garbage collector)
+        self._done = threading.Condition(self._lock)
         self._wake = threading.Event()
-        self._idle = threading.Event()
+        self._released_count = self._deleted_count = 0
         self._closed = False
         self._backend = Backend(address, retries=1)
         self._thread = threading.Thread(target=self._run, name="hold-keeper", daemon=True)
@@ -106,17 +108,14 @@ class HoldKeeper:
         with self._lock:
             self._held.discard(key)
             self._released.append(key)
-        self._idle.clear()
+            self._released_count += 1
         self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until the released keys are deleted (the thread does it at once); False on timeout."""
-        with self._lock:
-            if not self._released:
-                return True
-        self._idle.clear()
-        self._wake.set()
-        return self._idle.wait(timeout)
+        """Wait until the keys released so far are deleted (the thread does it at once); False on timeout."""
+        with self._done:
+            target = self._released_count
+            return self._done.wait_for(lambda: self._deleted_count >= target, timeout)
 
     def _run(self) -> None:
         failing = False
@@ -142,14 +141,13 @@ class HoldKeeper:
                     self._released += released
                 continue
             failing = False
-            with self._lock:
+            with self._done:
                 gone = [key for key in lost if key in self._held]
                 self._held.difference_update(gone)
-                done = not self._released
+                self._deleted_count += len(released)
+                self._done.notify_all()
             for key in gone:
                 logger.warning("manager: the persisted values %s are gone from Redis", key)
-            if done:
-                self._idle.set()
 
     def close(self) -> None:
         """Stop renewing and delete every key still held or released (never raises)."""
