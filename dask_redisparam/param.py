@@ -16,8 +16,9 @@ serve tasks in the foreground until stopped.
 
 This module holds the constructor (its signature and ``Parameters`` are generated from the settings table by
 :mod:`dask_redisparam._docs.codegen`), the settings as attributes and the ``repr``; the life cycle is in
-:mod:`dask_redisparam.param_lifecycle`, the running of graphs in :mod:`dask_redisparam.param_scheduling`, the
-bases of :class:`RedisParam`.
+:mod:`dask_redisparam.param_lifecycle`, the running of graphs in :mod:`dask_redisparam.param_scheduling`, the values
+kept in Redis (``persist``, datasets) in :mod:`dask_redisparam.param_data`, the bases of :class:`RedisParam`.
+``redis_get.persist`` persists on the default param (dask calls it for ``dask.persist(..., scheduler=redis_get)``).
 """
 
 from __future__ import annotations
