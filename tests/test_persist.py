@@ -164,7 +164,7 @@ import sys, time
 import dask, dask.array as da
 from dask_redisparam import RedisParam
 from dask_redisparam.manager import keeper
-keeper.HOLD_TTL, keeper.HOLD_RENEW = 2.0, 0.3
+keeper.HOLD_TTL, keeper.HOLD_RENEW = 1.0, 0.2
 p = RedisParam(jobname=sys.argv[1], is_worker=False, url=sys.argv[2]).start()
 (y,) = dask.persist(da.arange(100, chunks=50) + 1, scheduler=p)
 print("persisted", flush=True)
@@ -180,13 +180,13 @@ def test_a_killed_process_loses_its_values_within_the_lease(
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "persisted"
         [held] = _held(rclient, jobname)
-        time.sleep(2.5)  # longer than the lease: renewed
-        assert 0 < rclient.pttl(held) <= 2000
+        time.sleep(1.5)  # longer than the lease: renewed
+        assert 0 < rclient.pttl(held) <= 1000
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed = time.monotonic()
-        assert wait_until(lambda: not _held(rclient, jobname), 4.0)
-        assert time.monotonic() - killed <= 2.5
+        assert wait_until(lambda: not _held(rclient, jobname), 3.0)
+        assert time.monotonic() - killed <= 1.5
     finally:
         proc.kill()
         proc.wait()
