@@ -34,9 +34,10 @@ from dask.core import flatten
 from . import pool
 from .backend import keys
 from .errors import ConfigurationError, DatasetExists, DatasetNotFound
+from .manager import keeper as holding
 from .manager.graph import prepare_graph
 from .manager.hold import Kept, keep_values
-from .manager.keeper import HOLD_TTL, Holder, HoldKeeper
+from .manager.keeper import Holder, HoldKeeper
 from .manager.loop import download_results, fewer_collections, run_graph
 from .manager.shuffle import disk_shuffle_key
 from .param_scheduling import ParamScheduler
@@ -93,7 +94,7 @@ class ParamData(ParamScheduler):
         """
         keeper = self._the_keeper()
         target = keys.held(self.settings.jobname, uuid.uuid4().hex[:16])
-        rebuilt, _ = self._keep(list(collections), optimize_graph, target, HOLD_TTL, kwargs, keeper.hold)
+        rebuilt, _ = self._keep(list(collections), optimize_graph, target, holding.HOLD_TTL, kwargs, keeper.hold)
         return rebuilt
 
     def publish(self, name: str, value: Any, *, ttl: float | None = None) -> None:
@@ -126,12 +127,14 @@ class ParamData(ParamScheduler):
             raise DatasetExists(f"a dataset {name!r} is published on job {job!r} already: unpublish it first")
         target = keys.dataset_values(job, name)
         if is_dask_collection(value):
-            [published], nbytes = self._keep([value], True, target, HOLD_TTL, {}, None)
+            [published], nbytes = self._keep([value], True, target, holding.HOLD_TTL, {}, None)
             kind = "collection"
         else:
             sealed, parts = pack(dumps_result(value), self._signer, job)
             nbytes = len(sealed) + sum(len(view) for _, view in parts)
-            backend.store_held(target, {"0": sealed}, parts, ttl=HOLD_TTL)  # a lease until the description is in
+            backend.store_held(
+                target, {"0": sealed}, parts, ttl=holding.HOLD_TTL
+            )  # a lease until the description is in
             published, kind = HeldRef(job, target, 0, nbytes), "value"
         description = seal_value(cloudpickle.dumps(published), self._signer, job)
         meta = {
