@@ -261,7 +261,7 @@ class ParamData(ParamScheduler):
 def _task(key: Hashable, value: Any, job: str, target: str, holder: Holder | None) -> Any:
     """What the rebuilt graph holds for ``key``: a task reading the kept value, or a small value itself."""
     if isinstance(value, Kept):
-        return Task(key, load_held, HeldRef(job, target, value.field, value.nbytes, holder))
+        return Task(key, load_held, HeldRef(job, target, value.field, value.nbytes, holder, value.run_id))
     return value
 
 

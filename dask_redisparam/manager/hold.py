@@ -26,16 +26,18 @@ Finish = Callable[[Backend, RunState], dict[Hashable, Any]]
 
 @dataclasses.dataclass(frozen=True)
 class Kept:
-    """A requested value that stayed in Redis: its field in the holding hash and its size in bytes.
+    """A requested value that stayed in Redis: its field in the holding hash (the same as in its run), its size in
+    bytes, and the run that computed it (its worker may still have it in memory under that run and field).
 
     Examples
     --------
-    >>> Kept(3, 800)
-    Kept(field=3, nbytes=800)
+    >>> Kept(3, 800, "r1")
+    Kept(field=3, nbytes=800, run_id='r1')
     """
 
     field: int
     nbytes: int
+    run_id: str = ""
 
 
 def keep_values(target: str, ttl: float | None, download: Finish) -> Finish:
@@ -59,7 +61,7 @@ def keep_values(target: str, ttl: float | None, download: Finish) -> Finish:
             )
         for key, field in zip(remote, fields, strict=True):
             stored = run.state["cache"].get(key)
-            out[key] = Kept(int(field), stored.nbytes if stored is not None else 0)
+            out[key] = Kept(int(field), stored.nbytes if stored is not None else 0, run.run_id)
         return out
 
     return finish

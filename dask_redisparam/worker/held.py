@@ -43,18 +43,20 @@ __all__ = ["HeldRef", "load_held", "read_held", "register_source", "serving"]
 
 
 class HeldRef:
-    """Where one kept value is: its job, the hash that holds it, its field, and its size in bytes.
+    """Where one kept value is: its job, the hash that holds it, its field, its size in bytes, and the run that
+    computed it (``origin``: the worker that did may still have it in its cache, under that run and field).
 
     ``holder`` (not pickled) is whatever keeps the values alive in this process while the ref is referenced.
     """
 
-    __slots__ = ("field", "holder", "job", "key", "nbytes")
+    __slots__ = ("field", "holder", "job", "key", "nbytes", "origin")
 
-    def __init__(self, job: str, key: str, field: int, nbytes: int, holder: object = None) -> None:
+    def __init__(self, job: str, key: str, field: int, nbytes: int, holder: object = None, origin: str = "") -> None:
         self.job, self.key, self.field, self.nbytes, self.holder = job, key, field, nbytes, holder
+        self.origin = origin
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (HeldRef, (self.job, self.key, self.field, self.nbytes))
+        return (HeldRef, (self.job, self.key, self.field, self.nbytes, None, self.origin))
 
     def __dask_tokenize__(self) -> tuple[str, str, int]:
         return (self.job, self.key, self.field)
@@ -110,9 +112,10 @@ def load_held(ref: HeldRef) -> Any:
     downloaded with a connection of this process (with a warning, once per holder)."""
     now = _serving
     if now is not None and now.jobname == ref.job:
-        cached = now.cache.take(ref.key, {ref.field})
-        if cached:
-            return cached[ref.field]
+        for where in (ref.key, ref.origin):  # read before, or made here by the run that persisted it
+            cached = now.cache.take(where, {ref.field}) if where else {}
+            if cached:
+                return cached[ref.field]
         value = read_held(now.backend, now.signer, ref)
         now.cache.put(ref.key, ref.field, value, ref.nbytes)
         return value
