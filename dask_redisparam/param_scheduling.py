@@ -70,11 +70,15 @@ class ParamScheduler(ParamLifecycle):
             shuffle_key = disk_shuffle_key(graph)
             with self._started():
                 if shuffle_key is not None:  # refused unless the pool shares one filesystem
-                    local_ids = None if self._local is None else self._local.ids
-                    check_disk_shuffle(shuffle_key, self.settings, local_ids, self.backend.live_workers)
+                    self._check_shuffle(shuffle_key)
                 if saved is None:
                     return self._run(graph, keys, kwargs, redo)
                 return self._run_saving(graph, keys, kwargs, redo, saved)
+
+    def _check_shuffle(self, shuffle_key: Hashable) -> None:
+        """Refuse a graph with dask's disk-based shuffle unless the pool shares one filesystem."""
+        local_ids = None if self._local is None else self._local.ids
+        check_disk_shuffle(shuffle_key, self.settings, local_ids, self.backend.live_workers)
 
     @contextlib.contextmanager
     def as_default(self: _P) -> Iterator[_P]:

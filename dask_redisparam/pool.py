@@ -16,8 +16,10 @@ from .config.address import RedisAddress
 from .errors import AuthenticationFailed, ServerError
 
 __all__ = [
+    "DatasetInfo",
     "JobStatus",
     "alive",
+    "datasets",
     "job_status",
     "stop_all",
 ]
@@ -66,7 +68,7 @@ def stop_all(backend: Backend, jobname: str, wait: float = 0.0) -> int:
 class JobStatus:
     """A snapshot of a job: its workers (id -> registration fields), queue depth and runs (id -> alive); the
     length of its dead-letter list and the last rejection of a task message (``reason``, ``detail``, ``worker``,
-    ``time``, ``run``, ``count``; empty if none in the last day)."""
+    ``time``, ``run``, ``count``; empty if none in the last day); its published datasets (:class:`DatasetInfo`)."""
 
     jobname: str
     workers: dict[str, dict[str, str]]
@@ -75,6 +77,39 @@ class JobStatus:
     tasks_per_second: float
     dead_letters: int = 0
     last_rejection: dict[str, str] = dataclasses.field(default_factory=dict)
+    datasets: dict[str, DatasetInfo] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """A published dataset: its size in Redis (bytes of its values), age (seconds since it was published), the
+    type of what was published, and the seconds it has left (None: until unpublished).
+
+    Examples
+    --------
+    >>> DatasetInfo(nbytes=800, age=2.5, type="dask.array.core.Array", ttl=None).nbytes
+    800
+    """
+
+    nbytes: int
+    age: float
+    type: str
+    ttl: float | None
+
+
+def datasets(backend: Backend, jobname: str) -> dict[str, DatasetInfo]:
+    """The datasets published on ``jobname``, by name (two round trips and a ``SCAN``)."""
+    now = time.time()
+    out = {}
+    for name, (fields, ttl_ms) in backend.dataset_records(jobname).items():
+        created = float(fields.get("created", b"0"))
+        out[name] = DatasetInfo(
+            int(fields.get("nbytes", b"0")),
+            max(0.0, now - created),
+            fields.get("type", b"").decode(errors="replace"),
+            ttl_ms / 1000 if ttl_ms >= 0 else None,
+        )
+    return out
 
 
 def job_status(backend: Backend, jobname: str, interval: float = 1.0) -> JobStatus:
@@ -87,4 +122,6 @@ def job_status(backend: Backend, jobname: str, interval: float = 1.0) -> JobStat
         done = sum(int(f.get("tasks", 0)) - int(first.get(w, {}).get("tasks", 0)) for w, f in second.items())
         rate, first = max(done, 0) / interval, second
     dead, rejection = backend.rejections(jobname)
-    return JobStatus(jobname, first, backend.queue_length(jobname), backend.run_ids(jobname), rate, dead, rejection)
+    status = JobStatus(jobname, first, backend.queue_length(jobname), backend.run_ids(jobname), rate, dead, rejection)
+    status.datasets = datasets(backend, jobname)
+    return status

@@ -17,7 +17,7 @@ __all__ = ["alive_command", "clean_command", "status_command", "stop_all_command
 @setting_options(*CONNECTION)
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds to measure the task rate.")
 def status_command(jobname: str, url: str | None, host: str | None, port: int | None, interval: float) -> None:
-    """Show a job's workers, queue depth, runs and recent task rate."""
+    """Show a job's workers, queue depth, runs, published datasets and recent task rate."""
     settings, backend = connect(jobname, url, host, port, read_only=True)
     try:
         status = job_status(backend, settings.jobname, interval)
@@ -33,6 +33,9 @@ def status_command(jobname: str, url: str | None, host: str | None, port: int | 
     if dead_runs:
         click.echo(f"dead runs (remove with 'clean'): {' '.join(dead_runs)}")
     click.echo(f"dead-lettered messages: {status.dead_letters}")
+    for name, info in sorted(status.datasets.items()):
+        left = "" if info.ttl is None else f", expires in {info.ttl:.0f} s"
+        click.echo(f"dataset {name}: {info.type}, {info.nbytes / 2**20:.1f} MiB, published {info.age:.0f} s ago{left}")
     if status.last_rejection:
         click.echo(f"last rejection: {_describe_rejection(status.last_rejection)}")
     if status.workers:

@@ -49,7 +49,7 @@ from .lease import RUN_TTL, RunLease
 from .options import Commands, RunOptions
 from .state import RunState
 
-__all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
+__all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "download_results", "run_graph"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ def run_graph(
     *,
     callbacks: Any = None,
     live_workers: Callable[[], int] | None = None,
+    finish: Callable[[Backend, RunState], dict[Hashable, Any]] | None = None,
 ) -> dict[Hashable, Any]:
     """Run ``graph`` through Redis and return ``{requested key: value}``.
 
@@ -114,6 +115,9 @@ def run_graph(
         dask ``Callback`` objects or 5-tuples; default: the active ones (``with ProgressBar(): ...``).
     live_workers : callable, optional
         Returns the number of live workers; default asks Redis (at most once per second) and reaps dead ones.
+    finish : callable, optional
+        ``finish(backend, run)`` makes what the run returns once its tasks are done; default downloads the requested
+        values (:func:`download`). :func:`~dask_redisparam.manager.hold.keep_values` keeps them in Redis instead.
 
     Raises
     ------
@@ -141,7 +145,7 @@ def run_graph(
                 _copy_redo_values(backend, run, copies)
                 backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
             _loop(backend, run, count_workers, lease)
-            result = download(backend, run, run.result_keys())
+            result = (finish or download_results)(backend, run)
             failed = bool(run.errors)
             full = next((e for e in run.errors.values() if isinstance(e, ServerOutOfMemory)), None)
             if full is not None:  # a worker could not store results
@@ -170,6 +174,11 @@ def _copy_redo_values(backend: Backend, run: RunState, copies: dict[str, str]) -
             f"the values kept for redo by run {redo.run_id} of job {redo.jobname!r} are gone from Redis "
             "(redo_ttl passed, or the server restarted): compute again without redo="
         )
+
+
+def download_results(backend: Backend, run: RunState) -> dict[Hashable, Any]:
+    """The values of the run's requested keys (the default end of a run)."""
+    return download(backend, run, run.result_keys())
 
 
 def download(backend: Backend, run: RunState, keys: Sequence[Hashable]) -> dict[Hashable, Any]:

@@ -229,7 +229,8 @@ class RunCore:
                     self.holders[field] += 1
                 for cb in self.pretask_cbs:
                     cb(key, self.graph.nodes, self.state)
-                stack.extend(self.mark_finished(key, StoredResult(key, 0, "manager")))
+                shared = self.state["cache"].get(target)  # the alias's value is its target's: so is its size
+                stack.extend(self.mark_finished(key, StoredResult(key, shared.nbytes if shared else 0, "manager")))
                 continue
             self.counter += 1
             rank = (-self.user_priority.get(key, 0), self.graph.priority.get(key, 0))
