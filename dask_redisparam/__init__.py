@@ -7,6 +7,7 @@ from .config.settings import Settings
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
+    ExecutorClosed,
     KilledWorker,
     MessagesRejected,
     PartialResults,
@@ -29,6 +30,7 @@ from .errors import (
     WorkerConflict,
     WorkerError,
 )
+from .executor import RedisExecutor, RedisFuture
 from .logs import REMOTE_LOGGER, TaskLog
 from .param import RedisParam, redis_get, shutdown
 from .r_compat import bpstopall, rpalive, rphost, rpisworker, rppassword, rpport, rpstopall, rpworkers
@@ -44,6 +46,8 @@ __all__ = [
     "EmbeddedRedis",
     "REMOTE_LOGGER",
     "RedisAddress",
+    "RedisExecutor",
+    "RedisFuture",
     "RedisParam",
     "ResultDir",
     "ResultRef",
@@ -65,6 +69,7 @@ __all__ = [
     "shutdown",
     "AuthenticationFailed",
     "ConfigurationError",
+    "ExecutorClosed",
     "KilledWorker",
     "MessagesRejected",
     "PartialResults",

@@ -27,6 +27,7 @@ and ``except RemoteError`` work::
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
     ├── MessagesRejected                                 every worker refused the run's messages (secret, version)
+    ├── ExecutorClosed             (also RuntimeError)  submit after shutdown, or the executor's run ended
     └── RemoteError                (PartialResults)     mixin of every exception raised by a task
         └── StandInError                                 a task's exception the manager cannot rebuild as itself
 
@@ -48,6 +49,7 @@ __all__ = [
     "AuthenticationFailed",
     "ChunkFailed",
     "ConfigurationError",
+    "ExecutorClosed",
     "KilledWorker",
     "MessagesRejected",
     "PartialResults",
@@ -314,6 +316,11 @@ class MessagesRejected(RedisParamError):
     """Every live worker of the job refused the run's task messages (dead-lettered, never unpickled) and none was
     accepted for a few seconds: the workers lack the manager's secret, have another one, or run another version.
     The message names the reasons and the workers, and what to set."""
+
+
+class ExecutorClosed(RedisParamError, RuntimeError):
+    """A :class:`~dask_redisparam.executor.RedisExecutor` was shut down (``submit`` after ``shutdown``), or its run
+    ended on an error, which is the ``__cause__``; the futures that were pending fail with it."""
 
 
 class RemoteError(RedisParamError, PartialResults):

@@ -177,7 +177,7 @@ class Events(RunCore):
             self.to_withdraw.append(message)
             for key in keys:
                 self.state["running"].discard(key)
-                self.errors.setdefault(key, KilledWorker(key, len(losses), worker, self.options.allowed_failures))
+                self.record_error(key, KilledWorker(key, len(losses), worker, self.options.allowed_failures))
 
     def fail(self, key: Hashable, error_bytes: bytes, worker: str) -> None:
         """A task raised (for good: no retries left): record the error."""
@@ -185,4 +185,4 @@ class Events(RunCore):
         if isinstance(exc, TaskTimeout) and exc.key is None:  # detected by a supervisor, which knows no keys
             exc = TaskTimeout(key, exc.seconds)
         self.state["running"].discard(key)
-        self.errors[key] = make_remote(exc, key, worker, text).with_traceback(tb)
+        self.record_error(key, make_remote(exc, key, worker, text).with_traceback(tb))
