@@ -142,7 +142,10 @@ class Events(RunCore):
         """Put a task that ran without result back: ready if its inputs exist, else waiting for them."""
         self.state["running"].discard(key)
         unfinished = {d for d in self.graph.dependencies[key] if d not in self.state["finished"]}
-        if unfinished:
+        failed = next((d for d in unfinished if d in self.errors), None)
+        if failed is not None and self.options.on_done is not None:  # futures: it fails with its input, at once
+            self.record_error(key, self.errors[failed])
+        elif unfinished:
             self.state["waiting"][key] = unfinished
         else:
             self.make_ready(key)
