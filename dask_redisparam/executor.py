@@ -1,13 +1,13 @@
 """A :class:`concurrent.futures.Executor` whose tasks run on the param's workers and whose values stay in Redis.
 
-:meth:`RedisParam.executor() <dask_redisparam.RedisParam.executor>` returns a :class:`RedisExecutor`. It drives one
-long-lived run (:func:`~dask_redisparam.manager.stream.run_stream`) from a thread of its own: :meth:`~RedisExecutor.submit`
-adds a task to that run, and a :class:`RedisFuture` given as an argument (anywhere in the arguments, also inside
-lists, tuples, sets and dicts) becomes a dependency: the worker reads its value from Redis, the manager never
-downloads it. A future becomes done when its task finished, without its value: :meth:`RedisFuture.result` downloads
-it once (and keeps it). The futures are :class:`concurrent.futures.Future` objects, so the standard
-:func:`concurrent.futures.as_completed` and :func:`concurrent.futures.wait` and :func:`asyncio.wrap_future` work
-with them.
+:meth:`RedisParam.executor() <dask_redisparam.RedisParam.executor>` returns a :class:`RedisExecutor`. It drives
+one long-lived run (:func:`~dask_redisparam.manager.stream.run_stream`) from a thread of its own:
+:meth:`~RedisExecutor.submit` adds a task to that run, and a :class:`RedisFuture` given as an argument (anywhere in
+the arguments, also inside lists, tuples, sets and dicts) becomes a dependency: the worker reads its value from
+Redis, the manager never downloads it. A future becomes done when its task finished, without its value:
+:meth:`RedisFuture.result` downloads it once (and keeps it). The futures are :class:`concurrent.futures.Future`
+objects, so the standard :func:`concurrent.futures.as_completed` and :func:`concurrent.futures.wait` and
+:func:`asyncio.wrap_future` work with them.
 
 Lifetimes: a value lives in Redis while its future is referenced in this process (a future that is garbage-collected
 lets go of its value, which is deleted unless a pending task still reads it) and while this process lives (the run's
@@ -317,7 +317,8 @@ class RedisExecutor(concurrent.futures.Executor):
         self._run = run
         idle = not run.messages and not run.state["ready"]
         try:
-            events = [self._events.get(timeout=IDLE_SECONDS) if idle and not self._closing else self._events.get_nowait()]
+            wait = idle and not self._closing
+            events = [self._events.get(timeout=IDLE_SECONDS) if wait else self._events.get_nowait()]
         except queue.Empty:
             events = []
         while events and len(events) < 10_000:
@@ -368,8 +369,15 @@ class RedisExecutor(concurrent.futures.Executor):
         values: dict[Hashable, Any] = {}
         if unread:
             fields: dict[Hashable, str] = {f.key: f._field for f in unread if f._field is not None}
-            fetch_stored(self._param.backend, self._options.jobname, run.run_id, fields, self._options.signer, values,
-                         self._options.describe_server)
+            fetch_stored(
+                self._param.backend,
+                self._options.jobname,
+                run.run_id,
+                fields,
+                self._options.signer,
+                values,
+                self._options.describe_server,
+            )
         for future in unread:
             with future._load:
                 if future._value is MISSING:

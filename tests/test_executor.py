@@ -19,7 +19,7 @@ import dask
 import pytest
 import redis
 
-from dask_redisparam import ExecutorClosed, RedisExecutor, RedisFuture, RedisParam, RemoteError
+from dask_redisparam import ExecutorClosed, RedisFuture, RedisParam, RemoteError
 from dask_redisparam.backend import keys
 from dask_redisparam.manager.lease import RUN_TTL
 from dask_redisparam.worker.server import EmbeddedRedis

@@ -177,8 +177,15 @@ def download(backend: Backend, run: RunState, keys: Sequence[Hashable]) -> dict[
     out, remote, fields = run.locate(keys)
     if remote:
         options = run.options
-        fetch_stored(backend, run.job, run.run_id, dict(zip(remote, fields, strict=True)), options.signer, out,
-                     options.describe_server)
+        fetch_stored(
+            backend,
+            run.job,
+            run.run_id,
+            dict(zip(remote, fields, strict=True)),
+            options.signer,
+            out,
+            options.describe_server,
+        )
     return out
 
 
