@@ -74,7 +74,7 @@ class RedisFuture(concurrent.futures.Future[Any]):
 
     :meth:`result` downloads the value the first time (and keeps it), :meth:`exception` gives the task's exception
     (a :class:`~dask_redisparam.errors.RemoteError` of the original type where it can be imported here, which also
-    :meth:`result` raises), :meth:`cancel` withdraws a task that has not left the manager. ``running()`` stays False:
+    :meth:`result` raises), :meth:`cancel` withdraws a task that has not started. ``running()`` stays False:
     the manager does not know when a worker starts a task.
 
     Attributes
@@ -109,8 +109,9 @@ class RedisFuture(concurrent.futures.Future[Any]):
             return self._value
 
     def cancel(self) -> bool:
-        """Withdraw the task if it has not left the manager (it waits for its inputs or for a free worker); False
-        once it is in a message (queued in Redis or running), done, or read by a pending task."""
+        """Withdraw the task if it has not started: it waits on the manager (for its inputs or a free place in the
+        window), or alone in a message that no worker has claimed yet; False once it runs (or shares its message
+        with other tasks), is done, or is read by a pending task."""
         if self.done():
             return self.cancelled()
         if not self._executor._withdraw(self.key):
@@ -176,6 +177,7 @@ class RedisExecutor(concurrent.futures.Executor):
         self._futures: weakref.WeakValueDictionary[str, RedisFuture] = weakref.WeakValueDictionary()
         self._closing = False
         self._error: BaseException | None = None
+        self._run: RunState | None = None  # set by the run's thread at its first turn
         self._lock = threading.Lock()
         self._options = dataclasses.replace(options, feed=self._feed, on_done=self._on_done)
         self._thread = threading.Thread(
@@ -267,8 +269,7 @@ class RedisExecutor(concurrent.futures.Executor):
     def _withdraw(self, key: str) -> bool:
         """Ask the run to withdraw ``key``'s task; whether it did (answered by the run's thread)."""
         if threading.current_thread() is self._thread:  # a done callback that cancels another future
-            run = getattr(self, "_run", None)
-            return bool(run is not None and run.cancel(key))
+            return self._run is not None and self._cancel(self._run, key)
         if not self._thread.is_alive():
             return False
         request = _Cancel(key)
@@ -343,15 +344,34 @@ class RedisExecutor(concurrent.futures.Executor):
             self._futures[future.key] = future
             run.add_task(future.key, event.node, event.dependencies)
         elif isinstance(event, _Cancel):
-            if event.key is not None:
-                event.withdrawn = run.cancel(event.key)
-            else:
-                for future in list(self._futures.values()):
-                    if not future.done() and run.cancel(future.key):
-                        concurrent.futures.Future.cancel(future)
-            event.done.set()
+            try:
+                if event.key is not None:
+                    event.withdrawn = self._cancel(run, event.key)
+                else:
+                    for future in list(self._futures.values()):
+                        if not future.done() and self._cancel(run, future.key):
+                            concurrent.futures.Future.cancel(future)
+            finally:  # the caller waits for the answer (False if taking the message back failed)
+                event.done.set()
         elif event[0] == "drop":
             run.drop(event[1])
+
+    def _cancel(self, run: RunState, key: str) -> bool:
+        """Withdraw ``key``'s task: on the manager, or alone in a message still queued in Redis (taken back)."""
+        if run.cancel(key):
+            return True
+        queued = run.queued_message(key)
+        if queued is None:
+            return False
+        msg_id, message = queued
+        try:
+            (withdrawn,) = self._param.backend.withdraw(run.job, [message])
+        except Exception as e:  # the task runs: cancel() says False
+            logger.warning("manager: could not take back the message of %r from the queue: %s", key, e)
+            return False
+        if withdrawn:
+            run.cancel_withdrawn(msg_id)
+        return withdrawn
 
     def _on_done(self, run: RunState) -> None:
         for key in run.take_new_results():

@@ -4,7 +4,8 @@
 :mod:`dask_redisparam.manager.run_core`) serves :class:`~dask_redisparam.executor.RedisExecutor`: a run whose tasks
 are added while it runs (:meth:`~dask_redisparam.manager.run_core.RunCore.add_task`, with dependencies on earlier
 tasks) and whose values stay in Redis until their future lets go of them (:meth:`Futures.drop`). A task still on the
-manager (waiting for its inputs, or ready and not yet in a message) can be withdrawn (:meth:`Futures.cancel`).
+manager (waiting for its inputs, or ready and not yet in a message) can be withdrawn (:meth:`Futures.cancel`), and so
+can one alone in a message that no worker has claimed yet (:meth:`Futures.queued_message`, taken back by the loop).
 Like the other parts it does no I/O: what it releases goes out with the next
 :meth:`~dask_redisparam.manager.run_dispatch.Dispatch.take_commands`.
 """
@@ -46,7 +47,7 @@ class Futures(RunCore):
 
     def cancel(self, key: Hashable) -> bool:
         """Withdraw a task that has not left the manager (waiting for inputs, or ready) and that no other task
-        needs; False if it is in a message (queued in Redis or running), finished, failed, or needed."""
+        needs; False if it is in a message (see :meth:`queued_message`), finished, failed, or needed."""
         state = self.state
         if key not in self.graph.nodes or key in state["running"] or key in state["finished"] or key in self.errors:
             return False
@@ -58,6 +59,29 @@ class Futures(RunCore):
                 return False
             heapq.heapify(ready)
             state["ready"][:] = ready
+        self._cancelled(key)
+        return True
+
+    def queued_message(self, key: Hashable) -> tuple[int, bytes] | None:
+        """``(message id, message)`` of the message that carries ``key`` alone, if no other task needs it: the loop
+        may take it back from the queue (``LREM``) before a worker claims it, then tell :meth:`cancel_withdrawn`."""
+        if key not in self.state["running"] or self.state["waiting_data"][key]:
+            return None
+        for msg_id, (message, keys) in self.messages.items():
+            if keys == [key]:
+                return msg_id, message
+        return None
+
+    def cancel_withdrawn(self, msg_id: int) -> None:
+        """The message of :meth:`queued_message` was taken back from the queue before any worker claimed it: its
+        task is cancelled."""
+        _, keys = self.messages.pop(msg_id)
+        for key in keys:
+            self.state["running"].discard(key)
+            self._cancelled(key)
+
+    def _cancelled(self, key: Hashable) -> None:
+        state = self.state
         self.requested.discard(key)
         for dep in self.graph.dependencies[key]:
             holders = state["waiting_data"][dep]
@@ -65,7 +89,6 @@ class Futures(RunCore):
             if not holders and dep not in self.requested and dep in state["finished"]:
                 self.release(dep)
         self._forget_node(key)
-        return True
 
     def _forget_node(self, key: Hashable) -> None:
         """Drop every trace of a key that is done with (its value already released, if it had one)."""
