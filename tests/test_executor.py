@@ -78,7 +78,8 @@ def test_cancel_withdraws_a_queued_task(param: RedisParam, tmp_path: object) -> 
         busy = [ex.submit(tasks_futures.stamp, i, 0.5) for i in range(3)]
         queued = ex.submit(tasks.touch_then_slow_inc, in_redis, 1, 0)  # the window: 2 workers x 2 messages
         waiting = ex.submit(tasks.touch, on_manager, 1)  # no room in the window: ready on the manager
-        assert wait_until(lambda: ex._run is not None and len(ex._run.messages) == 4, 5)  # pushed; two claimed, two in Redis's queue
+        # all pushed: two claimed by the workers, two in Redis's queue
+        assert wait_until(lambda: ex._run is not None and len(ex._run.messages) == 4, 5)
         assert waiting.cancel() and waiting.cancelled() and waiting.done()
         assert queued.cancel() and queued.cancelled()  # taken back from Redis's queue
         with pytest.raises(cf.CancelledError):
