@@ -382,6 +382,8 @@ class RedisExecutor(concurrent.futures.Executor):
             future = self._futures.get(str(key))
             if future is not None:
                 future._failed(error)
+            else:  # its future is gone (a pending task dropped): nobody will read the error
+                run.drop(key)
 
     def _keep_held(self, run: RunState) -> None:
         """Before the run's keys go: download the values of the done futures still referenced and not read."""
