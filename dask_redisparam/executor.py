@@ -234,7 +234,7 @@ class RedisExecutor(concurrent.futures.Executor):
         if cancel_futures and self._thread.is_alive():
             self._events.put(_Cancel(None))
         self._events.put(("wake",))
-        if wait:
+        if wait and threading.current_thread() is not self._thread:  # a done callback cannot wait for its thread
             self._thread.join()
 
     def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
