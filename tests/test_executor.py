@@ -40,6 +40,11 @@ def data_keys(rclient: redis.Redis, jobname: str) -> list[bytes]:
     return [k for k in rclient.scan_iter(match=keys.runs_pattern(jobname), count=1000) if k.endswith(b":data")]
 
 
+def stored_fields(rclient: redis.Redis, jobname: str) -> int:
+    """How many values (and parts) the job's data hashes hold."""
+    return sum(int(rclient.hlen(key)) for key in data_keys(rclient, jobname))
+
+
 def test_futures_are_standard_and_values_stay_in_redis(param: RedisParam) -> None:
     with param.executor() as ex:
         assert isinstance(ex, cf.Executor)
@@ -68,7 +73,7 @@ def test_as_completed_follows_completion_order(param: RedisParam) -> None:
     assert order.index(1) < order.index(0) and order[0] != 0  # not submission order
     latest = 0.0
     for i, end in arrived:  # each arrives after every task that ended more than a batch's time before it
-        assert end > latest - 0.15, (i, end, latest)
+        assert end > latest - 0.3, (i, end, latest)
         latest = max(latest, end)
 
 
@@ -138,10 +143,10 @@ def test_released_futures_leave_no_data(param: RedisParam, rclient: redis.Redis)
         assert data_keys(rclient, job)
         del futures
         gc.collect()
-        assert wait_until(lambda: not data_keys(rclient, job) or rclient.hlen(data_keys(rclient, job)[0]) <= 3, 5)
+        assert wait_until(lambda: stored_fields(rclient, job) <= 2, 5)  # futures[0] and pending's value
         del pending
         gc.collect()
-        assert wait_until(lambda: not data_keys(rclient, job), 5), rclient.hkeys(data_keys(rclient, job)[0])
+        assert wait_until(lambda: not data_keys(rclient, job), 5), stored_fields(rclient, job)
         held = ex.submit(tasks.add, 20, 22)
         cf.wait([held], timeout=30)
     assert held.result() == 42  # read at shutdown, before the run's keys went
