@@ -9,6 +9,7 @@ from .errors import (
     ConfigurationError,
     DatasetExists,
     DatasetNotFound,
+    ExecutorClosed,
     HeldValuesLost,
     KilledWorker,
     MessagesRejected,
@@ -33,6 +34,7 @@ from .errors import (
     WorkerConflict,
     WorkerError,
 )
+from .executor import RedisExecutor, RedisFuture
 from .logs import REMOTE_LOGGER, TaskLog
 from .param import RedisParam, redis_get, shutdown
 from .r_compat import bpstopall, rpalive, rphost, rpisworker, rppassword, rpport, rpstopall, rpworkers
@@ -48,6 +50,8 @@ __all__ = [
     "EmbeddedRedis",
     "REMOTE_LOGGER",
     "RedisAddress",
+    "RedisExecutor",
+    "RedisFuture",
     "RedisParam",
     "ResultDir",
     "ResultRef",
@@ -73,6 +77,7 @@ __all__ = [
     "DatasetNotFound",
     "HeldValuesLost",
     "PersistedDownloadWarning",
+    "ExecutorClosed",
     "KilledWorker",
     "MessagesRejected",
     "PartialResults",

@@ -30,6 +30,7 @@ and ``except RemoteError`` work::
     ├── MessagesRejected                                 every worker refused the run's messages (secret, version)
     ├── DatasetNotFound            (also KeyError)      no dataset of that name is published on the job
     ├── DatasetExists              (also ValueError)    a dataset of that name is published already
+    ├── ExecutorClosed             (also RuntimeError)  submit after shutdown, or the executor's run ended
     └── RemoteError                (PartialResults)     mixin of every exception raised by a task
         └── StandInError                                 a task's exception the manager cannot rebuild as itself
 
@@ -55,6 +56,7 @@ __all__ = [
     "DatasetExists",
     "DatasetNotFound",
     "HeldValuesLost",
+    "ExecutorClosed",
     "KilledWorker",
     "MessagesRejected",
     "PartialResults",
@@ -343,6 +345,11 @@ class MessagesRejected(RedisParamError):
     """Every live worker of the job refused the run's task messages (dead-lettered, never unpickled) and none was
     accepted for a few seconds: the workers lack the manager's secret, have another one, or run another version.
     The message names the reasons and the workers, and what to set."""
+
+
+class ExecutorClosed(RedisParamError, RuntimeError):
+    """A :class:`~dask_redisparam.executor.RedisExecutor` was shut down (``submit`` after ``shutdown``), or its run
+    ended on an error, which is the ``__cause__``; the futures that were pending fail with it."""
 
 
 class RemoteError(RedisParamError, PartialResults):
