@@ -81,13 +81,9 @@ def test_status_json_validates_and_shows_dead_letters(
     url = redis_address.to_url(show_password=True)
     rclient.rpush(keys.queue(jobname), b"not a task message")
     assert wait_until(lambda: rclient.llen(keys.dead(jobname)) == 1, 10)
-    assert manager({("inc-aa", i): (tasks.inc, i) for i in range(5)}, [("inc-aa", i) for i in range(5)]) == (
-        1,
-        2,
-        3,
-        4,
-        5,
-    )
+    keys_ = [("inc-aa", i) for i in range(5)]
+    assert manager({k: (tasks.inc, k[1]) for k in keys_}, keys_) == (1, 2, 3, 4, 5)
+    manager.publish("settings", {"alpha": 0.5}, ttl=60)
     done = _status(url, "--jobname", jobname, "--json", "--rate-window", "0.1")
     assert done.exit_code == 0, done.output
     document = json.loads(done.stdout)
@@ -96,6 +92,8 @@ def test_status_json_validates_and_shows_dead_letters(
     assert document["dead_letters"] == 1 and document["queued"] == 0 and document["rate_window"] > 0
     rejection = document["last_rejection"]
     assert rejection["reason"] == "malformed" and rejection["worker"] == "js" and rejection["count"] == 1
+    [dataset] = document["datasets"]
+    assert dataset["name"] == "settings" and dataset["type"] == "builtins.dict" and 0 < dataset["ttl"] <= 60
     [worker] = document["workers"]
     assert worker["id"] == "js" and worker["tasks"] == 5 and worker["pid"] > 0 and worker["rss"] > 0
     assert abs(worker["beat"] - time.time()) < 5
@@ -113,9 +111,11 @@ def test_status_json_validates_and_shows_dead_letters(
     finally:
         release.touch()
         runner.join(30)
+        manager.unpublish("settings")
     assert table.exit_code == 0, table.output
     assert "dead-lettered messages: 1" in table.stdout and "last rejection:" in table.stdout
     assert "not a task message" in table.stdout and "tasks/s: -" in table.stdout
+    assert "dataset settings: builtins.dict" in table.stdout
     header = next(line for line in table.stdout.splitlines() if line.startswith("ID"))
     assert header.split()[-1] == "CURRENT" and "RSS (MiB)" in header
     row = next(line for line in table.stdout.splitlines() if line.startswith("js "))
