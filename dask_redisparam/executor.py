@@ -42,7 +42,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dask._task_spec import Task, TaskRef, parse_input
 from dask.utils import funcname
@@ -56,6 +56,7 @@ from .sentinels import MISSING
 from .wire.serialize import dumps_task
 
 if TYPE_CHECKING:
+    from .param_data import ParamData
     from .param_scheduling import ParamScheduler
 
 __all__ = ["IDLE_SECONDS", "WAIT_SECONDS", "RedisExecutor", "RedisFuture"]
@@ -245,7 +246,8 @@ class RedisExecutor(concurrent.futures.Executor):
 
     def persist(self, collections: list[Any], optimize_graph: bool = True, **kwargs: Any) -> list[Any]:
         """What ``dask.persist(..., scheduler=executor)`` calls: the param's ``persist`` (values stay in Redis)."""
-        return self._param.persist(collections, optimize_graph=optimize_graph, **kwargs)  # type: ignore[attr-defined, no-any-return]
+        param = cast("ParamData", self._param)  # every RedisParam is one; the executor is made by RedisParam.executor()
+        return param.persist(collections, optimize_graph=optimize_graph, **kwargs)
 
     # ------------------------------------------------------------------ the caller's side
     def _resolve(self, arg: Any, found: dict[str, RedisFuture]) -> Any:
