@@ -42,7 +42,7 @@ from typing import Any
 
 from dask._task_spec import Alias, DataNode, GraphNode, NestedContainer, Set, Task, TaskRef, _execute_subgraph
 
-from .encode import Encoder, Unstable, _str
+from .encode import Encoder, Unstable, _pack_double, _str
 
 __all__ = ["IDENTITY_BYTES", "Identities", "split_name", "task_identities"]
 
@@ -128,6 +128,8 @@ class _Hasher:
         self.enc = Encoder()
         self.of: dict[Hashable, bytes] = {}
         self.names: dict[str, tuple[bytes, bytes]] = {}
+        self.funcs: dict[int, bytes] = {}  # id(func) -> encoding, valid while the graph holds the functions
+        self.seen_digest: dict[bytes, int] = {}  # digest -> how many tasks had it (the occurrence counter)
 
     def key(self, key: Hashable, root: bool, out: list[bytes]) -> None:
         if isinstance(key, tuple) and key and isinstance(key[0], str):
@@ -188,7 +190,7 @@ class _Hasher:
     def _subgraph(self, task: Task) -> bytes:
         """The identity of a fused subgraph's output: its inner tasks walked with the outer inputs' identities."""
         inner, outkey, inkeys = task.args[:3]
-        outer = self.of
+        outer, counts = self.of, self.seen_digest
         of: dict[Hashable, bytes] = {}
         for key, value in zip(inkeys, task.args[3:], strict=False):  # as _execute_subgraph binds them
             piece: list[bytes] = []
@@ -198,7 +200,7 @@ class _Hasher:
         try:
             self.walk(inner, [outkey], of, unstable)
         finally:
-            self.of = outer
+            self.of, self.seen_digest = outer, counts
         if outkey in unstable:
             raise Unstable(unstable[outkey])
         return of[outkey]
@@ -212,10 +214,20 @@ class _Hasher:
     ) -> None:
         """Fill ``of`` and ``unstable`` for ``keys`` and everything they need in ``nodes``."""
         self.of = of
-        seen_digest: dict[bytes, int] = {}
+        self.seen_digest = {}
         expanded: set[Hashable] = set()
         stack = list(keys)
-        stack.reverse()
+        plain, finish = self.plain, self.finish
+        for key in stack:  # first the requested tasks without inputs, in their order: most of a wide graph, fast
+            node = nodes.get(key)
+            if node is not None and not node.dependencies and key not in of:
+                try:
+                    encoded = plain(key, node, True)
+                except (Unstable, RecursionError):  # the walk below records why
+                    continue
+                if encoded is not None:
+                    of[key] = finish(encoded)
+        stack = [key for key in reversed(stack) if key not in of]
         while stack:
             key = stack[-1]
             if key in of or key in unstable:
@@ -238,24 +250,85 @@ class _Hasher:
                 if bad is not None:
                     unstable[key] = f"depends on {bad!r}" if bad in unstable else f"a cycle through {bad!r}"
                     continue
-            out: list[bytes] = []
             try:
-                self.key(key, not deps and not isinstance(node, DataNode), out)
-                self.node(node, out)
+                encoded = self.plain(key, node, not deps)
+                if encoded is None:
+                    out: list[bytes] = []
+                    self.key(key, not deps and not isinstance(node, DataNode), out)
+                    self.node(node, out)
+                    encoded = b"".join(out)
             except Unstable as exc:
                 unstable[key] = str(exc)
                 continue
             except RecursionError:
                 unstable[key] = "a value nested too deeply to encode"
                 continue
-            digest = blake2b(b"".join(out), digest_size=IDENTITY_BYTES).digest()
-            count = seen_digest.get(digest)
-            if count is None:
-                seen_digest[digest] = 1
+            of[key] = finish(encoded)
+
+    def finish(self, encoded: bytes) -> bytes:
+        """The identity of a task encoded as ``encoded``: its digest, or for the n-th equal one (n > 0) the
+        digest of the digest and n."""
+        digest = blake2b(encoded, digest_size=IDENTITY_BYTES).digest()
+        count = self.seen_digest.get(digest)
+        if count is None:
+            self.seen_digest[digest] = 1
+            return digest
+        self.seen_digest[digest] = count + 1
+        return blake2b(digest + b"#%d" % count, digest_size=IDENTITY_BYTES).digest()
+
+    def plain(self, key: Any, node: Any, root: bool) -> bytes | None:
+        """The encoding of the commonest task, fast: a ``Task`` of plain arguments (numbers, strings, inputs)
+        under a key ``(name, int, ...)`` or ``name``; None for any other (then :meth:`key` and :meth:`node`),
+        with the same result."""
+        if type(node) is not Task or node.kwargs:
+            return None
+        func = node.func
+        cached = self.funcs.get(id(func))
+        if cached is None:
+            if func is _execute_subgraph:
+                return None
+            cached = b"t" + self.enc.function(func)
+            self.funcs[id(func)] = cached
+        args = node.args
+        out = [b"", cached + b"%d,0" % len(args)]
+        of = self.of
+        for arg in args:
+            kind = type(arg)
+            if kind is int:
+                out.append(b"i%d;" % arg)
+            elif kind is TaskRef:
+                out.append(b"R" + of[arg.key])
+            elif kind is str:
+                out.append(_str(arg))
+            elif kind is float:
+                out.append(b"f" + _pack_double(arg))
+            elif arg is None:
+                out.append(b"N")
             else:
-                seen_digest[digest] = count + 1
-                digest = blake2b(digest + b"#%d" % count, digest_size=IDENTITY_BYTES).digest()
-            of[key] = digest
+                return None
+        kind = type(key)
+        if kind is tuple:
+            name = key[0]
+            if type(name) is not str:
+                return None
+            if len(key) == 2 and type(key[1]) is int:
+                indices = b"(1i%d;" % key[1]
+            else:
+                for index in key[1:]:
+                    if type(index) is not int:
+                        return None
+                indices = b"(%d" % (len(key) - 1) + b"".join(b"i%d;" % index for index in key[1:])
+        elif kind is str:
+            name, indices = key, b""
+        else:
+            return None
+        parts = self.names.get(name)
+        if parts is None:
+            prefix, token, random = split_name(name)
+            parts = (b"n" + _str(prefix), b"" if random else _str(token))
+            self.names[name] = parts
+        out[0] = parts[0] + parts[1] + indices if root else parts[0] + indices
+        return b"".join(out)
 
     def _container(self, item: NestedContainer, out: list[bytes]) -> None:
         tag = type(item).__name__.encode()
