@@ -8,8 +8,8 @@ from collections.abc import Callable
 import dask
 import pytest
 
-from dask_redisparam.manager.graph import prepare_graph
 from dask_redisparam import RedisParam, RemoteError, TaskErrors, Unevaluated, is_ok, try_compute
+from dask_redisparam.manager.graph import prepare_graph
 from tests import tasks
 
 X = [1, "2", 3]

@@ -112,9 +112,10 @@ class Entry(NamedTuple):
 class Batch(NamedTuple):
     """The payload of a task message: entries run in order; ``inline`` holds small literal inputs;
     ``timeout`` is the seconds each entry may run (None: no limit); ``rng_seed`` seeds each entry's random
-    streams from its identity, else its key (None: fresh entropy); with ``log_threshold`` each entry's log records (at or above
-    it) and its stdout/stderr are captured and travel back in its :class:`Outcome`. The manager's exported dask
-    config and environment variables travel beside it in the payload (:func:`join_payload`)."""
+    streams from its identity, else its key (None: fresh entropy); with ``log_threshold`` each entry's log
+    records (at or above it) and its stdout/stderr are captured and travel back in its :class:`Outcome`. The
+    manager's exported dask config and environment variables travel beside it in the payload
+    (:func:`join_payload`)."""
 
     stop_on_error: bool
     inline: dict[int, Any]
