@@ -7,7 +7,8 @@ pieces to a list, which the caller joins and hashes. What it encodes:
 - ``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, ``tuple``, ``list``, ``dict``,
   ``slice``, ``range``, and sets of values whose hash does not vary (numbers: encoded in sorted order);
 - NumPy arrays (dtype, shape and the bytes; object arrays element by element), NumPy scalars and dtypes;
-  pandas objects (their pickle, which is deterministic);
+  pandas objects (their pickle, which is deterministic); fsspec ``OpenFile`` objects of local files (path and
+  version: the one look at the disk here);
 - functions: an importable one by ``(module, qualname)``; a Python function also by its code (bytecode,
   constants with nested code objects, names, defaults, closure cell values and, for functions outside the
   installed libraries, the values of the globals it refers to) and never by file name or line numbers, which
@@ -52,6 +53,7 @@ _LIBRARY_ROOTS = tuple(
     if p
 )
 _MAX_DEPTH = 200
+MISSING: Any = object()
 
 
 class Unstable(Exception):
@@ -72,6 +74,7 @@ class Encoder:
     def __init__(self) -> None:
         self._funcs: dict[int, tuple[Any, bytes]] = {}
         self._modules: dict[str, bool] = {}
+        self._files: dict[str, str] = {}  # local path -> its version (fs.ukey), read once per encoder
         self._depth = 0
         self._dispatch: dict[type, Callable[[Any, list[bytes]], None]] = {
             int: self._int,
@@ -198,6 +201,8 @@ class Encoder:
             out.append(b"m" + _str(obj.__name__))
         elif isinstance(obj, types.CodeType):
             out.append(self._code(obj))
+        elif module.startswith("fsspec") and type(obj).__name__ == "OpenFile":
+            self._open_file(obj, out)
         elif type(obj).__name__ == "ufunc":
             out.append(b"U" + _str(obj.__name__))
         else:
@@ -222,6 +227,23 @@ class Encoder:
             out.append(b"U" + _str(obj.__name__))
         else:
             self._reduce(obj, out)
+
+    def _open_file(self, obj: Any, out: list[bytes]) -> None:
+        """An fsspec ``OpenFile`` (dask's ``read_csv``, ``read_text``): the file system, the path, how it is
+        opened and, for a local file, its version (``fs.ukey``: size, modification time...). dask puts that
+        version only into a key token that also changes from one process to the next, so it is read here: the
+        one look at the disk this module takes. A file elsewhere has no version without a request: unstable."""
+        fs = obj.fs
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        if protocol not in ("file", "local"):
+            raise Unstable(f"a file on {protocol}:// ({obj.path}): its version is not known without a request")
+        try:
+            version = self._files.get(obj.path) or fs.ukey(obj.path)
+        except OSError as exc:
+            raise Unstable(f"a file whose version cannot be read ({exc})") from None
+        self._files[obj.path] = version
+        out.append(b"o" + self._class_ref(type(fs)) + _str(obj.path) + _str(version))
+        self.literal((obj.mode, obj.compression, obj.encoding, obj.errors, obj.newline), out)
 
     def _pickle(self, obj: Any, out: list[bytes]) -> None:
         try:
@@ -321,7 +343,7 @@ class Encoder:
                     out.append(b"E")
                     continue
                 self._value(value, out)
-        if not self._is_library(module):
+        if not self._is_library(module, func.__globals__.get("__file__")):
             out.append(b"G")
             names: list[str] = []
             self._names(func.__code__, names)
@@ -378,18 +400,17 @@ class Encoder:
 
     # -- references ----------------------------------------------------------------------------------------
 
-    def _is_library(self, module: str) -> bool:
-        known = self._modules.get(module)
+    def _is_library(self, module: str, path: Any = MISSING) -> bool:
+        """Whether ``module`` (whose file is ``path``, if known) is installed: in the standard library or under
+        site-packages. ``__main__``, a notebook cell, code run by ``exec``, a project's own modules are not."""
+        if path is MISSING:
+            path = getattr(sys.modules.get(module), "__file__", None)
+        if module == "__main__" or not isinstance(path, str):
+            return module in sys.builtin_module_names
+        known = self._modules.get(path)
         if known is None:
-            mod = sys.modules.get(module)
-            path = getattr(mod, "__file__", None)
-            if mod is None:
-                known = False
-            elif path is None:
-                known = module in sys.builtin_module_names
-            else:
-                known = os.path.realpath(path).startswith(_LIBRARY_ROOTS)
-            self._modules[module] = known
+            known = os.path.realpath(path).startswith(_LIBRARY_ROOTS)
+            self._modules[path] = known
         return known
 
     def _importable(self, obj: Any) -> bool:
