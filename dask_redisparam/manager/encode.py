@@ -42,6 +42,7 @@ import sys
 import sysconfig
 import types
 from collections.abc import Callable
+from hashlib import blake2b
 from typing import Any
 
 __all__ = ["Encoder", "Unstable"]
@@ -53,6 +54,7 @@ _LIBRARY_ROOTS = tuple(
     if p
 )
 _MAX_DEPTH = 200
+_BLOB_BYTES = 64 * 1024
 MISSING: Any = object()
 
 
@@ -63,6 +65,14 @@ class Unstable(Exception):
 def _str(obj: str) -> bytes:
     data = obj.encode("utf-8", "surrogatepass")
     return b"s%d:" % len(data) + data
+
+
+def _blob(tag: bytes, data: bytes | bytearray | memoryview) -> bytes:
+    """``tag`` and ``data``, length-prefixed; a large one (over 64 KiB) as its own digest, so that a big array
+    is read once and never copied into the task's encoding."""
+    if len(data) > _BLOB_BYTES:
+        return tag + b"H" + blake2b(data, digest_size=32).digest()
+    return tag + b"%d:" % len(data) + bytes(data)
 
 
 class Encoder:
@@ -130,7 +140,7 @@ class Encoder:
 
     @staticmethod
     def _bytes(obj: bytes | bytearray, out: list[bytes]) -> None:
-        out.append(b"b%d:" % len(obj) + bytes(obj))
+        out.append(_blob(b"b", obj))
 
     def _seq(self, tag: bytes, obj: Any, out: list[bytes]) -> None:
         out.append(tag + b"%d" % len(obj))
@@ -217,8 +227,8 @@ class Encoder:
                 self.literal(obj.shape, out)
                 self._seq(b"[", obj.ravel().tolist(), out)
             else:
-                data = np.ascontiguousarray(obj).tobytes()
-                out.append(b"a" + _str(str(obj.dtype.descr)) + b"%r" % (obj.shape,) + b"%d:" % len(data) + data)
+                data = memoryview(np.ascontiguousarray(obj).reshape(-1).view(np.uint8))  # no copy if contiguous
+                out.append(b"a" + _str(str(obj.dtype.descr)) + b"%r" % (obj.shape,) + _blob(b"", data))
         elif isinstance(obj, np.dtype):
             out.append(b"d" + _str(str(obj.descr) if obj.fields else obj.str))
         elif isinstance(obj, np.generic) and not isinstance(obj, np.object_):
@@ -250,7 +260,7 @@ class Encoder:
             data = pickle.dumps(obj, protocol=5)
         except Exception as exc:
             raise Unstable(f"a {type(obj).__name__} that cannot be pickled ({exc})") from None
-        out.append(b"p%d:" % len(data) + data)
+        out.append(_blob(b"p", data))
 
     def _reduce(self, obj: Any, out: list[bytes]) -> None:
         kind = type(obj)
