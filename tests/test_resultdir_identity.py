@@ -80,10 +80,20 @@ def _graph_and_key(value: object) -> tuple[object, object]:
     return value.__dask_graph__(), value.key  # type: ignore[attr-defined]
 
 
-def test_without_resultdir_all_only_requested_keys_are_saved(
+def test_requested_keys_only_by_default_and_map_reuses_its_chunks(
     url_param: Callable[..., RedisParam], tmp_path: pathlib.Path
 ) -> None:
     dsk = {"a": (tasks.inc, 1), "b": (tasks.inc, "a"), "c": (tasks.add, "a", "b")}
-    with url_param(1, resultdir=str(tmp_path)) as param:
+    results, counter = tmp_path / "r", tmp_path / "count"
+    results.mkdir()
+    with url_param(1, resultdir=str(results), stop_on_error=False) as param:
         assert param(dsk, "c") == 5
-    assert ResultDir(str(tmp_path)).keys() == ["c"]
+        assert ResultDir(str(results)).keys() == ["c"]
+        assert param.map(tasks.counted_inc_item, [1, 2, "x", 4], path=str(counter), return_exceptions=True)[:2] == [
+            2,
+            3,
+        ]
+        assert _count(counter) == 4 and len(ResultDir(str(results))) == 1 + 3  # the chunk that failed is not saved
+        again = param.map(tasks.counted_inc_item, [1, 2, "x", 4], path=str(counter), return_exceptions=True)
+        assert again[:2] == [2, 3] and again[3] == 5 and isinstance(again[2], Exception)
+        assert _count(counter) == 4 + 1  # only the failed element ran again
