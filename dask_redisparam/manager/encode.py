@@ -227,7 +227,7 @@ class Encoder:
                 self.literal(obj.shape, out)
                 self._seq(b"[", obj.ravel().tolist(), out)
             else:
-                data = memoryview(np.ascontiguousarray(obj).reshape(-1).view(np.uint8))  # no copy if contiguous
+                data = memoryview(np.ascontiguousarray(obj).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
                 out.append(b"a" + _str(str(obj.dtype.descr)) + b"%r" % (obj.shape,) + _blob(b"", data))
         elif isinstance(obj, np.dtype):
             out.append(b"d" + _str(str(obj.descr) if obj.fields else obj.str))
