@@ -42,7 +42,8 @@ from typing import Any
 
 from dask._task_spec import Alias, DataNode, GraphNode, NestedContainer, Set, Task, TaskRef, _execute_subgraph
 
-from .encode import Encoder, Unstable, _pack_double, _str
+from .encode import Encoder, _pack_double
+from .encode_code import Unstable, _str
 
 __all__ = ["IDENTITY_BYTES", "Identities", "split_name", "task_identities"]
 
