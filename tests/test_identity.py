@@ -124,6 +124,12 @@ def test_the_function_body_counts_its_file_and_line_do_not() -> None:
     scaled = "SCALE = {}\ndef g(x):\n    return x * SCALE\ndef f(x):\n    return g(x) + 1\n"
     one, two = (identity_of(_compiled(scaled.format(n), "cell.py")) for n in (1, 2))
     assert one != two  # a global that a helper function refers to
+    # pure delayed names its keys f-<tokenize(f, args)>, and tokenize pickles the code with its file name
+    first, other = (_compiled("\n" * n + "def f(x):\n    return x + 1\n", f"/tmp/ipykernel_{n}/1.py") for n in (1, 2))
+    calls = [delayed(func, pure=True)(1) for func in (first, other)]
+    assert calls[0].key != calls[1].key
+    ids = [prepare_graph(c.__dask_graph__(), [c.key]).identities.of[c.key] for c in calls]
+    assert ids[0] == ids[1]
 
 
 def test_non_root_key_tokens_do_not_count_root_tokens_do() -> None:

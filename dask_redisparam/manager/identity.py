@@ -7,9 +7,11 @@ by the dependency's identity, plus the deterministic parts of its key name:
 - the name's prefix (the name without a trailing dask token, as ``dask.utils.key_split`` strips it) and the
   key's tuple indices, always;
 - the token itself only for a root task (one without dependencies), and not when it is a ``uuid4`` (an impure
-  ``delayed`` call). A root's token can carry what is in no argument (``read_csv`` puts a file's modification
-  time there); a dependent's token is derived from its inputs, which the hash covers already, and is often
-  random (``finalize-hlgfinalizecompute-<hex>`` changes per process).
+  ``delayed`` call) nor when the name is the task function's name (``delayed``'s naming: its token is dask's
+  ``tokenize`` of the function and arguments, which the hash covers, and changes with the notebook kernel,
+  since it pickles the function's code with its file name). A root's token can carry what is in no argument; a
+  dependent's token is derived from its inputs, which the hash covers already, and is often random
+  (``finalize-hlgfinalizecompute-<hex>`` changes per process).
 
 So the same code on the same inputs gives the same identities in another process, another day, with another
 number of workers, also where dask's key names are random; a different literal, function (body), input or root
@@ -41,6 +43,7 @@ from hashlib import blake2b
 from typing import Any
 
 from dask._task_spec import Alias, DataNode, GraphNode, NestedContainer, Set, Task, TaskRef, _execute_subgraph
+from dask.utils import funcname
 
 from .encode import Encoder, _pack_double
 from .encode_code import Unstable, _str
@@ -130,9 +133,17 @@ class _Hasher:
         self.of: dict[Hashable, bytes] = {}
         self.names: dict[str, tuple[bytes, bytes]] = {}
         self.funcs: dict[int, bytes] = {}  # id(func) -> encoding, valid while the graph holds the functions
+        self.fnames: dict[int, bytes] = {}  # id(func) -> its name, encoded as a key prefix
         self.seen_digest: dict[bytes, int] = {}  # digest -> how many tasks had it (the occurrence counter)
 
-    def key(self, key: Hashable, root: bool, out: list[bytes]) -> None:
+    def fname(self, func: Any) -> bytes:
+        """``func``'s name as a key prefix is encoded (``dask.utils.funcname``, as ``delayed`` names its keys)."""
+        cached = self.fnames.get(id(func))
+        if cached is None:
+            cached = self.fnames[id(func)] = b"n" + _str(funcname(func))
+        return cached
+
+    def key(self, key: Hashable, root: bool, out: list[bytes], func: Any = None) -> None:
         if isinstance(key, tuple) and key and isinstance(key[0], str):
             name: Any = key[0]
             indices: Any = key[1:]
@@ -145,7 +156,7 @@ class _Hasher:
                 parts = (b"n" + _str(prefix), b"" if random else _str(token))
                 self.names[name] = parts
             out.append(parts[0])
-            if root:
+            if root and (func is None or parts[0] != self.fname(func)):
                 out.append(parts[1])
         else:
             self.enc.literal(name, out)
@@ -255,7 +266,8 @@ class _Hasher:
                 encoded = self.plain(key, node, not deps)
                 if encoded is None:
                     out: list[bytes] = []
-                    self.key(key, not deps and not isinstance(node, DataNode), out)
+                    func = node.func if isinstance(node, Task) else None
+                    self.key(key, not deps and not isinstance(node, DataNode), out, func)
                     self.node(node, out)
                     encoded = b"".join(out)
             except Unstable as exc:
@@ -328,7 +340,10 @@ class _Hasher:
             prefix, token, random = split_name(name)
             parts = (b"n" + _str(prefix), b"" if random else _str(token))
             self.names[name] = parts
-        out[0] = parts[0] + parts[1] + indices if root else parts[0] + indices
+        if root and parts[0] != self.fname(func):
+            out[0] = parts[0] + parts[1] + indices
+        else:
+            out[0] = parts[0] + indices
         return b"".join(out)
 
     def _container(self, item: NestedContainer, out: list[bytes]) -> None:
