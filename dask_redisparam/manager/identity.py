@@ -132,9 +132,10 @@ class _Hasher:
         self.enc = Encoder()
         self.of: dict[Hashable, bytes] = {}
         self.names: dict[str, tuple[bytes, bytes]] = {}
-        self.funcs: dict[int, bytes] = {}  # id(func) -> encoding, valid while the graph holds the functions
+        self.funcs: dict[int, tuple[bytes, bytes]] = {}  # id(func) -> (encoding, name), while the graph holds it
         self.fnames: dict[int, bytes] = {}  # id(func) -> its name, encoded as a key prefix
-        self.seen_digest: dict[bytes, int] = {}  # digest -> how many tasks had it (the occurrence counter)
+        self.seen: set[bytes] = set()  # the digests seen in this walk
+        self.seen_digest: dict[bytes, int] = {}  # digest seen more than once -> how many tasks had it
 
     def fname(self, func: Any) -> bytes:
         """``func``'s name as a key prefix is encoded (``dask.utils.funcname``, as ``delayed`` names its keys)."""
@@ -202,7 +203,7 @@ class _Hasher:
     def _subgraph(self, task: Task) -> bytes:
         """The identity of a fused subgraph's output: its inner tasks walked with the outer inputs' identities."""
         inner, outkey, inkeys = task.args[:3]
-        outer, counts = self.of, self.seen_digest
+        outer, seen, counts = self.of, self.seen, self.seen_digest
         of: dict[Hashable, bytes] = {}
         for key, value in zip(inkeys, task.args[3:], strict=False):  # as _execute_subgraph binds them
             piece: list[bytes] = []
@@ -212,7 +213,7 @@ class _Hasher:
         try:
             self.walk(inner, [outkey], of, unstable)
         finally:
-            self.of, self.seen_digest = outer, counts
+            self.of, self.seen, self.seen_digest = outer, seen, counts
         if outkey in unstable:
             raise Unstable(unstable[outkey])
         return of[outkey]
@@ -226,7 +227,7 @@ class _Hasher:
     ) -> None:
         """Fill ``of`` and ``unstable`` for ``keys`` and everything they need in ``nodes``."""
         self.of = of
-        self.seen_digest = {}
+        self.seen, self.seen_digest = set(), {}
         expanded: set[Hashable] = set()
         stack = list(keys)
         plain, finish = self.plain, self.finish
@@ -282,10 +283,10 @@ class _Hasher:
         """The identity of a task encoded as ``encoded``: its digest, or for the n-th equal one (n > 0) the
         digest of the digest and n."""
         digest = blake2b(encoded, digest_size=IDENTITY_BYTES).digest()
-        count = self.seen_digest.get(digest)
-        if count is None:
-            self.seen_digest[digest] = 1
+        if digest not in self.seen:
+            self.seen.add(digest)
             return digest
+        count = self.seen_digest.get(digest, 1)
         self.seen_digest[digest] = count + 1
         return blake2b(digest + b"#%d" % count, digest_size=IDENTITY_BYTES).digest()
 
@@ -300,10 +301,9 @@ class _Hasher:
         if cached is None:
             if func is _execute_subgraph:
                 return None
-            cached = b"t" + self.enc.function(func)
-            self.funcs[id(func)] = cached
+            cached = self.funcs[id(func)] = (b"t" + self.enc.function(func), self.fname(func))
         args = node.args
-        out = [b"", cached + b"%d,0" % len(args)]
+        out = [b"", cached[0] + b"%d,0" % len(args)]
         of = self.of
         for arg in args:
             kind = type(arg)
@@ -340,7 +340,7 @@ class _Hasher:
             prefix, token, random = split_name(name)
             parts = (b"n" + _str(prefix), b"" if random else _str(token))
             self.names[name] = parts
-        if root and parts[0] != self.fname(func):
+        if root and parts[0] != cached[1]:
             out[0] = parts[0] + parts[1] + indices
         else:
             out[0] = parts[0] + indices
