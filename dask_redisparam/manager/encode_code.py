@@ -4,9 +4,10 @@ r"""The stable encoding of functions, code objects and classes: the part of
 A Python function is encoded by ``(module, qualname)`` and its code: bytecode, constants (nested code objects
 included, frozensets in sorted order), names, argument counts and flags, defaults, closure cell values and, for
 a function outside the installed libraries (``__main__``, a notebook cell, code run by ``exec``, a project's own
-modules), the values of the globals it refers to, recursively. Never its file name or line numbers, which change
-from one notebook kernel to the next. Builtins, installed classes and other importable callables are encoded by
-reference; a class of the user's by reference and the functions it defines; ``functools.partial`` and bound
+modules), the values of the globals it refers to, recursively; for an installed one, the version of its package
+instead. Never its file name or line numbers, which change from one notebook kernel to the next. Builtins,
+installed classes (with their package's version) and other importable callables are encoded by reference; a
+class of the user's by reference and the functions it defines; ``functools.partial`` and bound
 methods by their parts; anything else through its pickle reduction (:meth:`Encoder._reduce`).
 
 Examples
@@ -56,6 +57,7 @@ class CodeEncoder:
     def __init__(self) -> None:
         self._funcs: dict[int, tuple[Any, bytes]] = {}
         self._modules: dict[str, bool] = {}
+        self._versions: dict[str, bytes] = {}
 
     def literal(self, obj: Any, out: list[bytes]) -> None:
         """Append the encoding of the value ``obj`` to ``out``: ``Encoder`` provides it."""
@@ -138,7 +140,9 @@ class CodeEncoder:
                     out.append(b"E")
                     continue
                 self._value(value, out)
-        if not self._is_library(module, func.__globals__.get("__file__")):
+        if self._is_library(module, func.__globals__.get("__file__")):
+            out.append(self._version(module))  # what it calls changes with the library's version
+        else:
             out.append(b"G")
             names: list[str] = []
             self._names(func.__code__, names)
@@ -208,6 +212,18 @@ class CodeEncoder:
             self._modules[path] = known
         return known
 
+    def _version(self, module: str) -> bytes:
+        """The version of the installed distribution that ``module`` belongs to (its top package's
+        ``__version__``; Python's for the standard library), encoded; cached per top package."""
+        top = module.partition(".")[0]
+        cached = self._versions.get(top)
+        if cached is None:
+            version = getattr(sys.modules.get(top), "__version__", None)
+            if not isinstance(version, str):
+                version = f"python-{sys.version_info[0]}.{sys.version_info[1]}"
+            cached = self._versions[top] = b"v" + _str(version)
+        return cached
+
     def _importable(self, obj: Any) -> bool:
         module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
         if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
@@ -217,7 +233,7 @@ class CodeEncoder:
     def _class_body(self, kind: type) -> bytes:
         """For a class outside the installed libraries: the encodings of the functions it defines."""
         if self._is_library(kind.__module__):
-            return b""
+            return self._version(kind.__module__)
         out = [b"{"]
         for name, member in vars(kind).items():
             if isinstance(member, (staticmethod, classmethod)):
