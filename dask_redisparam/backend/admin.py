@@ -10,13 +10,13 @@ from collections.abc import Iterable
 from typing import cast
 
 from . import keys
-from .runs import RunOps
+from .resume import ResumeOps
 from .workers import WorkerOps
 
 __all__ = ["AdminOps"]
 
 
-class AdminOps(RunOps, WorkerOps):
+class AdminOps(ResumeOps, WorkerOps):
     """Read-mostly operations over a whole job, and its clean-up."""
 
     def live_workers(self, jobname: str) -> list[str]:

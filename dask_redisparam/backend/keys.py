@@ -17,6 +17,8 @@ key                                             type     meaning
 ``drp:{job}:run:<rid>:alive``                   STRING   exists while the run's manager lives (TTL)
 ``drp:{job}:run:<rid>:data``                    HASH     results and uploaded literals, one field each
 ``drp:{job}:run:<rid>:done``                    LIST     completion records for the run's manager
+``drp:{job}:run:<rid>:ids``                     STRING   the run's task identities, 16 bytes a field, for resume
+``drp:{job}:runs``                              HASH     run id -> record (host, pid, start, tasks) of unended runs
 ``drp:{job}:redo:<rid>``                        HASH     a failed run's values, kept ``redo_ttl`` for ``redo=``
 ``drp:{job}:probe:<token>``                     STRING   the start-up check of the ACL's commands (deleted at once)
 =============================================  =======  =====================================================
@@ -45,7 +47,9 @@ __all__ = [
     "redo",
     "rejected",
     "run_id_of",
+    "run_ids",
     "run_pattern",
+    "runs",
     "runs_pattern",
     "worker",
     "workers",
@@ -155,3 +159,27 @@ def done(jobname: str, run_id: str) -> str:
 def probe(jobname: str, token: str) -> str:
     """The scratch key of one start-up check of the user's commands (:mod:`dask_redisparam.backend.commands`)."""
     return f"{_job(jobname)}:probe:{token}"
+
+
+def run_ids(jobname: str, run_id: str) -> str:
+    """The run's task identities in field order (16 bytes each, zeros for a field that cannot be resumed): how a
+    later run finds this run's values once its manager died (:mod:`dask_redisparam.manager.resume`).
+
+    Examples
+    --------
+    >>> run_ids("demo", "r1")
+    'drp:{demo}:run:r1:ids'
+    """
+    return f"{_run(jobname, run_id)}:ids"
+
+
+def runs(jobname: str) -> str:
+    """The job's registry of runs that have not ended cleanly: run id -> a small record of its manager (host,
+    pid, start time, number of tasks); entries whose ``ids`` key is gone are stale (readers prune them).
+
+    Examples
+    --------
+    >>> runs("demo")
+    'drp:{demo}:runs'
+    """
+    return f"{_job(jobname)}:runs"
