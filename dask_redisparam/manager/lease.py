@@ -3,11 +3,11 @@
 The run's ``alive`` key (and its ``done`` list) have a TTL of :data:`RUN_TTL` seconds, renewed every
 :data:`RENEW_INTERVAL` seconds by :class:`RunLease`; its ``data`` hash has a TTL of its own, the run's
 ``keep`` seconds (the larger of ``redo_ttl`` and ``resume_ttl``, at least :data:`RUN_TTL`), renewed with it, and so
-is the job's registry of runs (``resume_keep``: ``resume_ttl``, :mod:`dask_redisparam.backend.resume`). The thread does not depend on the
-manager's loop, so a manager busy for seconds (converting a large graph, pickling a large value, a callback that
-blocks) keeps its run. When the manager dies, ``alive`` and ``done`` expire within :data:`RUN_TTL` seconds and the
-workers drop the run's messages as they claim them (they check ``alive`` in the round trip that loads a message's
-inputs, and in the completion script); the values stay ``keep`` seconds.
+is the job's registry of runs (``resume_keep``: ``resume_ttl``, :mod:`dask_redisparam.backend.resume`). The thread
+does not depend on the manager's loop, so a manager busy for seconds (converting a large graph, pickling a large
+value, a callback that blocks) keeps its run. When the manager dies, ``alive`` and ``done`` expire within
+:data:`RUN_TTL` seconds and the workers drop the run's messages as they claim them (they check ``alive`` in the
+round trip that loads a message's inputs, and in the completion script); the values stay ``keep`` seconds.
 
 A renewal that finds ``alive`` gone (a server restarted without its data, the key deleted, or no renewal for
 :data:`RUN_TTL` seconds) never creates it again: :meth:`RunLease.check` raises :class:`RunLost` in the manager's

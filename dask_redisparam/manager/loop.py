@@ -409,7 +409,9 @@ def close_run(backend: Backend, run: RunState, ending: str = "clean", keep: floa
             if backend.keep_for_resume(run.job, run.run_id, keep):
                 logger.info(
                     "manager: run %s of job %r ended unfinished; its values stay %g s for a resume",
-                    run.run_id, run.job, keep,
+                    run.run_id,
+                    run.job,
+                    keep,
                 )
             return
         if ending == "errors" and options.redo_ttl > 0:

@@ -19,8 +19,8 @@ from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
-    from .resume import Resumer
     from ..wire.signing import Signer
+    from .resume import Resumer
     from .state import RunState
 
 __all__ = [

@@ -35,15 +35,15 @@ import time
 from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .identity import IDENTITY_BYTES
+
 if TYPE_CHECKING:
     from ..backend import Backend
 
-__all__ = ["IDENTITY_BYTES", "Adopted", "Resumer", "identity_bytes", "manager_gone", "manager_record", "process_start"]
+__all__ = ["NO_IDENTITY", "Adopted", "Resumer", "identity_bytes", "manager_gone", "manager_record", "process_start"]
 
 logger = logging.getLogger(__name__)
 
-IDENTITY_BYTES = 16
-"""Bytes of one task identity (as :mod:`dask_redisparam.manager.identity`)."""
 NO_IDENTITY = bytes(IDENTITY_BYTES)
 """The identity recorded for a field that cannot be resumed."""
 
@@ -174,8 +174,12 @@ class Resumer:
         if stale:
             self.backend.forget_runs(self.jobname, stale)
         for rid in kill:
-            logger.info("manager: run %s of job %r lost its manager (pid %s is gone)", rid, self.jobname,
-                        records[rid].get("pid"))
+            logger.info(
+                "manager: run %s of job %r lost its manager (pid %s is gone)",
+                rid,
+                self.jobname,
+                records[rid].get("pid"),
+            )
         dead = [(rid, probe) for rid, probe in probes.items() if not probe.alive and probe.pttl >= 0]
         dead.sort(key=lambda item: -item[1].pttl / max(float(records[item[0]].get("keep", 1.0)) * 1000, 1.0))
         for rid, probe in dead:  # most recently dead first: it wins a shared identity
@@ -207,31 +211,20 @@ class Resumer:
             return ()
         return [key for key, identity in of.items() if self.match(key, identity) is not None]
 
-    def report(self, remaining: int) -> None:
+    def report(self, remaining: int, needed: int | None = None) -> None:
         """Say what was reused: "resumed 205 of 400 tasks from run 3f2a... (died 12 s ago)" (``remaining``: the
-        tasks the run still computes), on this module's logger at INFO, and on ``stderr`` if that is not shown."""
+        tasks the run still computes, of ``needed``, default the keys the lookup saw), on this module's logger at
+        INFO, and on ``stderr`` if that is not shown."""
         if not self.adopted:
             return
         used = sorted({a.run_id for a in self.adopted.values()})
         ago = {rid: died for rid, died in self.sources}
         runs = ", ".join(f"run {rid} (died {ago.get(rid, 0.0):.0f} s ago)" for rid in used)
-        needed = max(self.needed, remaining)
+        needed = max(self.needed if needed is None else needed, remaining)
         message = f"resumed {needed - remaining} of {needed} tasks from {runs}"
         logger.info("manager: %s", message)
         if not logger.isEnabledFor(logging.INFO):  # nobody configured logging: a notebook user still sees it
             print(f"dask-redisparam: {message}", file=sys.stderr)
-
-    def copies(self, fields: Mapping[Hashable, int]) -> dict[str, dict[str, str]]:
-        """What to copy, by source run: new field -> field there, for adopted keys (``fields``: key -> its new
-        field) and the parts of large values (same names)."""
-        out: dict[str, dict[str, str]] = {}
-        for key, adopted in self.adopted.items():
-            if key not in fields:
-                continue
-            copies = out.setdefault(adopted.run_id, {})
-            copies[str(fields[key])] = adopted.field
-            copies.update((name, name) for name in adopted.parts)
-        return out
 
 
 def _source(

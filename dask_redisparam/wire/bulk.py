@@ -9,8 +9,8 @@ Instead:
 - header (unless small enough to travel inside the reference) and buffers are cut into *parts* of at most
   :data:`PART_BYTES`, written with plain ``HSET`` to fields ``~<token>.<n>`` of the run's data hash (``token``:
   ``<field>-<random>``, the value's own field first, so that the parts of a value can be found by its field (resume
-  copies them with it, :mod:`dask_redisparam.manager.resume`), random per write, so that a late writer that lost its claim never overwrites a committed value; its parts are
-  deleted by the completion script that refuses it);
+  copies them with it, :mod:`dask_redisparam.manager.resume`), random per write, so that a late writer that lost
+  its claim never overwrites a committed value; its parts are deleted by the completion script that refuses it);
 - the value's own field holds a :class:`Ref` (sealed like any stored value): token, frame sizes, the embedded
   header and a Poly1305 tag over the parts (its one-time key derived from the shared secret and a random nonce,
   see :meth:`~dask_redisparam.wire.signing.Signer.bulk_authenticator`: 10 GB/s where HMAC-SHA256 does 2).
