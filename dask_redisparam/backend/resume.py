@@ -59,7 +59,7 @@ class Probe(NamedTuple):
     """What :meth:`ResumeOps.probe_runs` found of one registered run."""
 
     alive: bool
-    """Its ``alive`` key existed (before a ``kill`` deleted it)."""
+    """Its ``alive`` key exists (False for a run of ``kill``: its key was just deleted)."""
     pttl: int
     """Milliseconds its data hash has left (negative: no data hash)."""
     fields: list[str]
@@ -106,7 +106,8 @@ class ResumeOps(RunOps):
         out = {}
         for n, rid in enumerate(run_ids):
             alive, pttl, fields = replies[3 * n : 3 * n + 3]
-            out[rid] = Probe(bool(alive), int(pttl), [f.decode(errors="replace") for f in fields])
+            alive = bool(alive) and rid not in killed
+            out[rid] = Probe(alive, int(pttl), [f.decode(errors="replace") for f in fields])
         return out
 
     def forget_runs(self, jobname: str, run_ids: Iterable[str]) -> None:
