@@ -40,7 +40,17 @@ from .identity import IDENTITY_BYTES
 if TYPE_CHECKING:
     from ..backend import Backend
 
-__all__ = ["NO_IDENTITY", "Adopted", "Resumer", "identity_bytes", "manager_gone", "manager_record", "process_start"]
+__all__ = [
+    "NO_IDENTITY",
+    "Adopted",
+    "Resumer",
+    "RunInfo",
+    "identity_bytes",
+    "list_runs",
+    "manager_gone",
+    "manager_record",
+    "process_start",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -254,3 +264,74 @@ def _source(
     keep = float(record.get("keep", 0.0) or 0.0)
     died_ago = max(0.0, keep - pttl / 1000) if keep else 0.0
     return _Source(rid, died_ago, by_identity, {f: tuple(names) for f, names in parts.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """One unended run of a job, for operators (``dask-redisparam runs``).
+
+    Attributes
+    ----------
+    run_id : str
+        The run.
+    age : float
+        Seconds since it started.
+    manager : str
+        ``host:pid`` of its manager.
+    done, total : int
+        Tasks finished and tasks of the run (as its manager last wrote them).
+    nbytes : int
+        Bytes its values take in Redis.
+    alive : bool
+        Its manager lives (its lease is renewed).
+    resumable : bool
+        Dead with values that a later compute can find by identity.
+    died_ago : float
+        Seconds since its manager's last renewal (0 for a live run).
+    """
+
+    run_id: str
+    age: float
+    manager: str
+    done: int
+    total: int
+    nbytes: int
+    alive: bool
+    resumable: bool
+    died_ago: float
+
+
+def list_runs(backend: Backend, jobname: str) -> list[RunInfo]:
+    """The job's registered runs (live, and dead ones whose values are kept), oldest first (three round trips)."""
+    registered = backend.registered_runs(jobname)
+    if not registered:
+        return []
+    rids = sorted(registered)
+    probes = backend.probe_runs(jobname, rids)
+    sizes = backend.run_bytes(jobname, rids)
+    now = time.time()
+    out = []
+    for rid in rids:
+        raw, chunks, progress = registered[rid]
+        try:
+            record = dict(json.loads(raw))
+        except (ValueError, TypeError):
+            record = {}
+        probe = probes[rid]
+        alive = probe.alive and not manager_gone(record)
+        source = None if alive or probe.pttl < 0 else _source(rid, probe.fields, chunks, probe.pttl, record)
+        done, _, total = progress.partition(" ")
+        out.append(
+            RunInfo(
+                rid,
+                now - float(record.get("started", now)),
+                f"{record.get('host', '?')}:{record.get('pid', '?')}",
+                int(done) if done.isdigit() else 0,
+                int(total) if total.isdigit() else int(record.get("tasks", 0)),
+                sizes.get(rid, 0),
+                alive,
+                source is not None,
+                0.0 if alive or source is None else source.died_ago,
+            )
+        )
+    return sorted(out, key=lambda info: -info.age)
