@@ -133,8 +133,9 @@ class ResumeOps(RunOps):
         seconds for a later resume; False (and nothing kept) if it held no values."""
         pipe = self._r.pipeline(transaction=False)
         pipe.delete(keys.alive(jobname, run_id), keys.done(jobname, run_id))
+        pipe.hkeys(keys.data(jobname, run_id))
         pipe.pexpire(keys.data(jobname, run_id), int(keep * 1000))
-        if pipe.execute()[1]:
+        if len(pipe.execute()[1]) > 1:  # more than the marker field
             return True
         self.close_run(jobname, run_id)
         return False

@@ -15,7 +15,11 @@ from . import keys
 from .client import MAX_BLOCK, evalsha
 from .large import LargeValues
 
-__all__ = ["RunOps"]
+__all__ = ["MARKER", "RunOps"]
+
+MARKER = "@run"
+"""The field a registered run's data hash gets when it opens (its value: the run id), so that the hash has its TTL
+before the first value arrives (a worker's completion would give a new hash only the lease's TTL)."""
 
 
 class RunOps(LargeValues):
@@ -53,7 +57,9 @@ class RunOps(LargeValues):
             if values:
                 pipe.hset(data, mapping=cast(Any, values))
                 pipe.pexpire(data, keep_ms)
-            if record is not None:
+            if record is not None:  # the data hash exists from now on, with its TTL: values outlive a crash at once
+                pipe.hset(data, MARKER, run_id)
+                pipe.pexpire(data, keep_ms)
                 registry = keys.runs(jobname)
                 pipe.hset(registry, mapping={run_id: record, f"{run_id}.ids.0": ids})
                 evalsha(pipe, self._extend, [registry], [max(ms, int(resume_keep * 1000))])
