@@ -63,13 +63,15 @@ def workload(kind: str, param: Any, path: str, seconds: float = 0.02) -> Any:
     import operator
 
     import dask
-    import dask.array as da
-    import dask.dataframe as dd
 
     if kind == "array":  # 400 chunks
+        import dask.array as da
+
         x = da.arange(400, chunks=1)
         return int(x.map_blocks(counted_block, path, seconds, dtype=x.dtype).sum().compute(scheduler=param))
     if kind == "frame":  # a groupby-aggregate over 40 counted partitions
+        import dask.dataframe as dd
+
         df = dd.from_pandas(frame_data(), npartitions=40)
         out = df.map_partitions(counted_frame, path, seconds, meta=df._meta).groupby("k").v.sum()
         with dask.config.set({"dataframe.shuffle.method": "tasks"}):
