@@ -128,14 +128,19 @@ class ResumeOps(RunOps):
         replies = self._execute(build) if order else []
         return {rid: int(n) for rid, n in zip(order, replies, strict=True)}
 
-    def keep_for_resume(self, jobname: str, run_id: str, keep: float) -> bool:
+    def keep_for_resume(self, jobname: str, run_id: str, keep: float, progress: str = "") -> bool:
         """A run ends without finishing (its manager is interrupted): mark it dead, keep its values ``keep``
-        seconds for a later resume; False (and nothing kept) if it held no values."""
+        seconds for a later resume, with its last ``progress`` (``"<done> <total>"``) in the registry; False (and
+        nothing kept) if it held no values."""
         pipe = self._r.pipeline(transaction=False)
         pipe.delete(keys.alive(jobname, run_id), keys.done(jobname, run_id))
         pipe.hkeys(keys.data(jobname, run_id))
         pipe.pexpire(keys.data(jobname, run_id), int(keep * 1000))
-        if len(pipe.execute()[1]) > 1:  # more than the marker field
+        pipe.hexists(keys.runs(jobname), run_id)
+        replies = pipe.execute()
+        if len(replies[1]) > 1:  # more than the marker field
+            if progress and replies[3]:  # never re-create the registry (it has a TTL)
+                self._r.hset(keys.runs(jobname), progress_field(run_id), progress)
             return True
         self.close_run(jobname, run_id)
         return False

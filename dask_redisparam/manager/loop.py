@@ -406,7 +406,8 @@ def close_run(backend: Backend, run: RunState, ending: str = "clean", keep: floa
                 logger.debug("manager: withdrew %d queued message(s) of run %s", withdrawn, run.run_id)
         options = run.options
         if ending == "crash" and options.resume_ttl > 0:
-            if backend.keep_for_resume(run.job, run.run_id, keep):
+            progress = f"{len(run.state['finished'])} {len(run.graph.nodes)}"
+            if backend.keep_for_resume(run.job, run.run_id, keep, progress):
                 logger.info(
                     "manager: run %s of job %r ended unfinished; its values stay %g s for a resume",
                     run.run_id,
