@@ -15,10 +15,9 @@ key                                             type     meaning
 ``drp:{job}:worker:<wid>:proc``                 LIST     messages a worker claimed (reliable dequeue)
 ``drp:{job}:worker:<wid>:control``              LIST     control messages for one worker (e.g. stop)
 ``drp:{job}:run:<rid>:alive``                   STRING   exists while the run's manager lives (TTL)
-``drp:{job}:run:<rid>:data``                    HASH     results and uploaded literals, one field each
+``drp:{job}:run:<rid>:data``                    HASH     results and uploaded literals, one field each (and ``@run``)
 ``drp:{job}:run:<rid>:done``                    LIST     completion records for the run's manager
-``drp:{job}:run:<rid>:ids``                     STRING   the run's task identities, 16 bytes a field, for resume
-``drp:{job}:runs``                              HASH     run id -> record (host, pid, start, tasks) of unended runs
+``drp:{job}:runs``                              HASH     unended runs: record, task identities, progress (resume)
 ``drp:{job}:redo:<rid>``                        HASH     a failed run's values, kept ``redo_ttl`` for ``redo=``
 ``drp:{job}:probe:<token>``                     STRING   the start-up check of the ACL's commands (deleted at once)
 =============================================  =======  =====================================================
@@ -47,7 +46,6 @@ __all__ = [
     "redo",
     "rejected",
     "run_id_of",
-    "run_ids",
     "run_pattern",
     "runs",
     "runs_pattern",
@@ -161,21 +159,10 @@ def probe(jobname: str, token: str) -> str:
     return f"{_job(jobname)}:probe:{token}"
 
 
-def run_ids(jobname: str, run_id: str) -> str:
-    """The run's task identities in field order (16 bytes each, zeros for a field that cannot be resumed): how a
-    later run finds this run's values once its manager died (:mod:`dask_redisparam.manager.resume`).
-
-    Examples
-    --------
-    >>> run_ids("demo", "r1")
-    'drp:{demo}:run:r1:ids'
-    """
-    return f"{_run(jobname, run_id)}:ids"
-
-
 def runs(jobname: str) -> str:
-    """The job's registry of runs that have not ended cleanly: run id -> a small record of its manager (host,
-    pid, start time, number of tasks); entries whose ``ids`` key is gone are stale (readers prune them).
+    """The job's registry of runs that have not ended cleanly: for each, a small record of its manager (host, pid,
+    start time, number of tasks), its task identities and its progress (:mod:`dask_redisparam.backend.resume`);
+    entries of runs whose values are gone are stale (readers prune them).
 
     Examples
     --------
