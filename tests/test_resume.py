@@ -28,7 +28,7 @@ from dask_redisparam.backend import keys
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.manager.run_dispatch import TARGET_SECONDS
 from dask_redisparam.worker.server import EmbeddedRedis
-from tests import tasks_resume
+from tests import tasks, tasks_resume
 from tests.conftest import CliWorkers, wait_for_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,3 +253,12 @@ def test_a_redis_restart_between_crash_and_rerun(appendonly: bool, tmp_path: Pat
         finally:
             workers.stop()
             workers.log.close()
+
+
+def test_an_iterate_stopped_by_a_failing_element_leaves_no_key(
+    job: str, manager_of: Callable[..., RedisParam], rclient: redis.Redis
+) -> None:
+    """Stopping on purpose (``stop_on_error``) ends the run as a finished one, not as one kept for resume."""
+    with pytest.raises(ZeroDivisionError):
+        manager_of(job, stop_on_error=True).iterate(iter(range(3)), tasks.divide, y=0)
+    assert _run_keys(rclient, job) == []

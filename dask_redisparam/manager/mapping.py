@@ -35,6 +35,7 @@ from ..sentinels import MISSING
 from ..wire.protocol import ERROR, OK, UNEVALUATED
 from ..wire.serialize import dumps_exception, loads_exception, make_remote
 from .identity import task_identities
+from .loop import StreamStopped
 from .state import RunState
 
 if TYPE_CHECKING:
@@ -309,7 +310,7 @@ def iterate_elements(
     raise AssertionError("unreachable: _collect raises when an element failed")
 
 
-class _StopIteration(Exception):
+class _StopIteration(StreamStopped):
     """An element failed and ``stop_on_error`` holds: stop feeding and end the run."""
 
 
