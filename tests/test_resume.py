@@ -262,3 +262,20 @@ def test_an_iterate_stopped_by_a_failing_element_leaves_no_key(
     with pytest.raises(ZeroDivisionError):
         manager_of(job, stop_on_error=True).iterate(iter(range(3)), tasks.divide, y=0)
     assert _run_keys(rclient, job) == []
+
+
+def test_large_values_resume_with_their_parts(
+    job: str, manager_of: Callable[..., RedisParam], rclient: redis.Redis, tmp_path: Path
+) -> None:
+    """A value stored as parts (``wire/bulk.py``) is copied with them: the rerun reads it, unchanged."""
+    count = str(tmp_path / "made")
+    dsk: dict[Any, Any] = {("a", i): (tasks.counted_make_array, count, 9 << 20, float(i)) for i in range(3)}
+    dsk["total"] = (tasks.sum_all, *[(tasks.array_sum, ("a", i)) for i in range(3)])
+    dsk["slow"] = (tasks.slow_array_sum, ("a", 0), 1.0)  # running when the interrupt comes: ("a", 0) is kept
+    manager = manager_of(job)
+    with pytest.raises(KeyboardInterrupt), _Interrupt(3):
+        manager(dsk, ["total", "slow"])
+    made = _lines(Path(count))
+    assert manager(dsk, ["total", "slow"]) == (3.0 * (9 << 20) // 8, 0.0)
+    assert _lines(Path(count)) == made  # every array was resumed, none made again
+    assert _run_keys(rclient, job) == []
