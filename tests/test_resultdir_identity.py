@@ -34,25 +34,37 @@ def _count(counter: pathlib.Path) -> int:
     return sum(line not in ("(0, 0)", "(1, 1)") for line in lines)
 
 
+def _compute(param: RedisParam, counter: pathlib.Path) -> tuple[float, int]:
+    """What SCRIPT does, here."""
+    import operator
+
+    import dask.array as da
+
+    x = da.ones((40, 40), chunks=10).map_blocks(tasks.counted_block, path=str(counter))
+    return float(x.sum().compute(scheduler=param)), param.iterate(
+        iter(range(4)), tasks.counted_inc_item, reduce=operator.add, path=str(counter)
+    )
+
+
 def test_a_second_process_runs_nothing_and_saves_nothing_new(
     redis_address: RedisAddress, jobname: str, cli_workers: Callable[..., CliWorkers], tmp_path: pathlib.Path
 ) -> None:
     cli_workers(1)
     resultdir, counter = tmp_path / "results", tmp_path / "count"
     resultdir.mkdir()
-    argv = [sys.executable, "-c", SCRIPT, redis_address.to_url(show_password=True), jobname, str(resultdir)]
-    first = subprocess.run([*argv, str(counter)], capture_output=True, text=True, timeout=90, check=False)
-    assert first.returncode == 0, first.stderr
-    assert first.stdout.split() == ["1600.0", "10"]
+    url = redis_address.to_url(show_password=True)
+    with RedisParam(jobname=jobname, is_worker=False, url=url, resultdir=str(resultdir)) as param:
+        assert _compute(param, counter) == (1600.0, 10)  # this process: dask.array's keys are its own
     assert _count(counter) == 16 + 4  # 16 blocks, 4 items
     files = sorted(p.name for p in resultdir.iterdir())
     index = (resultdir / INDEX).read_text()
     assert len(files) == 1 + 1 + 4  # the index, the sum, the items
     assert all(len(line.split("\t")[0]) == 32 for line in index.splitlines())  # identity hex TAB repr(key)
-    second = subprocess.run([*argv, str(counter)], capture_output=True, text=True, timeout=90, check=False)
+    argv = [sys.executable, "-c", SCRIPT, url, jobname, str(resultdir), str(counter)]
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == ["1600.0", "10"]
-    assert _count(counter) == 20  # no task ran
+    assert _count(counter) == 20  # no task ran in the other process
     assert sorted(p.name for p in resultdir.iterdir()) == files and (resultdir / INDEX).read_text() == index
 
 

@@ -134,8 +134,17 @@ class _Hasher:
         self.names: dict[str, tuple[bytes, bytes]] = {}
         self.funcs: dict[int, tuple[bytes, bytes]] = {}  # id(func) -> (encoding, name), while the graph holds it
         self.fnames: dict[int, bytes] = {}  # id(func) -> its name, encoded as a key prefix
+        self.fdigests: dict[int, bytes] = {}  # id(func) -> the digest of its encoding
         self.seen: set[bytes] = set()  # the digests seen in this walk
         self.seen_digest: dict[bytes, int] = {}  # digest seen more than once -> how many tasks had it
+
+    def function(self, func: Any) -> bytes:
+        """The digest of ``func``'s encoding (cached): a task hashes 16 bytes for its function, not its code."""
+        cached = self.fdigests.get(id(func))
+        if cached is None:
+            cached = blake2b(self.enc.function(func), digest_size=IDENTITY_BYTES).digest()
+            self.fdigests[id(func)] = cached
+        return cached
 
     def fname(self, func: Any) -> bytes:
         """``func``'s name as a key prefix is encoded (``dask.utils.funcname``, as ``delayed`` names its keys)."""
@@ -174,7 +183,7 @@ class _Hasher:
                 elif isinstance(item, Task) and item.func is _execute_subgraph:
                     out.append(b"X" + self._subgraph(item))
                 elif isinstance(item, Task):
-                    out.append(b"t" + self.enc.function(item.func) + b"%d,%d" % (len(item.args), len(item.kwargs)))
+                    out.append(b"t" + self.function(item.func) + b"%d,%d" % (len(item.args), len(item.kwargs)))
                     pending: list[Any] = list(item.args)
                     for name, value in item.kwargs.items():
                         pending.append(name)
@@ -301,7 +310,7 @@ class _Hasher:
         if cached is None:
             if func is _execute_subgraph:
                 return None
-            cached = self.funcs[id(func)] = (b"t" + self.enc.function(func), self.fname(func))
+            cached = self.funcs[id(func)] = (b"t" + self.function(func), self.fname(func))
         args = node.args
         out = [b"", cached[0] + b"%d,0" % len(args)]
         of = self.of
