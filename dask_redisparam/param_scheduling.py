@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import dask.config
+from dask._task_spec import Alias, DataNode
 from dask.local import nested_get
 
 from .errors import ConfigurationError, IgnoredOptionWarning
@@ -25,6 +26,7 @@ from .manager.graph import Graph, flatten_keys, prepare_graph
 from .manager.identity import Identities
 from .manager.loop import fewer_collections, run_graph
 from .manager.options import RedoInfo, RunOptions, TimelineRecord, ignored_options, redo_info_of
+from .manager.resume import Resumer
 from .manager.shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle
 from .manager.state import RunState
 from .param_lifecycle import ParamLifecycle
@@ -47,6 +49,25 @@ def _caller_level() -> int:
             break
         frame, level = frame.f_back, level + 1
     return level
+
+
+def _either(
+    first: Callable[[Identities], Collection[Hashable]] | None,
+    second: Callable[[Identities], Collection[Hashable]] | None,
+) -> Callable[[Identities], list[Hashable]] | None:
+    """One ``find`` for ``prepare_graph`` that asks both (the keys either knows), or None if neither is given."""
+    finders = [f for f in (first, second) if f is not None]
+    if not finders:
+        return None
+
+    def find(identities: Identities) -> list[Hashable]:
+        return list(dict.fromkeys(key for f in finders for key in f(identities)))
+
+    return find
+
+
+def _is_literal(graph: Graph, key: Hashable) -> bool:
+    return isinstance(graph.nodes[key], (DataNode, Alias))
 
 
 class ParamScheduler(ParamLifecycle):
@@ -85,17 +106,23 @@ class ParamScheduler(ParamLifecycle):
         redo = redo_info_of(kwargs.get("redo"), self.settings.jobname)
         saved = ResultDir(self.settings.resultdir) if self.settings.resultdir else None
         known = set(redo.fields) if redo is not None else set()
-        find = None if saved is None else self._find_saved(saved, flatten_keys(keys))
-        with fewer_collections():
-            graph = prepare_graph(dsk, keys, known=known, find=find)
+        find_saved = None if saved is None else self._find_saved(saved, flatten_keys(keys))
+        with fewer_collections(), self._started():
+            resumer = self._resumer()
+            graph = prepare_graph(dsk, keys, known=known, find=_either(find_saved, resumer))
             self._warn_ignored(kwargs, graph)
+            if resumer is not None:
+                resumer.report(sum(1 for k in graph.nodes if k not in graph.known and not _is_literal(graph, k)))
             shuffle_key = disk_shuffle_key(graph)
-            with self._started():
-                if shuffle_key is not None:  # refused unless the pool shares one filesystem
-                    self._check_shuffle(shuffle_key)
-                if saved is None:
-                    return self._run(graph, keys, kwargs, redo)
-                return self._run_saving(graph, keys, kwargs, redo, saved)
+            if shuffle_key is not None:  # refused unless the pool shares one filesystem
+                self._check_shuffle(shuffle_key)
+            if saved is None:
+                return self._run(graph, keys, kwargs, redo, resumer)
+            return self._run_saving(graph, keys, kwargs, redo, saved, resumer)
+
+    def _resumer(self) -> Resumer | None:
+        """The lookup of dead runs' values (:mod:`dask_redisparam.manager.resume`), or None with resume off."""
+        return Resumer(self.backend, self.settings.jobname) if self.settings.resume_ttl > 0 else None
 
     @staticmethod
     def _warn_ignored(kwargs: dict[str, Any], graph: Graph) -> None:
@@ -148,7 +175,13 @@ class ParamScheduler(ParamLifecycle):
         return find
 
     def _run_saving(
-        self, graph: Graph, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None, saved: ResultDir
+        self,
+        graph: Graph,
+        keys: Any,
+        kwargs: dict[str, Any],
+        redo: RedoInfo | None,
+        saved: ResultDir,
+        resumer: Resumer | None = None,
     ) -> Any:
         """A run with a result directory: each requested value (with ``resultdir_all``, every task's) is saved as
         soon as it is computed, named after its task's identity, and values saved by an earlier (interrupted or
@@ -174,7 +207,7 @@ class ParamScheduler(ParamLifecycle):
             return saved.load(key, ids.get(key))
 
         stream_all = self.settings.resultdir_all
-        options = self._options(kwargs, redo, on_result=keep, load_known=load, stream_all=stream_all)
+        options = self._options(kwargs, redo, on_result=keep, load_known=load, stream_all=stream_all, resumer=resumer)
         with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
             rest = run_graph(
                 self.backend, graph, options, callbacks=kwargs.get("callbacks"), live_workers=self._live_workers
@@ -283,7 +316,10 @@ class ParamScheduler(ParamLifecycle):
         """Run a graph that ``feed`` extends while it runs; ``on_result`` gets each requested value as it comes."""
         graph = prepare_graph(dsk, [])
         with self._started():
-            options = self._options({}, None, on_result=on_result, feed=feed)
+            resumer = self._resumer()
+            if resumer is not None:  # a feed matches the tasks it adds (Resumer.match)
+                resumer.load()
+            options = self._options({}, None, on_result=on_result, feed=feed, resumer=resumer)
             run_graph(self.backend, graph, options, live_workers=self._live_workers)
 
     def executor(self) -> RedisExecutor:
@@ -331,8 +367,10 @@ class ParamScheduler(ParamLifecycle):
         """
         return list(self._timeline)
 
-    def _run(self, graph: Any, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None) -> Any:
-        options = self._options(kwargs, redo)
+    def _run(
+        self, graph: Any, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None, resumer: Resumer | None = None
+    ) -> Any:
+        options = self._options(kwargs, redo, resumer=resumer)
         with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
             values: dict[Hashable, Any] = run_graph(
                 self.backend, graph, options, callbacks=kwargs.get("callbacks"), live_workers=self._live_workers

@@ -46,8 +46,8 @@ JOB_COMMANDS: dict[str, list[str]] = {
     "hget": ["HGET", "{key}", "f"],
     "hmget": ["HMGET", "{key}", "f"],
     "hgetall": ["HGETALL", "{key}"],
-    "hdel": ["HDEL", "{key}", "f"],
     "hkeys": ["HKEYS", "{key}"],
+    "hdel": ["HDEL", "{key}", "f"],
     "hexists": ["HEXISTS", "{key}", "f"],
     "hincrby": ["HINCRBY", "{key}", "f", "1"],
     "sadd": ["SADD", "{key}", "x"],
@@ -58,6 +58,7 @@ JOB_COMMANDS: dict[str, list[str]] = {
     "script|exists": ["SCRIPT", "EXISTS", "{sha}"],
     "ping": ["PING"],
     "time": ["TIME"],
+    "memory|usage": ["MEMORY", "USAGE", "{key}"],
     "scan": ["SCAN", "0", "MATCH", "{key}", "COUNT", "1"],
     "del": ["DEL", "{key}"],  # last: removes the scratch key
 }

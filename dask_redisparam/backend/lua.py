@@ -12,12 +12,15 @@ __all__ = [
     "COMPLETE",
     "COPY",
     "DEREGISTER",
+    "EXTEND",
     "HEARTBEAT",
     "HOLD",
     "MOVE",
     "NOTIFY",
+    "PROBE",
     "REAP",
     "REGISTER",
+    "UNREGISTER",
 ]
 
 # Store a batch's results and its completion record, and forget the message; but only if the worker still holds the
@@ -135,6 +138,44 @@ for i = 1, #drop, 1000 do redis.call('HDEL', KEYS[1], unpack(drop, i, math.min(i
 if n == 0 then return 0 end
 redis.call('RENAME', KEYS[1], KEYS[2])
 if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) else redis.call('PERSIST', KEYS[2]) end
+return n
+"""
+
+# Give KEYS[1] a TTL of at least ARGV[1] ms (never shorten it: the job's registry of runs lives as long as the longest
+# resume_ttl of its runs).
+EXTEND = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then return 0 end
+if ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# Probe registered runs (KEYS: alive, data of each run; ARGV: 1 per run to declare it dead, deleting its alive key,
+# else 0): returns {alive, data PTTL, {data fields}} per run; the fields only of a dead run (a live run's are not
+# read: it is never reused).
+PROBE = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local alive = 0
+  if ARGV[(i + 1) / 2] == '1' then
+    redis.call('DEL', KEYS[i])
+  else
+    alive = redis.call('EXISTS', KEYS[i])
+  end
+  local fields = {}
+  if alive == 0 then fields = redis.call('HKEYS', KEYS[i + 1]) end
+  table.insert(out, {alive, redis.call('PTTL', KEYS[i + 1]), fields})
+end
+return out
+"""
+
+# Remove a run from the job's registry of runs (KEYS[1]): its record ARGV[1] and every field "<ARGV[1]>.*".
+UNREGISTER = """
+local prefix = ARGV[1] .. '.'
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, #prefix) == prefix then n = n + redis.call('HDEL', KEYS[1], field) end
+end
 return n
 """
 

@@ -1,9 +1,9 @@
 """Command-line interface: ``dask-redisparam-worker`` and the ``dask-redisparam`` group.
 
 This is the only package that configures logging. Each command lives in a module of its own
-(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`, :mod:`~dask_redisparam.cli.status`);
-:mod:`~dask_redisparam.cli.common` holds what they share (the flags that the settings table declares, connecting,
-logging, ``-h`` and ``--version``).
+(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`, :mod:`~dask_redisparam.cli.status`,
+:mod:`~dask_redisparam.cli.runs`); :mod:`~dask_redisparam.cli.common` holds what they share (the flags that the
+settings table declares, connecting, logging, ``-h`` and ``--version``).
 
 Examples
 --------
@@ -22,6 +22,7 @@ import click
 
 from .common import CONTEXT, version_option
 from .jobs import alive_command, clean_command, stop_all_command
+from .runs import runs_command
 from .status import status_command
 from .worker import worker_command
 
@@ -34,7 +35,7 @@ def main() -> None:
     """dask-redisparam: run dask graphs through Redis; manage a job's worker pool."""
 
 
-for _command in (worker_command, status_command, stop_all_command, alive_command, clean_command):
+for _command in (worker_command, status_command, stop_all_command, alive_command, clean_command, runs_command):
     main.add_command(_command)
 
 

@@ -125,6 +125,7 @@ class Settings:
     heartbeat_interval: float
     heartbeat_ttl: float
     redo_ttl: float
+    resume_ttl: float
     start_timeout: float
     exportglobals: bool
     export_env: tuple[str, ...]

@@ -35,6 +35,7 @@ from ..sentinels import MISSING
 from ..wire.protocol import ERROR, OK, UNEVALUATED
 from ..wire.serialize import dumps_exception, loads_exception, make_remote
 from .identity import task_identities
+from .loop import StreamStopped
 from .state import RunState
 
 if TYPE_CHECKING:
@@ -257,14 +258,19 @@ def iterate_elements(
                 continue
             key = (name, i)
             task = Task(key, run_chunk, func, kwargs, i, [(item,)], (settings.rng_seed, False))
-            if saved is not None:
+            identity, adopted = None, None
+            if saved is not None or run.options.resume_ttl > 0:
                 identity = task_identities({key: task}, [key]).of.get(key)
+            if saved is not None:
                 if saved.has(key, identity):  # computed before, by this or another process
                     (outcome,) = _chunk_outcomes(saved.load(key, identity), 1, "")
                     record(i, outcome)
                     continue
                 identities[key] = identity
-            run.add_task(key, task)
+            resumer = run.options.resumer
+            if resumer is not None:  # its value may be left by a dead run of the same iterate
+                adopted = resumer.match(key, identity)
+            run.add_task(key, task, identity=identity, adopted=adopted)
             pulled[0] += 1
         return True
 
@@ -286,6 +292,9 @@ def iterate_elements(
     finally:
         if progress is not None:
             progress.close()
+    resumer = runs[0].options.resumer if runs else None
+    if resumer is not None:
+        resumer.report(pulled[0] - len(resumer.adopted), needed=pulled[0])
     # an input of known length (as R's bpiterateAlong) reports the items not read after a stop as unevaluated
     n = max(read[0], len(iterator)) if isinstance(iterator, Sized) else read[0]
     if reduce is None:
@@ -301,7 +310,7 @@ def iterate_elements(
     raise AssertionError("unreachable: _collect raises when an element failed")
 
 
-class _StopIteration(Exception):
+class _StopIteration(StreamStopped):
     """An element failed and ``stop_on_error`` holds: stop feeding and end the run."""
 
 
