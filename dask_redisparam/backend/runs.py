@@ -7,13 +7,14 @@ keeps a failed run's values for ``redo=`` and deletes the run's keys at the end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from ..wire.bulk import Part
 from . import keys
 from .client import MAX_BLOCK, evalsha
 from .large import LargeValues
+from .lua import METRICS_TTL
 
 __all__ = ["RunOps"]
 
@@ -29,9 +30,12 @@ class RunOps(LargeValues):
         values: dict[str, bytes],
         parts: Sequence[Part] = (),
         keep: float = 0.0,
+        progress: Mapping[str, int] | None = None,
     ) -> None:
         """Mark the run alive for ``ttl`` seconds and upload ``values`` (field -> sealed literal) and the ``parts``
-        of large ones to its data hash, which lives ``keep`` seconds (at least ``ttl``; see :meth:`renew_run`)."""
+        of large ones to its data hash, which lives ``keep`` seconds (at least ``ttl``; see :meth:`renew_run`).
+        ``progress`` (tasks to run per key prefix, :func:`~dask_redisparam.backend.stats.progress_totals`) starts
+        the run's progress hash, which lives as long as the lease."""
         data, ms = keys.data(jobname, run_id), int(ttl * 1000)
         keep_ms = max(ms, int(keep * 1000))
         if parts:
@@ -42,17 +46,21 @@ class RunOps(LargeValues):
                     raise reply
         pipe = self._r.pipeline(transaction=False)
         pipe.set(keys.alive(jobname, run_id), b"1", px=ms)
+        if progress:
+            pipe.hset(keys.progress(jobname, run_id), mapping={f"total|{p}": n for p, n in progress.items()})
+            pipe.pexpire(keys.progress(jobname, run_id), ms)
         if values:
             pipe.hset(data, mapping=cast(Any, values))
             pipe.pexpire(data, keep_ms)
         pipe.execute()
 
     def renew_run(self, jobname: str, run_id: str, ttl: float, keep: float) -> bool:
-        """Renew the run's lease: ``alive`` and ``done`` for ``ttl`` seconds, ``data`` for ``keep`` seconds (one
-        round trip); returns False, creating nothing, if ``alive`` is gone."""
+        """Renew the run's lease: ``alive``, ``done`` and ``progress`` for ``ttl`` seconds, ``data`` for ``keep``
+        seconds (one round trip); returns False, creating nothing, if ``alive`` is gone."""
         pipe = self._r.pipeline(transaction=False)
         pipe.pexpire(keys.alive(jobname, run_id), int(ttl * 1000))
         pipe.pexpire(keys.done(jobname, run_id), int(ttl * 1000))
+        pipe.pexpire(keys.progress(jobname, run_id), int(ttl * 1000))
         pipe.pexpire(keys.data(jobname, run_id), int(keep * 1000))
         return bool(pipe.execute()[0])
 
@@ -65,6 +73,7 @@ class RunOps(LargeValues):
         ttl: float,
         acknowledge: Sequence[bytes] = (),
         max_records: int = 4096,
+        retried: int = 0,
     ) -> tuple[list[bytes], bool]:
         """One round trip of the manager.
 
@@ -73,7 +82,8 @@ class RunOps(LargeValues):
         data hash has a TTL of its own: see :meth:`renew_run`) and reads up to ``max_records`` completion records.
         Records are removed only once acknowledged, and the removal is idempotent, so a reply lost with a broken
         connection loses no record (a record may come twice; the manager ignores repeats). Returns
-        ``(records, run alive)``.
+        ``(records, run alive)``. ``retried`` tasks the manager decided to run again since the last call are
+        counted in the job's metrics hash.
         """
         done = keys.done(jobname, run_id)
 
@@ -84,6 +94,9 @@ class RunOps(LargeValues):
                 pipe.lpush(keys.queue(jobname), *messages)
             if release:
                 pipe.hdel(keys.data(jobname, run_id), *release)
+            if retried:
+                pipe.hincrby(keys.metrics(jobname), "retried", retried)
+                pipe.pexpire(keys.metrics(jobname), METRICS_TTL * 1000)
             pipe.pexpire(keys.alive(jobname, run_id), int(ttl * 1000))
             pipe.lrange(done, 0, max_records - 1)
 
@@ -145,4 +158,9 @@ class RunOps(LargeValues):
 
     def close_run(self, jobname: str, run_id: str) -> None:
         """Delete every key of the run."""
-        self._r.delete(keys.alive(jobname, run_id), keys.data(jobname, run_id), keys.done(jobname, run_id))
+        self._r.delete(
+            keys.alive(jobname, run_id),
+            keys.data(jobname, run_id),
+            keys.done(jobname, run_id),
+            keys.progress(jobname, run_id),
+        )

@@ -37,8 +37,10 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 from dask.callbacks import local_callbacks
+from dask.utils import key_split
 
 from ..backend import TRANSIENT_ERRORS, Backend
+from ..backend.stats import progress_totals
 from ..errors import RunLost, ServerLoading, ServerOutOfMemory, ServerUnavailable
 from ..logs import emit_task_log
 from ..wire.bulk import open_values, triage
@@ -135,7 +137,9 @@ def run_graph(
             uploads, parts, copies = run.start({key: options.load_known(key) for key in run.known_to_load()})
             for cb in run.start_state_cbs:
                 cb(graph.nodes, run.state)
-            backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep)
+            finished = run.state["finished"]
+            progress = progress_totals(key_split(key) for key in graph.nodes if key not in finished)
+            backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep, progress=progress)
             lease.start()
             if copies:
                 _copy_redo_values(backend, run, copies)
@@ -244,6 +248,7 @@ def _loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lea
     run.set_workers(count_workers())
     todo = Commands([], [], [], [])  # what the state asked for and Redis has not surely done yet
     acknowledge: list[bytes] = []
+    retried_counted = 0  # of run.retried, how many the job's metrics have
     drain_until: float | None = None
     feeding = run.options.feed is not None
     while feeding or len(run.state["finished"]) < len(run.graph.nodes):
@@ -267,8 +272,11 @@ def _loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lea
             if todo.withdraw:
                 backend.withdraw(job, todo.withdraw)
                 todo.withdraw = []
-            records, alive = backend.exchange(job, run.run_id, todo.push, todo.release, RUN_TTL, acknowledge)
-            todo.push, todo.release, acknowledge = [], [], records
+            retried = run.retried - retried_counted
+            records, alive = backend.exchange(
+                job, run.run_id, todo.push, todo.release, RUN_TTL, acknowledge, retried=retried
+            )
+            todo.push, todo.release, acknowledge, retried_counted = [], [], records, run.retried
             outage.succeeded()
             if not alive:
                 raise RunLost(
