@@ -95,6 +95,9 @@ class RedisParam(ParamScheduler):
         An existing writable directory for results.
     progressbar : bool, default False
         Show a progress bar.
+    dashboard : bool, default False
+        Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param is
+        started: see ``dashboard_link``.
     rng_seed : int, optional
         Seed of the reproducible per-task random streams.
     tasks : int, optional
@@ -169,6 +172,7 @@ class RedisParam(ParamScheduler):
         logdir: str | os.PathLike[str] | None = None,
         resultdir: str | os.PathLike[str] | None = None,
         progressbar: bool = False,
+        dashboard: bool = False,
         rng_seed: int | None = None,
         tasks: int | None = None,
         allowed_failures: int = 3,

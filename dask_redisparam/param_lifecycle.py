@@ -25,6 +25,7 @@ from typing import TypeVar
 from . import pool
 from .backend import Backend
 from .config.settings import Settings
+from .dashboard import Dashboard
 from .errors import ConfigurationError, WorkerError
 from .manager.loop import count_and_reap
 from .manager.options import TimelineRecord
@@ -54,6 +55,7 @@ class ParamLifecycle:
         self._server: EmbeddedRedis | None = None
         self._backend: Backend | None = None
         self._local: LocalWorkers | None = None
+        self._dashboard: Dashboard | None = None
         self._lock = threading.RLock()
         self._timeline: list[TimelineRecord] = []
         self._signer: Signer | None = None
@@ -74,6 +76,12 @@ class ParamLifecycle:
     def is_up(self) -> bool:
         """Whether the param is started (R's ``bpisup``)."""
         return self._backend is not None
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The address of the live dashboard of a started param with ``dashboard=True`` (as distributed's
+        ``client.dashboard_link``), e.g. ``http://127.0.0.1:41234/``; None otherwise."""
+        return self._dashboard.link if self._dashboard is not None else None
 
     @property
     def backend(self) -> Backend:
@@ -107,6 +115,8 @@ class ParamLifecycle:
                 if settings.is_worker is None:
                     self._local = self._launch_local(settings.workers)
                     self._wait_for_local_workers()
+                if settings.dashboard:
+                    self._dashboard = Dashboard(address, settings.jobname, address="127.0.0.1:0").start()
             except BaseException:
                 self.stop()
                 raise
@@ -189,6 +199,9 @@ class ParamLifecycle:
             local, self._local = self._local, None
             backend, self._backend = self._backend, None
             server, self._server = self._server, None
+            dashboard, self._dashboard = self._dashboard, None
+        if dashboard is not None:
+            dashboard.stop()
         if local is not None:
             local.stop()
         if backend is not None:

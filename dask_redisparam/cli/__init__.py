@@ -1,7 +1,7 @@
 """Command-line interface: ``dask-redisparam-worker`` and the ``dask-redisparam`` group.
 
 This is the only package that configures logging. Each command lives in a module of its own
-(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`); :mod:`~dask_redisparam.cli.common` holds
+(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`, :mod:`~dask_redisparam.cli.dashboard`); :mod:`~dask_redisparam.cli.common` holds
 what they share (the flags that the settings table declares, connecting, logging).
 
 Examples
@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from .dashboard import dashboard_command
 from .jobs import alive_command, clean_command, status_command, stop_all_command
 from .worker import worker_command
 
@@ -30,7 +31,7 @@ def main() -> None:
     """dask-redisparam: run dask graphs through Redis; manage a job's worker pool."""
 
 
-for _command in (worker_command, status_command, stop_all_command, alive_command, clean_command):
+for _command in (worker_command, status_command, stop_all_command, alive_command, clean_command, dashboard_command):
     main.add_command(_command)
 
 

@@ -117,6 +117,7 @@ class Settings:
     logdir: str | None
     resultdir: str | None
     progressbar: bool
+    dashboard: bool
     rng_seed: int | None
     tasks: int | None
     allowed_failures: int
