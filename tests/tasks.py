@@ -265,3 +265,11 @@ def touch_then_slow_inc(path: str, x: float, seconds: float) -> float:
     pathlib.Path(path).write_text("started")
     time.sleep(seconds)
     return x + 1
+
+
+def wait_for_file(path: str, x: Any = None, timeout: float = 60.0) -> Any:
+    """Return ``x`` once the file ``path`` exists (a gate the test opens)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return x
