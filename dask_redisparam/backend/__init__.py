@@ -44,11 +44,11 @@ import redis
 
 from ..config.address import RedisAddress
 from ..errors import ServerUnavailable
-from .monitor import MonitorOps
 from .client import MAX_BLOCK as MAX_BLOCK
 from .client import SEND_BUFFER as SEND_BUFFER
 from .client import SOCKET_TIMEOUT as SOCKET_TIMEOUT
 from .client import TRANSIENT_ERRORS
+from .monitor import MonitorOps
 
 __all__ = ["TRANSIENT_ERRORS", "Backend"]
 

@@ -20,7 +20,16 @@ __all__ = [
     "EVENTS_MAX",
     "EVENTS_TTL",
     "METRICS_TTL",
-    "PREFIX_CAP", "ASK_STOP", "COMPLETE", "COPY", "DEREGISTER", "HEARTBEAT", "MOVE", "NOTIFY", "REAP", "REGISTER",
+    "PREFIX_CAP",
+    "ASK_STOP",
+    "COMPLETE",
+    "COPY",
+    "DEREGISTER",
+    "HEARTBEAT",
+    "MOVE",
+    "NOTIFY",
+    "REAP",
+    "REGISTER",
 ]
 
 # Store a batch's results and its completion record, and forget the message; but only if the worker still holds the
@@ -36,11 +45,11 @@ __all__ = [
 # (or with a shorter one) gets the lease's.
 # A part missing (Redis refused to store it: OOM) leaves everything as it was but the parts written (deleted), and
 # returns -2.
-# The metric arguments are the worker's id, the run's id, then groups, one per task key prefix of the batch: prefix, tasks finished, tasks failed, the
-# sum of their durations, the first start, the last end, b, then b pairs (histogram bucket, count). Once the message
-# is released they are counted in the job's metrics hash (a prefix beyond the first PREFIX_CAP counts as 'other'),
-# in the run's progress hash if it exists (a prefix its manager did not list counts as 'other'), and one entry
-# (worker, run, the groups) goes to the job's capped stream of task events.
+# The metric arguments are the worker's id, the run's id, then groups, one per task key prefix of the batch:
+# prefix, tasks finished, tasks failed, the sum of their durations, the first start, the last end, b, then b pairs
+# (histogram bucket, count). Once the message is released they are counted in the job's metrics hash (a prefix
+# beyond the first PREFIX_CAP counts as 'other'), in the run's progress hash if it exists (a prefix its manager did
+# not list counts as 'other'), and one entry (worker, run, the groups) goes to the job's capped stream of events.
 COMPLETE = """
 local m = tonumber(ARGV[4])
 local b = 4 + m
@@ -90,7 +99,8 @@ if m > 0 then
     pos = pos + 7 + 2 * nb
   end
   redis.call('PEXPIRE', KEYS[6], METRICS_TTL)
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', EVENTS_MAX, '*', 'w', ARGV[5], 'r', ARGV[6], 'g', table.concat(groups, '\\n'))
+  local entry = table.concat(groups, '\\n')
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', EVENTS_MAX, '*', 'w', ARGV[5], 'r', ARGV[6], 'g', entry)
   redis.call('PEXPIRE', KEYS[8], EVENTS_TTL)
 end
 if ttl < 0 then

@@ -1,8 +1,9 @@
 """Command-line interface: ``dask-redisparam-worker`` and the ``dask-redisparam`` group.
 
 This is the only package that configures logging. Each command lives in a module of its own
-(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`, :mod:`~dask_redisparam.cli.dashboard`); :mod:`~dask_redisparam.cli.common` holds
-what they share (the flags that the settings table declares, connecting, logging).
+(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`, :mod:`~dask_redisparam.cli.dashboard`);
+:mod:`~dask_redisparam.cli.common` holds what they share (the flags that the settings table declares, connecting,
+logging).
 
 Examples
 --------

@@ -132,7 +132,7 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "dask-redisparam-dashboard"
 
-        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        def do_GET(self) -> None:  # the name http.server calls
             path = urllib.parse.urlsplit(self.path).path
             try:
                 if path in ("/", "/index.html"):
@@ -157,7 +157,7 @@ def _handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        def log_message(self, format: str, *args: Any) -> None:
             logger.debug("dashboard: " + format, *args)
 
     return Handler

@@ -43,7 +43,7 @@ class JobsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         looks = self._looks()
-        counters = {
+        counters: dict[str, tuple[str, Callable[[JobLook], float]]] = {
             "tasks_finished": ("Tasks that ran to a result.", lambda j: j.metrics.finished),
             "tasks_failed": ("Tasks that raised (each run of a retried task).", lambda j: j.metrics.failed),
             "messages_lost": ("Task messages requeued from a worker that died.", lambda j: j.metrics.lost),
@@ -64,7 +64,7 @@ class JobsCollector(Collector):
                     [look.jobname, prefix], list(zip(bounds, (float(n) for n in p.buckets), strict=True)), p.seconds
                 )
         yield histogram
-        gauges = {
+        gauges: dict[str, tuple[str, Callable[[JobLook], float]]] = {
             "queue_length": ("Task messages waiting in the job's queue.", lambda j: j.queued),
             "workers": ("Live workers of the job.", lambda j: len(j.workers)),
             "runs": ("Runs of the job whose manager is alive.", lambda j: sum(r.alive for r in j.runs)),

@@ -52,7 +52,8 @@ def _worker(wid: str, f: dict[str, str]) -> dict[str, Any]:
 def job_view(look: JobLook) -> dict[str, Any]:
     """The page's data of one job (JSON-able)."""
     m = look.metrics
-    rejection = {k: look.last_rejection[k] for k in ("reason", "worker", "run", "time", "count") if k in look.last_rejection}
+    last = look.last_rejection
+    rejection = {k: last[k] for k in ("reason", "worker", "run", "time", "count") if k in last}
     return {
         "job": look.jobname,
         "time": look.time,
@@ -64,8 +65,7 @@ def job_view(look: JobLook) -> dict[str, Any]:
         "counters": {"finished": m.finished, "failed": m.failed, "lost": m.lost, "retried": m.retried},
         "nbytes": look.nbytes,
         "runs": [
-            {"id": run.run_id, "alive": run.alive, "nbytes": run.nbytes, "progress": run.progress}
-            for run in look.runs
+            {"id": run.run_id, "alive": run.alive, "nbytes": run.nbytes, "progress": run.progress} for run in look.runs
         ],
         "stream": [
             {"worker": e.worker, "run": e.run, "prefix": p, "finished": ok, "failed": bad, "start": t0, "end": t1}
