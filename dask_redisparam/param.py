@@ -95,9 +95,6 @@ class RedisParam(ParamScheduler):
         An existing writable directory for results.
     progressbar : bool, default False
         Show a progress bar.
-    dashboard : bool, default False
-        Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param is
-        started: see ``dashboard_link``.
     rng_seed : int, optional
         Seed of the reproducible per-task random streams.
     tasks : int, optional
@@ -139,6 +136,9 @@ class RedisParam(ParamScheduler):
         certificates. Turns TLS on, as ``rediss://`` does.
     tls_key_file : str or os.PathLike[str], optional
         The private key (PEM file) of ``tls_cert_file``. Turns TLS on, as ``rediss://`` does.
+    dashboard : bool, default False
+        Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param is
+        started: see ``dashboard_link``.
     environ : Mapping[str, str], optional
         The environment to read (default ``os.environ``); not stored.
 
@@ -172,7 +172,6 @@ class RedisParam(ParamScheduler):
         logdir: str | os.PathLike[str] | None = None,
         resultdir: str | os.PathLike[str] | None = None,
         progressbar: bool = False,
-        dashboard: bool = False,
         rng_seed: int | None = None,
         tasks: int | None = None,
         allowed_failures: int = 3,
@@ -188,6 +187,7 @@ class RedisParam(ParamScheduler):
         tls_ca_file: str | os.PathLike[str] | None = None,
         tls_cert_file: str | os.PathLike[str] | None = None,
         tls_key_file: str | os.PathLike[str] | None = None,
+        dashboard: bool = False,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         # END GENERATED: redisparam-signature

@@ -25,7 +25,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Hashable, Mapping
+
+from dask.utils import key_split
 
 __all__ = [
     "BUCKETS",
@@ -38,6 +40,7 @@ __all__ = [
     "parse_metrics",
     "parse_progress",
     "progress_totals",
+    "task_prefix",
 ]
 
 BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
@@ -47,6 +50,20 @@ PROGRESS_CAP = 30
 """Task key prefixes a run's progress shows by name (the most frequent); the others show as ``other``."""
 
 _UNSAFE = re.compile(r"[\s|]+")
+
+
+def task_prefix(key: Hashable) -> str:
+    """A task key's prefix (:func:`dask.utils.key_split`), ``other`` for a key it cannot split.
+
+    Examples
+    --------
+    >>> task_prefix(("inc-3f2a", 7)), task_prefix(())
+    ('inc', 'other')
+    """
+    try:
+        return str(key_split(key))
+    except Exception:  # a key of a shape dask does not expect (an empty tuple...): still counted
+        return "other"
 
 
 def clean_prefix(prefix: str) -> str:
@@ -60,16 +77,17 @@ def clean_prefix(prefix: str) -> str:
     return _UNSAFE.sub("_", prefix)[:60] or "_"
 
 
-def progress_totals(prefixes: Iterable[str], cap: int = PROGRESS_CAP) -> dict[str, int]:
-    """Tasks per key prefix of a run, the ``cap`` most frequent by name and the rest as ``other``.
+def progress_totals(tasks: Mapping[str, int], cap: int = PROGRESS_CAP) -> dict[str, int]:
+    """Tasks per key prefix of a run (``tasks``: prefix -> count), the ``cap`` most frequent by name and the rest as
+    ``other``.
 
     Examples
     --------
-    >>> progress_totals(["a", "a", "b", "c"], cap=1)
+    >>> progress_totals({"a": 2, "b": 1, "c": 1}, cap=1)
     {'a': 2, 'other': 2}
     """
     counts: collections.Counter[str] = collections.Counter()
-    for prefix, n in collections.Counter(prefixes).items():
+    for prefix, n in tasks.items():
         counts[clean_prefix(prefix)] += n
     out = dict(counts.most_common(cap))
     rest = sum(counts.values()) - sum(out.values())

@@ -184,12 +184,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("resultdir", _PATH, "str | None", None, "An existing writable directory for results.", directory),
     Setting("progressbar", "bool", "bool", False, "Show a progress bar.", boolean),
     Setting(
-        "dashboard", "bool", "bool", False,
-        "Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param "
-        "is started: see ``dashboard_link``.",
-        boolean,
-    ),
-    Setting(
         "rng_seed", "int | None", "int | None", None,
         "Seed of the reproducible per-task random streams.",
         optional(integer(0)),
@@ -273,6 +267,12 @@ SETTINGS: tuple[Setting, ...] = (
         "tls_key_file", _PATH, "str | None", None,
         "The private key (PEM file) of ``tls_cert_file``. " + _TLS,
         credential_setting, env=("REDISPARAM_TLS_KEY_FILE",), server=True,
+    ),
+    Setting(
+        "dashboard", "bool", "bool", False,
+        "Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param "
+        "is started: see ``dashboard_link``.",
+        boolean,
     ),
 )  # fmt: skip
 

@@ -117,7 +117,6 @@ class Settings:
     logdir: str | None
     resultdir: str | None
     progressbar: bool
-    dashboard: bool
     rng_seed: int | None
     tasks: int | None
     allowed_failures: int
@@ -133,6 +132,7 @@ class Settings:
     tls_ca_file: str | None
     tls_cert_file: str | None
     tls_key_file: str | None
+    dashboard: bool
     # END GENERATED: settings-fields
     address: RedisAddress | None = dataclasses.field(init=False)
     _ambient: tuple[Layer, ...] = dataclasses.field(init=False, compare=False)

@@ -27,20 +27,20 @@ Faults:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 from dask.callbacks import local_callbacks
-from dask.utils import key_split
 
 from ..backend import TRANSIENT_ERRORS, Backend
-from ..backend.stats import progress_totals
+from ..backend.stats import progress_totals, task_prefix
 from ..errors import RunLost, ServerLoading, ServerOutOfMemory, ServerUnavailable
 from ..logs import emit_task_log
 from ..wire.bulk import open_values, triage
@@ -137,8 +137,7 @@ def run_graph(
             uploads, parts, copies = run.start({key: options.load_known(key) for key in run.known_to_load()})
             for cb in run.start_state_cbs:
                 cb(graph.nodes, run.state)
-            finished = run.state["finished"]
-            progress = progress_totals(key_split(key) for key in graph.nodes if key not in finished)
+            progress = _progress_totals(graph.nodes, run.state["finished"])
             backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep, progress=progress)
             lease.start()
             if copies:
@@ -163,6 +162,18 @@ def run_graph(
             close_run(backend, run, keep=failed and keep)
             for cb in run.finish_cbs:
                 cb(graph.nodes, run.state, failed)
+
+
+def _progress_totals(nodes: Iterable[Hashable], finished: Container[Hashable]) -> dict[str, int]:
+    """Tasks to run per key prefix (:func:`~dask_redisparam.backend.stats.progress_totals`); a tuple key's prefix
+    is its name's, so ``key_split`` runs once per name, not once per key."""
+    names = collections.Counter(
+        key[0] if isinstance(key, tuple) and key else key for key in nodes if key not in finished
+    )
+    counts: collections.Counter[str] = collections.Counter()
+    for name, n in names.items():
+        counts[task_prefix(name)] += n
+    return progress_totals(counts)
 
 
 def _copy_redo_values(backend: Backend, run: RunState, copies: dict[str, str]) -> None:

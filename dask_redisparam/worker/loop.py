@@ -39,10 +39,8 @@ import time
 import uuid
 from typing import Any
 
-from dask.utils import key_split
-
 from ..backend import TRANSIENT_ERRORS, Backend
-from ..backend.stats import TaskStats
+from ..backend.stats import TaskStats, task_prefix
 from ..config.address import RedisAddress
 from ..config.schema import setting
 from ..errors import (
@@ -90,7 +88,7 @@ def task_stats(batch: Batch, outcomes: list[Outcome]) -> TaskStats:
     stats, entries = TaskStats(), {entry.idx: entry.key for entry in batch.entries}
     for outcome in outcomes:
         if outcome.status != UNEVALUATED:
-            stats.add(key_split(entries[outcome.idx]), outcome.status == OK, outcome.start, outcome.end)
+            stats.add(task_prefix(entries[outcome.idx]), outcome.status == OK, outcome.start, outcome.end)
     return stats
 
 
