@@ -7,6 +7,7 @@ from .config.settings import Settings
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
+    IgnoredOptionWarning,
     KilledWorker,
     MessagesRejected,
     PartialResults,
@@ -65,6 +66,7 @@ __all__ = [
     "shutdown",
     "AuthenticationFailed",
     "ConfigurationError",
+    "IgnoredOptionWarning",
     "KilledWorker",
     "MessagesRejected",
     "PartialResults",

@@ -32,6 +32,7 @@ and ``except RemoteError`` work::
 
     PartialResults                 (a mixin, not an exception) the results, errors and redo of a stopped run
     StopRequested                  (BaseException)      control flow: a worker was asked to stop
+    IgnoredOptionWarning           (UserWarning)        a compute's annotation or keyword that has no effect here
 
 Examples
 --------
@@ -48,6 +49,7 @@ __all__ = [
     "AuthenticationFailed",
     "ChunkFailed",
     "ConfigurationError",
+    "IgnoredOptionWarning",
     "KilledWorker",
     "MessagesRejected",
     "PartialResults",
@@ -374,4 +376,17 @@ class StopRequested(BaseException):
 
     It derives from ``BaseException`` on purpose, as rq's ``ShutDownImminentException``: task code that catches
     ``Exception`` must not swallow a shutdown.
+    """
+
+
+class IgnoredOptionWarning(UserWarning):
+    """A compute asked for something that dask-redisparam does not do: an annotation (``resources=``,
+    ``workers=``, ``allow_other_workers=``) or a keyword of ``compute`` (``num_workers=``, or one it does not know),
+    warned once per compute, naming each one and why it has no effect.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", IgnoredOptionWarning)  # silence them all
     """

@@ -8,7 +8,9 @@ A :class:`RedisParam` is callable like a dask ``get``, so it is a scheduler::
                                                # stop(): workers and embedded server end
 
 An unstarted param starts before one compute and stops after it. :func:`redis_get` uses a process-wide default
-param, started on first use and kept until :func:`shutdown` or interpreter exit.
+param, started on first use and kept until :func:`shutdown` or interpreter exit; importing the package registers it
+with dask as the named scheduler ``"redisparam"`` (``dask.compute(x, scheduler="redisparam")``,
+``dask.config.set(scheduler="redisparam")``).
 
 ``is_worker`` as in R: ``None`` (default) starts ``workers`` local worker processes with the manager; ``False``
 is a manager only, served by whatever workers listen on ``jobname``; ``True`` makes :meth:`RedisParam.start`
@@ -26,13 +28,16 @@ import atexit
 import functools
 import os
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
+
+import dask.base
 
 from .config.settings import Settings, config_overrides
 from .param_scheduling import ParamScheduler
 
-__all__ = ["RedisParam", "redis_get", "shutdown"]
+__all__ = ["SCHEDULER_NAME", "RedisParam", "redis_get", "register_scheduler", "shutdown"]
 
 _Init = TypeVar("_Init", bound=Callable[..., None])
 
@@ -226,15 +231,34 @@ def default_param() -> RedisParam:
 
 
 def redis_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
-    """A dask ``get`` on the process-wide default :class:`RedisParam`.
+    """A dask ``get`` on the process-wide default :class:`RedisParam`; also dask's named scheduler
+    ``"redisparam"`` (registered in ``dask.base.named_schedulers`` when the package is imported).
 
     Examples
     --------
-    >>> import dask.array as da
+    >>> import dask, dask.array as da
     >>> int(da.ones(10, chunks=5).sum().compute(scheduler=redis_get))
+    10
+    >>> with dask.config.set(scheduler="redisparam"):
+    ...     int(da.ones(10, chunks=5).sum().compute())
     10
     """
     return default_param().get(dsk, keys, **kwargs)
+
+
+SCHEDULER_NAME = "redisparam"
+"""The name under which :func:`redis_get` is registered with dask (``scheduler="redisparam"``)."""
+
+
+def register_scheduler() -> None:
+    """Register :func:`redis_get` as dask's named scheduler :data:`SCHEDULER_NAME` (done at import); a scheduler
+    already registered under that name by someone else stays, with a warning."""
+    registered = dask.base.named_schedulers.setdefault(SCHEDULER_NAME, redis_get)
+    if registered is not redis_get and getattr(registered, "__qualname__", "") != redis_get.__qualname__:
+        warnings.warn(f"dask already has a scheduler named {SCHEDULER_NAME!r} ({registered!r}); it stays", stacklevel=2)
+
+
+register_scheduler()
 
 
 def shutdown() -> None:

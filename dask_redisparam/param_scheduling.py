@@ -10,16 +10,18 @@ param that is not started starts for one call and stops after it. Each run takes
 from __future__ import annotations
 
 import contextlib
+import sys
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import dask.config
 from dask.local import nested_get
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, IgnoredOptionWarning
 from .manager.graph import Graph, flatten_keys, prepare_graph
 from .manager.loop import fewer_collections, run_graph
-from .manager.options import RedoInfo, RunOptions, TimelineRecord, redo_info_of
+from .manager.options import RedoInfo, RunOptions, TimelineRecord, ignored_options, redo_info_of
 from .manager.shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle
 from .manager.state import RunState
 from .param_lifecycle import ParamLifecycle
@@ -32,6 +34,18 @@ __all__ = ["ParamScheduler"]
 _P = TypeVar("_P", bound="ParamScheduler")
 
 
+def _caller_level() -> int:
+    """The ``stacklevel`` of a warning raised in our caller's caller that points at the first frame outside dask
+    and this package (the user's ``compute``)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None:
+        name = frame.f_globals.get("__name__", "")
+        if level > 1 and not (name.split(".")[0] in ("dask", "dask_redisparam") or name == "contextlib"):
+            break
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class ParamScheduler(ParamLifecycle):
     """A param's life cycle plus the running of graphs on it: the base of :class:`~dask_redisparam.RedisParam`.
 
@@ -42,18 +56,21 @@ class ParamScheduler(ParamLifecycle):
     """
 
     def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        """Compute ``keys`` of ``dsk``: the dask ``get`` interface. Unknown keyword arguments are ignored."""
+        """Compute ``keys`` of ``dsk``: the dask ``get`` interface (the keywords of :meth:`get`)."""
         return self.get(dsk, keys, **kwargs)
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """Same as calling the param: run a graph and return the values of ``keys`` packed as dask expects.
 
-        Keyword arguments of our own (dask passes on those given to ``compute``; others are ignored):
+        Keyword arguments of our own (dask passes on those given to ``compute``; any other one, and the annotations
+        ``resources=``, ``workers=`` and ``allow_other_workers=``, have no effect: an
+        :class:`~dask_redisparam.errors.IgnoredOptionWarning` names them, once per compute):
 
         - ``redo=err``: re-run only what failed or was not evaluated in the run that raised ``err`` (a
           :class:`~dask_redisparam.errors.TaskErrors` or a task's exception), reusing the values it kept;
         - ``return_exceptions=True``: exceptions in place of failed or unevaluated results (R's ``bptry``);
         - ``retries=n``: run a task that raised up to ``n`` more times;
+        - ``timeout=s``: the seconds each task may run, for this compute (overrides the ``timeout`` setting);
         - ``fuse_chains=False``: send every task in a message of its own (no linear-chain fusion);
         - ``return_results=False`` (with a ``resultdir``): :class:`~dask_redisparam.resultdir.ResultRef` objects in
           place of the values, which stay on disk.
@@ -67,6 +84,11 @@ class ParamScheduler(ParamLifecycle):
             known |= {key for key in flatten_keys(keys) if saved.has(key)}
         with fewer_collections():
             graph = prepare_graph(dsk, keys, known=known)
+            ignored = ignored_options(kwargs, graph.annotations)
+            if ignored:
+                warnings.warn(
+                    "dask-redisparam ignores " + "; ".join(ignored), IgnoredOptionWarning, stacklevel=_caller_level()
+                )
             shuffle_key = disk_shuffle_key(graph)
             with self._started():
                 if shuffle_key is not None:  # refused unless the pool shares one filesystem

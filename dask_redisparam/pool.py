@@ -64,9 +64,11 @@ def stop_all(backend: Backend, jobname: str, wait: float = 0.0) -> int:
 
 @dataclasses.dataclass
 class JobStatus:
-    """A snapshot of a job: its workers (id -> registration fields), queue depth and runs (id -> alive); the
-    length of its dead-letter list and the last rejection of a task message (``reason``, ``detail``, ``worker``,
-    ``time``, ``run``, ``count``; empty if none in the last day)."""
+    """A snapshot of a job: its workers (id -> registration fields: ``host``, ``pid``, ``started``, ``tasks``,
+    ``current``, ``prefix``, ``rss``, ``beat``), queue depth and runs (id -> alive); the task rate and the seconds it
+    was measured over (``rate_window``; 0: not measured); the length of its dead-letter list and the last rejection
+    of a task message (``reason``, ``detail``, ``worker``, ``time``, ``run``, ``count``; empty if none in the last
+    day); and when it was taken (``taken``, unix time)."""
 
     jobname: str
     workers: dict[str, dict[str, str]]
@@ -75,16 +77,31 @@ class JobStatus:
     tasks_per_second: float
     dead_letters: int = 0
     last_rejection: dict[str, str] = dataclasses.field(default_factory=dict)
+    rate_window: float = 0.0
+    taken: float = 0.0
 
 
-def job_status(backend: Backend, jobname: str, interval: float = 1.0) -> JobStatus:
-    """Take a :class:`JobStatus`; the task rate is measured over ``interval`` seconds (0: not measured)."""
+def _tasks_done(first: dict[str, dict[str, str]], second: dict[str, dict[str, str]]) -> int:
+    """Tasks finished between two readings of the workers' records (workers that left do not count)."""
+    done = sum(int(f.get("tasks", 0)) - int(first.get(w, {}).get("tasks", 0)) for w, f in second.items())
+    return max(done, 0)
+
+
+def job_status(backend: Backend, jobname: str, interval: float = 1.0, previous: JobStatus | None = None) -> JobStatus:
+    """Take a :class:`JobStatus`; the task rate is measured over ``interval`` seconds (0: not measured), or, given
+    the ``previous`` snapshot, since that one (without waiting)."""
+    start = time.time()
     first = backend.worker_records(jobname)
-    rate = 0.0
-    if interval > 0:
+    rate, window = 0.0, 0.0
+    if previous is not None:
+        window = start - previous.taken
+        rate = _tasks_done(previous.workers, first) / window if window > 0 else 0.0
+    elif interval > 0:
         time.sleep(interval)
         second = backend.worker_records(jobname)
-        done = sum(int(f.get("tasks", 0)) - int(first.get(w, {}).get("tasks", 0)) for w, f in second.items())
-        rate, first = max(done, 0) / interval, second
+        window = time.time() - start
+        rate, first = _tasks_done(first, second) / window, second
     dead, rejection = backend.rejections(jobname)
-    return JobStatus(jobname, first, backend.queue_length(jobname), backend.run_ids(jobname), rate, dead, rejection)
+    queued, runs = backend.queue_length(jobname), backend.run_ids(jobname)
+    taken = start + window if previous is None else start
+    return JobStatus(jobname, first, queued, runs, rate, dead, rejection, window, taken)

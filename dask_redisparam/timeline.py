@@ -1,4 +1,5 @@
-"""A Gantt chart of a run: which worker ran which task, when, and whether it succeeded.
+"""A Gantt chart of a run: which worker ran which task, when, and whether it succeeded; tasks coloured by their key
+prefix (``dask.utils.key_split``: ``inc`` for ``("inc-3f2a…", 7)``), as distributed's task stream, with a legend.
 
 :meth:`RedisParam.timeline() <dask_redisparam.RedisParam.timeline>` returns one
 :class:`~dask_redisparam.manager.state.TimelineRecord` ``(key, worker, start, end, ok)`` per task of the param's last
@@ -15,17 +16,38 @@ No global matplotlib state is touched: without ``ax`` the chart is drawn on a fr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from dask.utils import key_split
 
 from .manager.options import TimelineRecord
 
-__all__ = ["plot_timeline"]
+__all__ = ["FAILED_COLOR", "OTHER_COLOR", "PALETTE", "plot_timeline", "prefix_colors"]
 
-OK_COLOR = "tab:blue"
-"""The colour of tasks that succeeded."""
+PALETTE = (
+    "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan",
+    "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",
+)  # fmt: skip
+"""The colours of task prefixes, in order of first appearance: matplotlib's ``tab10`` and the light half of
+``tab20``, without their reds (failures) and greys (the other prefixes)."""
+OTHER_COLOR = "tab:gray"
+"""The colour of the prefixes beyond the :data:`PALETTE`'s length (the legend's ``other``)."""
 FAILED_COLOR = "tab:red"
-"""The colour of tasks that raised (or timed out, or were lost)."""
+"""The colour of tasks that raised (or timed out, or were lost), whatever their prefix."""
+
+
+def prefix_colors(prefixes: Sequence[str], palette: Sequence[str] = PALETTE) -> dict[str, str]:
+    """A colour per prefix, in the order given (the first ``len(palette)``; the others get :data:`OTHER_COLOR`).
+
+    Examples
+    --------
+    >>> prefix_colors(["load", "fit"])
+    {'load': 'tab:blue', 'fit': 'tab:orange'}
+    >>> prefix_colors(["a", "b", "c"], palette=["red", "blue"])["c"]
+    'tab:gray'
+    """
+    return {prefix: palette[i] if i < len(palette) else OTHER_COLOR for i, prefix in enumerate(prefixes)}
 
 
 def _matplotlib() -> tuple[Any, Any, Any]:
@@ -44,7 +66,9 @@ def plot_timeline(
     ax: Any = None,
     path: str | os.PathLike[str] | None = None,
 ) -> Any:
-    """Draw a Gantt chart of a run: one lane per worker, one bar per task, failed tasks in another colour.
+    """Draw a Gantt chart of a run: one lane per worker, one bar per task coloured by its key prefix (in order of
+    first start; beyond the 16 colours of :data:`PALETTE`, grey ``other``), failed tasks in red; a legend names
+    the prefixes.
 
     Parameters
     ----------
@@ -63,7 +87,8 @@ def plot_timeline(
     -------
     matplotlib.axes.Axes
         The axes drawn on: ``ax.patches`` holds one bar per task (in ``records`` order), the y tick labels are the
-        worker ids (sorted), ``ax.figure`` is the figure.
+        worker ids (sorted), the legend's labels the prefixes (then ``other`` and ``failed`` when there are
+        such tasks), ``ax.figure`` is the figure.
 
     Raises
     ------
@@ -75,8 +100,8 @@ def plot_timeline(
     >>> import pathlib, tempfile
     >>> from dask_redisparam.manager.options import TimelineRecord
     >>> records = [
-    ...     TimelineRecord("a", "worker-1", 100.0, 100.5, True),
-    ...     TimelineRecord("b", "worker-2", 100.2, 101.0, False),
+    ...     TimelineRecord(("load-8d1f", 0), "worker-1", 100.0, 100.5, True),
+    ...     TimelineRecord(("load-8d1f", 1), "worker-2", 100.2, 101.0, False),
     ... ]
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     png = pathlib.Path(tmp) / "timeline.png"
@@ -87,12 +112,20 @@ def plot_timeline(
     (2, ['worker-1', 'worker-2'])
     >>> [(round(float(bar.get_x()), 3), round(float(bar.get_width()), 3)) for bar in ax.patches]  # (start, seconds)
     [(0.0, 0.5), (0.2, 0.8)]
+    >>> [text.get_text() for text in ax.get_legend().get_texts()]
+    ['load', 'failed']
     """
     Figure, FigureCanvasAgg, Patch = _matplotlib()
     rows = [(key, str(worker), float(start), float(end), bool(ok)) for key, worker, start, end, ok in records]
     workers = sorted({worker for _, worker, _, _, _ in rows})
     lane = {worker: i for i, worker in enumerate(workers)}
     origin = min((start for _, _, start, _, _ in rows), default=0.0)
+    prefixes = [key_split(key) for key, *_ in rows]
+    first: dict[str, float] = {}
+    for prefix, (_, _, start, _, ok) in zip(prefixes, rows, strict=True):
+        if ok:  # failed tasks are red: a prefix that only failed has no colour
+            first[prefix] = min(start, first.get(prefix, start))
+    colors = prefix_colors(sorted(first, key=lambda p: (first[p], p)))
 
     if ax is None:
         figure = Figure(figsize=(9.0, max(2.5, 1.2 + 0.45 * len(workers))), layout="constrained")
@@ -105,7 +138,7 @@ def plot_timeline(
             [max(end - start, 0.0) for _, _, start, end, _ in rows],
             left=[start - origin for _, _, start, _, _ in rows],
             height=0.8,
-            color=[OK_COLOR if ok else FAILED_COLOR for *_, ok in rows],
+            color=[colors[p] if ok else FAILED_COLOR for p, (*_, ok) in zip(prefixes, rows, strict=True)],
             edgecolor="white",
             linewidth=0.5,
         )
@@ -117,13 +150,20 @@ def plot_timeline(
     failed = sum(1 for *_, ok in rows if not ok)
     title = f"{len(rows)} task(s) on {len(workers)} worker(s)"
     ax.set_title(title + (f", {failed} failed" if failed else ""))
-    ax.legend(
-        handles=[Patch(color=OK_COLOR, label="ok"), Patch(color=FAILED_COLOR, label="failed")],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),  # outside the axes, right of the lanes: it never hides a bar
-        borderaxespad=0.0,
-        fontsize="small",
-    )
+    handles = [Patch(color=color, label=prefix) for prefix, color in colors.items() if color != OTHER_COLOR]
+    if OTHER_COLOR in colors.values():
+        handles.append(Patch(color=OTHER_COLOR, label="other"))
+    if failed:
+        handles.append(Patch(color=FAILED_COLOR, label="failed"))
+    if handles:
+        ax.legend(
+            handles=handles,
+            title="task prefix",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),  # outside the axes, right of the lanes: it never hides a bar
+            borderaxespad=0.0,
+            fontsize="small",
+        )
     ax.grid(axis="x", alpha=0.3)
 
     if path is not None:

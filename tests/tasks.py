@@ -140,6 +140,14 @@ def sleep_leaf(i: int, seconds: float = 0.02) -> int:
     return i
 
 
+def wait_for_file(path: str, timeout: float = 30.0) -> bool:
+    """Run until ``path`` exists (the test creates it when it has seen the task running), at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return os.path.exists(path)
+
+
 def sum_all(*xs: int) -> int:
     return sum(xs)
 
@@ -267,7 +275,7 @@ def touch_then_slow_inc(path: str, x: float, seconds: float) -> float:
     return x + 1
 
 
-def wait_for_file(path: str, x: Any = None, timeout: float = 60.0) -> Any:
+def gated(path: str, x: Any = None, timeout: float = 60.0) -> Any:
     """Return ``x`` once the file ``path`` exists (a gate the test opens)."""
     deadline = time.monotonic() + timeout
     while not os.path.exists(path) and time.monotonic() < deadline:

@@ -184,7 +184,7 @@ def test_only_backend_talks_to_redis() -> None:
         source = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import redis|from redis\b)", source, re.M), path.relative_to(PACKAGE)
         checked.append(path.relative_to(PACKAGE).as_posix())
-    assert {"__init__.py", "worker/loop.py", "manager/loop.py", "cli.py"} <= set(checked)
+    assert {"__init__.py", "worker/loop.py", "manager/loop.py", "cli/__init__.py"} <= set(checked)
 
 
 def test_documented_rule_allows_exactly_what_the_package_sends() -> None:
@@ -249,7 +249,7 @@ def test_acl_user_confined_to_one_job(tcp_server: EmbeddedRedis, admin: redis.Re
             big = {"a": (tasks.make_array, 6_000_000, 1.0), "b": (tasks.add_one_array, "a")}
             big["c"] = (tasks.array_sum, "b")
             assert param(big, "c", fuse_chains=False) == 2.0 * 750_000
-        status = _cli("status", "--jobname", job_a, "--interval", "0.2", url=url)
+        status = _cli("status", "--jobname", job_a, "--rate-window", "0.2", url=url)
         assert status.returncode == 0, status.stderr
         assert f"job {job_a} " in status.stdout and "workers: 2 " in status.stdout
         clean = _cli("clean", "--jobname", job_a, url=url)
@@ -332,7 +332,7 @@ def test_a_read_only_monitoring_user_may_run_status(tcp_server: EmbeddedRedis, a
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDISPARAM_", "REDIS_"))}
     try:
-        argv = ["dask-redisparam", "status", "--jobname", job, "--url", url, "--interval", "0.1"]
+        argv = ["dask-redisparam", "status", "--jobname", job, "--url", url, "--rate-window", "0.1"]
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert f"job {job} on 127.0.0.1:{tcp_server.port}" in done.stdout

@@ -51,7 +51,7 @@ def wait_dead_letters(rclient: redis.Redis, jobname: str, n: int, timeout: float
 
 def status_output(address: RedisAddress, jobname: str) -> str:
     url = address.to_url(show_password=True)
-    result = CliRunner().invoke(main, ["status", "--jobname", jobname, "--url", url, "--interval", "0"])
+    result = CliRunner().invoke(main, ["status", "--jobname", jobname, "--url", url, "--rate-window", "0"])
     assert result.exit_code == 0, result.output
     return result.output
 

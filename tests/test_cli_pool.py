@@ -29,14 +29,14 @@ def test_status_shows_workers_queue_runs_and_rate(
     cli_workers(2, "--id", "st")
     url = redis_address.to_url(show_password=True)
     assert manager({("t", i): (tasks.inc, i) for i in range(30)}, [("t", i) for i in range(30)])[0] == 1
-    done = run_cli("dask-redisparam", "status", "--jobname", jobname, "--interval", "0.2", url=url)
+    done = run_cli("dask-redisparam", "status", "--jobname", jobname, "--rate-window", "0.2", url=url)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert f"job {jobname} on {redis_address.describe()}" in out
     assert "workers: 2" in out and "queued messages: 0" in out and "tasks/s:" in out
     assert "active runs: 0" in out
     header = next(line for line in out.splitlines() if line.startswith("ID"))
-    assert header.split() == ["ID", "HOST", "PID", "TASKS", "UP", "(s)", "CURRENT"]
+    assert header.split() == ["ID", "HOST", "PID", "TASKS", "UP", "(s)", "RSS", "(MiB)", "BEAT", "(s)", "CURRENT"]
     rows = [line.split() for line in out.splitlines() if line.startswith("st-")]
     assert [r[0] for r in rows] == ["st-0", "st-1"]
     assert sum(int(r[3]) for r in rows) == 30  # tasks done, by worker
@@ -48,7 +48,7 @@ def test_status_through_dask_cli(
 ) -> None:
     cli_workers(1)
     url = redis_address.to_url(show_password=True)
-    done = run_cli("dask", "redisparam", "status", "--jobname", jobname, "--interval", "0", url=url)
+    done = run_cli("dask", "redisparam", "status", "--jobname", jobname, "--rate-window", "0", url=url)
     assert done.returncode == 0, done.stderr
     assert "workers: 1" in done.stdout
 

@@ -23,7 +23,7 @@ import pytest
 from dask.callbacks import Callback
 from dask.diagnostics import CacheProfiler, Profiler, ProgressBar
 
-from dask_redisparam import RedisParam
+from dask_redisparam import IgnoredOptionWarning, RedisParam
 
 from .tasks_collections import add, add_to, double, is_odd, mod3, pid_of, square
 
@@ -249,9 +249,11 @@ def test_profiler_and_cache_profiler_record_each_task(param: RedisParam) -> None
 # ---------------------------------------------------------------------------------------------------- kwargs
 
 
-def test_unknown_compute_kwargs_are_ignored(param: RedisParam) -> None:
+def test_unknown_compute_kwargs_are_ignored_with_a_warning(param: RedisParam) -> None:
     x = da.arange(50, chunks=7).sum()
     d = dask.delayed(double)(21)
-    ours = dask.compute(x, d, scheduler=param, foo=1, num_workers=3, chunksize=5)
+    with pytest.warns(IgnoredOptionWarning, match="keyword foo=1.*keyword num_workers=3.*keyword chunksize=5"):
+        ours = dask.compute(x, d, scheduler=param, foo=1, num_workers=3, chunksize=5)
     assert ours == dask.compute(x, d, scheduler="sync") == (sum(range(50)), 42)
-    assert param({"x": 1, "y": (double, "x")}, "y", foo=1, bar=None) == 2
+    with pytest.warns(IgnoredOptionWarning, match="keyword foo=1.*keyword bar=None"):
+        assert param({"x": 1, "y": (double, "x")}, "y", foo=1, bar=None) == 2

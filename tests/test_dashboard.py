@@ -75,7 +75,7 @@ def test_the_page_shows_workers_progress_and_task_stream_of_a_live_run(
     gate = tmp_path / "gate"
     dsk: dict[object, object] = {("inc", i): (tasks.inc, i) for i in range(6)}
     dsk["all"] = (tasks.sum_all, *[("inc", i) for i in range(6)])
-    dsk["gate"] = (tasks.wait_for_file, str(gate), "all")  # after the incs, so that they all finish first
+    dsk["gate"] = (tasks.gated, str(gate), "all")  # after the incs, so that they all finish first
     with url_param(2, dashboard=True) as p:
         link = p.dashboard_link
         assert link is not None and link.startswith("http://127.0.0.1:")

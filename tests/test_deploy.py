@@ -489,7 +489,7 @@ def test_acl_rule_confines_a_user_to_its_job(
                 graph: dict[str, Any] = {f"x{i}": (add, i, 1) for i in range(40)}
                 graph["total"] = (sum, [f"x{i}" for i in range(40)])
                 assert param(graph, "total") == sum(range(1, 41))
-            for command in (["status", "--interval", "0"], ["clean"], ["stop-all"]):
+            for command in (["status", "--rate-window", "0"], ["clean"], ["stop-all"]):
                 result = subprocess.run(
                     ["dask-redisparam", *command, "--jobname", jobname],
                     env=env,

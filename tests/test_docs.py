@@ -119,6 +119,50 @@ def test_api_reference_is_rendered(site: Path) -> None:
         assert name in text, name
 
 
+def test_api_page_shows_the_explicit_redisparam_signature(site: Path) -> None:
+    """The signature of RedisParam on the API page is the generated one: every setting, in order, no ``**kwargs``."""
+    raw = (site / "api" / "index.html").read_text(encoding="utf-8")
+    start = raw.index('id="dask_redisparam.RedisParam"')
+    block = html.unescape(re.sub(r"<[^>]+>", "", re.search(r"<pre.*?</pre>", raw[start:], re.S).group(0)))  # type: ignore[union-attr]
+    names = re.findall(r"^\s+(\w+):", block, re.M)
+    assert names == [*inspect.signature(RedisParam).parameters], block
+    assert "**" not in block and "environ" in names
+
+
+def test_configuration_table_fits_a_1280_px_screen(site: Path) -> None:
+    """Three columns, and no unbreakable name longer than 40 characters in a cell (seen at 1280 px in chromium:
+    no sideways scrolling)."""
+    raw = (site / "configuration" / "index.html").read_text(encoding="utf-8")
+    table = next(t for t in re.findall(r"<table>.*?</table>", raw, re.S) if "Set with" in t)
+    assert [re.sub(r"<[^>]+>", "", h).strip() for h in re.findall(r"<th.*?</th>", table, re.S)] == [
+        "Setting",
+        "Set with",
+        "Description",
+    ]
+    longest = max((html.unescape(c) for c in re.findall(r"<code>(.*?)</code>", table, re.S)), key=len)
+    assert len(longest) <= 40, longest
+
+
+def test_pages_show_the_timeline_of_a_real_run(site: Path) -> None:
+    """The docs build computes a pipeline of four task prefixes on two workers and draws its timeline."""
+    import matplotlib.image
+    import numpy as np
+
+    from dask_redisparam._docs import figures
+
+    raw = (site / "concepts" / "index.html").read_text(encoding="utf-8")
+    tag = re.search(r'<img alt="The timeline of a real run: ([^"]*)" src="../img/timeline-run.png"', raw)
+    assert tag is not None
+    ntasks = 3 * figures.PARTITIONS + 1
+    assert tag.group(1).startswith(f"{ntasks} tasks of 4 prefixes (load, clean, fit, summarize) on 2 workers, ")
+    pixels = matplotlib.image.imread(site / "img" / "timeline-run.png")[..., :3]
+    assert pixels.shape[1] >= 800 and pixels.std() > 0.1  # not blank
+    colours = {(int(r), int(g), int(b)) for r, g, b in np.rint(pixels.reshape(-1, 3) * 255)}
+    for name in ("tab:blue", "tab:orange", "tab:green", "tab:purple"):  # the four prefixes' bars
+        r, g, b = (round(c * 255) for c in matplotlib.colors.to_rgb(name))
+        assert (r, g, b) in colours, name
+
+
 def test_api_page_shows_the_public_names_only() -> None:
     """Every object on the API page is a name of the package's ``__all__`` (the errors module shows its docstring,
     with the tree, and only public members), and every such name is on the page."""
@@ -290,7 +334,7 @@ def test_dask_redisparam_status_through_dasks_cli(
     listed = subprocess.run(["dask", "--help"], env=env, capture_output=True, text=True, timeout=60, check=True)
     assert re.search(r"^\s+redisparam\s", listed.stdout, re.M)
     result = subprocess.run(
-        ["dask", "redisparam", "status", "--jobname", jobname, "--interval", "0"],
+        ["dask", "redisparam", "status", "--jobname", jobname, "--rate-window", "0"],
         env=env,
         capture_output=True,
         text=True,

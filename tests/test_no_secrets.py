@@ -157,12 +157,12 @@ def test_no_secret_is_ever_shown(
     wrong_env = dict(env, REDISPARAM_URL=wrong_url)
     worker = [sys.executable, "-m", "dask_redisparam.worker", "--burst", "-vv"]
     for name, argv, run_env in (
-        ("status", ["dask-redisparam", "status", "--interval", "0"], env),
+        ("status", ["dask-redisparam", "status", "--rate-window", "0"], env),
         ("alive", ["dask-redisparam", "alive"], env),
         ("clean", ["dask-redisparam", "clean"], env),
         ("stop-all", ["dask-redisparam", "stop-all", "--wait", "0"], env),
         ("worker --burst -vv", worker, env),
-        ("status, wrong password", ["dask-redisparam", "status", "--interval", "0"], wrong_env),
+        ("status, wrong password", ["dask-redisparam", "status", "--rate-window", "0"], wrong_env),
         ("alive, wrong password", ["dask-redisparam", "alive"], wrong_env),
         ("worker, wrong password", worker, wrong_env),
         ("worker, bad url", worker, dict(env, REDISPARAM_URL=f"redis://:{PASSWORD}@127.0.0.1:nope")),

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 import dask_redisparam
-from dask_redisparam import ConfigurationError, RedisParam, redis_get
+from dask_redisparam import ConfigurationError, IgnoredOptionWarning, RedisParam, redis_get
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.manager import loop as manager_module
 from tests import tasks
@@ -100,9 +100,10 @@ def test_literals_need_no_worker(manager: RedisParam) -> None:
     assert manager({"x": 1, "y": "x"}, ["x", "y"]) == (1, 1)
 
 
-def test_unknown_kwargs_are_ignored(manager: RedisParam, cli_workers: object) -> None:
+def test_unknown_kwargs_are_ignored_with_a_warning(manager: RedisParam, cli_workers: object) -> None:
     cli_workers(1)  # type: ignore[operator]
-    assert manager({"x": (tasks.inc, 1)}, "x", num_workers=7, foo="bar") == 2
+    with pytest.warns(IgnoredOptionWarning, match="keyword num_workers=7.*keyword foo='bar'"):
+        assert manager({"x": (tasks.inc, 1)}, "x", num_workers=7, foo="bar") == 2
 
 
 def test_manager_waits_for_a_worker_and_says_so(

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from dask_redisparam import RedisParam, TaskErrors
 from dask_redisparam.manager.options import TimelineRecord
-from dask_redisparam.timeline import FAILED_COLOR, OK_COLOR, plot_timeline
+from dask_redisparam.timeline import FAILED_COLOR, OTHER_COLOR, PALETTE, plot_timeline
 from tests.tasks import fail, sleep_then_pid
 
 NTASKS = 12
@@ -63,9 +63,24 @@ def test_timeline_marks_failed_tasks(url_param: Callable[..., RedisParam]) -> No
         records = param.timeline()
     assert {r.key: r.ok for r in records} == {"good": True, "bad": False}
     ax = plot_timeline(records)
-    colors = {tuple(matplotlib.colors.to_rgba(c)) for c in (OK_COLOR, FAILED_COLOR)}
+    colors = {tuple(matplotlib.colors.to_rgba(c)) for c in (PALETTE[0], FAILED_COLOR)}
     assert {tuple(bar.get_facecolor()) for bar in ax.patches} == colors
     assert "1 failed" in ax.get_title()
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["good", "failed"]
+
+
+def test_plot_timeline_colours_by_prefix_in_order_of_first_start() -> None:
+    n = len(PALETTE) + 2  # two prefixes more than there are colours: they are "other"
+    records = [((f"p{i:02d}-1a2b", j), f"w{j}", float(i), i + 0.5, True) for i in range(n) for j in range(2)]
+    records.reverse()  # the order of the records does not matter, the first start does
+    ax = plot_timeline(records)
+    rgba = [tuple(bar.get_facecolor()) for bar in ax.patches]
+    by_prefix = {records[k][0][0].split("-")[0]: rgba[k] for k in range(len(records))}
+    assert [by_prefix[f"p{i:02d}"] for i in range(len(PALETTE))] == [matplotlib.colors.to_rgba(c) for c in PALETTE]
+    assert by_prefix[f"p{n - 1:02d}"] == by_prefix[f"p{n - 2:02d}"] == matplotlib.colors.to_rgba(OTHER_COLOR)
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend == [f"p{i:02d}" for i in range(len(PALETTE))] + ["other"]
+    assert ax.get_legend().get_title().get_text() == "task prefix"
 
 
 def test_plot_timeline_hand_made_records_on_given_axes(tmp_path: pathlib.Path) -> None:

@@ -24,7 +24,7 @@ Examples
 >>> rows["queue_multiplier"].default
 '2.0'
 >>> print(render_markdown([rows["host"]]).splitlines()[0])
-| Setting | Type | Default | Environment | dask config key | CLI flag | Description |
+| Setting | Set with | Description |
 """
 
 from __future__ import annotations
@@ -277,39 +277,33 @@ def _code(items: Sequence[str]) -> str:
 
 
 def render_markdown(rows: Sequence[ReferenceRow]) -> str:
-    """The rows as one Markdown table (with a trailing newline).
+    """The rows as one Markdown table of three columns, narrow enough for a 1280 px screen (with a trailing
+    newline): the setting (its name, type and default), where it is set (environment, dask config key, CLI flag:
+    one per line) and what it does.
 
     Examples
     --------
     >>> row = ReferenceRow("x", "int", "1", ("X",), ("Y",), "", (), (), "An x.", False)
     >>> print(render_markdown([row]).splitlines()[-1])
-    | `x` | int | `1` | `X`, `Y` (commands) | — | — | **Accepted, not applied yet.** An x. |
+    | `x`<br>int<br>default `1` | env: `X`, `Y` (commands) | **Accepted, not applied yet.** An x. |
     """
-    lines = [
-        "| Setting | Type | Default | Environment | dask config key | CLI flag | Description |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines = ["| Setting | Set with | Description |", "|---|---|---|"]
     for row in rows:
-        setting = f"`{row.setting}`" if row.setting else "*(CLI only)*"
-        config = "—"
-        if row.config_key:
-            variable = "DASK_" + row.config_key.upper().replace(".", "__")
-            config = f"`{row.config_key}`<br>`{variable}`"
+        setting = [f"`{row.setting}`" if row.setting else "*(CLI only)*", row.type or "—"]
+        if row.default:
+            setting.append(f"default `{row.default}`")
+        where = []
         env = ", ".join(f"`{name}`" for name in row.env)
         if row.command_env:
             env += (", " if env else "") + ", ".join(f"`{name}`" for name in row.command_env) + " (commands)"
-        cli = _code(row.cli)
-        if row.commands:
-            cli += f" ({', '.join(row.commands)})"
+        if env:
+            where.append(f"env: {env}")
+        if row.config_key:
+            variable = "DASK_" + row.config_key.upper().replace(".", "__")
+            where.append(f"dask: `{row.config_key}`, `{variable}`")
+        if row.cli:
+            where.append(f"CLI: {_code(row.cli)}" + (f" ({', '.join(row.commands)})" if row.commands else ""))
         status = "**Accepted, not applied yet.** " if row.applied is False else ""
-        cells = [
-            setting,
-            row.type or "—",
-            f"`{row.default}`" if row.default else "—",
-            env or "—",
-            config,
-            cli,
-            status + row.description,
-        ]
+        cells = ["<br>".join(setting), "<br>".join(where) or "—", status + row.description]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -1,9 +1,9 @@
 """Command-line interface: ``dask-redisparam-worker`` and the ``dask-redisparam`` group.
 
 This is the only package that configures logging. Each command lives in a module of its own
-(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`, :mod:`~dask_redisparam.cli.dashboard`);
-:mod:`~dask_redisparam.cli.common` holds what they share (the flags that the settings table declares, connecting,
-logging).
+(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`, :mod:`~dask_redisparam.cli.status`,
+:mod:`~dask_redisparam.cli.dashboard`); :mod:`~dask_redisparam.cli.common` holds what they share (the flags that the
+settings table declares, connecting, logging, ``-h`` and ``--version``).
 
 Examples
 --------
@@ -20,14 +20,17 @@ from typing import Any
 
 import click
 
+from .common import CONTEXT, version_option
 from .dashboard import dashboard_command
-from .jobs import alive_command, clean_command, status_command, stop_all_command
+from .jobs import alive_command, clean_command, stop_all_command
+from .status import status_command
 from .worker import worker_command
 
 __all__ = ["main", "worker_command", "worker_main"]
 
 
-@click.group(name="redisparam", context_settings={"max_content_width": 100})
+@click.group(name="redisparam", context_settings=CONTEXT)
+@version_option("dask-redisparam")
 def main() -> None:
     """dask-redisparam: run dask graphs through Redis; manage a job's worker pool."""
 

@@ -20,9 +20,20 @@ from ..config.schema import setting
 from ..config.settings import Settings
 from ..errors import RedisParamError
 
-__all__ = ["CONNECTION", "configure_logging", "connect", "setting_options", "settings_of"]
+__all__ = ["CONNECTION", "CONTEXT", "configure_logging", "connect", "setting_options", "settings_of", "version_option"]
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+"""The click context settings of every command and group: ``-h`` is ``--help``."""
+
+
+def version_option(prog_name: str) -> Callable[[_Command], _Command]:
+    """``--version``: print ``<prog_name>, version <the installed package's version>`` and exit."""
+    return click.version_option(
+        None, "--version", package_name="dask-redisparam", prog_name=prog_name, message="%(prog)s, version %(version)s"
+    )
 
 
 def configure_logging(verbose: int, quiet: bool = False) -> None:

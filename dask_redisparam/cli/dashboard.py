@@ -6,12 +6,12 @@ import click
 
 from ..dashboard import DEFAULT_ADDRESS, Dashboard
 from ..errors import RedisParamError
-from .common import configure_logging, setting_options, settings_of
+from .common import CONTEXT, configure_logging, setting_options, settings_of
 
 __all__ = ["dashboard_command"]
 
 
-@click.command(name="dashboard")
+@click.command(name="dashboard", context_settings=CONTEXT)
 @setting_options("url", "host", "port")
 @click.option("--jobname", "job", default=None, help="Show only this job (default: every job on the server).")
 @click.option(

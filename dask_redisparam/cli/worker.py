@@ -18,14 +18,15 @@ import click
 
 from ..backend import Backend
 from ..errors import RedisParamError
-from .common import CONNECTION, configure_logging, setting_options, settings_of
+from .common import CONNECTION, CONTEXT, configure_logging, setting_options, settings_of, version_option
 
 __all__ = ["worker_command"]
 
 logger = logging.getLogger(__name__)
 
 
-@click.command(name="worker", context_settings={"max_content_width": 100})
+@click.command(name="worker", context_settings=CONTEXT)
+@version_option("dask-redisparam-worker")
 @setting_options(*CONNECTION)
 @click.option("--nworkers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
 @click.option("--id", "worker_id", envvar="REDISPARAM_ID", default=None, help="Worker id [REDISPARAM_ID].")

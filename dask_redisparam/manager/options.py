@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dask.config
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from .state import RunState
 
 __all__ = [
+    "COMPUTE_KEYWORDS",
+    "IGNORED_ANNOTATIONS",
     "NOT_EXPORTED",
     "Commands",
     "RedoInfo",
@@ -30,8 +32,58 @@ __all__ = [
     "StoredResult",
     "TimelineRecord",
     "exported_globals",
+    "ignored_options",
     "redo_info_of",
 ]
+
+COMPUTE_KEYWORDS = frozenset(
+    {"callbacks", "fuse_chains", "redo", "retries", "return_exceptions", "return_results", "timeout"}
+)
+"""The keywords of ``compute`` (dask passes the ones it does not take itself on to the scheduler's ``get``) that
+a param reads: every other one has no effect and is warned about (:func:`ignored_options`). dask's own keywords,
+``traverse``, ``optimize_graph`` and ``scheduler``, never reach the ``get``."""
+
+IGNORED_ANNOTATIONS = {
+    "resources": "any worker of the job may run any task (there are no worker resources)",
+    "workers": "any worker of the job may run any task (tasks cannot be pinned to workers)",
+    "allow_other_workers": "any worker of the job may run any task (tasks cannot be pinned to workers)",
+}
+"""Annotations of dask.distributed that mean nothing here, and why; ``retries`` and ``priority`` are honoured,
+other annotations are the user's own and are left alone."""
+
+_IGNORED_KEYWORDS = {
+    "num_workers": "the pool's size is the workers that serve the job (the workers setting, or start more)",
+    "workers": "any worker of the job may run any task (tasks cannot be pinned to workers)",
+    "resources": "any worker of the job may run any task (there are no worker resources)",
+    "allow_other_workers": "any worker of the job may run any task (tasks cannot be pinned to workers)",
+    "priority": "give priorities with dask.annotate(priority=...)",
+    "pool": "the tasks run in the job's worker processes, not in a local pool",
+    "chunksize": "messages are batched by the manager (queue_multiplier, fuse_chains)",
+}
+
+
+def ignored_options(kwargs: Mapping[str, Any], annotations: Mapping[str, Mapping[Hashable, Any]]) -> list[str]:
+    """What of a compute has no effect: its keywords that are not :data:`COMPUTE_KEYWORDS` and the annotations of
+    :data:`IGNORED_ANNOTATIONS` that some task carries; each one described, with why.
+
+    Examples
+    --------
+    >>> for item in ignored_options({"num_workers": 4, "retries": 1}, {"resources": {"x": {"GPU": 1}}}):
+    ...     print(item)
+    annotation resources= (on 1 task): any worker of the job may run any task (there are no worker resources)
+    keyword num_workers=4: the pool's size is the workers that serve the job (the workers setting, or start more)
+    """
+    found = []
+    for name, reason in IGNORED_ANNOTATIONS.items():
+        tasks = len(annotations.get(name) or {})
+        if tasks:
+            found.append(f"annotation {name}= (on {tasks} task{'s' if tasks > 1 else ''}): {reason}")
+    for name, value in kwargs.items():
+        if name not in COMPUTE_KEYWORDS:
+            reason = _IGNORED_KEYWORDS.get(name, "not a keyword that dask-redisparam knows")
+            shown = repr(value)
+            found.append(f"keyword {name}={shown if len(shown) <= 40 else shown[:37] + '...'}: {reason}")
+    return found
 
 
 class StoredResult:
@@ -189,25 +241,38 @@ class RunOptions:
         **extra: Any,
     ) -> RunOptions:
         """The options of one run of a param with ``settings``, and the compute's keyword arguments ``kwargs``
-        (``fuse_chains``, ``retries``, ``return_exceptions``); ``extra`` sets the streaming fields (``on_result``,
+        (``fuse_chains``, ``retries``, ``timeout``, ``return_exceptions``: ``retries`` and ``timeout`` override the
+        settings for this run, validated as they are); ``extra`` sets the streaming fields (``on_result``,
         ``load_known``, ``feed``).
 
         Examples
         --------
         >>> from dask_redisparam.config.settings import Settings
-        >>> options = RunOptions.from_settings(Settings(jobname="job", environ={}), {"retries": 2})
-        >>> options.jobname, options.retries, options.allowed_failures, options.fuse_chains
-        ('job', 2, 3, True)
+        >>> options = RunOptions.from_settings(Settings(jobname="job", environ={}), {"retries": 2, "timeout": 5})
+        >>> options.jobname, options.retries, options.timeout, options.allowed_failures, options.fuse_chains
+        ('job', 2, 5.0, 3, True)
+        >>> RunOptions.from_settings(Settings(jobname="job", environ={}), {"timeout": -1})
+        Traceback (most recent call last):
+        ...
+        dask_redisparam.errors.ConfigurationError: timeout=-1 must be a number > 0
         """
+        from ..config.schema import setting
+
         kwargs = {} if kwargs is None else kwargs
+        timeout = settings.timeout
+        if "timeout" in kwargs:
+            timeout = setting("timeout").check("timeout", kwargs["timeout"], {})
+        retries = settings.retries
+        if "retries" in kwargs:
+            retries = setting("retries").check("retries", kwargs["retries"], {})
         return cls(
             settings.jobname,
             queue_multiplier=settings.queue_multiplier,
             stop_on_error=settings.stop_on_error,
             fuse_chains=bool(kwargs.get("fuse_chains", True)),
             allowed_failures=settings.allowed_failures,
-            retries=int(kwargs.get("retries", settings.retries)),
-            timeout=settings.timeout,
+            retries=retries,
+            timeout=timeout,
             rng_seed=settings.rng_seed,
             redo=redo,
             redo_ttl=settings.redo_ttl,

@@ -33,7 +33,7 @@ from ..wire.bulk import Frames
 from ..wire.protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome
 from ..wire.serialize import dumps_exception, dumps_result
 
-__all__ = ["EXIT_TASK_EXITED", "WATCHDOG_ENV", "Watchdog", "apply_globals", "run_batch"]
+__all__ = ["EXIT_TASK_EXITED", "WATCHDOG_ENV", "Running", "Watchdog", "apply_globals", "run_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,23 @@ class Watchdog:
                 os.write(self.fd, b"%.3f %.3f\n" % (deadline, limit))
             except OSError:  # the supervisor is gone; the process will be gone soon as well
                 self.fd = None
+
+
+class Running:
+    """The dask key of the entry a worker runs now (None between batches): :func:`run_batch` sets it, the heartbeat
+    thread reads it (one attribute store per entry; the worker's record shows its prefix).
+
+    Examples
+    --------
+    >>> running = Running()
+    >>> running.key is None
+    True
+    """
+
+    __slots__ = ("key",)
+
+    def __init__(self) -> None:
+        self.key: Any = None
 
 
 @contextmanager
@@ -84,15 +101,19 @@ def time_limit(key: Any, seconds: float | None, watchdog: Watchdog) -> Iterator[
 
 
 def run_batch(
-    batch: Batch, values: dict[int, Any], missing: set[int], watchdog: Watchdog
+    batch: Batch, values: dict[int, Any], missing: set[int], watchdog: Watchdog, running: Running | None = None
 ) -> tuple[list[Outcome], list[tuple[str, bytes | Frames]]]:
     """Run the entries of ``batch`` in order; ``values`` holds the inputs by field (and receives the results).
 
     Returns the outcomes and the ``(field, pickled result)`` pairs to store (:class:`~dask_redisparam.wire.bulk.Frames`
     for a large result). The caller applies the manager's exported globals around it (:func:`apply_globals`),
-    from before the batch is unpickled.
+    from before the batch is unpickled. ``running.key`` holds the key of the entry being run, None after.
     """
-    return _run_entries(batch, values, missing, watchdog)
+    running = running or Running()
+    try:
+        return _run_entries(batch, values, missing, watchdog, running)
+    finally:
+        running.key = None
 
 
 @contextmanager
@@ -125,7 +146,7 @@ def apply_globals(exported: tuple[dict[str, Any], dict[str, str]] | None) -> Ite
 
 
 def _run_entries(
-    batch: Batch, values: dict[int, Any], missing: set[int], watchdog: Watchdog
+    batch: Batch, values: dict[int, Any], missing: set[int], watchdog: Watchdog, running: Running
 ) -> tuple[list[Outcome], list[tuple[str, bytes | Frames]]]:
     outcomes: list[Outcome] = []
     stores: list[tuple[str, bytes | Frames]] = []
@@ -136,6 +157,7 @@ def _run_entries(
             failed.add(entry.idx)
             outcomes.append(Outcome(entry.idx, UNEVALUATED, None, 0, start, start))
             continue
+        running.key = entry.key
         with _capture(batch.log_threshold) as log:
             try:
                 seed_task(batch.rng_seed, entry.key)

@@ -8,7 +8,10 @@ One :class:`Worker` is one process serving one jobname. Its life::
 
 Claiming moves the message into the worker's own processing list (``BLMOVE``), so a claimed task always sits in a
 Redis key: never only in a worker's memory. A heartbeat thread renews the worker's lease every
-``heartbeat_interval`` seconds.
+``heartbeat_interval`` seconds and updates its record (:meth:`Worker.info`): ``current`` (``run/message`` being
+processed), ``prefix`` (:func:`dask.utils.key_split` of the task key running now), ``rss`` (resident bytes) and
+``beat`` (the heartbeat's unix time); ``tasks`` (tasks done) is counted by the completion script. Nothing is written
+per message for them: a reader sees them as of the last heartbeat.
 
 Signals: the first SIGTERM or SIGINT asks for a *warm* stop: an idle worker stops at once, a busy one finishes
 its current message first. A second signal stops it *cold*: the current message goes back to the queue
@@ -39,6 +42,8 @@ import time
 import uuid
 from typing import Any
 
+from dask.utils import key_split
+
 from ..backend import TRANSIENT_ERRORS, Backend
 from ..backend.stats import TaskStats, task_prefix
 from ..config.address import RedisAddress
@@ -68,7 +73,8 @@ from ..wire.protocol import (
 from ..wire.serialize import dumps_exception, loads
 from ..wire.signing import Signer, signer_from_environment
 from .cache import CACHE_BYTES, ValueCache
-from .execute import Watchdog, apply_globals, run_batch
+from .execute import Running, Watchdog, apply_globals, run_batch
+from .memory import resident_bytes
 from .report import complete, reject, report_unstored
 from .signals import fault_test_hook, install_stop_handlers
 
@@ -149,6 +155,7 @@ class Worker:
         self._stop = threading.Event()
         self._busy = False
         self._current = ""
+        self._running = Running()  # the key of the task running now (set by run_batch)
         self._recover = False  # a lost reply may have left a claimed message in our processing list
         self._watchdog = Watchdog()
         self._cache = ValueCache(CACHE_BYTES)
@@ -158,14 +165,34 @@ class Worker:
 
     # ---------------------------------------------------------------- lifecycle
     def info(self) -> dict[str, str]:
-        """The fields of the worker's registration."""
+        """The fields of the worker's registration: ``host``, ``pid``, ``started``, ``tasks``, and those that each
+        heartbeat updates (:meth:`beat_fields`)."""
         return {
             "host": socket.gethostname(),
             "pid": str(os.getpid()),
             "started": f"{time.time():.3f}",
             "tasks": str(self.tasks_done),
+            **self.beat_fields(),
+        }
+
+    def beat_fields(self) -> dict[str, str]:
+        """The fields each heartbeat writes: ``current`` (``run/message``, "" when idle), ``prefix`` (the task key
+        prefix of the task running now, "" when idle), ``rss`` (resident bytes), ``beat`` (unix time).
+
+        Examples
+        --------
+        >>> from dask_redisparam.config.address import RedisAddress
+        >>> w = Worker(RedisAddress.from_url("redis://localhost"), "doc-job")
+        >>> w._running.key = ("inc-3f2a", 7)
+        >>> w.beat_fields()["prefix"]
+        'inc'
+        """
+        key = self._running.key
+        return {
             "current": self._current,
-            "heartbeat": f"{time.time():.3f}",
+            "prefix": "" if key is None else key_split(key),
+            "rss": str(resident_bytes()),
+            "beat": f"{time.time():.3f}",
         }
 
     def request_stop(self) -> None:
@@ -245,8 +272,7 @@ class Worker:
         assert backend is not None
         while not self._stop.wait(self.heartbeat_interval):
             try:
-                fields = {"current": self._current, "heartbeat": f"{time.time():.3f}"}
-                alive, stop = backend.heartbeat(self.jobname, self.id, self.heartbeat_ttl, fields)
+                alive, stop = backend.heartbeat(self.jobname, self.id, self.heartbeat_ttl, self.beat_fields())
                 if stop and not self._stop.is_set():
                     logger.info("worker %s: stop requested through Redis", self.id)
                     self._stop.set()
@@ -307,7 +333,7 @@ class Worker:
             if refusal is not None:
                 logger.warning("worker %s: input %d of run %s rejected, not unpickled: %s", self.id, i, run_id, refusal)
         missing = set(failed)
-        outcomes, results = run_batch(batch, values, missing, self._watchdog)
+        outcomes, results = run_batch(batch, values, missing, self._watchdog, self._running)
         made = {int(field): values[int(field)] for field, _ in results}
         values.clear()  # free the inputs before the results are written
         stores: list[tuple[str, bytes]] = []

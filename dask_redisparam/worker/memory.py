@@ -25,11 +25,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import platform
+import resource
+import sys
 
 from ..wire import bulk
 
-__all__ = ["HEAP_FROM", "keep_heap", "reuse_freed_memory"]
+__all__ = ["HEAP_FROM", "keep_heap", "resident_bytes", "reuse_freed_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,3 +68,20 @@ def keep_heap() -> bool:
         return False
     logger.debug("glibc malloc: large blocks from the heap, kept when freed")
     return bool(done)
+
+
+def resident_bytes() -> int:
+    """This process's resident set size in bytes (``/proc/self/statm``; where there is none, the peak from
+    ``getrusage``). Workers send it with each heartbeat (the ``rss`` field of their record).
+
+    Examples
+    --------
+    >>> resident_bytes() > 1 << 20
+    True
+    """
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere

@@ -16,6 +16,10 @@ A page asks for a generated part with a marker on a line of its own:
     every message that the package's code raises or logs as a warning or error, found by reading its source
     (:func:`error_messages`, :func:`log_messages`), grouped by exception class.
 
+A figure drawn from a real run at build time, ``<!-- figure:timeline -->``, becomes the timeline of a run computed
+on an embedded server with two workers (:mod:`dask_redisparam._docs.figures`), with a caption that says what it
+shows; the PNG joins the site as ``img/timeline-run.png`` (:func:`on_files`).
+
 A status cell anywhere, ``<!-- status:NAME -->``, becomes "now" if ``NAME`` (a dotted name such as
 ``dask_redisparam.try_compute``) exists, else "planned"; ``<!-- status:NAME:KEYWORD -->`` also needs ``KEYWORD``
 among the object's parameters or as ````KEYWORD=```` in its docstring; ``<!-- status:setting:FIELD -->`` is "now"
@@ -40,9 +44,11 @@ from typing import Any
 
 import click
 import dask.config
+from mkdocs.structure.files import File, Files
 
 import dask_redisparam
 from dask_redisparam import errors
+from dask_redisparam._docs import figures
 from dask_redisparam._docs import reference as config_reference
 from dask_redisparam.config import defaults
 
@@ -269,11 +275,35 @@ def status(spec: str) -> str:
 _STATUS = re.compile(r"<!-- status:([\w.:]+) -->")
 
 
+TIMELINE_PNG = "img/timeline-run.png"
+_FIGURE = "<!-- figure:timeline -->"
+_captions: dict[str, str] = {}
+
+
+def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
+    """MkDocs event: run the demo pipeline and add its timeline to the site (:data:`TIMELINE_PNG`)."""
+    png, _captions[TIMELINE_PNG] = figures.timeline_figure(figures.demo_run())
+    files.append(File.generated(config, TIMELINE_PNG, content=png))
+    return files
+
+
+def render_timeline_figure(page_uri: str) -> str:
+    caption = _captions[TIMELINE_PNG]
+    src = "../" * page_uri.count("/") + TIMELINE_PNG
+    return (
+        f'<figure markdown="span">\n  ![The timeline of a real run: {caption}]({src})\n'
+        f"  <figcaption>Drawn by <code>plot_timeline(p.timeline())</code> when these pages were built: {caption}. "
+        "One lane per worker; colours are task prefixes.</figcaption>\n</figure>\n"
+    )
+
+
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     """MkDocs event: replace each marker with its generated Markdown."""
     for marker, render in _PARTS.items():
         if marker in markdown:
             markdown = markdown.replace(marker, render())
+    if _FIGURE in markdown:
+        markdown = markdown.replace(_FIGURE, render_timeline_figure(kwargs["page"].file.src_uri))
     return _STATUS.sub(lambda m: status(m.group(1)), markdown)
 
 
