@@ -117,6 +117,9 @@ class RedisParam(ParamScheduler):
     start_timeout : float, default 60.0
         Seconds :meth:`~dask_redisparam.RedisParam.start` waits for its local workers to register (> 0); then it goes on
         with those that did, or fails if none did.
+    dashboard : bool, default False
+        Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param is
+        started: see ``dashboard_link``.
     exportglobals : bool, default True
         Apply the manager's dask config (except its ``redisparam.*`` settings) on the workers while they unpickle and
         run its tasks.
@@ -141,9 +144,6 @@ class RedisParam(ParamScheduler):
         certificates. Turns TLS on, as ``rediss://`` does.
     tls_key_file : str or os.PathLike[str], optional
         The private key (PEM file) of ``tls_cert_file``. Turns TLS on, as ``rediss://`` does.
-    dashboard : bool, default False
-        Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param is
-        started: see ``dashboard_link``.
     environ : Mapping[str, str], optional
         The environment to read (default ``os.environ``); not stored.
 
@@ -185,6 +185,7 @@ class RedisParam(ParamScheduler):
         heartbeat_ttl: float = 10.0,
         redo_ttl: float = 3600.0,
         start_timeout: float = 60.0,
+        dashboard: bool = False,
         exportglobals: bool = True,
         export_env: Sequence[str] = (),
         shared_filesystem: bool = False,
@@ -192,7 +193,6 @@ class RedisParam(ParamScheduler):
         tls_ca_file: str | os.PathLike[str] | None = None,
         tls_cert_file: str | os.PathLike[str] | None = None,
         tls_key_file: str | os.PathLike[str] | None = None,
-        dashboard: bool = False,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         # END GENERATED: redisparam-signature

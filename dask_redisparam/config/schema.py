@@ -224,6 +224,12 @@ SETTINGS: tuple[Setting, ...] = (
         above_zero,
     ),
     Setting(
+        "dashboard", "bool", "bool", False,
+        "Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param "
+        "is started: see ``dashboard_link``.",
+        boolean,
+    ),
+    Setting(
         "exportglobals", "bool", "bool", True,
         "Apply the manager's dask config (except its ``redisparam.*`` settings) on the workers while they unpickle "
         "and run its tasks.",
@@ -267,12 +273,6 @@ SETTINGS: tuple[Setting, ...] = (
         "tls_key_file", _PATH, "str | None", None,
         "The private key (PEM file) of ``tls_cert_file``. " + _TLS,
         credential_setting, env=("REDISPARAM_TLS_KEY_FILE",), server=True,
-    ),
-    Setting(
-        "dashboard", "bool", "bool", False,
-        "Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param "
-        "is started: see ``dashboard_link``.",
-        boolean,
     ),
 )  # fmt: skip
 

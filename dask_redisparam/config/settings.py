@@ -125,6 +125,7 @@ class Settings:
     heartbeat_ttl: float
     redo_ttl: float
     start_timeout: float
+    dashboard: bool
     exportglobals: bool
     export_env: tuple[str, ...]
     shared_filesystem: bool
@@ -132,7 +133,6 @@ class Settings:
     tls_ca_file: str | None
     tls_cert_file: str | None
     tls_key_file: str | None
-    dashboard: bool
     # END GENERATED: settings-fields
     address: RedisAddress | None = dataclasses.field(init=False)
     _ambient: tuple[Layer, ...] = dataclasses.field(init=False, compare=False)
