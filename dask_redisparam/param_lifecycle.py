@@ -20,12 +20,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from . import pool
 from .backend import Backend
 from .config.settings import Settings
-from .dashboard import Dashboard
 from .errors import ConfigurationError, WorkerError
 from .manager.loop import count_and_reap
 from .manager.options import TimelineRecord
@@ -33,6 +32,9 @@ from .wire.signing import SECRET_ENV, SECRET_FILE_ENV, Signer, signer_from_envir
 from .worker.loop import Worker
 from .worker.server import EmbeddedRedis
 from .worker.supervisor import LocalWorkers
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
 
 __all__ = ["ParamLifecycle"]
 
@@ -115,7 +117,9 @@ class ParamLifecycle:
                 if settings.is_worker is None:
                     self._local = self._launch_local(settings.workers)
                     self._wait_for_local_workers()
-                if settings.dashboard:
+                if settings.dashboard:  # imported here: prometheus_client and http.server cost a worker's start time
+                    from .dashboard import Dashboard
+
                     self._dashboard = Dashboard(address, settings.jobname, address="127.0.0.1:0").start()
             except BaseException:
                 self.stop()

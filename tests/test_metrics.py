@@ -4,10 +4,12 @@ parse with prometheus_client's parser and survive a restart of the dashboard."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,8 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dask_redisparam import RedisParam
 from dask_redisparam.backend import keys
+from dask_redisparam.backend.monitor import JobLook
+from dask_redisparam.backend.stats import parse_metrics
 from dask_redisparam.config.address import RedisAddress
-from dask_redisparam.dashboard import Dashboard
+from dask_redisparam.dashboard import Dashboard, metrics
+from dask_redisparam.dashboard.metrics import exposition
 from tests import tasks
 from tests.conftest import CliWorkers, wait_until
 
@@ -101,3 +106,15 @@ def test_a_worker_killed_holding_a_message_counts_one_lost_message(
     assert value(samples, "redisparam_tasks_failed_total", **job) == 0
     assert value(samples, "redisparam_workers", **job) == 1
     rclient.delete(*keys.statistics(jobname))
+
+
+def test_the_documented_metrics_are_the_served_ones() -> None:
+    look = JobLook("demo", {}, 0, 0, 0, {}, parse_metrics({"finished|inc": "1", "b0|inc": "1"}), [], [], 0, 0.0)
+    served = {family.name for family in text_string_to_metric_families(exposition(lambda: [look]).decode())}
+    page = (Path(__file__).resolve().parents[1] / "docs" / "dashboard.md").read_text(encoding="utf-8")
+    documented = dict(re.findall(r"^\| `(redisparam_\w+)` \| (\w+) \|", page, re.M))
+    in_docstring = set(re.findall(r"``(redisparam_\w+)``", metrics.__doc__ or ""))
+    # the parser names a counter's family without its _total suffix
+    assert {name.removesuffix("_total") for name in documented} == served
+    assert set(documented) == in_docstring
+    assert all(documented[name] == "counter" for name in documented if name.endswith("_total"))
