@@ -7,11 +7,16 @@ from .config.settings import Settings
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
+    DatasetExists,
+    DatasetNotFound,
+    ExecutorClosed,
+    HeldValuesLost,
     IgnoredOptionWarning,
     KilledWorker,
     MessagesRejected,
     PartialResults,
     PermissionDenied,
+    PersistedDownloadWarning,
     PersistenceFailed,
     RedisParamError,
     RemoteError,
@@ -30,6 +35,7 @@ from .errors import (
     WorkerConflict,
     WorkerError,
 )
+from .executor import RedisExecutor, RedisFuture
 from .logs import REMOTE_LOGGER, TaskLog
 from .param import RedisParam, redis_get, shutdown
 from .r_compat import bpstopall, rpalive, rphost, rpisworker, rppassword, rpport, rpstopall, rpworkers
@@ -45,6 +51,8 @@ __all__ = [
     "EmbeddedRedis",
     "REMOTE_LOGGER",
     "RedisAddress",
+    "RedisExecutor",
+    "RedisFuture",
     "RedisParam",
     "ResultDir",
     "ResultRef",
@@ -67,6 +75,11 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
     "IgnoredOptionWarning",
+    "DatasetExists",
+    "DatasetNotFound",
+    "HeldValuesLost",
+    "PersistedDownloadWarning",
+    "ExecutorClosed",
     "KilledWorker",
     "MessagesRejected",
     "PartialResults",

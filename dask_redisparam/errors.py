@@ -17,6 +17,7 @@ and ``except RemoteError`` work::
     │   ├── ServerReadOnly                                READONLY: the server is a replica
     │   ├── PersistenceFailed                             MISCONF: writes refused after a failed RDB save
     │   └── RunLost                                       the run's state vanished from Redis
+    │       └── HeldValuesLost                            persisted or published values are gone from Redis
     ├── SerializationError         (also TypeError)     a task, argument or result cannot be pickled
     ├── PayloadRejected                                  a signature is missing or wrong: nothing was unpickled
     ├── KilledWorker               (PartialResults)     a task's workers died too often while running it
@@ -27,12 +28,16 @@ and ``except RemoteError`` work::
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
     ├── MessagesRejected                                 every worker refused the run's messages (secret, version)
+    ├── DatasetNotFound            (also KeyError)      no dataset of that name is published on the job
+    ├── DatasetExists              (also ValueError)    a dataset of that name is published already
+    ├── ExecutorClosed             (also RuntimeError)  submit after shutdown, or the executor's run ended
     └── RemoteError                (PartialResults)     mixin of every exception raised by a task
         └── StandInError                                 a task's exception the manager cannot rebuild as itself
 
     PartialResults                 (a mixin, not an exception) the results, errors and redo of a stopped run
     StopRequested                  (BaseException)      control flow: a worker was asked to stop
     IgnoredOptionWarning           (UserWarning)        a compute's annotation or keyword that has no effect here
+    PersistedDownloadWarning       (a UserWarning)      persisted values computed by another scheduler: downloaded
 
 Examples
 --------
@@ -50,11 +55,16 @@ __all__ = [
     "ChunkFailed",
     "ConfigurationError",
     "IgnoredOptionWarning",
+    "DatasetExists",
+    "DatasetNotFound",
+    "HeldValuesLost",
+    "ExecutorClosed",
     "KilledWorker",
     "MessagesRejected",
     "PartialResults",
     "PayloadRejected",
     "PermissionDenied",
+    "PersistedDownloadWarning",
     "PersistenceFailed",
     "RedisParamError",
     "RemoteError",
@@ -156,6 +166,27 @@ class PersistenceFailed(ServerError):
 
 class RunLost(ServerError):
     """The run's state vanished from Redis, e.g. a restart of a server without persistence."""
+
+
+class HeldValuesLost(RunLost):
+    """Values that a persist or a publish kept in Redis are gone: released (the collection was garbage collected),
+    their holder's lease expired, the dataset unpublished, or the server restarted without persistence."""
+
+
+class DatasetNotFound(RedisParamError, KeyError):
+    """No dataset of that name is published on the job."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetExists(RedisParamError, ValueError):
+    """A dataset of that name is published on the job already (unpublish it first)."""
+
+
+class PersistedDownloadWarning(UserWarning):
+    """Persisted values were computed with a scheduler other than their param: each one is downloaded into the
+    process that computes them (the loader connects to Redis itself)."""
 
 
 class SerializationError(RedisParamError, TypeError):
@@ -316,6 +347,11 @@ class MessagesRejected(RedisParamError):
     """Every live worker of the job refused the run's task messages (dead-lettered, never unpickled) and none was
     accepted for a few seconds: the workers lack the manager's secret, have another one, or run another version.
     The message names the reasons and the workers, and what to set."""
+
+
+class ExecutorClosed(RedisParamError, RuntimeError):
+    """A :class:`~dask_redisparam.executor.RedisExecutor` was shut down (``submit`` after ``shutdown``), or its run
+    ended on an error, which is the ``__cause__``; the futures that were pending fail with it."""
 
 
 class RemoteError(RedisParamError, PartialResults):

@@ -18,8 +18,9 @@ serve tasks in the foreground until stopped.
 
 This module holds the constructor (its signature and ``Parameters`` are generated from the settings table by
 :mod:`dask_redisparam._docs.codegen`), the settings as attributes and the ``repr``; the life cycle is in
-:mod:`dask_redisparam.param_lifecycle`, the running of graphs in :mod:`dask_redisparam.param_scheduling`, the
-bases of :class:`RedisParam`.
+:mod:`dask_redisparam.param_lifecycle`, the running of graphs in :mod:`dask_redisparam.param_scheduling`, the values
+kept in Redis (``persist``, datasets) in :mod:`dask_redisparam.param_data`, the bases of :class:`RedisParam`.
+``redis_get.persist`` persists on the default param (dask calls it for ``dask.persist(..., scheduler=redis_get)``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any, TypeVar, cast
 import dask.base
 
 from .config.settings import Settings, config_overrides
-from .param_scheduling import ParamScheduler
+from .param_data import ParamData
 
 __all__ = ["SCHEDULER_NAME", "RedisParam", "redis_get", "register_scheduler", "shutdown"]
 
@@ -54,7 +55,7 @@ def _dask_config_applied(init: _Init) -> _Init:
     return cast(_Init, wrapper)
 
 
-class RedisParam(ParamScheduler):
+class RedisParam(ParamData):
     """A dask scheduler that runs graphs through Redis, configured as R's ``RedisParam``.
 
     Its settings are also read-only attributes (``p.workers``) and :attr:`settings`. A setting not given takes the
@@ -198,7 +199,7 @@ class RedisParam(ParamScheduler):
         # END GENERATED: redisparam-signature
         arguments = dict(locals())  # the settings and environ, as given or taken from the dask config
         del arguments["self"]
-        ParamScheduler.__init__(self, Settings(**arguments))  # not super(): its __class__ cell would be a local
+        ParamData.__init__(self, Settings(**arguments))  # not super(): its __class__ cell would be a local
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name == "settings":
@@ -258,6 +259,13 @@ def register_scheduler() -> None:
         warnings.warn(f"dask already has a scheduler named {SCHEDULER_NAME!r} ({registered!r}); it stays", stacklevel=2)
 
 
+def _persist_on_default(collections: Sequence[Any], optimize_graph: bool = True, **kwargs: Any) -> list[Any]:
+    """``redis_get.persist``: what ``dask.persist(..., scheduler=redis_get)`` calls (see
+    :meth:`RedisParam.persist <dask_redisparam.param_data.ParamData.persist>`), on the default param."""
+    return default_param().persist(collections, optimize_graph=optimize_graph, **kwargs)
+
+
+redis_get.persist = _persist_on_default  # type: ignore[attr-defined]
 register_scheduler()
 
 

@@ -19,6 +19,7 @@ import dask.config
 from dask.local import nested_get
 
 from .errors import ConfigurationError, IgnoredOptionWarning
+from .executor import WAIT_SECONDS, RedisExecutor
 from .manager.graph import Graph, flatten_keys, prepare_graph
 from .manager.loop import fewer_collections, run_graph
 from .manager.options import RedoInfo, RunOptions, TimelineRecord, ignored_options, redo_info_of
@@ -84,19 +85,28 @@ class ParamScheduler(ParamLifecycle):
             known |= {key for key in flatten_keys(keys) if saved.has(key)}
         with fewer_collections():
             graph = prepare_graph(dsk, keys, known=known)
-            ignored = ignored_options(kwargs, graph.annotations)
-            if ignored:
-                warnings.warn(
-                    "dask-redisparam ignores " + "; ".join(ignored), IgnoredOptionWarning, stacklevel=_caller_level()
-                )
+            self._warn_ignored(kwargs, graph)
             shuffle_key = disk_shuffle_key(graph)
             with self._started():
                 if shuffle_key is not None:  # refused unless the pool shares one filesystem
-                    local_ids = None if self._local is None else self._local.ids
-                    check_disk_shuffle(shuffle_key, self.settings, local_ids, self.backend.live_workers)
+                    self._check_shuffle(shuffle_key)
                 if saved is None:
                     return self._run(graph, keys, kwargs, redo)
                 return self._run_saving(graph, keys, kwargs, redo, saved)
+
+    @staticmethod
+    def _warn_ignored(kwargs: dict[str, Any], graph: Graph) -> None:
+        """One :class:`~dask_redisparam.errors.IgnoredOptionWarning` naming what of this compute has no effect."""
+        ignored = ignored_options(kwargs, graph.annotations)
+        if ignored:
+            warnings.warn(
+                "dask-redisparam ignores " + "; ".join(ignored), IgnoredOptionWarning, stacklevel=_caller_level()
+            )
+
+    def _check_shuffle(self, shuffle_key: Hashable) -> None:
+        """Refuse a graph with dask's disk-based shuffle unless the pool shares one filesystem."""
+        local_ids = None if self._local is None else self._local.ids
+        check_disk_shuffle(shuffle_key, self.settings, local_ids, self.backend.live_workers)
 
     @contextlib.contextmanager
     def as_default(self: _P) -> Iterator[_P]:
@@ -239,6 +249,36 @@ class ParamScheduler(ParamLifecycle):
         with self._started():
             options = self._options({}, None, on_result=on_result, feed=feed)
             run_graph(self.backend, graph, options, live_workers=self._live_workers)
+
+    def executor(self) -> RedisExecutor:
+        """A :class:`concurrent.futures.Executor` on this param's workers whose values stay in Redis.
+
+        Its futures are standard futures (``concurrent.futures.as_completed``, ``wait`` and ``asyncio.wrap_future``
+        work); a future passed to ``submit`` is read by the worker from Redis; ``result()`` downloads once. A param
+        that is not started starts here and stops when the executor shuts down. See
+        :mod:`dask_redisparam.executor`.
+
+        Examples
+        --------
+        >>> from dask_redisparam import RedisParam
+        >>> with RedisParam(workers=1) as p, p.executor() as ex:
+        ...     list(ex.map(abs, [-1, -2, 3]))
+        [1, 2, 3]
+        """
+        if self.settings.is_worker:
+            raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot run an executor")
+        started = not self.is_up
+        if started:
+            self.start()
+        options = RunOptions.from_settings(
+            self.settings,
+            signer=self._signer,
+            describe_server=self.backend.address.describe(),
+            stop_on_error=False,  # a failed task is only its future's business
+            redo_ttl=0.0,  # values expire with the run's lease when this process dies
+            wait_seconds=WAIT_SECONDS,
+        )
+        return RedisExecutor(self, options, live_workers=self._live_workers, stop_param=started)
 
     def _options(self, kwargs: dict[str, Any], redo: RedoInfo | None, **extra: Any) -> RunOptions:
         describe = self.backend.address.describe()

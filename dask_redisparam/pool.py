@@ -16,8 +16,10 @@ from .config.address import RedisAddress
 from .errors import AuthenticationFailed, ServerError
 
 __all__ = [
+    "DatasetInfo",
     "JobStatus",
     "alive",
+    "datasets",
     "job_status",
     "stop_all",
 ]
@@ -68,7 +70,7 @@ class JobStatus:
     ``current``, ``prefix``, ``rss``, ``beat``), queue depth and runs (id -> alive); the task rate and the seconds it
     was measured over (``rate_window``; 0: not measured); the length of its dead-letter list and the last rejection
     of a task message (``reason``, ``detail``, ``worker``, ``time``, ``run``, ``count``; empty if none in the last
-    day); and when it was taken (``taken``, unix time)."""
+    day); its published datasets (:class:`DatasetInfo`); and when it was taken (``taken``, unix time)."""
 
     jobname: str
     workers: dict[str, dict[str, str]]
@@ -77,8 +79,41 @@ class JobStatus:
     tasks_per_second: float
     dead_letters: int = 0
     last_rejection: dict[str, str] = dataclasses.field(default_factory=dict)
+    datasets: dict[str, DatasetInfo] = dataclasses.field(default_factory=dict)
     rate_window: float = 0.0
     taken: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """A published dataset: its size in Redis (bytes of its values), age (seconds since it was published), the
+    type of what was published, and the seconds it has left (None: until unpublished).
+
+    Examples
+    --------
+    >>> DatasetInfo(nbytes=800, age=2.5, type="dask.array.core.Array", ttl=None).nbytes
+    800
+    """
+
+    nbytes: int
+    age: float
+    type: str
+    ttl: float | None
+
+
+def datasets(backend: Backend, jobname: str) -> dict[str, DatasetInfo]:
+    """The datasets published on ``jobname``, by name (two round trips and a ``SCAN``)."""
+    now = time.time()
+    out = {}
+    for name, (fields, ttl_ms) in backend.dataset_records(jobname).items():
+        created = float(fields.get("created", b"0"))
+        out[name] = DatasetInfo(
+            int(fields.get("nbytes", b"0")),
+            max(0.0, now - created),
+            fields.get("type", b"").decode(errors="replace"),
+            ttl_ms / 1000 if ttl_ms >= 0 else None,
+        )
+    return out
 
 
 def _tasks_done(first: dict[str, dict[str, str]], second: dict[str, dict[str, str]]) -> int:
@@ -104,4 +139,6 @@ def job_status(backend: Backend, jobname: str, interval: float = 1.0, previous: 
     dead, rejection = backend.rejections(jobname)
     queued, runs = backend.queue_length(jobname), backend.run_ids(jobname)
     taken = start + window if previous is None else start
-    return JobStatus(jobname, first, queued, runs, rate, dead, rejection, window, taken)
+    return JobStatus(
+        jobname, first, queued, runs, rate, dead, rejection, datasets(backend, jobname), rate_window=window, taken=taken
+    )

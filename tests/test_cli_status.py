@@ -38,6 +38,11 @@ def _env(url: str) -> dict[str, str]:
     return dict(env, REDISPARAM_URL=url)
 
 
+def _status(url: str, *args: str) -> Any:
+    """``dask-redisparam status --url URL ARGS`` in this process (the entry points are tested with ``-h``)."""
+    return CliRunner().invoke(main, ["status", "--url", url, *args])
+
+
 def _validate(document: Any) -> None:
     jsonschema.Draft202012Validator(SCHEMA).validate(document)
 
@@ -76,21 +81,19 @@ def test_status_json_validates_and_shows_dead_letters(
     url = redis_address.to_url(show_password=True)
     rclient.rpush(keys.queue(jobname), b"not a task message")
     assert wait_until(lambda: rclient.llen(keys.dead(jobname)) == 1, 10)
-    assert manager({("inc-aa", i): (tasks.inc, i) for i in range(5)}, [("inc-aa", i) for i in range(5)]) == (
-        1,
-        2,
-        3,
-        4,
-        5,
-    )
-    done = run_cli("dask-redisparam", "status", "--jobname", jobname, "--json", "--rate-window", "0.1", url=url)
-    assert done.returncode == 0, done.stderr
+    keys_ = [("inc-aa", i) for i in range(5)]
+    assert manager({k: (tasks.inc, k[1]) for k in keys_}, keys_) == (1, 2, 3, 4, 5)
+    manager.publish("settings", {"alpha": 0.5}, ttl=60)
+    done = _status(url, "--jobname", jobname, "--json", "--rate-window", "0.1")
+    assert done.exit_code == 0, done.output
     document = json.loads(done.stdout)
     _validate(document)
     assert document["jobname"] == jobname and document["server"] == redis_address.describe()
     assert document["dead_letters"] == 1 and document["queued"] == 0 and document["rate_window"] > 0
     rejection = document["last_rejection"]
     assert rejection["reason"] == "malformed" and rejection["worker"] == "js" and rejection["count"] == 1
+    [dataset] = document["datasets"]
+    assert dataset["name"] == "settings" and dataset["type"] == "builtins.dict" and 0 < dataset["ttl"] <= 60
     [worker] = document["workers"]
     assert worker["id"] == "js" and worker["tasks"] == 5 and worker["pid"] > 0 and worker["rss"] > 0
     assert abs(worker["beat"] - time.time()) < 5
@@ -104,13 +107,15 @@ def test_status_json_validates_and_shows_dead_letters(
     runner.start()
     try:
         assert wait_until(lambda: rclient.hget(keys.worker(jobname, "js"), "prefix") == b"sleepy-thing", 10)
-        table = run_cli("dask-redisparam", "status", "--jobname", jobname, "--rate-window", "0", url=url)
+        table = _status(url, "--jobname", jobname, "--rate-window", "0")
     finally:
         release.touch()
         runner.join(30)
-    assert table.returncode == 0, table.stderr
+        manager.unpublish("settings")
+    assert table.exit_code == 0, table.output
     assert "dead-lettered messages: 1" in table.stdout and "last rejection:" in table.stdout
     assert "not a task message" in table.stdout and "tasks/s: -" in table.stdout
+    assert "dataset settings: builtins.dict" in table.stdout
     header = next(line for line in table.stdout.splitlines() if line.startswith("ID"))
     assert header.split()[-1] == "CURRENT" and "RSS (MiB)" in header
     row = next(line for line in table.stdout.splitlines() if line.startswith("js "))
@@ -119,11 +124,11 @@ def test_status_json_validates_and_shows_dead_letters(
 
 def test_interval_is_a_deprecated_rate_window(redis_address: RedisAddress, jobname: str) -> None:
     url = redis_address.to_url(show_password=True)
-    done = run_cli("dask-redisparam", "status", "--jobname", jobname, "--interval", "0.1", "--json", url=url)
-    assert done.returncode == 0 and "--interval is deprecated" in done.stderr
+    done = _status(url, "--jobname", jobname, "--interval", "0.1", "--json")
+    assert done.exit_code == 0 and "--interval is deprecated" in done.stderr
     assert 0.1 <= json.loads(done.stdout)["rate_window"] < 1
-    both = run_cli("dask-redisparam", "status", "--jobname", jobname, "--interval", "1", "--rate-window", "2", url=url)
-    assert both.returncode == 2 and "not both" in both.stderr
+    both = _status(url, "--jobname", jobname, "--interval", "1", "--rate-window", "2")
+    assert both.exit_code == 2 and "not both" in both.stderr
 
 
 def _read_until(fd: int, done: Callable[[bytes], bool], timeout: float) -> bytes:

@@ -79,6 +79,7 @@ def test_the_page_shows_workers_progress_and_task_stream_of_a_live_run(
     with url_param(2, dashboard=True) as p:
         link = p.dashboard_link
         assert link is not None and link.startswith("http://127.0.0.1:")
+        p.publish("lookup", {"a": 1}, ttl=60)
         done: list[object] = []
         run = threading.Thread(target=lambda: done.append(p(dsk, [*dsk])))
         run.start()
@@ -98,12 +99,13 @@ def test_the_page_shows_workers_progress_and_task_stream_of_a_live_run(
             gate.touch()
             run.join(30)
         assert done and len(done[0]) == 8  # type: ignore[arg-type]
+        p.unpublish("lookup")
         for wid in p.worker_ids():
             assert f'<td class="worker-id">{wid}</td>' in dom, wid
     assert f'data-job="{jobname}"' in dom
     assert f'data-run="{run_id}" data-prefix="inc"' in dom and "6 / 6" in dom  # the run's progress bar of "inc"
     assert dom.count('class="task" data-prefix="inc"') >= 1  # the task stream
-    assert "none persisted or published" in dom  # the room left for the data issue
+    assert "<td>lookup</td>" in dom and "in 6" in dom  # the published dataset, with its time left (about 60 s)
     assert shot.stat().st_size > 10_000
     assert png_colours(shot) >= 8  # text, bars and stream in several colours: not blank
     rclient.delete(*keys.statistics(jobname))

@@ -118,9 +118,33 @@ def test_errors_and_redo(kernel_name: str) -> None:
     assert seconds < 60, seconds
 
 
+def test_datasets(kernel_name: str) -> None:
+    nb, seconds = execute("04-datasets.ipynb", kernel_name)
+    out = text(nb)
+    assert "workers: 2" in out
+    graph_bytes = int(out.split("its graph pickles to ")[1].split(" bytes")[0])
+    assert graph_bytes < 10_000, graph_bytes  # four small references, not 32 MB
+    assert "value bytes this kernel received: " in out
+    assert int(out.split("value bytes this kernel received: ")[1].split()[0]) < 10_000
+    mean = out.split("mean in the first kernel: ")[1].split()[0]
+    assert 19.9 < float(mean) < 20.1
+    assert "temperatures: dask.array.core.Array, 32,00" in out  # 32 MB of values (and their small headers)
+    assert "units: builtins.dict, " in out
+    assert "datasets seen by the second kernel: ['temperatures', 'units']" in out
+    assert "a Array of shape (2000, 2000)" in out
+    assert f"mean in the second kernel: {mean}" in out  # the same values, the same sum
+    assert int(out.split("value bytes the second kernel received: ")[1].split()[0]) < 10_000
+    assert "units: {'temperature': 'degC', 'grid': [2000, 2000]}" in out
+    assert "datasets after unpublish: {}" in out
+    assert "stopped" in out
+    assert "redis://" not in out + text(nb, "stderr")  # the URL with its password is never shown
+    assert "Warning" not in text(nb, "stderr")
+    assert seconds < 90, seconds
+
+
 def test_notebooks_are_stored_without_outputs() -> None:
     names = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
-    assert names == ["01-quickstart.ipynb", "02-worker-pool.ipynb", "03-errors-and-redo.ipynb"]
+    assert names == ["01-quickstart.ipynb", "02-worker-pool.ipynb", "03-errors-and-redo.ipynb", "04-datasets.ipynb"]
     for name in names:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(nb)

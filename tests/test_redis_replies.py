@@ -64,7 +64,7 @@ def test_only_the_backend_sees_redis_py() -> None:
         "manager/loop.py",
         "worker/loop.py",
         "param.py",
-        "cli.py",
+        "cli/worker.py",
         "manager/state.py",
         "worker/supervisor.py",
     } <= set(checked)

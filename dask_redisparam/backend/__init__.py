@@ -8,13 +8,14 @@ Blocking calls (``BLMOVE``, ``BLPOP``) always use a timeout shorter than the soc
 otherwise retries a blocking call that outlives its socket silently for a minute.
 
 The operations are grouped by who uses them, one module each, each group deriving from the ones it uses
-(``BackendBase`` < ``LargeValues`` < ``RunOps``, ``WorkerOps`` < ``AdminOps`` < ``MonitorOps`` <
+(``BackendBase`` < ``LargeValues`` < ``RunOps``, ``WorkerOps``, ``HeldOps`` < ``AdminOps`` < ``MonitorOps`` <
 :class:`Backend`):
 
 - :mod:`.client`: the connection, its constants and :class:`~.client.BackendBase` (pipelines, connection checks);
 - :mod:`.runs`: the manager's side of a run;
 - :mod:`.workers`: registration, leases, claiming and completing messages, reaping;
 - :mod:`.large`: sending and reading the parts of large values;
+- :mod:`.held`: values kept beyond their run (persisted values, published datasets);
 - :mod:`.admin`: inspection and clean-up of a job;
 - :mod:`.monitor`: read-only looks at a server's jobs, for the dashboard.
 

@@ -1,7 +1,7 @@
 """Inspection and clean-up of a job, for the CLI, the pool functions and the manager's liveness checks.
 
 :class:`AdminOps` lists live and dead workers, their registration fields, the queue's length and the runs with
-keys in Redis; removes what dead workers and dead runs left; and reads key names (``SCAN``).
+keys in Redis; removes what dead workers and dead runs left; key names (``SCAN``) come from :mod:`.held`.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from collections.abc import Iterable
 from typing import cast
 
 from . import keys
+from .held import HeldOps
 from .runs import RunOps
 from .workers import WorkerOps
 
 __all__ = ["AdminOps"]
 
 
-class AdminOps(RunOps, WorkerOps):
+class AdminOps(RunOps, WorkerOps, HeldOps):
     """Read-mostly operations over a whole job, and its clean-up."""
 
     def live_workers(self, jobname: str) -> list[str]:
@@ -86,7 +87,3 @@ class AdminOps(RunOps, WorkerOps):
             if len(head) == 3 and head[1].decode(errors="replace") in dead_runs:
                 self._r.lrem(keys.queue(jobname), 1, message)  # type: ignore[arg-type]
         return dead_workers, dead_runs, requeued
-
-    def scan_keys(self, pattern: str) -> list[str]:
-        """Key names matching ``pattern`` (SCAN, never KEYS)."""
-        return sorted(k.decode() for k in self._r.scan_iter(match=pattern, count=1000))

@@ -142,6 +142,7 @@ class BackendBase:
         self._copy = self._r.register_script(lua.COPY)
         self._move = self._r.register_script(lua.MOVE)
         self._ask_stop = self._r.register_script(lua.ASK_STOP)
+        self._hold = self._r.register_script(lua.HOLD)
         self._scripts = [self._notify, self._ack, self._ask_stop, self._complete]  # the ones sent inside pipelines
         self.rerun: list[int] = []
 

@@ -22,6 +22,9 @@ key                                             type     meaning
 ``drp:{job}:run:<rid>:progress``                HASH     tasks per prefix of a run: total, done, failed
 ``drp:{job}:metrics``                           HASH     the job's counters (tasks, losses, retries, durations)
 ``drp:{job}:events``                            STREAM   one entry per completed message, for the task stream
+``drp:{job}:held:<token>``                      HASH     values a process persisted, kept while it holds them (TTL)
+``drp:{job}:dataset:<name>:values``             HASH     a published dataset's values (and their parts)
+``drp:{job}:dataset:<name>:meta``               HASH     a published dataset's description (sealed collection)
 =============================================  =======  =====================================================
 
 Examples
@@ -38,6 +41,10 @@ __all__ = [
     "PREFIX",
     "alive",
     "control",
+    "dataset_meta",
+    "dataset_name_of",
+    "dataset_values",
+    "datasets_pattern",
     "dead",
     "data",
     "done",
@@ -46,6 +53,7 @@ __all__ = [
     "metrics",
     "progress",
     "statistics",
+    "held",
     "job_pattern",
     "probe",
     "processing",
@@ -225,3 +233,51 @@ def jobname_of(key: str) -> str | None:
         return None
     end = key.find("}:", len(PREFIX) + 2)
     return key[len(PREFIX) + 2 : end] if end > 0 else None
+
+
+def held(jobname: str, token: str) -> str:
+    """The values that one persist of a manager process keeps in Redis (a run's data hash, trimmed and renamed);
+    its TTL is the holding process's lease.
+
+    Examples
+    --------
+    >>> held("demo", "ab12")
+    'drp:{demo}:held:ab12'
+    """
+    return f"{_job(jobname)}:held:{token}"
+
+
+def dataset_values(jobname: str, name: str) -> str:
+    """The hash of a published dataset's values (fields as in the run that computed them, and their parts).
+
+    Examples
+    --------
+    >>> dataset_values("demo", "table")
+    'drp:{demo}:dataset:table:values'
+    """
+    return f"{_job(jobname)}:dataset:{name}:values"
+
+
+def dataset_meta(jobname: str, name: str) -> str:
+    """The hash that describes a published dataset: the sealed collection that refers to its values, its size,
+    type and time of publication."""
+    return f"{_job(jobname)}:dataset:{name}:meta"
+
+
+def datasets_pattern(jobname: str) -> str:
+    """SCAN pattern of the description keys of every dataset of a job (names never hold ``:`` or glob signs)."""
+    return f"{_job(jobname)}:dataset:*:meta"
+
+
+def dataset_name_of(key: str) -> str | None:
+    """The dataset name in a description key's name, or None for another key.
+
+    Examples
+    --------
+    >>> dataset_name_of(dataset_meta("demo", "table")), dataset_name_of(queue("demo"))
+    ('table', None)
+    """
+    head, sep, rest = key.partition("}:dataset:")
+    if not sep or not head.startswith(f"{PREFIX}:{{") or not rest.endswith(":meta"):
+        return None
+    return rest[: -len(":meta")]

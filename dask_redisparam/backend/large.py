@@ -29,9 +29,12 @@ class LargeValues(BackendBase):
         """Read the fields of ``targets`` straight into their views (the parts of large values); False when one is
         missing. One round trip; each part goes from the socket into its place with no intermediate copy.
         """
+        return self.read_parts_from(keys.data(jobname, run_id), targets)
+
+    def read_parts_from(self, data: str, targets: Sequence[Part]) -> bool:
+        """:meth:`read_parts` from any hash of values ``data`` (a run's, persisted values', a dataset's)."""
         if not targets:
             return True
-        data = keys.data(jobname, run_id)
         pool = self._r.connection_pool
         conn: Any = pool.get_connection()
         found = True

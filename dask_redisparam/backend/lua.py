@@ -26,6 +26,7 @@ __all__ = [
     "COPY",
     "DEREGISTER",
     "HEARTBEAT",
+    "HOLD",
     "MOVE",
     "NOTIFY",
     "REAP",
@@ -176,6 +177,24 @@ for i = 1, #ARGV, 2 do
     n = n + 1
   end
 end
+return n
+"""
+
+# Keep a finished run's requested values in Redis: trim its data hash (KEYS[1]) to the fields ARGV[2..] (the values
+# and the parts of large ones), then rename it to KEYS[2] (O(1): nothing is copied) with a TTL of ARGV[1] ms (0: none).
+# Returns how many of those fields were there (-1: the data hash is gone, 0 fields left: nothing is renamed).
+HOLD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local keep = {}
+for i = 2, #ARGV do keep[ARGV[i]] = true end
+local drop, n = {}, 0
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if keep[field] then n = n + 1 else drop[#drop + 1] = field end
+end
+for i = 1, #drop, 1000 do redis.call('HDEL', KEYS[1], unpack(drop, i, math.min(i + 999, #drop))) end
+if n == 0 then return 0 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) else redis.call('PERSIST', KEYS[2]) end
 return n
 """
 

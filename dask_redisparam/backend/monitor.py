@@ -4,7 +4,7 @@
 :class:`JobLook` of one job: its workers' records, queue, dead letters, counters, runs (alive, progress per task key
 prefix, bytes held) and the task events of the last minutes. Nothing is written, and nothing of a worker's record
 that could be a secret is read: the records hold no secret (host, pid, counts, times), and values are never read,
-only their memory size (``MEMORY USAGE``, sampled).
+only their memory size (``MEMORY USAGE``, sampled), and of published datasets their descriptions.
 """
 
 from __future__ import annotations
@@ -124,6 +124,18 @@ class MonitorOps(AdminOps):
         return []
 
     def datasets(self, jobname: str) -> list[dict[str, Any]]:
-        """Values persisted or published in Redis: none in this version (the data issue adds them); the dashboard
-        shows what this returns."""
-        return []
+        """The job's published datasets: name, type, bytes, time of publication and seconds left (None: kept until
+        unpublished); their values are never read."""
+        out = []
+        for name, (fields, ttl_ms) in self.dataset_records(jobname).items():
+            text = {k: v.decode(errors="replace") for k, v in fields.items()}
+            out.append(
+                {
+                    "name": name,
+                    "type": text.get("type", ""),
+                    "bytes": int(text.get("nbytes", 0) or 0),
+                    "published": float(text.get("created", 0) or 0),
+                    "expires_in": None if ttl_ms < 0 else round(ttl_ms / 1000, 1),
+                }
+            )
+        return out

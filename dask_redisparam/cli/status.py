@@ -1,6 +1,6 @@
-"""``dask-redisparam status``: a job's workers, queue, runs, task rate, dead letters and last rejection; once, as a
-refreshing table (``--watch``, as ``rq info --interval``), or as JSON (``--json``; one object per line with
-``--watch``) that validates against ``docs/status.schema.json``.
+"""``dask-redisparam status``: a job's workers, queue, runs, task rate, dead letters, last rejection and published
+datasets; once, as a refreshing table (``--watch``, as ``rq info --interval``), or as JSON (``--json``; one object
+per line with ``--watch``) that validates against ``docs/status.schema.json``.
 
 The task rate is measured over ``--rate-window`` seconds for a single snapshot, and between two refreshes with
 ``--watch``. ``--interval`` is the old name of ``--rate-window`` (deprecated: rq's ``--interval`` refreshes, which
@@ -94,6 +94,10 @@ def status_document(status: JobStatus, server: str) -> dict[str, Any]:
         "dead_letters": status.dead_letters,
         "last_rejection": _rejection(status.last_rejection),
         "runs": [{"id": rid, "alive": alive} for rid, alive in sorted(status.runs.items())],
+        "datasets": [
+            {"name": name, "type": info.type, "bytes": info.nbytes, "age": round(info.age, 3), "ttl": info.ttl}
+            for name, info in sorted(status.datasets.items())
+        ],
         "workers": workers,
     }
 
@@ -117,6 +121,11 @@ def render_table(status: JobStatus, server: str) -> str:
     if dead_runs:
         lines.append(f"dead runs (remove with 'clean'): {' '.join(dead_runs)}")
     lines.append(f"dead-lettered messages: {status.dead_letters}")
+    for name, info in sorted(status.datasets.items()):
+        left = "" if info.ttl is None else f", expires in {info.ttl:.0f} s"
+        lines.append(
+            f"dataset {name}: {info.type}, {info.nbytes / 2**20:.1f} MiB, published {info.age:.0f} s ago{left}"
+        )
     rejection = _rejection(status.last_rejection)
     if rejection is not None:
         lines.append(f"last rejection: {_describe_rejection(rejection)}")
@@ -199,7 +208,7 @@ def status_command(
     interval: float | None,
 ) -> None:
     """Show a job's workers (with the task prefix each one runs), queue depth, runs, task rate, dead-lettered
-    messages and the last rejection."""
+    messages, the last rejection and published datasets."""
     if rate_window is not None and interval is not None and rate_window != interval:
         raise click.UsageError("give --rate-window or its deprecated name --interval, not both")
     window = rate_window if rate_window is not None else interval if interval is not None else 1.0

@@ -51,7 +51,7 @@ from .lease import RUN_TTL, RunLease
 from .options import Commands, RunOptions
 from .state import RunState
 
-__all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
+__all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "download_results", "fetch_stored", "run_graph", "run_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def run_graph(
     *,
     callbacks: Any = None,
     live_workers: Callable[[], int] | None = None,
+    finish: Callable[[Backend, RunState], dict[Hashable, Any]] | None = None,
 ) -> dict[Hashable, Any]:
     """Run ``graph`` through Redis and return ``{requested key: value}``.
 
@@ -116,6 +117,9 @@ def run_graph(
         dask ``Callback`` objects or 5-tuples; default: the active ones (``with ProgressBar(): ...``).
     live_workers : callable, optional
         Returns the number of live workers; default asks Redis (at most once per second) and reaps dead ones.
+    finish : callable, optional
+        ``finish(backend, run)`` makes what the run returns once its tasks are done; default downloads the requested
+        values (:func:`download`). :func:`~dask_redisparam.manager.hold.keep_values` keeps them in Redis instead.
 
     Raises
     ------
@@ -143,8 +147,8 @@ def run_graph(
             if copies:
                 _copy_redo_values(backend, run, copies)
                 backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
-            _loop(backend, run, count_workers, lease)
-            result = download(backend, run, run.result_keys())
+            run_loop(backend, run, count_workers, lease)
+            result = (finish or download_results)(backend, run)
             failed = bool(run.errors)
             full = next((e for e in run.errors.values() if isinstance(e, ServerOutOfMemory)), None)
             if full is not None:  # a worker could not store results
@@ -187,22 +191,50 @@ def _copy_redo_values(backend: Backend, run: RunState, copies: dict[str, str]) -
         )
 
 
+def download_results(backend: Backend, run: RunState) -> dict[Hashable, Any]:
+    """The values of the run's requested keys (the default end of a run)."""
+    return download(backend, run, run.result_keys())
+
+
 def download(backend: Backend, run: RunState, keys: Sequence[Hashable]) -> dict[Hashable, Any]:
     """The values of the finished ``keys`` of ``run`` (one round trip); keys without a value are left out."""
     out, remote, fields = run.locate(keys)
-    if not remote:
-        return out
-    blobs = backend.fetch_values(run.job, run.run_id, fields)
-    read_parts = functools.partial(backend.read_parts, run.job, run.run_id)
-    failed = triage(remote, open_values(blobs, run.options.signer, run.job, read_parts), out)
+    if remote:
+        options = run.options
+        fetch_stored(
+            backend,
+            run.job,
+            run.run_id,
+            dict(zip(remote, fields, strict=True)),
+            options.signer,
+            out,
+            options.describe_server,
+        )
+    return out
+
+
+def fetch_stored(
+    backend: Backend,
+    job: str,
+    run_id: str,
+    fields: dict[Hashable, str],
+    signer: Signer | None,
+    into: dict[Hashable, Any],
+    describe_server: str,
+) -> None:
+    """Download the values of ``fields`` (key -> field of the run's data hash) ``into`` the dict, in one round trip
+    (and one more for the parts of large values); a value that is gone or refused raises."""
+    remote = list(fields)
+    blobs = backend.fetch_values(job, run_id, [fields[key] for key in remote])
+    read_parts = functools.partial(backend.read_parts, job, run_id)
+    failed = triage(remote, open_values(blobs, signer, job, read_parts), into)
     for key, error in failed.items():  # the first one raises
         if error is not None:
             raise PayloadRejected(f"the stored value of {key!r} was rejected, not unpickled: {error}")
         raise RunLost(
-            f"the value of {key!r} is missing from Redis at {run.options.describe_server}: "
+            f"the value of {key!r} is missing from Redis at {describe_server}: "
             "was the server restarted without persistence, or the key evicted?"
         )
-    return out
 
 
 def count_and_reap(backend: Backend, jobname: str, signer: Signer | None = None) -> int:
@@ -251,7 +283,7 @@ class _Outage:
         self.since, self.delay = None, 0.05
 
 
-def _loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lease: RunLease) -> None:
+def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lease: RunLease) -> None:
     """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained."""
     job = run.job
     outage = _Outage(run.options.describe_server)
@@ -295,7 +327,7 @@ def _loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lea
                     "was the server restarted without persistence (or the run's keys deleted)?"
                 )
             if not records and run.messages:
-                backend.wait_records(job, run.run_id, 1.0)
+                backend.wait_records(job, run.run_id, run.options.wait_seconds)
             elif not records and not run.state["ready"] and not feeding:
                 if len(run.state["finished"]) == len(run.graph.nodes):
                     continue  # the feed just ran dry with everything done
@@ -319,6 +351,8 @@ def _loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lea
         _carry(backend, run, run.take_commands(fill=False), todo)
         if run.options.on_result is not None:
             _stream_results(backend, run, run.options.on_result)
+        if run.options.on_done is not None:
+            run.options.on_done(run)
 
 
 def _carry(backend: Backend, run: RunState, commands: Commands, todo: Commands) -> None:

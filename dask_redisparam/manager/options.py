@@ -193,6 +193,14 @@ class RunOptions:
     feed : callable, optional
         ``feed(run)`` is called every turn and may :meth:`RunState.add_task`; it returns False once it has no
         more tasks to add (the run ends when everything added is done).
+    on_done : callable, optional
+        ``on_done(run)`` is called every turn after the completion records were applied: the requested keys
+        finished (:meth:`RunState.take_new_results`) and failed (:meth:`RunState.take_new_errors`) since the last
+        turn. Nothing is downloaded: the values stay in Redis until :meth:`RunState.drop` (futures), and a failure
+        is final at once (the tasks waiting for it fail with it).
+    wait_seconds : float
+        How long one turn blocks for completion records while messages are out (a feed that adds tasks at any
+        time wants it short: they leave at the next turn).
     log_threshold : int, optional
         Capture each task's log records at or above this level and its output, and show them here.
     logdir : str, optional
@@ -227,6 +235,8 @@ class RunOptions:
     on_result: Callable[[Hashable, Any], None] | None = None
     load_known: Callable[[Hashable], Any] = _no_known_values
     feed: Callable[[RunState], bool] | None = None
+    on_done: Callable[[RunState], None] | None = None
+    wait_seconds: float = 1.0
     last_timeline: list[TimelineRecord] = dataclasses.field(default_factory=list)  # filled when the run ends
 
     @classmethod
@@ -243,7 +253,7 @@ class RunOptions:
         """The options of one run of a param with ``settings``, and the compute's keyword arguments ``kwargs``
         (``fuse_chains``, ``retries``, ``timeout``, ``return_exceptions``: ``retries`` and ``timeout`` override the
         settings for this run, validated as they are); ``extra`` sets the streaming fields (``on_result``,
-        ``load_known``, ``feed``).
+        ``load_known``, ``feed``, ``on_done``, ``wait_seconds``) or overrides a setting (``stop_on_error``, ...).
 
         Examples
         --------
@@ -265,8 +275,7 @@ class RunOptions:
         retries = settings.retries
         if "retries" in kwargs:
             retries = setting("retries").check("retries", kwargs["retries"], {})
-        return cls(
-            settings.jobname,
+        fields: dict[str, Any] = dict(
             queue_multiplier=settings.queue_multiplier,
             stop_on_error=settings.stop_on_error,
             fuse_chains=bool(kwargs.get("fuse_chains", True)),
@@ -282,8 +291,8 @@ class RunOptions:
             exported=exported_globals(settings.export_env) if settings.exportglobals else None,
             signer=signer,
             describe_server=describe_server,
-            **extra,
         )
+        return cls(settings.jobname, **{**fields, **extra})
 
 
 NOT_EXPORTED = ("scheduler", "redisparam")

@@ -50,7 +50,7 @@ from __future__ import annotations
 import heapq
 import time
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from dask._task_spec import Alias, DataNode
@@ -91,6 +91,8 @@ class RunCore:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.requested = set(graph.requested)
         self.new_results: list[Hashable] = []  # requested keys finished, not yet taken by take_new_results()
+        self.streaming = options.on_result is not None or options.on_done is not None
+        self.new_errors: list[Hashable] = []  # keys failed for good, not yet taken by take_new_errors() (futures)
         self.timeline: list[TimelineRecord] = []  # one per task run, from the workers' clocks
         self.retried = 0  # tasks that raised and were sent again (counted in the job's metrics by the loop)
         self.idx = {key: n for n, key in enumerate(graph.nodes)}
@@ -193,22 +195,46 @@ class RunCore:
             parts += value_parts
             self.parts[field] = tuple(name for name, _ in value_parts)
 
-    def add_task(self, key: Hashable, node: Any) -> None:
-        """Add an independent, requested task to a running run (streaming, as ``iterate``): it is ready now."""
-        graph = self.graph
+    def add_task(self, key: Hashable, node: Any, dependencies: Iterable[Hashable] = ()) -> None:
+        """Add a requested task to a running run (streaming, as ``iterate``, or a future's ``submit``).
+
+        ``dependencies`` are keys already in the run whose values the task reads in Redis: pending, or finished
+        with their value held (not released). The task is ready now if they all finished, else it waits for them;
+        if one of them failed, the task fails with the same error (:meth:`take_new_errors`).
+        """
+        graph, state = self.graph, self.state
+        deps = set(dependencies)
         graph.nodes[key] = node
-        graph.dependencies[key], graph.dependents[key] = set(), set()
+        graph.dependencies[key], graph.dependents[key] = deps, set()
         graph.requested.append(key)
         self.requested.add(key)
         self.idx[key] = len(self.keys_by_idx)
         self.keys_by_idx.append(key)
-        self.state["waiting_data"][key] = set()
-        self.make_ready(key)
+        state["waiting_data"][key] = set()
+        failed = next((dep for dep in deps if dep in self.errors), None)
+        if failed is not None:
+            self.record_error(key, self.errors[failed])
+            return
+        for dep in deps:
+            graph.dependents[dep] = _mutable(graph.dependents[dep])
+            graph.dependents[dep].add(key)
+            state["waiting_data"][dep] = _mutable(state["waiting_data"][dep])
+            state["waiting_data"][dep].add(key)
+        unfinished = {dep for dep in deps if dep not in state["finished"]}
+        if unfinished:
+            state["waiting"][key] = unfinished
+        else:
+            self.make_ready(key)
 
     def take_new_results(self) -> list[Hashable]:
         """Requested keys finished since the last call (for streaming consumers)."""
         new, self.new_results = self.new_results, []
         return new
+
+    def take_new_errors(self) -> list[tuple[Hashable, BaseException]]:
+        """Keys failed for good since the last call, with their errors (streaming with ``on_done``: futures)."""
+        new, self.new_errors = self.new_errors, []
+        return [(key, self.errors[key]) for key in new if key in self.errors]
 
     def forget(self, key: Hashable) -> None:
         """Drop a requested key's value after a streaming consumer took it."""
@@ -230,7 +256,8 @@ class RunCore:
                     self.holders[field] += 1
                 for cb in self.pretask_cbs:
                     cb(key, self.graph.nodes, self.state)
-                stack.extend(self.mark_finished(key, StoredResult(key, 0, "manager")))
+                shared = self.state["cache"].get(target)  # the alias's value is its target's: so is its size
+                stack.extend(self.mark_finished(key, StoredResult(key, shared.nbytes if shared else 0, "manager")))
                 continue
             self.counter += 1
             rank = (-self.user_priority.get(key, 0), self.graph.priority.get(key, 0))
@@ -245,7 +272,7 @@ class RunCore:
         state["running"].discard(key)
         state["finished"].add(key)
         state["cache"][key] = result
-        if self.options.on_result is not None and key in self.requested:
+        if self.streaming and key in self.requested:
             self.new_results.append(key)
         if notify:
             for cb in self.posttask_cbs:
@@ -281,6 +308,31 @@ class RunCore:
                 self.to_release.append(str(field))
                 self.to_release += self.parts.pop(field, ())
 
+    def record_error(self, key: Hashable, error: BaseException) -> None:
+        """A task failed for good (its first error is kept). Streaming with ``on_done`` (futures), the failure is
+        final at once: the task lets go of its inputs, and the tasks waiting for it fail with the same error."""
+        if key in self.errors:
+            return
+        self.errors[key] = error
+        if self.options.on_done is None:
+            return
+        state, graph = self.state, self.graph
+        stack = [key]
+        while stack:
+            failed = stack.pop()
+            self.errors.setdefault(failed, error)
+            self.new_errors.append(failed)
+            state["running"].discard(failed)
+            for dep in graph.dependencies[failed]:
+                holders = state["waiting_data"].get(dep)
+                if holders:
+                    holders.discard(failed)
+                    if not holders and dep not in self.requested and dep in state["finished"]:
+                        self.release(dep)
+            for dependent in graph.dependents[failed]:
+                if state["waiting"].pop(dependent, None) is not None:
+                    stack.append(dependent)
+
     @property
     def error(self) -> BaseException | None:
         """The first error of the run, or None."""
@@ -290,3 +342,8 @@ class RunCore:
     def stopping(self) -> bool:
         """Whether the run stops dispatching (an error with ``stop_on_error``)."""
         return bool(self.errors) and self.options.stop_on_error
+
+
+def _mutable(keys: set[Hashable]) -> set[Hashable]:
+    """``keys``, or a new set in place of the shared empty one (:data:`~dask_redisparam.manager.graph.EMPTY`)."""
+    return keys if isinstance(keys, set) else set(keys)

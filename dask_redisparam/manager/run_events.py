@@ -143,7 +143,10 @@ class Events(RunCore):
         """Put a task that ran without result back: ready if its inputs exist, else waiting for them."""
         self.state["running"].discard(key)
         unfinished = {d for d in self.graph.dependencies[key] if d not in self.state["finished"]}
-        if unfinished:
+        failed = next((d for d in unfinished if d in self.errors), None)
+        if failed is not None and self.options.on_done is not None:  # futures: it fails with its input, at once
+            self.record_error(key, self.errors[failed])
+        elif unfinished:
             self.state["waiting"][key] = unfinished
         else:
             self.make_ready(key)
@@ -178,7 +181,7 @@ class Events(RunCore):
             self.to_withdraw.append(message)
             for key in keys:
                 self.state["running"].discard(key)
-                self.errors.setdefault(key, KilledWorker(key, len(losses), worker, self.options.allowed_failures))
+                self.record_error(key, KilledWorker(key, len(losses), worker, self.options.allowed_failures))
 
     def fail(self, key: Hashable, error_bytes: bytes, worker: str) -> None:
         """A task raised (for good: no retries left): record the error."""
@@ -186,4 +189,4 @@ class Events(RunCore):
         if isinstance(exc, TaskTimeout) and exc.key is None:  # detected by a supervisor, which knows no keys
             exc = TaskTimeout(key, exc.seconds)
         self.state["running"].discard(key)
-        self.errors[key] = make_remote(exc, key, worker, text).with_traceback(tb)
+        self.record_error(key, make_remote(exc, key, worker, text).with_traceback(tb))

@@ -8,7 +8,9 @@ against Redis. It is built from three parts, one module each:
 :mod:`dask_redisparam.manager.run_dispatch`
     ready tasks into messages, within the window;
 :mod:`dask_redisparam.manager.run_events`
-    what the loop reports: completion records, loss and rejection notices, live workers, withdrawn messages.
+    what the loop reports: completion records, loss and rejection notices, live workers, withdrawn messages;
+:mod:`dask_redisparam.manager.run_futures`
+    tasks held for futures and released one by one, and withdrawing a task that has not left the manager.
 
 This module joins them and adds the end of a run: where the values are, and what the run returns.
 """
@@ -23,12 +25,13 @@ from .options import RedoInfo
 from .run_core import INLINE_BYTES
 from .run_dispatch import TARGET_SECONDS, Dispatch
 from .run_events import Events
+from .run_futures import Futures
 
 __all__ = ["INLINE_BYTES", "TARGET_SECONDS", "RunState"]
 
 
-class RunState(Dispatch, Events):
-    """The state of one run and its transitions: dispatch, events and the end of the run.
+class RunState(Dispatch, Events, Futures):
+    """The state of one run and its transitions: dispatch, events, futures and the end of the run.
 
     Parameters
     ----------

@@ -74,6 +74,7 @@ from ..wire.serialize import dumps_exception, loads
 from ..wire.signing import Signer, signer_from_environment
 from .cache import CACHE_BYTES, ValueCache
 from .execute import Running, Watchdog, apply_globals, run_batch
+from .held import serving
 from .memory import resident_bytes
 from .report import complete, reject, report_unstored
 from .signals import fault_test_hook, install_stop_handlers
@@ -210,6 +211,7 @@ class Worker:
                 f"{self.address.describe()}; give this one another id (REDISPARAM_ID or --id)"
             )
         logger.info("worker %s: serving job %s on %s", self.id, self.jobname, self.address.describe())
+        serving(self.jobname, backend, self.signer, self._cache)  # tasks reading persisted values use these
         restore = install_stop_handlers(self.id, self._stop, busy=lambda: self._busy)
         beat = threading.Thread(target=self._heartbeat_loop, name=f"heartbeat-{self.id}", daemon=True)
         beat.start()
@@ -219,6 +221,7 @@ class Worker:
             logger.info("worker %s: stopping", self.id)
         finally:
             self._stop.set()
+            serving(None)
             restore()
             beat.join()  # before deregistering, so that the heartbeat cannot register the worker again
             try:

@@ -18,7 +18,8 @@ A page asks for a generated part with a marker on a line of its own:
 
 A figure drawn from a real run at build time, ``<!-- figure:timeline -->``, becomes the timeline of a run computed
 on an embedded server with two workers (:mod:`dask_redisparam._docs.figures`), with a caption that says what it
-shows; the PNG joins the site as ``img/timeline-run.png`` (:func:`on_files`).
+shows; the PNG joins the site as ``img/timeline-run.png`` (:func:`on_files` starts the run in a thread, beside the
+rendering of the first pages).
 
 A status cell anywhere, ``<!-- status:NAME -->``, becomes "now" if ``NAME`` (a dotted name such as
 ``dask_redisparam.try_compute``) exists, else "planned"; ``<!-- status:NAME:KEYWORD -->`` also needs ``KEYWORD``
@@ -38,6 +39,8 @@ import builtins
 import importlib
 import inspect
 import re
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,18 +280,54 @@ _STATUS = re.compile(r"<!-- status:([\w.:]+) -->")
 
 TIMELINE_PNG = "img/timeline-run.png"
 _FIGURE = "<!-- figure:timeline -->"
-_captions: dict[str, str] = {}
+
+
+class _Drawing(threading.Thread):
+    """The demo run and its timeline, drawn beside the rendering of the first pages (the API page takes longest);
+    :meth:`caption` waits for it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="docs-timeline", daemon=True)
+        self.path, self.error = path, None
+        self._caption = ""
+
+    def run(self) -> None:
+        try:
+            png, self._caption = figures.timeline_figure(figures.demo_run())
+            self.path.write_bytes(png)
+        except BaseException as e:  # noqa: B036 - re-raised in the build's thread by caption()
+            self.error = e
+
+    def caption(self) -> str:
+        self.join()
+        if self.error is not None:
+            raise RuntimeError(f"the docs' timeline figure could not be drawn: {self.error}") from self.error
+        return self._caption
+
+
+_drawing: _Drawing | None = None
 
 
 def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
-    """MkDocs event: run the demo pipeline and add its timeline to the site (:data:`TIMELINE_PNG`)."""
-    png, _captions[TIMELINE_PNG] = figures.timeline_figure(figures.demo_run())
-    files.append(File.generated(config, TIMELINE_PNG, content=png))
+    """MkDocs event: start the demo run whose timeline joins the site as :data:`TIMELINE_PNG`."""
+    global _drawing
+    path = Path(tempfile.mkdtemp(prefix="drp-docs-")) / "timeline-run.png"
+    _drawing = _Drawing(path)
+    _drawing.start()
+    files.append(File.generated(config, TIMELINE_PNG, abs_src_path=str(path)))
     return files
 
 
+def on_env(env: Any, config: Any, files: Files, **kwargs: Any) -> Any:
+    """MkDocs event, before the files are copied: the figure is drawn (even if no page shows it)."""
+    if _drawing is not None:
+        _drawing.caption()
+    return env
+
+
 def render_timeline_figure(page_uri: str) -> str:
-    caption = _captions[TIMELINE_PNG]
+    assert _drawing is not None, "on_files starts the drawing"
+    caption = _drawing.caption()
     src = "../" * page_uri.count("/") + TIMELINE_PNG
     return (
         f'<figure markdown="span">\n  ![The timeline of a real run: {caption}]({src})\n'
