@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import struct
 import subprocess
@@ -105,7 +106,7 @@ def test_the_page_shows_workers_progress_and_task_stream_of_a_live_run(
     assert f'data-job="{jobname}"' in dom
     assert f'data-run="{run_id}" data-prefix="inc"' in dom and "6 / 6" in dom  # the run's progress bar of "inc"
     assert dom.count('class="task" data-prefix="inc"') >= 1  # the task stream
-    assert "<td>lookup</td>" in dom and "in 6" in dom  # the published dataset, with its time left (about 60 s)
+    assert "<td>lookup</td>" in dom and re.search(r"<td>in \d+(\.\d)? s</td>", dom)  # a dataset, its time left
     assert shot.stat().st_size > 10_000
     assert png_colours(shot) >= 8  # text, bars and stream in several colours: not blank
     rclient.delete(*keys.statistics(jobname))

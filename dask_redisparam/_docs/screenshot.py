@@ -1,9 +1,10 @@
 """Make the dashboard screenshot of the docs (``docs/img/dashboard.png``) from a real run.
 
-``python -m dask_redisparam._docs.screenshot [PATH]`` starts an embedded Redis, a :class:`~dask_redisparam.RedisParam`
-with two local workers and ``dashboard=True``, runs a small graph of three task prefixes whose last task waits,
-and has Debian's headless ``chromium`` take the page while the run is live. The docs build does not run it (it
-needs chromium and takes about ten seconds): run it again when the page changes, and commit the picture.
+``python -m dask_redisparam._docs.screenshot [PATH]`` starts an embedded Redis and a
+:class:`~dask_redisparam.RedisParam` with two local workers and ``dashboard=True``, publishes a dataset, runs a small
+graph of three task prefixes whose last task waits, and has Debian's headless ``chromium`` take the page while the
+run is live. The docs build does not run it (it needs chromium and takes about ten seconds): run it again when the
+page changes, and commit the picture.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def screenshot(path: Path, chromium: str = "chromium") -> Path:
         dsk["report"] = (_gate, gate, *[("combine", j) for j in range(6)])
         url = server.address.to_url(show_password=True)
         with RedisParam(2, jobname="demo", url=url, dashboard=True) as p:
+            p.publish("lookup-table", {f"k{i}": i for i in range(1000)}, ttl=3600)
             run = threading.Thread(target=p, args=(dsk, "report"))
             run.start()
             try:

@@ -47,15 +47,16 @@ class JobLook:
     metrics: JobMetrics
     runs: list[RunLook]
     events: list[Event]
-    redo_bytes: int
+    redo_bytes: int  # values kept for redo= and persisted values
     time: float
     unfinished_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     datasets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
-        """Bytes the job's values hold in Redis (runs and kept ``redo:`` values; sampled)."""
-        return sum(run.nbytes for run in self.runs) + self.redo_bytes
+        """Bytes the job's values hold in Redis: runs, values kept for ``redo=`` or persisted (sampled), published
+        datasets (as published)."""
+        return sum(run.nbytes for run in self.runs) + self.redo_bytes + sum(int(d["bytes"]) for d in self.datasets)
 
 
 def _text(fields: dict[bytes, bytes]) -> dict[str, str]:
@@ -77,7 +78,7 @@ class MonitorOps(AdminOps):
         ids = sorted(m.decode() for m in cast(Iterable[bytes], self._r.smembers(keys.workers(jobname))))
         names = self.scan_keys(keys.job_pattern(jobname))
         run_ids = sorted({rid for k in names if (rid := keys.run_id_of(k))})
-        redo = [k for k in names if k.startswith(keys.redo(jobname, ""))]
+        redo = [k for k in names if k.startswith((keys.redo(jobname, ""), keys.held(jobname, "")))]
         pipe = self._r.pipeline(transaction=False)
         for wid in ids:
             pipe.hgetall(keys.worker(jobname, wid))
