@@ -9,7 +9,10 @@ Both run on a started :class:`~dask_redisparam.RedisParam` and keep BiocParallel
   ``results``, ``errors``, ``unevaluated`` and ``redo``; ``return_exceptions=True`` puts them in the list instead;
 - with ``rng_seed``, element ``i`` draws from the stream of ``(rng_seed, ("element", i))``, whatever the
   chunking;
-- ``redo=err`` re-runs only the elements that failed or were not evaluated.
+- ``redo=err`` re-runs only the elements that failed or were not evaluated;
+- with a ``resultdir``, a map's chunks and an iterate's items are saved as they finish (those without a failed
+  element), named after their task identity, and not computed again by a later call, in this or another process,
+  on the same inputs (a map with ``tasks=0`` chunks by the number of workers: its chunks match only for as many).
 
 ``tasks`` (map): None, one element per task (the manager still batches small tasks into messages, and workers
 that join later get work); 0, one chunk per live worker; n, n chunks (at most one per element).
@@ -19,11 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import uuid
 from collections.abc import Callable, Hashable, Iterable, Sized
 from typing import TYPE_CHECKING, Any
 
 from dask._task_spec import Task
-from dask.base import tokenize
 
 from ..errors import ChunkFailed, ConfigurationError, PartialResults, RedisParamError, Unevaluated, raise_partial
 from ..progress import make_progress
@@ -31,10 +34,12 @@ from ..rng import seed_task
 from ..sentinels import MISSING
 from ..wire.protocol import ERROR, OK, UNEVALUATED
 from ..wire.serialize import dumps_exception, loads_exception, make_remote
+from .identity import task_identities
 from .state import RunState
 
 if TYPE_CHECKING:
     from ..param_scheduling import ParamScheduler
+    from ..resultdir import ResultDir
 
 __all__ = ["MapRedo", "iterate_elements", "map_elements", "run_chunk", "split_indices"]
 
@@ -113,7 +118,7 @@ def map_elements(
         raise ConfigurationError(f"tasks={tasks!r} must be None, 0 or a positive integer")
     else:
         nchunks = tasks or max(1, len(param.worker_ids()))
-    name = "map-" + tokenize(func, kwargs, len(elements), todo[:1])
+    name = f"map-{uuid.uuid4()}"  # a random token: the tasks' identities come from what they compute
     settings = param.settings
     dsk: dict[Hashable, Any] = {}
     for k, chunk in enumerate(split_indices(todo, nchunks) if todo else []):
@@ -131,7 +136,7 @@ def map_elements(
             )
     outcomes: dict[int, tuple[Any, ...]] = {i: (OK, v) for i, v in previous.items()}
     if dsk:
-        computed = param.get(dsk, list(dsk), return_exceptions=True)
+        computed = param.get(dsk, list(dsk), return_exceptions=True, save_if=_all_ok)
         ran_on = {record.key: record.worker for record in param.timeline()}
         for chunk_key, value in zip(dsk, computed, strict=True):
             assert isinstance(chunk_key, tuple)
@@ -139,6 +144,11 @@ def map_elements(
             for i, outcome in enumerate(_chunk_outcomes(value, count, ran_on.get(chunk_key, "")), start=start):
                 outcomes[i] = outcome
     return _collect(outcomes, len(elements), settings.stop_on_error, return_exceptions)
+
+
+def _all_ok(value: Any) -> bool:
+    """Whether a chunk's value holds no failed element (only those are saved in a ``resultdir``)."""
+    return isinstance(value, list) and all(outcome[0] == OK for outcome in value)
 
 
 def _contiguous(chunk: list[int]) -> list[list[int]]:
@@ -209,15 +219,17 @@ def iterate_elements(
     kwargs: dict[str, Any],
     redo: Any = None,
     return_exceptions: bool = False,
+    saved: ResultDir | None = None,
 ) -> Any:
-    """``param.iterate``: see :meth:`RedisParam.iterate`."""
+    """``param.iterate``: see :meth:`RedisParam.iterate`; ``saved`` is the param's ``resultdir``, if any."""
     settings = param.settings
     items = iter(iterator)
     previous = getattr(redo, "redo", redo)
     if redo is not None and not isinstance(previous, MapRedo):
         raise ConfigurationError("redo= must be the exception that a failed map() or iterate() raised")
     done_before = previous.results if isinstance(previous, MapRedo) else {}
-    name = "iterate-" + tokenize(func, kwargs, id(items))
+    name = f"iterate-{uuid.uuid4()}"  # a random token: the tasks' identities come from what they compute
+    identities: dict[Hashable, bytes | None] = {}  # with a resultdir: key -> identity of the items sent
     counter = itertools.count()
     read, pulled, handled = [0], [0], [0]  # items read, sent (in flight until handled)
     outcomes: dict[int, tuple[Any, ...]] = {}
@@ -244,7 +256,15 @@ def iterate_elements(
                 record(i, (OK, done_before[i]))
                 continue
             key = (name, i)
-            run.add_task(key, Task(key, run_chunk, func, kwargs, i, [(item,)], (settings.rng_seed, False)))
+            task = Task(key, run_chunk, func, kwargs, i, [(item,)], (settings.rng_seed, False))
+            if saved is not None:
+                identity = task_identities({key: task}, [key]).of.get(key)
+                if saved.has(key, identity):  # computed before, by this or another process
+                    (outcome,) = _chunk_outcomes(saved.load(key, identity), 1, "")
+                    record(i, outcome)
+                    continue
+                identities[key] = identity
+            run.add_task(key, task)
             pulled[0] += 1
         return True
 
@@ -253,6 +273,8 @@ def iterate_elements(
         assert isinstance(key, tuple)
         stored = runs[0].state["cache"].get(key) if runs else None  # which worker ran it
         (outcome,) = _chunk_outcomes(value, 1, getattr(stored, "worker", ""))
+        if saved is not None and outcome[0] == OK:
+            saved.save(key, value, identities.pop(key, None))
         record(key[1], outcome)
         if outcome[0] != OK and settings.stop_on_error:
             raise _StopIteration

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 COMPUTE_KEYWORDS = frozenset(
-    {"callbacks", "fuse_chains", "redo", "retries", "return_exceptions", "return_results", "timeout"}
+    {"callbacks", "fuse_chains", "redo", "retries", "return_exceptions", "return_results", "save_if", "timeout"}
 )
 """The keywords of ``compute`` (dask passes the ones it does not take itself on to the scheduler's ``get``) that
 a param reads: every other one has no effect and is warned about (:func:`ignored_options`). dask's own keywords,
@@ -190,6 +190,9 @@ class RunOptions:
         downloaded then, and dropped from Redis afterwards): streaming.
     load_known : callable, optional
         ``load_known(key)`` gives the value of a known key that is not in ``redo`` (a saved result).
+    stream_all : bool
+        ``on_result`` gets the value of every task as it is computed, not only of the requested ones (a
+        ``resultdir`` that saves every task): each is kept in Redis until it was handed over.
     feed : callable, optional
         ``feed(run)`` is called every turn and may :meth:`RunState.add_task`; it returns False once it has no
         more tasks to add (the run ends when everything added is done).
@@ -234,6 +237,7 @@ class RunOptions:
     describe_server: str
     on_result: Callable[[Hashable, Any], None] | None = None
     load_known: Callable[[Hashable], Any] = _no_known_values
+    stream_all: bool = False
     feed: Callable[[RunState], bool] | None = None
     on_done: Callable[[RunState], None] | None = None
     wait_seconds: float = 1.0
@@ -253,7 +257,8 @@ class RunOptions:
         """The options of one run of a param with ``settings``, and the compute's keyword arguments ``kwargs``
         (``fuse_chains``, ``retries``, ``timeout``, ``return_exceptions``: ``retries`` and ``timeout`` override the
         settings for this run, validated as they are); ``extra`` sets the streaming fields (``on_result``,
-        ``load_known``, ``feed``, ``on_done``, ``wait_seconds``) or overrides a setting (``stop_on_error``, ...).
+        ``load_known``, ``stream_all``, ``feed``, ``on_done``, ``wait_seconds``) or overrides a setting
+        (``stop_on_error``, ...).
 
         Examples
         --------

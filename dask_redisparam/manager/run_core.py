@@ -90,6 +90,9 @@ class RunCore:
         self.job = options.jobname
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.requested = set(graph.requested)
+        if options.stream_all and options.on_result is not None:  # every task's value goes to on_result
+            known = graph.known
+            self.requested.update(k for k, n in graph.nodes.items() if not isinstance(n, DataNode) and k not in known)
         self.new_results: list[Hashable] = []  # requested keys finished, not yet taken by take_new_results()
         self.streaming = options.on_result is not None or options.on_done is not None
         self.new_errors: list[Hashable] = []  # keys failed for good, not yet taken by take_new_errors() (futures)
@@ -237,9 +240,10 @@ class RunCore:
         return [(key, self.errors[key]) for key in new if key in self.errors]
 
     def forget(self, key: Hashable) -> None:
-        """Drop a requested key's value after a streaming consumer took it."""
+        """Drop a requested key's value after a streaming consumer took it (once no dependent needs it)."""
         self.requested.discard(key)
-        self.release(key)
+        if not self.state["waiting_data"].get(key):
+            self.release(key)
 
     # ------------------------------------------------------------------ transitions
     def make_ready(self, key: Hashable) -> None:
