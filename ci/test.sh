@@ -24,6 +24,12 @@ if ! tls_redis_server; then
     tls_redis_server || { echo "ci/test.sh: /usr/bin/redis-server cannot do TLS" >&2; exit 1; }
 fi
 
+# tests/test_dashboard.py renders the dashboard in Debian's headless chromium: install it if it is missing.
+if ! command -v chromium >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 targets=(dask_redisparam tests)
 for arg in "$@"; do
     if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then  # a file, directory or node id was given: run just that

@@ -123,6 +123,9 @@ class RedisParam(ParamData):
     start_timeout : float, default 60.0
         Seconds :meth:`~dask_redisparam.RedisParam.start` waits for its local workers to register (> 0); then it goes on
         with those that did, or fails if none did.
+    dashboard : bool, default False
+        Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param is
+        started: see ``dashboard_link``.
     exportglobals : bool, default True
         Apply the manager's dask config (except its ``redisparam.*`` settings) on the workers while they unpickle and
         run its tasks.
@@ -190,6 +193,7 @@ class RedisParam(ParamData):
         redo_ttl: float = 3600.0,
         resume_ttl: float = 3600.0,
         start_timeout: float = 60.0,
+        dashboard: bool = False,
         exportglobals: bool = True,
         export_env: Sequence[str] = (),
         shared_filesystem: bool = False,

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from . import pool
 from .backend import Backend
@@ -32,6 +32,9 @@ from .wire.signing import SECRET_ENV, SECRET_FILE_ENV, Signer, signer_from_envir
 from .worker.loop import Worker
 from .worker.server import EmbeddedRedis
 from .worker.supervisor import LocalWorkers
+
+if TYPE_CHECKING:
+    from .dashboard import Dashboard
 
 __all__ = ["ParamLifecycle"]
 
@@ -54,6 +57,7 @@ class ParamLifecycle:
         self._server: EmbeddedRedis | None = None
         self._backend: Backend | None = None
         self._local: LocalWorkers | None = None
+        self._dashboard: Dashboard | None = None
         self._lock = threading.RLock()
         self._timeline: list[TimelineRecord] = []
         self._signer: Signer | None = None
@@ -74,6 +78,12 @@ class ParamLifecycle:
     def is_up(self) -> bool:
         """Whether the param is started (R's ``bpisup``)."""
         return self._backend is not None
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The address of the live dashboard of a started param with ``dashboard=True`` (as distributed's
+        ``client.dashboard_link``), e.g. ``http://127.0.0.1:41234/``; None otherwise."""
+        return self._dashboard.link if self._dashboard is not None else None
 
     @property
     def backend(self) -> Backend:
@@ -107,6 +117,10 @@ class ParamLifecycle:
                 if settings.is_worker is None:
                     self._local = self._launch_local(settings.workers)
                     self._wait_for_local_workers()
+                if settings.dashboard:  # imported here: prometheus_client and http.server cost a worker's start time
+                    from .dashboard import Dashboard
+
+                    self._dashboard = Dashboard(address, settings.jobname, address="127.0.0.1:0").start()
             except BaseException:
                 self.stop()
                 raise
@@ -189,6 +203,9 @@ class ParamLifecycle:
             local, self._local = self._local, None
             backend, self._backend = self._backend, None
             server, self._server = self._server, None
+            dashboard, self._dashboard = self._dashboard, None
+        if dashboard is not None:
+            dashboard.stop()
         if local is not None:
             local.stop()
         if backend is not None:

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from dask_redisparam import RedisParam
-from dask_redisparam.backend import Backend
+from dask_redisparam.backend import Backend, keys
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.worker.server import EmbeddedRedis
 
@@ -72,6 +72,13 @@ class CliWorkers:
         """The worker's log output (after :meth:`stop`)."""
         self.log.seek(0)
         return self.log.read()
+
+
+def left_keys(client: redis.Redis, jobname: str) -> list[bytes]:
+    """The job's keys in Redis but its statistics (its counters and task events, kept with a TTL on purpose:
+    ``keys.statistics``)."""
+    kept = {k.encode() for k in keys.statistics(jobname)}
+    return [k for k in client.scan_iter(match=keys.job_pattern(jobname)) if k not in kept]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:

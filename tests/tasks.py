@@ -275,6 +275,14 @@ def touch_then_slow_inc(path: str, x: float, seconds: float) -> float:
     return x + 1
 
 
+def gated(path: str, x: Any = None, timeout: float = 60.0) -> Any:
+    """Return ``x`` once the file ``path`` exists (a gate the test opens)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return x
+
+
 def counted_block(block: Any, path: str) -> Any:
     """Pass an array block on, counting executions by appending its shape to ``path`` (for ``map_blocks``, which
     also calls it on tiny blocks of shapes (0, 0) and (1, 1) as the graph is built, to infer the output's type)."""

@@ -23,7 +23,7 @@ from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.worker.restarts import EXIT_CONFIG
 from dask_redisparam.worker.server import EmbeddedRedis
 from tests import tasks
-from tests.conftest import CliWorkers, wait_for_workers
+from tests.conftest import CliWorkers, left_keys, wait_for_workers
 from tests.test_auth import _acl_refusals, _backend_commands, _rules_for
 
 
@@ -70,7 +70,7 @@ def test_the_documented_rule_passes_and_leaves_nothing(
     _check(address, jobname)
     assert time.monotonic() - started < 1.0
     assert _acl_refusals(rclient, users[0]) == []
-    assert list(rclient.scan_iter(match=f"drp:{{{jobname}}}:*")) == []  # the scratch key is gone
+    assert left_keys(rclient, jobname) == []  # the scratch key is gone
 
 
 def test_each_missing_command_is_named(

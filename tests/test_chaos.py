@@ -166,5 +166,6 @@ def test_twenty_rounds_of_mixed_faults_are_exact(tmp_path: pathlib.Path) -> None
 
 
 def documented_leftovers(jobname: str) -> set[str]:
-    """What a job may keep after its runs ended and its workers stopped: the dead letters (and their reasons)."""
-    return {keys.dead(jobname), keys.rejected(jobname)}
+    """What a job may keep after its runs ended and its workers stopped: the dead letters (and their reasons), its
+    statistics (counters, task events)."""
+    return {keys.dead(jobname), keys.rejected(jobname), *keys.statistics(jobname)}

@@ -13,7 +13,7 @@ from dask_redisparam import RedisParam
 from dask_redisparam.backend import keys
 from dask_redisparam.config.address import RedisAddress
 from tests import tasks
-from tests.conftest import CliWorkers
+from tests.conftest import CliWorkers, left_keys
 
 
 def run_cli(*args: str, url: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -64,7 +64,7 @@ def test_stop_all_stops_nworkers_3_within_5_seconds(
     assert "asked 3 worker(s)" in done.stdout
     assert workers.process.wait(5) == 0
     assert time.monotonic() - started < 5
-    assert list(rclient.scan_iter(match=keys.job_pattern(jobname))) == []
+    assert left_keys(rclient, jobname) == []
 
 
 def test_alive_exit_codes(redis_address: RedisAddress) -> None:

@@ -14,7 +14,7 @@ import redis
 from dask_redisparam import RedisParam
 from dask_redisparam.config.address import RedisAddress
 from tests import tasks
-from tests.conftest import CliWorkers, wait_for_workers
+from tests.conftest import CliWorkers, left_keys, wait_for_workers
 
 
 def test_two_cli_workers_both_run_tasks(manager: RedisParam, cli_workers: Callable[..., CliWorkers]) -> None:
@@ -42,7 +42,7 @@ def test_python_m_entry_point_and_burst(redis_address: RedisAddress, jobname: st
     )
     assert done.returncode == 0, done.stderr
     assert "RuntimeWarning" not in done.stderr
-    assert list(rclient.scan_iter(match=f"drp:{{{jobname}}}:*")) == []
+    assert left_keys(rclient, jobname) == []
 
 
 def test_warm_stop_exits_zero_and_deregisters(
@@ -53,7 +53,7 @@ def test_warm_stop_exits_zero_and_deregisters(
     workers.process.send_signal(signal.SIGTERM)
     assert workers.process.wait(10) == 0
     assert time.monotonic() - started < 5
-    assert list(rclient.scan_iter(match=f"drp:{{{jobname}}}:*")) == []
+    assert left_keys(rclient, jobname) == []
 
 
 def test_missing_server_is_a_usage_error(jobname: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -26,6 +27,7 @@ from dask_redisparam import RedisParam
 from dask_redisparam.backend import Backend, keys
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.config.names import validate_name
+from dask_redisparam.dashboard import metrics as dashboard_metrics
 from dask_redisparam.errors import AuthenticationFailed
 from dask_redisparam.worker.server import EmbeddedRedis
 
@@ -279,6 +281,44 @@ def test_keda_scales_the_deployment_on_its_jobs_queue() -> None:
     assert (secret["parameter"], secret["name"], secret["key"]) == ("password", secret_ref["name"], secret_ref["key"])
     # with no live worker the manager queues nothing, so the queue could never wake a pool scaled to zero
     assert scaled["spec"]["minReplicaCount"] >= 1
+
+
+KEDA_PROMETHEUS = DEPLOY / "keda-prometheus.yaml"
+# KEDA's Prometheus scaler (its documentation): the trigger's type and metadata
+PROMETHEUS_TRIGGER: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "metadata"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "prometheus"},
+        "name": {"type": "string"},
+        "metricType": {"enum": ["AverageValue", "Value"]},
+        "metadata": {
+            "type": "object",
+            "required": ["serverAddress", "query", "threshold"],
+            "additionalProperties": False,
+            "properties": {
+                name: {"type": "string"}
+                for name in ("serverAddress", "query", "threshold", "activationThreshold", "namespace", "unsafeSsl")
+            },
+        },
+    },
+}
+
+
+def test_keda_prometheus_scaler_queries_the_dashboards_metrics() -> None:
+    (scaled,) = _load_all(KEDA_PROMETHEUS)
+    schema = json.loads(json.dumps(KEDA_SCHEMA["oneOf"][1]))
+    schema["properties"]["spec"]["properties"]["triggers"]["items"] = PROMETHEUS_TRIGGER
+    jsonschema.validate(scaled, schema)
+    (trigger,) = scaled["spec"]["triggers"]
+    jobname = _container_env(_deployment())["REDISPARAM_JOBNAME"]["value"]
+    families = {"redisparam_queue_length", "redisparam_workers"}
+    for family in families:  # the metrics the query names are the ones /metrics serves
+        assert f'{family}{{job="{jobname}"}}' in trigger["metadata"]["query"]
+    assert all(f"``{family}``" in (dashboard_metrics.__doc__ or "") for family in families)
+    assert scaled["spec"]["scaleTargetRef"]["name"] == _deployment()["metadata"]["name"]
+    assert int(trigger["metadata"]["threshold"]) >= 1
 
 
 # ------------------------------------------------------------------------------------------------ Slurm

@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from dask_redisparam.config.address import RedisAddress
+from tests.conftest import left_keys
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dask_redisparam"
 
@@ -173,4 +174,4 @@ def test_a_worker_process_imports_each_module_once(
         assert list(files.get(entry, {0: "__main__"}).values()) == ["__main__"], process["argv"]
         if "--child" in process["argv"]:
             assert "dask_redisparam.worker.loop" in process["modules"]
-    assert list(rclient.scan_iter(match=f"drp:{{{jobname}}}:*")) == []
+    assert left_keys(rclient, jobname) == []

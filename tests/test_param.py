@@ -17,7 +17,7 @@ from dask_redisparam import ConfigurationError, IgnoredOptionWarning, RedisParam
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.manager import loop as manager_module
 from tests import tasks
-from tests.conftest import CliWorkers
+from tests.conftest import CliWorkers, left_keys
 
 
 def child_processes() -> set[int]:
@@ -35,7 +35,7 @@ def test_start_stop_is_up_and_worker_ids(redis_address: RedisAddress, jobname: s
         assert len(child_processes() - before) >= 3  # the supervisor and its two workers
     assert not param.is_up
     assert child_processes() - before == set()
-    assert list(rclient.scan_iter(match=f"drp:{{{jobname}}}:*")) == []
+    assert left_keys(rclient, jobname) == []
 
 
 def test_unstarted_param_starts_and_stops_around_one_compute(
@@ -44,7 +44,7 @@ def test_unstarted_param_starts_and_stops_around_one_compute(
     param = RedisParam(1, jobname=jobname, url=redis_address.to_url(show_password=True))
     assert param({"x": (tasks.inc, 1), "y": (tasks.add, "x", 10)}, ["y", "x"]) == (12, 2)
     assert not param.is_up
-    assert list(rclient.scan_iter(match=f"drp:{{{jobname}}}:*")) == []
+    assert left_keys(rclient, jobname) == []
 
 
 def test_embedded_default_server_starts_and_stops_with_the_param() -> None:

@@ -25,15 +25,15 @@ from dask_redisparam import (
     rpstopall,
     rpworkers,
 )
-from dask_redisparam.backend import Backend, keys
+from dask_redisparam.backend import Backend
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.worker.loop import Worker
 from tests import tasks
-from tests.conftest import CliWorkers, wait_for_workers, wait_until
+from tests.conftest import CliWorkers, left_keys, wait_for_workers, wait_until
 
 
 def job_keys(rclient: redis.Redis, jobname: str) -> list[bytes]:
-    return list(rclient.scan_iter(match=keys.job_pattern(jobname)))
+    return left_keys(rclient, jobname)
 
 
 def live(address: RedisAddress, jobname: str) -> list[str]:

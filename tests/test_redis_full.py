@@ -14,7 +14,7 @@ import redis
 from dask_redisparam import RedisParam, ServerOutOfMemory
 from dask_redisparam.worker.server import EmbeddedRedis
 from tests import tasks
-from tests.conftest import CliWorkers, wait_for_workers
+from tests.conftest import CliWorkers, left_keys, wait_for_workers
 
 BIG = 30_000_000
 """Bytes of a result that cannot fit (the server gets this much less room)."""
@@ -54,7 +54,7 @@ def _limit(admin: redis.Redis, room: int) -> None:
 
 
 def _job_keys(admin: redis.Redis, jobname: str) -> list[str]:
-    return sorted(k.decode() for k in admin.scan_iter(match=f"drp:{{{jobname}}}:*"))
+    return sorted(k.decode() for k in left_keys(admin, jobname))
 
 
 def _check_failure(error: BaseException, server: EmbeddedRedis) -> None:

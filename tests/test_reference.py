@@ -12,7 +12,7 @@ import redis
 from dask_redisparam import EmbeddedRedis, RedisParam
 from dask_redisparam.config.address import RedisAddress
 from tests import tasks
-from tests.conftest import CliWorkers, wait_for_workers
+from tests.conftest import CliWorkers, left_keys, wait_for_workers
 from tests.proxy import CountingProxy
 
 MB50 = 50 * 2**20
@@ -48,7 +48,7 @@ def test_manager_never_downloads_intermediates(tmp_path: pathlib.Path) -> None:
                     assert list(rclient.scan_iter(match=f"drp:{{{jobname}}}:run:*")) == []
             assert rclient.exists(f"drp:{{{jobname}}}:workers")  # the pool outlives the manager
             assert workers.stop() == 0
-            assert list(rclient.scan_iter(match=f"drp:{{{jobname}}}:*")) == []
+            assert left_keys(rclient, jobname) == []
             rclient.close()
         finally:
             workers.stop()
@@ -60,7 +60,7 @@ def test_no_key_left_after_stop(redis_address: RedisAddress, jobname: str, rclie
     with RedisParam(2, jobname=jobname, url=redis_address.to_url(show_password=True)) as param:
         assert param(chain(), "c")[0] == 3.0
         assert list(rclient.scan_iter(match=f"drp:{{{jobname}}}:run:*")) == []
-    assert list(rclient.scan_iter(match=f"drp:{{{jobname}}}:*")) == []
+    assert left_keys(rclient, jobname) == []
 
 
 def test_large_literal_is_uploaded_once(redis_address: RedisAddress, jobname: str, rclient: redis.Redis) -> None:

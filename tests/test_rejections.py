@@ -81,7 +81,7 @@ def test_workers_that_refuse_every_message_fail_the_compute_within_seconds(
     assert keys.dead(jobname) in text
     # nothing of the run is left; the job keeps its workers' keys, the dead-letter list and the last rejection
     left = {k.decode() for k in rclient.scan_iter(match=keys.job_pattern(jobname))}
-    expected = {keys.workers(jobname), keys.dead(jobname), keys.rejected(jobname)}
+    expected = {keys.workers(jobname), keys.dead(jobname), keys.rejected(jobname), *keys.statistics(jobname)}
     assert left - expected == {keys.worker(jobname, "bad-0"), keys.worker(jobname, "bad-1")}
     assert rclient.llen(keys.dead(jobname)) >= 2
 

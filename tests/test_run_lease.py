@@ -80,7 +80,7 @@ def test_workers_stop_serving_a_run_within_seconds_of_its_managers_death(
     assert not rclient.exists(keys.alive(jobname, run_id), keys.done(jobname, run_id))
     worker_ids = [w.decode() for w in rclient.smembers(keys.workers(jobname))]
     workers = {keys.workers(jobname), *(keys.worker(jobname, w) for w in worker_ids)}
-    left = {k.decode() for k in rclient.scan_iter(match=keys.job_pattern(jobname))} - workers
+    left = {k.decode() for k in rclient.scan_iter(match=keys.job_pattern(jobname))} - workers - keys.statistics(jobname)
     data = keys.data(jobname, run_id)
     # only the run's values and its entry in the registry of runs, with their own TTL (600 s) for a later resume
     assert left == {data, keys.runs(jobname)}

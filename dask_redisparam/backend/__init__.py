@@ -8,14 +8,19 @@ Blocking calls (``BLMOVE``, ``BLPOP``) always use a timeout shorter than the soc
 otherwise retries a blocking call that outlives its socket silently for a minute.
 
 The operations are grouped by who uses them, one module each, each group deriving from the ones it uses
-(``BackendBase`` < ``LargeValues`` < ``RunOps``, ``WorkerOps``, ``HeldOps`` < ``AdminOps`` < :class:`Backend`):
+(``BackendBase`` < ``LargeValues`` < ``RunOps``, ``WorkerOps``, ``HeldOps`` < ``AdminOps`` < ``MonitorOps`` <
+:class:`Backend`):
 
 - :mod:`.client`: the connection, its constants and :class:`~.client.BackendBase` (pipelines, connection checks);
 - :mod:`.runs`: the manager's side of a run;
 - :mod:`.workers`: registration, leases, claiming and completing messages, reaping;
 - :mod:`.large`: sending and reading the parts of large values;
 - :mod:`.held`: values kept beyond their run (persisted values, published datasets);
-- :mod:`.admin`: inspection and clean-up of a job.
+- :mod:`.admin`: inspection and clean-up of a job;
+- :mod:`.monitor`: read-only looks at a server's jobs, for the dashboard.
+
+:mod:`.stats` shapes the job's statistics (task counts and durations per key prefix, task events) that the
+completion script keeps, and reads them back.
 
 Beside them: :mod:`.keys` (every key name, as pure functions), :mod:`.lua` (the scripts), :mod:`.commands` and
 :mod:`.replies` (the ACL check, the server's error replies). This subpackage imports only
@@ -40,11 +45,11 @@ import redis
 
 from ..config.address import RedisAddress
 from ..errors import ServerUnavailable
-from .admin import AdminOps
 from .client import MAX_BLOCK as MAX_BLOCK
 from .client import SEND_BUFFER as SEND_BUFFER
 from .client import SOCKET_TIMEOUT as SOCKET_TIMEOUT
 from .client import TRANSIENT_ERRORS
+from .monitor import MonitorOps
 
 __all__ = ["TRANSIENT_ERRORS", "Backend"]
 
@@ -58,7 +63,7 @@ WAIT_LOG_EVERY = 10.0
 """Seconds between two warnings while :meth:`Backend.connect` waits for a server."""
 
 
-class Backend(AdminOps):
+class Backend(MonitorOps):
     """Redis operations of manager, workers and CLI, for one server.
 
     Use :meth:`connect`, which checks the server and the credentials at once and turns failures into

@@ -50,6 +50,10 @@ JOB_COMMANDS: dict[str, list[str]] = {
     "hdel": ["HDEL", "{key}", "f"],
     "hexists": ["HEXISTS", "{key}", "f"],
     "hincrby": ["HINCRBY", "{key}", "f", "1"],
+    "hincrbyfloat": ["HINCRBYFLOAT", "{key}", "f", "1"],
+    "xadd": ["XADD", "{key}", "*", "f", "x"],
+    "xrevrange": ["XREVRANGE", "{key}", "+", "-", "COUNT", "1"],
+    "memory|usage": ["MEMORY", "USAGE", "{key}"],
     "sadd": ["SADD", "{key}", "x"],
     "srem": ["SREM", "{key}", "x"],
     "smembers": ["SMEMBERS", "{key}"],
@@ -58,7 +62,6 @@ JOB_COMMANDS: dict[str, list[str]] = {
     "script|exists": ["SCRIPT", "EXISTS", "{sha}"],
     "ping": ["PING"],
     "time": ["TIME"],
-    "memory|usage": ["MEMORY", "USAGE", "{key}"],
     "scan": ["SCAN", "0", "MATCH", "{key}", "COUNT", "1"],
     "del": ["DEL", "{key}"],  # last: removes the scratch key
 }

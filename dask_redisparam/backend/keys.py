@@ -20,6 +20,9 @@ key                                             type     meaning
 ``drp:{job}:runs``                              HASH     unended runs: record, task identities, progress (resume)
 ``drp:{job}:redo:<rid>``                        HASH     a failed run's values, kept ``redo_ttl`` for ``redo=``
 ``drp:{job}:probe:<token>``                     STRING   the start-up check of the ACL's commands (deleted at once)
+``drp:{job}:run:<rid>:progress``                HASH     tasks per prefix of a run: total, done, failed
+``drp:{job}:metrics``                           HASH     the job's counters (tasks, losses, retries, durations)
+``drp:{job}:events``                            STREAM   one entry per completed message, for the task stream
 ``drp:{job}:held:<token>``                      HASH     values a process persisted, kept while it holds them (TTL)
 ``drp:{job}:dataset:<name>:values``             HASH     a published dataset's values (and their parts)
 ``drp:{job}:dataset:<name>:meta``               HASH     a published dataset's description (sealed collection)
@@ -46,6 +49,11 @@ __all__ = [
     "dead",
     "data",
     "done",
+    "events",
+    "jobname_of",
+    "metrics",
+    "progress",
+    "statistics",
     "held",
     "job_pattern",
     "probe",
@@ -165,6 +173,68 @@ def done(jobname: str, run_id: str) -> str:
 def probe(jobname: str, token: str) -> str:
     """The scratch key of one start-up check of the user's commands (:mod:`dask_redisparam.backend.commands`)."""
     return f"{_job(jobname)}:probe:{token}"
+
+
+def progress(jobname: str, run_id: str) -> str:
+    """A run's tasks per key prefix: ``total|<prefix>`` (written by its manager), ``done|<prefix>`` and
+    ``failed|<prefix>`` (counted by the completion script); it lives as long as the run's lease.
+
+    Examples
+    --------
+    >>> progress("demo", "r1")
+    'drp:{demo}:run:r1:progress'
+    """
+    return f"{_run(jobname, run_id)}:progress"
+
+
+def metrics(jobname: str) -> str:
+    """The job's counters for Prometheus, kept in Redis where the facts happen (the completion script, the reaper,
+    the manager's retries): they survive the dashboard and the runs, and expire a week after the last count.
+
+    Examples
+    --------
+    >>> metrics("demo")
+    'drp:{demo}:metrics'
+    """
+    return f"{_job(jobname)}:metrics"
+
+
+def events(jobname: str) -> str:
+    """The job's stream of task events: one entry per completed message (its worker, run and, per key prefix,
+    the first start, the last end and the counts), capped and expiring, for the dashboard's task stream.
+
+    Examples
+    --------
+    >>> events("demo")
+    'drp:{demo}:events'
+    """
+    return f"{_job(jobname)}:events"
+
+
+def statistics(jobname: str) -> set[str]:
+    """The keys a job keeps, with a TTL, after its runs ended and its workers stopped: its counters and its
+    task events (see :func:`metrics`, :func:`events`).
+
+    Examples
+    --------
+    >>> sorted(statistics("demo"))
+    ['drp:{demo}:events', 'drp:{demo}:metrics']
+    """
+    return {metrics(jobname), events(jobname)}
+
+
+def jobname_of(key: str) -> str | None:
+    """The job name in a key's name, or None for a key that is not one of ours.
+
+    Examples
+    --------
+    >>> jobname_of(queue("demo")), jobname_of("other:key")
+    ('demo', None)
+    """
+    if not key.startswith(f"{PREFIX}:{{"):
+        return None
+    end = key.find("}:", len(PREFIX) + 2)
+    return key[len(PREFIX) + 2 : end] if end > 0 else None
 
 
 def held(jobname: str, token: str) -> str:

@@ -6,8 +6,21 @@ builds no key name itself.
 
 from __future__ import annotations
 
+PREFIX_CAP = 30
+"""Task key prefixes that the job's metrics count by name; the others count as ``other`` (bounded cardinality)."""
+METRICS_TTL = 7 * 86400
+"""Seconds the job's metrics hash outlives its last count."""
+EVENTS_MAX = 10000
+"""About how many entries (messages) the job's stream of task events keeps (``XADD MAXLEN ~``)."""
+EVENTS_TTL = 3600
+"""Seconds the job's stream of task events outlives its last entry."""
+
 __all__ = [
     "ACK",
+    "EVENTS_MAX",
+    "EVENTS_TTL",
+    "METRICS_TTL",
+    "PREFIX_CAP",
     "ASK_STOP",
     "COMPLETE",
     "COPY",
@@ -26,23 +39,31 @@ __all__ = [
 # Store a batch's results and its completion record, and forget the message; but only if the worker still holds the
 # message (a reaped worker lost its claim: its late result is dropped) and the run is alive (keys of a dead run are
 # never re-created, so nothing is left behind after a run ends).
-# ARGV: message, record, task count, n, n part fields (written just before, see dask_redisparam.wire.bulk), r, then
-# field/value pairs, the first r of them references to large values. Refused, the script deletes those parts, unless
-# the first reference is already stored (a repeat of a call that succeeded: the parts are the stored value's). If a
-# reference's field exists already (the message ran twice: it was queued twice), the first values stay: the new
-# references are not stored and their parts are deleted. The data hash keeps the TTL its manager gives it (the values
-# outlive the run's lease: dask_redisparam.manager.lease); only a hash without one (or with a shorter one) gets the
-# lease's.
+# KEYS: alive, data, done, proc, worker, metrics, progress, events.
+# ARGV: message, record, task count, m, m metric arguments (see below), n, n part fields (written just before, see
+# dask_redisparam.wire.bulk), r, then field/value pairs, the first r of them references to large values. Refused, the
+# script deletes those parts, unless the first reference is already stored (a repeat of a call that succeeded: the
+# parts are the stored value's). If a reference's field exists already (the message ran twice: it was queued twice),
+# the first values stay: the new references are not stored and their parts are deleted. The data hash keeps the TTL
+# its manager gives it (the values outlive the run's lease: dask_redisparam.manager.lease); only a hash without one
+# (or with a shorter one) gets the lease's.
 # A part missing (Redis refused to store it: OOM) leaves everything as it was but the parts written (deleted), and
 # returns -2.
+# The metric arguments are the worker's id, the run's id, then groups, one per task key prefix of the batch:
+# prefix, tasks finished, tasks failed, the sum of their durations, the first start, the last end, b, then b pairs
+# (histogram bucket, count). Once the message is released they are counted in the job's metrics hash (a prefix
+# beyond the first PREFIX_CAP counts as 'other'), in the run's progress hash if it exists (a prefix its manager did
+# not list counts as 'other'), and one entry (worker, run, the groups) goes to the job's capped stream of events.
 COMPLETE = """
-local n = tonumber(ARGV[4])
-local r = tonumber(ARGV[5 + n])
-local first = 6 + n
+local m = tonumber(ARGV[4])
+local b = 4 + m
+local n = tonumber(ARGV[b + 1])
+local r = tonumber(ARGV[b + 2 + n])
+local first = b + 3 + n
 local function drop_parts()
-  for i = 5, 4 + n do redis.call('HDEL', KEYS[2], ARGV[i]) end
+  for i = b + 2, b + 1 + n do redis.call('HDEL', KEYS[2], ARGV[i]) end
 end
-for i = 5, 4 + n do
+for i = b + 2, b + 1 + n do
   if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then
     drop_parts()
     return -2
@@ -54,6 +75,38 @@ if redis.call('LREM', KEYS[4], 1, ARGV[1]) == 0 then
 end
 if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('HINCRBY', KEYS[5], 'tasks', ARGV[3]) end
 local ttl = redis.call('PTTL', KEYS[1])
+if m > 0 then
+  local progress = ttl >= 0 and redis.call('EXISTS', KEYS[7]) == 1
+  local groups = {}
+  local pos = 7
+  while pos <= b do
+    local p, ok, bad = ARGV[pos], tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
+    local nb = tonumber(ARGV[pos + 6])
+    local g = p
+    if redis.call('HEXISTS', KEYS[6], 'sum|' .. g) == 0 and g ~= 'other' then
+      if tonumber(redis.call('HINCRBY', KEYS[6], 'prefixes', 1)) > PREFIX_CAP then
+        redis.call('HINCRBY', KEYS[6], 'prefixes', -1)
+        g = 'other'
+      end
+    end
+    if ok > 0 then redis.call('HINCRBY', KEYS[6], 'finished|' .. g, ok) end
+    if bad > 0 then redis.call('HINCRBY', KEYS[6], 'failed|' .. g, bad) end
+    redis.call('HINCRBYFLOAT', KEYS[6], 'sum|' .. g, ARGV[pos + 3])
+    for j = pos + 7, pos + 5 + 2 * nb, 2 do redis.call('HINCRBY', KEYS[6], 'b' .. ARGV[j] .. '|' .. g, ARGV[j + 1]) end
+    if progress then
+      local q = p
+      if redis.call('HEXISTS', KEYS[7], 'total|' .. q) == 0 then q = 'other' end
+      if ok > 0 then redis.call('HINCRBY', KEYS[7], 'done|' .. q, ok) end
+      if bad > 0 then redis.call('HINCRBY', KEYS[7], 'failed|' .. q, bad) end
+    end
+    table.insert(groups, table.concat({p, ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 4], ARGV[pos + 5]}, ' '))
+    pos = pos + 7 + 2 * nb
+  end
+  redis.call('PEXPIRE', KEYS[6], METRICS_TTL)
+  local entry = table.concat(groups, '\\n')
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', EVENTS_MAX, '*', 'w', ARGV[5], 'r', ARGV[6], 'g', entry)
+  redis.call('PEXPIRE', KEYS[8], EVENTS_TTL)
+end
 if ttl < 0 then
   drop_parts()
   return 0
@@ -74,11 +127,14 @@ redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ttl)
 return 1
 """
+for _name, _value in (("PREFIX_CAP", PREFIX_CAP), ("METRICS_TTL", METRICS_TTL * 1000), ("EVENTS_MAX", EVENTS_MAX)):
+    COMPLETE = COMPLETE.replace(_name, str(_value))
+COMPLETE = COMPLETE.replace("EVENTS_TTL", str(EVENTS_TTL * 1000))
 
 # A worker died: put every message it held back on the queue, unchanged (they are signed), forget the worker, and
 # return {run, msg, stamp, ...} of what moved (from the header "<version>|<run>|<msg>|" of
 # dask_redisparam.wire.protocol; stamp: the server's time in microseconds), so that the runs' managers can count the
-# loss once.
+# loss once. The messages lost (those of a run) are counted in the job's metrics hash (KEYS[6]; ARGV[2]: its TTL, ms).
 REAP = """
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 local now = redis.call('TIME')
@@ -96,6 +152,10 @@ for i = #items, 1, -1 do
 end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
 redis.call('SREM', KEYS[5], ARGV[1])
+if #out > 0 then
+  redis.call('HINCRBY', KEYS[6], 'lost', #out / 3)
+  redis.call('PEXPIRE', KEYS[6], ARGV[2])
+end
 return out
 """
 

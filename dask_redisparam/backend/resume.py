@@ -125,7 +125,7 @@ class ResumeOps(RunOps):
         seconds for a later resume, with its last ``progress`` (``"<done> <total>"``) in the registry; False (and
         nothing kept) if it held no values."""
         pipe = self._r.pipeline(transaction=False)
-        pipe.delete(keys.alive(jobname, run_id), keys.done(jobname, run_id))
+        pipe.delete(keys.alive(jobname, run_id), keys.done(jobname, run_id), keys.progress(jobname, run_id))
         pipe.hkeys(keys.data(jobname, run_id))
         pipe.pexpire(keys.data(jobname, run_id), int(keep * 1000))
         pipe.hexists(keys.runs(jobname), run_id)

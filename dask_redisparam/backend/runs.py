@@ -7,13 +7,14 @@ keeps a failed run's values for ``redo=`` and deletes the run's keys at the end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from ..wire.bulk import Part
 from . import keys
 from .client import MAX_BLOCK, evalsha
 from .large import LargeValues
+from .lua import METRICS_TTL
 
 __all__ = ["MARKER", "RunOps"]
 
@@ -37,12 +38,15 @@ class RunOps(LargeValues):
         record: bytes | None = None,
         ids: bytes = b"",
         resume_keep: float = 0.0,
+        progress: Mapping[str, int] | None = None,
     ) -> None:
         """Mark the run alive for ``ttl`` seconds and upload ``values`` (field -> sealed literal) and the ``parts``
         of large ones to its data hash, which lives ``keep`` seconds (at least ``ttl``; see :meth:`renew_run`).
 
         With a ``record`` (resume on), the run registers in the job's registry of runs with its task identities
-        ``ids`` (16 bytes a field, :mod:`.resume`); the registry lives at least ``resume_keep`` seconds."""
+        ``ids`` (16 bytes a field, :mod:`.resume`); the registry lives at least ``resume_keep`` seconds.
+        ``progress`` (tasks to run per key prefix, :func:`~dask_redisparam.backend.stats.progress_totals`) starts
+        the run's progress hash, which lives as long as the lease."""
         data, ms = keys.data(jobname, run_id), int(ttl * 1000)
         keep_ms = max(ms, int(keep * 1000))
         if parts:
@@ -54,6 +58,9 @@ class RunOps(LargeValues):
 
         def build(pipe: Any) -> None:
             pipe.set(keys.alive(jobname, run_id), b"1", px=ms)
+            if progress:
+                pipe.hset(keys.progress(jobname, run_id), mapping={f"total|{p}": n for p, n in progress.items()})
+                pipe.pexpire(keys.progress(jobname, run_id), ms)
             if values:
                 pipe.hset(data, mapping=cast(Any, values))
                 pipe.pexpire(data, keep_ms)
@@ -67,13 +74,14 @@ class RunOps(LargeValues):
         self._execute(build)
 
     def renew_run(self, jobname: str, run_id: str, ttl: float, keep: float, resume_keep: float = 0.0) -> bool:
-        """Renew the run's lease: ``alive`` and ``done`` for ``ttl`` seconds, ``data`` for ``keep`` seconds, the
-        job's registry of runs for at least ``resume_keep`` seconds (if > 0) (one round trip); returns False,
-        creating nothing, if ``alive`` is gone."""
+        """Renew the run's lease: ``alive``, ``done`` and ``progress`` for ``ttl`` seconds, ``data`` for ``keep``
+        seconds, the job's registry of runs for at least ``resume_keep`` seconds (if > 0) (one round trip);
+        returns False, creating nothing, if ``alive`` is gone."""
 
         def build(pipe: Any) -> None:
             pipe.pexpire(keys.alive(jobname, run_id), int(ttl * 1000))
             pipe.pexpire(keys.done(jobname, run_id), int(ttl * 1000))
+            pipe.pexpire(keys.progress(jobname, run_id), int(ttl * 1000))
             pipe.pexpire(keys.data(jobname, run_id), int(keep * 1000))
             if resume_keep > 0:
                 evalsha(pipe, self._extend, [keys.runs(jobname)], [int(resume_keep * 1000)])
@@ -90,6 +98,7 @@ class RunOps(LargeValues):
         acknowledge: Sequence[bytes] = (),
         max_records: int = 4096,
         registry: dict[str, bytes] | None = None,
+        retried: int = 0,
     ) -> tuple[list[bytes], bool]:
         """One round trip of the manager.
 
@@ -99,7 +108,8 @@ class RunOps(LargeValues):
         Records are removed only once acknowledged, and the removal is idempotent, so a reply lost with a broken
         connection loses no record (a record may come twice; the manager ignores repeats). ``registry`` sets fields
         of the run in the job's registry of runs (its progress, identities of added tasks: :mod:`.resume`), which
-        is idempotent too. Returns ``(records, run alive)``.
+        is idempotent too. ``retried`` tasks the manager decided to run again since the last call are counted in
+        the job's metrics hash. Returns ``(records, run alive)``.
         """
         done = keys.done(jobname, run_id)
 
@@ -112,6 +122,9 @@ class RunOps(LargeValues):
                 pipe.hdel(keys.data(jobname, run_id), *release)
             if registry:
                 pipe.hset(keys.runs(jobname), mapping=cast(Any, registry))
+            if retried:
+                pipe.hincrby(keys.metrics(jobname), "retried", retried)
+                pipe.pexpire(keys.metrics(jobname), METRICS_TTL * 1000)
             pipe.pexpire(keys.alive(jobname, run_id), int(ttl * 1000))
             pipe.lrange(done, 0, max_records - 1)
 
@@ -175,7 +188,12 @@ class RunOps(LargeValues):
         """Delete every key of the run, and its entries in the job's registry of runs (one round trip)."""
 
         def build(pipe: Any) -> None:
-            pipe.delete(keys.alive(jobname, run_id), keys.data(jobname, run_id), keys.done(jobname, run_id))
+            pipe.delete(
+                keys.alive(jobname, run_id),
+                keys.data(jobname, run_id),
+                keys.done(jobname, run_id),
+                keys.progress(jobname, run_id),
+            )
             evalsha(pipe, self._unregister, [keys.runs(jobname)], [run_id])
 
         self._execute(build)

@@ -18,6 +18,7 @@ from ..wire.protocol import encode_lost
 from . import keys
 from .client import MAX_BLOCK, evalsha, flat, pairs, worker_keys
 from .large import LargeValues
+from .lua import METRICS_TTL
 from .replies import reply_code
 
 __all__ = ["DEAD_TTL", "WorkerOps"]
@@ -40,8 +41,8 @@ class WorkerOps(LargeValues):
         server's time, in microseconds).
         """
         flat = self._reap(
-            keys=worker_keys(jobname, worker_id),
-            args=[worker_id],
+            keys=[*worker_keys(jobname, worker_id), keys.metrics(jobname)],
+            args=[worker_id, METRICS_TTL * 1000],
         )
         moved = [(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
         if moved:
@@ -130,8 +131,10 @@ class WorkerOps(LargeValues):
         (see :meth:`held_messages`). A claim refused when the completion was stored (memory full: ``LMOVE`` may
         grow the memory, the script may not be stopped halfway) only returns no message.
         """
-        jobname, worker_id, run_id, message, record, values, ntasks, large, parts = report
-        args: list[Any] = [message, record, ntasks, len(parts), *(name for name, _ in parts)]
+        jobname, worker_id, run_id, message, record, values, ntasks, large, parts, stats = report
+        metric_args = [worker_id, run_id, *stats] if stats else []
+        args: list[Any] = [message, record, ntasks, len(metric_args), *metric_args]
+        args += [len(parts), *(name for name, _ in parts)]
         args += [len(large), *pairs(large), *pairs(values)]
         script_keys = [
             keys.alive(jobname, run_id),
@@ -139,6 +142,9 @@ class WorkerOps(LargeValues):
             keys.done(jobname, run_id),
             keys.processing(jobname, worker_id),
             keys.worker(jobname, worker_id),
+            keys.metrics(jobname),
+            keys.progress(jobname, run_id),
+            keys.events(jobname),
         ]
         claim = ("LMOVE", keys.queue(jobname), keys.processing(jobname, worker_id), "RIGHT", "LEFT")
         if not parts:

@@ -2,8 +2,9 @@
 
 This is the only package that configures logging. Each command lives in a module of its own
 (:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`, :mod:`~dask_redisparam.cli.status`,
-:mod:`~dask_redisparam.cli.runs`); :mod:`~dask_redisparam.cli.common` holds what they share (the flags that the
-settings table declares, connecting, logging, ``-h`` and ``--version``).
+:mod:`~dask_redisparam.cli.runs`, :mod:`~dask_redisparam.cli.dashboard`); :mod:`~dask_redisparam.cli.common`
+holds what they share (the flags that the settings table declares, connecting, logging, ``-h`` and
+``--version``).
 
 Examples
 --------
@@ -21,6 +22,7 @@ from typing import Any
 import click
 
 from .common import CONTEXT, version_option
+from .dashboard import dashboard_command
 from .jobs import alive_command, clean_command, stop_all_command
 from .runs import runs_command
 from .status import status_command
@@ -35,7 +37,16 @@ def main() -> None:
     """dask-redisparam: run dask graphs through Redis; manage a job's worker pool."""
 
 
-for _command in (worker_command, status_command, stop_all_command, alive_command, clean_command, runs_command):
+_COMMANDS = (
+    worker_command,
+    status_command,
+    stop_all_command,
+    alive_command,
+    clean_command,
+    runs_command,
+    dashboard_command,
+)
+for _command in _COMMANDS:
     main.add_command(_command)
 
 

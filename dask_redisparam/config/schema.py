@@ -235,6 +235,12 @@ SETTINGS: tuple[Setting, ...] = (
         above_zero,
     ),
     Setting(
+        "dashboard", "bool", "bool", False,
+        "Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param "
+        "is started: see ``dashboard_link``.",
+        boolean,
+    ),
+    Setting(
         "exportglobals", "bool", "bool", True,
         "Apply the manager's dask config (except its ``redisparam.*`` settings) on the workers while they unpickle "
         "and run its tasks.",

@@ -127,6 +127,7 @@ class Settings:
     redo_ttl: float
     resume_ttl: float
     start_timeout: float
+    dashboard: bool
     exportglobals: bool
     export_env: tuple[str, ...]
     shared_filesystem: bool

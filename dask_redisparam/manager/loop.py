@@ -27,19 +27,21 @@ Faults:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 from dask.callbacks import local_callbacks
 
 from ..backend import TRANSIENT_ERRORS, Backend
 from ..backend.resume import ids_field, progress_field
+from ..backend.stats import progress_totals, task_prefix
 from ..errors import RunLost, ServerLoading, ServerOutOfMemory, ServerUnavailable
 from ..logs import emit_task_log
 from ..wire.bulk import open_values, triage
@@ -161,8 +163,17 @@ def run_graph(
             if resume_keep > 0:
                 ids = identity_bytes(run.keys_by_idx, graph_identities(graph))
                 registration = {"record": manager_record(len(graph.nodes), lease.keep), "ids": ids}
+            progress = _progress_totals(graph.nodes, run.state["finished"])
             backend.open_run(
-                run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep, resume_keep=resume_keep, **registration
+                run.job,
+                run.run_id,
+                RUN_TTL,
+                uploads,
+                parts,
+                keep=lease.keep,
+                resume_keep=resume_keep,
+                progress=progress,
+                **registration,
             )
             lease.start()
             adoptions = run.take_adoptions()
@@ -200,6 +211,18 @@ def graph_identities(graph: Graph) -> dict[Hashable, bytes]:
     """The stable identities of the graph's keys (empty if the graph has none)."""
     identities = getattr(graph, "identities", None)
     return dict(getattr(identities, "of", None) or {})
+
+
+def _progress_totals(nodes: Iterable[Hashable], finished: Container[Hashable]) -> dict[str, int]:
+    """Tasks to run per key prefix (:func:`~dask_redisparam.backend.stats.progress_totals`); a tuple key's prefix
+    is its name's, so ``key_split`` runs once per name, not once per key."""
+    names = collections.Counter(
+        key[0] if isinstance(key, tuple) and key else key for key in nodes if key not in finished
+    )
+    counts: collections.Counter[str] = collections.Counter()
+    for name, n in names.items():
+        counts[task_prefix(name)] += n
+    return progress_totals(counts)
 
 
 def _copy_redo_values(backend: Backend, run: RunState, copies: dict[str, str]) -> None:
@@ -328,6 +351,7 @@ def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], 
     run.set_workers(count_workers())
     todo = Commands([], [], [], [])  # what the state asked for and Redis has not surely done yet
     acknowledge: list[bytes] = []
+    retried_counted = 0  # of run.retried, how many the job's metrics have
     drain_until: float | None = None
     feeding = run.options.feed is not None
     resume = run.options.resume_ttl > 0
@@ -358,10 +382,11 @@ def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], 
             registry: dict[str, bytes] | None = None
             if resume:
                 registry, progress = _registry_update(run, progress)
+            retried = run.retried - retried_counted
             records, alive = backend.exchange(
-                job, run.run_id, todo.push, todo.release, RUN_TTL, acknowledge, registry=registry
+                job, run.run_id, todo.push, todo.release, RUN_TTL, acknowledge, registry=registry, retried=retried
             )
-            todo.push, todo.release, acknowledge = [], [], records
+            todo.push, todo.release, acknowledge, retried_counted = [], [], records, run.retried
             run.new_ids = []
             outage.succeeded()
             if not alive:

@@ -97,6 +97,7 @@ class RunCore:
         self.streaming = options.on_result is not None or options.on_done is not None
         self.new_errors: list[Hashable] = []  # keys failed for good, not yet taken by take_new_errors() (futures)
         self.timeline: list[TimelineRecord] = []  # one per task run, from the workers' clocks
+        self.retried = 0  # tasks that raised and were sent again (counted in the job's metrics by the loop)
         self.idx = {key: n for n, key in enumerate(graph.nodes)}
         self.keys_by_idx = list(graph.nodes)
         self.loc: dict[Hashable, int] = {}  # key -> data field (or inline literal) that holds its value

@@ -135,6 +135,7 @@ class Events(RunCore):
         if left <= 0 or isinstance(loads_exception(error)[0], TaskTimeout):
             return False
         self.retries[key] = left - 1
+        self.retried += 1
         logger.info("manager: task %r raised; retrying (%d retries left)", key, left - 1)
         return True
 

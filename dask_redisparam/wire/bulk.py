@@ -75,7 +75,8 @@ Name = TypeVar("Name")
 class Report(NamedTuple):
     """What a worker hands in for a message, stored atomically by ``Backend.complete``: the sealed completion
     record and the results, ``(field, sealed value)`` pairs (:func:`pack`); ``large`` the references of large values,
-    whose ``parts`` are written first. ``ntasks`` is added to the worker's task count.
+    whose ``parts`` are written first. ``ntasks`` is added to the worker's task count; ``stats`` are the
+    message's task statistics, per key prefix (``dask_redisparam.backend.stats.TaskStats.arguments``).
     """
 
     jobname: str
@@ -87,6 +88,7 @@ class Report(NamedTuple):
     ntasks: int = 0
     large: Sequence[tuple[str, bytes]] = ()
     parts: Sequence[Part] = ()
+    stats: Sequence[str | int] = ()
 
 
 LARGE_BYTES = 1 << 20

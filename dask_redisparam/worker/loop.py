@@ -45,6 +45,7 @@ from typing import Any
 from dask.utils import key_split
 
 from ..backend import TRANSIENT_ERRORS, Backend
+from ..backend.stats import TaskStats, task_prefix
 from ..config.address import RedisAddress
 from ..config.schema import setting
 from ..errors import (
@@ -58,7 +59,17 @@ from ..errors import (
 from ..rng import reseed_from_entropy
 from ..sentinels import FROM_ENVIRONMENT
 from ..wire.bulk import Frames, Part, Report, open_values, pack, triage
-from ..wire.protocol import Batch, Completion, decode_header, dumps_completion, open_task, split_payload
+from ..wire.protocol import (
+    OK,
+    UNEVALUATED,
+    Batch,
+    Completion,
+    Outcome,
+    decode_header,
+    dumps_completion,
+    open_task,
+    split_payload,
+)
 from ..wire.serialize import dumps_exception, loads
 from ..wire.signing import Signer, signer_from_environment
 from .cache import CACHE_BYTES, ValueCache
@@ -77,6 +88,15 @@ REFUSING_WRITES = (ServerOutOfMemory, PersistenceFailed, ServerReadOnly)
 """A server that refuses writes for now (memory full, a failed RDB snapshot, a failover that made it a replica):
 the worker waits for it, as for a lost connection, with a warning every :data:`REFUSAL_WARNING` seconds."""
 REFUSAL_WARNING = 10.0
+
+
+def task_stats(batch: Batch, outcomes: list[Outcome]) -> TaskStats:
+    """The statistics of a message's tasks that ran, per key prefix (for the job's metrics and task stream)."""
+    stats, entries = TaskStats(), {entry.idx: entry.key for entry in batch.entries}
+    for outcome in outcomes:
+        if outcome.status != UNEVALUATED:
+            stats.add(task_prefix(entries[outcome.idx]), outcome.status == OK, outcome.start, outcome.end)
+    return stats
 
 
 def new_worker_id() -> str:
@@ -339,7 +359,8 @@ class Worker:
             Completion(msg_id, attempt, self.id, outcomes, None), self.signer, self.jobname, run_id
         )
         fault_test_hook("executed")
-        report = Report(self.jobname, self.id, run_id, message, record, stores, len(outcomes), large, parts)
+        stats = task_stats(batch, outcomes).arguments()
+        report = Report(self.jobname, self.id, run_id, message, record, stores, len(outcomes), large, parts, stats)
         last = self.max_tasks is not None and self.messages_done + 1 >= self.max_tasks
         claim_next = not (last or self._stop.is_set())
         try:

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
 
 from ..backend import Backend
+from ..backend.stats import TaskStats
 from ..config.address import RedisAddress
 from ..errors import TaskTimeout
 from ..wire.bulk import Report
@@ -183,7 +184,10 @@ class Supervisor:
                     error = TaskTimeout(None, limit)
                     completion = Completion(msg_id, attempt, worker_id, [], dumps_exception(error, None))
                     record = dumps_completion(completion, signer_from_environment(self.env), jobname, run_id)
-                    backend.complete(Report(jobname, worker_id, run_id, message, record, ntasks=1))
+                    stats = TaskStats()  # the task is not known here (its message is not unpickled)
+                    stats.add("other", False, time.time() - limit, time.time())
+                    report = Report(jobname, worker_id, run_id, message, record, ntasks=1, stats=stats.arguments())
+                    backend.complete(report)
         except Exception as e:  # the lease will expire and a manager will requeue it then
             logger.warning("supervisor: could not report the timeout of worker %s: %s", worker_id, e)
 
