@@ -12,6 +12,7 @@ import redis
 from dask_redisparam import RedisParam
 from dask_redisparam.backend import keys
 from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.dashboard.app import Dashboard
 from tests import tasks_resume
 from tests.conftest import CliWorkers, start_manager_process, wait_until
 from tests.test_cli_pool import run_cli
@@ -34,6 +35,10 @@ def test_runs_lists_live_and_dead_runs_and_clean_drops_the_dead(
     except KeyboardInterrupt:
         pass
     (dead,) = manager.backend.registered_runs(jobname)
+    with Dashboard(redis_address, jobname, "127.0.0.1:0") as board:  # the dashboard shows it among unfinished runs
+        (job,) = board.state()["jobs"]
+        (shown,) = job["unfinished_runs"]
+        assert shown["run"] == dead and shown["resumable"] == "yes", shown
     live_manager = start_manager_process(redis_address, jobname, 200)  # 0.2 s tasks: alive for the whole test
     try:
         assert wait_until(lambda: len(manager.backend.registered_runs(jobname)) == 2, 10)

@@ -49,7 +49,7 @@ class JobLook:
     events: list[Event]
     redo_bytes: int  # values kept for redo= and persisted values
     time: float
-    unfinished_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    unfinished_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # dead runs: the dashboard adds them
     datasets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
@@ -115,14 +115,8 @@ class MonitorOps(AdminOps):
             events=[parse_event(_text(fields)) for _, fields in events],
             redo_bytes=redo_bytes,
             time=now,
-            unfinished_runs=self.unfinished_runs(jobname),
             datasets=self.datasets(jobname),
         )
-
-    def unfinished_runs(self, jobname: str) -> list[dict[str, Any]]:
-        """Runs whose manager died and that may be resumed: none are recorded in this version (the durable
-        issue adds them); the dashboard shows what this returns."""
-        return []
 
     def datasets(self, jobname: str) -> list[dict[str, Any]]:
         """The job's published datasets: name, type, bytes, time of publication and seconds left (None: kept until

@@ -36,6 +36,7 @@ from typing import Any
 from ..backend import Backend
 from ..backend.monitor import JobLook
 from ..config.address import RedisAddress
+from ..manager.resume import RunInfo, list_runs
 from .metrics import exposition
 from .view import job_view
 
@@ -117,11 +118,27 @@ class Dashboard:
     def looks(self) -> list[JobLook]:
         """A look at each job shown."""
         names = [self.jobname] if self.jobname else self._backend.job_names()
-        return [self._backend.look(name, STREAM_SECONDS) for name in names]
+        looks = [self._backend.look(name, STREAM_SECONDS) for name in names]
+        for look in looks:  # the runs whose manager died (live ones show among the runs): what a rerun may resume
+            look.unfinished_runs = [
+                _unfinished(info) for info in list_runs(self._backend, look.jobname) if not info.alive
+            ]
+        return looks
 
     def state(self) -> dict[str, Any]:
         """What ``/api/jobs`` returns."""
         return {"server": self.redis.describe(), "jobs": [job_view(look) for look in self.looks()]}
+
+
+def _unfinished(info: RunInfo) -> dict[str, Any]:
+    return {
+        "run": info.run_id,
+        "manager": info.manager,
+        "tasks": f"{info.done}/{info.total}",
+        "stored": info.nbytes,
+        "died (s ago)": round(info.died_ago),
+        "resumable": "yes" if info.resumable else "no",
+    }
 
 
 def _page() -> bytes:
