@@ -49,7 +49,8 @@ class JobLook:
     events: list[Event]
     redo_bytes: int  # values kept for redo= and persisted values
     time: float
-    unfinished_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # dead runs: the dashboard adds them
+    # runs whose manager died (the dashboard adds them, from dask_redisparam.manager.resume.list_runs)
+    unfinished_runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     datasets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
