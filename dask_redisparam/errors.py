@@ -25,6 +25,8 @@ and ``except RemoteError`` work::
     ├── TaskErrors                 (PartialResults)     stop_on_error=False: some tasks failed (partial results)
     ├── Unevaluated                                      stands in for a result that was never computed
     ├── ChunkFailed                                      internal: a map chunk stopped at a failed element
+    ├── StreamStopped                                    internal: a streaming consumer ends its run early, on purpose
+    ├── Unstable                                         internal: a value has no stable encoding (task identity)
     ├── WorkerError                                      a worker cannot start or serve
     │   └── WorkerConflict                                another live worker has the same id
     ├── MessagesRejected                                 every worker refused the run's messages (secret, version)
@@ -53,6 +55,8 @@ from typing import Any, NoReturn
 __all__ = [
     "AuthenticationFailed",
     "ChunkFailed",
+    "StreamStopped",
+    "Unstable",
     "ConfigurationError",
     "IgnoredOptionWarning",
     "DatasetExists",
@@ -321,6 +325,16 @@ class Unevaluated(RedisParamError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.key,))
+
+
+class StreamStopped(RedisParamError):
+    """Raised by a streaming consumer (``on_result``) to end its run early, on purpose: the run ends as a finished
+    one (everything of it deleted), not as an interrupted one kept for resume."""
+
+
+class Unstable(RedisParamError):
+    """A value has no stable encoding, so its task has no identity (:mod:`dask_redisparam.manager.identity`); the
+    message says why."""
 
 
 class ChunkFailed(RedisParamError):

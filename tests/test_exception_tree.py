@@ -72,6 +72,6 @@ def test_the_drawing_shows_each_class_under_its_parent() -> None:
 
 def test_the_package_exports_the_errors_users_catch() -> None:
     public = set(dask_redisparam.__all__)
-    internal = {"ChunkFailed", "StopRequested", "PayloadRejected"}
+    internal = {"ChunkFailed", "StopRequested", "PayloadRejected", "StreamStopped", "Unstable"}
     drawn = set(drawing())
     assert drawn - internal - public == set()

@@ -32,6 +32,8 @@ import sysconfig
 import types
 from typing import Any
 
+from ..errors import Unstable
+
 __all__ = ["CodeEncoder", "Unstable"]
 
 _LIBRARY_ROOTS = tuple(
@@ -40,10 +42,6 @@ _LIBRARY_ROOTS = tuple(
     if p
 )
 MISSING: Any = object()
-
-
-class Unstable(Exception):
-    """A value has no stable encoding; the message says why."""
 
 
 def _str(obj: str) -> bytes:

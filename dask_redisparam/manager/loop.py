@@ -42,7 +42,7 @@ from dask.callbacks import local_callbacks
 from ..backend import TRANSIENT_ERRORS, Backend
 from ..backend.resume import ids_field, progress_field
 from ..backend.stats import progress_totals, task_prefix
-from ..errors import RunLost, ServerLoading, ServerOutOfMemory, ServerUnavailable
+from ..errors import RunLost, ServerLoading, ServerOutOfMemory, ServerUnavailable, StreamStopped
 from ..logs import emit_task_log
 from ..wire.bulk import open_values, triage
 from ..wire.protocol import lost_notices
@@ -103,11 +103,6 @@ def fewer_collections() -> Iterator[None]:
             _gc_users -= 1
             if _gc_users == 0:
                 gc.set_threshold(*_gc_saved)
-
-
-class StreamStopped(Exception):
-    """Raised by a streaming consumer (``on_result``) to end its run early, on purpose: the run ends as a finished
-    one (everything of it deleted), not as an interrupted one kept for resume."""
 
 
 def run_graph(

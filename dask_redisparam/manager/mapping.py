@@ -28,14 +28,21 @@ from typing import TYPE_CHECKING, Any
 
 from dask._task_spec import Task
 
-from ..errors import ChunkFailed, ConfigurationError, PartialResults, RedisParamError, Unevaluated, raise_partial
+from ..errors import (
+    ChunkFailed,
+    ConfigurationError,
+    PartialResults,
+    RedisParamError,
+    StreamStopped,
+    Unevaluated,
+    raise_partial,
+)
 from ..progress import make_progress
 from ..rng import seed_task
 from ..sentinels import MISSING
 from ..wire.protocol import ERROR, OK, UNEVALUATED
 from ..wire.serialize import dumps_exception, loads_exception, make_remote
 from .identity import task_identities
-from .loop import StreamStopped
 from .state import RunState
 
 if TYPE_CHECKING:
