@@ -1,7 +1,8 @@
 """Command-line interface: ``dask-redisparam-worker`` and the ``dask-redisparam`` group.
 
 This is the only package that configures logging. Each command lives in a module of its own
-(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`); :mod:`~dask_redisparam.cli.common` holds
+(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`,
+:mod:`~dask_redisparam.cli.server`); :mod:`~dask_redisparam.cli.common` holds
 what they share (the flags that the settings table declares, connecting, logging).
 
 Examples
@@ -20,6 +21,7 @@ from typing import Any
 import click
 
 from .jobs import alive_command, clean_command, status_command, stop_all_command
+from .server import server_group
 from .worker import worker_command
 
 __all__ = ["main", "worker_command", "worker_main"]
@@ -32,6 +34,7 @@ def main() -> None:
 
 for _command in (worker_command, status_command, stop_all_command, alive_command, clean_command):
     main.add_command(_command)
+main.add_command(server_group)
 
 
 def worker_main(prog_name: str | None = None) -> Any:

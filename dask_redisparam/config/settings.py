@@ -50,7 +50,11 @@ from .names import SECRET_ENV, SECRET_FILE_ENV
 from .resolution import Layer, ambient_layers, resolve_address
 from .schema import SERVER_FIELDS, SETTINGS
 
-__all__ = ["THRESHOLDS", "Settings", "config_overrides", "default_worker_count"]
+__all__ = ["DURABLE_JOBNAME", "THRESHOLDS", "Settings", "config_overrides", "default_worker_count"]
+
+
+DURABLE_JOBNAME = "durable"
+"""The default ``jobname`` of the durable local mode (``durable=True``): the same in every process."""
 
 
 def default_worker_count() -> int:
@@ -125,6 +129,9 @@ class Settings:
     heartbeat_ttl: float
     redo_ttl: float
     start_timeout: float
+    durable: bool
+    state_dir: str | None
+    durable_idle: float
     exportglobals: bool
     export_env: tuple[str, ...]
     shared_filesystem: bool
@@ -153,6 +160,8 @@ class Settings:
     def _set(self, values: Mapping[str, Any], ambient: tuple[Layer, ...], address: Any, resolve: bool) -> None:
         """Validate ``values`` (the constructor's arguments), in table order, and store them."""
         out: dict[str, Any] = {}
+        if values["jobname"] is None and values.get("durable") is True:
+            values = {**values, "jobname": DURABLE_JOBNAME}  # a rerun must find the runs of the process before it
         for setting in SETTINGS:
             out[setting.name] = setting.check(setting.name, values[setting.name], out)
         out["_workers_given"] = out["workers"] is not None

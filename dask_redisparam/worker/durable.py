@@ -1,0 +1,435 @@
+"""The durable local mode, from the side of the processes that use it: find, start, reattach to and stop the
+detached embedded server and its local workers that live in a state directory.
+
+``RedisParam(durable=True)`` (with no server configured) calls :func:`attach_or_start`. Under an ``fcntl`` lock
+on ``<state_dir>/lock`` (one starter at a time) it reads ``<state_dir>/server.json``, the record that the
+keeper (:mod:`dask_redisparam.worker.keeper`) writes once its server and workers are up. If the keeper lives and
+the socket answers with the password made from the secret, the caller reattaches; otherwise (nothing recorded,
+or a stale record of a killed keeper) it starts a new keeper on the same append-only file, whose values come back.
+
+The state directory (default :func:`default_state_dir`) is private: created ``0700``, refused (with an error
+naming it) when another user owns it or its group or others may enter it. It holds:
+
+==================  =========================================================================================
+``lock``            the starters' lock (``fcntl.flock``)
+``secret``          the signing secret (``0600``), made once and kept: values in the append-only file stay
+                    readable by the next server, and the password of the server derives from it
+``server.json``     the live keeper's record: pids, socket, job, workers, idle time (removed when it stops)
+``redis.sock``      the server's Unix socket (no TCP port)
+``appendonly*/``    the append-only file (``appendfsync everysec``); kept by ``server stop`` unless ``--purge``
+``keeper.log``      what the keeper, the server's start and the workers wrote (warnings and errors)
+==================  =========================================================================================
+
+Examples
+--------
+>>> import tempfile
+>>> d = prepare_state_dir(tempfile.mkdtemp() + "/state")
+>>> oct(os.stat(d).st_mode & 0o777)
+'0o700'
+>>> read_record(d) is None
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ..config.address import RedisAddress
+from ..errors import ConfigurationError, ServerError
+
+__all__ = [
+    "DurableServer",
+    "attach_or_start",
+    "default_state_dir",
+    "password_of",
+    "pid_alive",
+    "prepare_state_dir",
+    "read_record",
+    "read_secret",
+    "stop_durable",
+]
+
+RECORD = "server.json"
+SECRET = "secret"
+LOCK = "lock"
+SOCKET = "redis.sock"
+LOG = "keeper.log"
+
+
+def default_state_dir() -> str:
+    """``$XDG_STATE_HOME/dask-redisparam``, else ``~/.local/state/dask-redisparam``.
+
+    Examples
+    --------
+    >>> default_state_dir().endswith("dask-redisparam")
+    True
+    """
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(os.path.abspath(base), "dask-redisparam")
+
+
+def prepare_state_dir(path: str | None) -> str:
+    """Create the state directory (``0700``) if needed and check that it is private; return its absolute path.
+
+    Raises
+    ------
+    ConfigurationError
+        When ``state_dir`` is not a directory, is owned by another user, or its group or others have access.
+    """
+    path = os.path.abspath(os.path.expanduser(path)) if path else default_state_dir()
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.stat(path)
+    except OSError as e:
+        raise ConfigurationError(f"state_dir={path!r} cannot be created: {e}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigurationError(f"state_dir={path!r} is not a directory")
+    if info.st_uid != os.getuid():
+        raise ConfigurationError(f"state_dir={path!r} belongs to another user (uid {info.st_uid}); use your own")
+    if info.st_mode & 0o077:
+        raise ConfigurationError(
+            f"state_dir={path!r} is accessible to its group or others (mode {oct(info.st_mode & 0o777)}); "
+            f"it holds the pool's secret: `chmod 700 {path}` or choose another"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: str) -> Iterator[None]:
+    """Hold the starters' lock of ``state_dir`` (blocking)."""
+    fd = os.open(os.path.join(state_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def read_secret(state_dir: str, create: bool = False) -> str | None:
+    """The pool's secret (``SECRET_ENV`` text) kept in ``<state_dir>/secret``; made (``0600``) with ``create``."""
+    path = os.path.join(state_dir, SECRET)
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+    except FileNotFoundError:
+        if not create:
+            return None
+        text = "0=" + secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + "\n")
+        return text
+    if os.stat(path).st_mode & 0o077:
+        raise ConfigurationError(f"the secret file {path!r} is readable by others; `chmod 600 {path}`")
+    return text
+
+
+def password_of(secret: str) -> str:
+    """The server's password, derived from the secret (so the secret file is the only credential kept).
+
+    Examples
+    --------
+    >>> password_of("0=abc") == password_of("0=abc") != password_of("0=abd")
+    True
+    """
+    return hashlib.sha256(b"dask-redisparam durable server\0" + secret.encode()).hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie.
+
+    Examples
+    --------
+    >>> pid_alive(os.getpid())
+    True
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): it exists
+
+
+@dataclasses.dataclass(frozen=True)
+class DurableServer:
+    """The record of a live keeper (``server.json``) and the address of its server.
+
+    Attributes
+    ----------
+    state_dir : str
+        Where it lives.
+    keeper, server, supervisor : int
+        The pids of the keeper, its ``redis-server`` and its workers' supervisor.
+    socket : str
+        The server's Unix socket.
+    jobname : str
+        The job its workers serve.
+    worker_ids : list of str
+        The ids of its workers (first incarnations).
+    started : float
+        Unix time the keeper started.
+    idle : float
+        Seconds without work after which it stops itself.
+    reattached : bool
+        Whether :func:`attach_or_start` found it running (False: it started it).
+    """
+
+    state_dir: str
+    keeper: int
+    server: int
+    supervisor: int
+    socket: str
+    jobname: str
+    worker_ids: list[str]
+    started: float
+    idle: float
+    reattached: bool = False
+
+    def address(self, secret: str) -> RedisAddress:
+        """Where the server listens, with its password."""
+        return RedisAddress(path=self.socket, password=password_of(secret))
+
+    def alive(self) -> bool:
+        """Whether its keeper and server processes run."""
+        return pid_alive(self.keeper) and pid_alive(self.server)
+
+    def to_json(self) -> str:
+        fields = dataclasses.asdict(self)
+        del fields["reattached"]
+        return json.dumps(fields, indent=1)
+
+
+def read_record(state_dir: str) -> DurableServer | None:
+    """The record ``server.json`` of ``state_dir``, or None if there is none (or it is unreadable)."""
+    try:
+        with open(os.path.join(state_dir, RECORD)) as fh:
+            fields: dict[str, Any] = json.load(fh)
+        return DurableServer(**fields)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_record(record: DurableServer) -> None:
+    """Write ``server.json`` atomically (``0600``)."""
+    path = os.path.join(record.state_dir, RECORD)
+    tmp = f"{path}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(record.to_json())
+    os.replace(tmp, path)
+
+
+def answers(address: RedisAddress, timeout: float = 1.0) -> bool:
+    """Whether the server at ``address`` (a Unix socket) accepts its password and answers ``PING``."""
+    from .server import ping_socket
+
+    return address.path is not None and ping_socket(address.path, address.password, timeout)
+
+
+def _live_record(state_dir: str, secret: str) -> DurableServer | None:
+    record = read_record(state_dir)
+    if record is None or not record.alive():
+        return None
+    return record if answers(record.address(secret)) else None
+
+
+def attach_or_start(
+    state_dir: str,
+    jobname: str,
+    workers: int,
+    *,
+    idle: float,
+    worker_args: Sequence[str] = (),
+    start_timeout: float = 60.0,
+) -> tuple[DurableServer, str]:
+    """Reattach to the durable server of ``state_dir``, or start it (with ``workers`` workers on ``jobname``).
+
+    Returns its record and the pool's secret (``SECRET_ENV`` text).
+
+    Raises
+    ------
+    ConfigurationError
+        The live server's workers serve another job than ``jobname``.
+    ServerError
+        The keeper could not start its server or workers (its log's last lines are in the message).
+    """
+    state_dir = prepare_state_dir(state_dir)
+    with state_lock(state_dir):
+        secret = read_secret(state_dir, create=True)
+        assert secret is not None
+        record = _live_record(state_dir, secret)
+        if record is not None:
+            if record.jobname != jobname:
+                raise ConfigurationError(
+                    f"the durable server in {state_dir!r} serves job {record.jobname!r}, not jobname={jobname!r}: use "
+                    f"that jobname, another state_dir, or stop it first (dask-redisparam server stop --state-dir "
+                    f"{state_dir})"
+                )
+            os.utime(os.path.join(state_dir, RECORD))  # tells the keeper someone came: its idle time starts again
+            return dataclasses.replace(record, reattached=True), secret
+        _clear_stale(state_dir)
+        return _start_keeper(state_dir, jobname, workers, idle, worker_args, start_timeout, secret), secret
+
+
+def _clear_stale(state_dir: str) -> None:
+    """After a keeper that died: wait for what it left (its server gets SIGTERM with it), remove its record."""
+    record = read_record(state_dir)
+    if record is not None:
+        deadline = time.monotonic() + 10.0
+        for pid in (record.keeper, record.supervisor, record.server):
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if pid_alive(pid) and _is_ours(pid, state_dir):
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(state_dir, RECORD))
+
+
+def _is_ours(pid: int, state_dir: str) -> bool:
+    """Whether ``pid`` is a process of this state dir (a pid may have been reused since the record was made)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            environ = fh.read()
+    except OSError:
+        return False
+    return state_dir.encode() in cmdline or state_dir.encode() in environ
+
+
+def _start_keeper(
+    state_dir: str,
+    jobname: str,
+    workers: int,
+    idle: float,
+    worker_args: Sequence[str],
+    timeout: float,
+    secret: str,
+) -> DurableServer:
+    """Start the keeper (detached: a new session, then it forks away) and wait for its word that all is up."""
+    read_end, write_end = os.pipe()
+    argv = [
+        sys.executable,
+        "-c",
+        "import sys; from dask_redisparam.cli import main; main(prog_name='dask-redisparam')",
+        "server",
+        "run",
+        "--state-dir",
+        state_dir,
+        "--jobname",
+        jobname,
+        "--workers",
+        str(workers),
+        "--idle",
+        repr(idle),
+        "--start-timeout",
+        repr(timeout),
+        "--ready-fd",
+        str(write_end),
+        "--",
+        *worker_args,
+    ]
+    log_fd = os.open(os.path.join(state_dir, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(log_fd, "ab") as log:
+        try:
+            first = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=state_dir,
+                pass_fds=(write_end,),
+                start_new_session=True,  # neither a Ctrl-C nor the kill of the starter's process group reaches it
+            )
+        except OSError as e:
+            os.close(read_end)
+            raise ServerError(f"cannot start the durable keeper in {state_dir!r}: {e}") from None
+        finally:
+            os.close(write_end)
+    try:
+        first.wait(timeout)  # it forks and exits: the keeper is then nobody's child
+        word = _read_word(read_end, timeout)
+    except subprocess.TimeoutExpired:
+        first.kill()
+        word = ""
+    finally:
+        os.close(read_end)
+    if not word.startswith("ready"):
+        from .server import tail
+
+        raise ServerError(
+            f"the durable server in {state_dir!r} did not start ({word.strip() or 'no answer'}); last lines of "
+            f"{os.path.join(state_dir, LOG)}:\n{tail(os.path.join(state_dir, LOG)) or '(empty)'}"
+        )
+    record = read_record(state_dir)
+    if record is None:
+        raise ServerError(f"the durable keeper in {state_dir!r} said it was ready but wrote no {RECORD}")
+    return record
+
+
+def _read_word(fd: int, timeout: float) -> str:
+    """The first line the keeper writes on its ready pipe ("" at EOF or after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").split("\n", 1)[0]
+
+
+def stop_durable(state_dir: str, *, timeout: float = 30.0, purge: bool = False) -> DurableServer | None:
+    """Stop the durable server of ``state_dir`` (workers first, warm, then the server), wait until its processes
+    are gone and remove its socket and record; with ``purge`` also its append-only file and secret.
+
+    Returns the record of what was stopped, None if nothing ran.
+    """
+    state_dir = prepare_state_dir(state_dir)
+    with state_lock(state_dir):
+        record = read_record(state_dir)
+        if record is not None and pid_alive(record.keeper):
+            os.kill(record.keeper, signal.SIGTERM)
+        if record is not None:
+            deadline = time.monotonic() + timeout
+            pids = (record.keeper, record.supervisor, record.server)
+            while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for pid in pids:
+                if pid_alive(pid) and _is_ours(pid, state_dir):
+                    os.kill(pid, signal.SIGKILL)
+        for name in (RECORD, SOCKET):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(state_dir, name))
+        if purge:
+            for name in os.listdir(state_dir):
+                full = os.path.join(state_dir, name)
+                if name.startswith("appendonly") or name in ("dump.rdb", SECRET):
+                    shutil.rmtree(full) if os.path.isdir(full) else os.unlink(full)
+    return record
