@@ -46,15 +46,11 @@ import dask.config
 
 from .address import RedisAddress
 from .checks import THRESHOLDS
-from .names import SECRET_ENV, SECRET_FILE_ENV
+from .names import DURABLE_JOBNAME, SECRET_ENV, SECRET_FILE_ENV
 from .resolution import Layer, ambient_layers, resolve_address
 from .schema import SERVER_FIELDS, SETTINGS
 
-__all__ = ["DURABLE_JOBNAME", "THRESHOLDS", "Settings", "config_overrides", "default_worker_count"]
-
-
-DURABLE_JOBNAME = "durable"
-"""The default ``jobname`` of the durable local mode (``durable=True``): the same in every process."""
+__all__ = ["THRESHOLDS", "Settings", "config_overrides", "default_worker_count"]
 
 
 def default_worker_count() -> int:

@@ -182,7 +182,9 @@ class Keeper:
         seen = _mtime(record_path)
         restarts = 0
         while not self.stopping:
-            time.sleep(tick)
+            self._sleep(tick)
+            if self.stopping:
+                break
             if not self.server.is_running:
                 logger.error("durable keeper: the redis-server exited; stopping the workers")
                 return 1
@@ -204,6 +206,12 @@ class Keeper:
                 return 0
         logger.info("durable keeper: asked to stop")
         return 0
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking early when asked to stop."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
 
     def _busy(self) -> bool:
         assert self.backend is not None
