@@ -70,7 +70,8 @@ class ParamScheduler(ParamLifecycle):
             shuffle_key = disk_shuffle_key(graph)
             with self._started():
                 if shuffle_key is not None:  # refused unless the pool shares one filesystem
-                    check_disk_shuffle(shuffle_key, self.settings, self._local_ids, self.backend.live_workers)
+                    local_ids = None if self._local is None else self._local.ids
+                    check_disk_shuffle(shuffle_key, self.settings, local_ids, self.backend.live_workers)
                 if saved is None:
                     return self._run(graph, keys, kwargs, redo)
                 return self._run_saving(graph, keys, kwargs, redo, saved)
