@@ -10,6 +10,7 @@ executed again, and the cell says that it resumed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -101,10 +102,13 @@ def test_a_killed_kernel_is_resumed_by_the_same_notebook(kernel_name: str, state
     failure: list[BaseException] = []
 
     def run() -> None:
+        loop = asyncio.new_event_loop()  # this thread's own, closed after
         try:
-            client.execute()
+            loop.run_until_complete(client.async_execute())
         except BaseException as e:  # the kernel's death: nbclient's DeadKernelError
             failure.append(e)
+        finally:
+            loop.close()
 
     runner = threading.Thread(target=run, daemon=True)
     runner.start()
@@ -122,9 +126,10 @@ def test_a_killed_kernel_is_resumed_by_the_same_notebook(kernel_name: str, state
     assert record is not None and record.alive(), "the durable server died with the kernel"
 
     # what the dead run's workers were holding finishes; then the same notebook runs again, in a fresh kernel
-    settled = [len(lines(side))]
-    assert wait_until(lambda: settled.append(len(lines(side))) or settled[-1] == settled[-2], 30, interval=0.5)
-    before = len(lines(side))
+    before, deadline = -1, time.monotonic() + 30
+    while before != len(lines(side)) and time.monotonic() < deadline:
+        before = len(lines(side))
+        time.sleep(0.3)
     second = notebook(state_dir, side, pidfile)
     NotebookClient(
         second, timeout=60, kernel_name=kernel_name, resources={"metadata": {"path": str(tmp_path)}}
