@@ -38,7 +38,7 @@ def _state_dir(given: str | None) -> str:
         raise click.UsageError(str(e)) from None
 
 
-@click.group(name="server", context_settings={"max_content_width": 100})
+@click.group(name="server", context_settings={"max_content_width": 100, "help_option_names": ["-h", "--help"]})
 def server_group() -> None:
     """The durable local mode's server and workers (RedisParam(durable=True)): status, stop."""
 
