@@ -301,7 +301,7 @@ class ParamLifecycle:
     def _started(self) -> Iterator[None]:
         """Inside: the param is started (started here and stopped after, if it was not)."""
         durable = self._durable
-        if durable is not None and not durable.alive():  # stopped since (idle, `server stop`): start it again
+        if durable is not None and not durable.touch():  # stopped since (idle, `server stop`): start it again
             logger.info("manager: the durable server in %s stopped; starting it again", durable.state_dir)
             self.stop()
             self.start()

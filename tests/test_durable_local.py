@@ -52,24 +52,29 @@ STARTER = textwrap.dedent(
 )
 
 
-def test_the_server_and_workers_outlive_a_killed_starter_and_the_next_process_reattaches(state_dir: str) -> None:
-    starter = subprocess.Popen([sys.executable, "-c", STARTER, state_dir], stdout=subprocess.PIPE, text=True)
+def test_the_server_and_workers_outlive_killed_starters_and_the_next_process_reattaches(state_dir: str) -> None:
+    # two starters at once: the lock lets one start the server, the other reattaches to it
+    starters = [
+        subprocess.Popen([sys.executable, "-c", STARTER, state_dir], stdout=subprocess.PIPE, text=True) for _ in "ab"
+    ]
     try:
-        assert starter.stdout is not None
-        line = starter.stdout.readline().split()
-        assert line[:1] == ["ready"], line
-        server_pid = int(line[1])
+        said = [starter.stdout.readline().split() for starter in starters if starter.stdout is not None]
+        assert [words[:1] for words in said] == [["ready"], ["ready"]], said
+        assert said[0][1] == said[1][1], "two starters started two servers"
+        server_pid = int(said[0][1])
         with open(os.path.join(state_dir, "secret")) as fh:
             secret = fh.read()
-        starter.send_signal(signal.SIGKILL)
+        for starter in starters:
+            starter.send_signal(signal.SIGKILL)
     finally:
-        starter.kill()
-        starter.wait()
-        if starter.stdout is not None:
-            starter.stdout.close()
+        for starter in starters:
+            starter.kill()
+            starter.wait()
+            if starter.stdout is not None:
+                starter.stdout.close()
+    assert wait_until(lambda: not any(durable.pid_alive(s.pid) for s in starters), 5)
     record = durable.read_record(state_dir)
     assert record is not None and record.server == server_pid
-    assert wait_until(lambda: not durable.pid_alive(starter.pid), 5)
     assert all(durable.pid_alive(pid) for pid in (record.keeper, record.server, record.supervisor))
     assert oct(os.stat(state_dir).st_mode & 0o777) == "0o700"
     assert oct(os.stat(os.path.join(state_dir, "secret")).st_mode & 0o777) == "0o600"
@@ -102,14 +107,20 @@ def test_the_server_and_workers_outlive_a_killed_starter_and_the_next_process_re
     assert gone.exit_code == 1 and "no durable server runs" in gone.output
 
 
-def test_it_stops_itself_when_idle(state_dir: str) -> None:
-    with RedisParam(1, durable=True, state_dir=state_dir, durable_idle=0.5) as p:
+def test_it_stops_itself_when_idle_and_a_param_still_started_starts_it_again(state_dir: str) -> None:
+    p = RedisParam(1, durable=True, state_dir=state_dir, durable_idle=0.5).start()
+    try:
         assert int(da.ones(10, chunks=5).sum().compute(scheduler=p)) == 10
         record = p.durable_server
         assert record is not None
         pids = all_pids(record, worker_pids(p))
-    assert wait_until(lambda: not any(durable.pid_alive(pid) for pid in pids), 15), "still running after idle"
-    assert durable.read_record(state_dir) is None
+        assert wait_until(lambda: not any(durable.pid_alive(pid) for pid in pids), 15), "still running after idle"
+        assert durable.read_record(state_dir) is None
+        assert int(da.ones(10, chunks=5).sum().compute(scheduler=p)) == 10  # the next compute starts it again
+        again = p.durable_server
+        assert again is not None and again.server != record.server and again.alive()
+    finally:
+        p.stop()
 
 
 def test_a_stale_state_dir_starts_again_on_its_append_only_file(state_dir: str) -> None:

@@ -69,6 +69,7 @@ SECRET = "secret"
 LOCK = "lock"
 SOCKET = "redis.sock"
 LOG = "keeper.log"
+MAX_SOCKET_PATH = 100
 
 
 def default_state_dir() -> str:
@@ -216,6 +217,15 @@ class DurableServer:
         """Whether its keeper and server processes run."""
         return pid_alive(self.keeper) and pid_alive(self.server)
 
+    def touch(self) -> bool:
+        """Tell the keeper that a process is about to use it (its idle time starts again); False if it has stopped
+        or is stopping (its record is gone)."""
+        try:
+            os.utime(os.path.join(self.state_dir, RECORD))
+        except FileNotFoundError:
+            return False
+        return self.alive()
+
     def to_json(self) -> str:
         fields = dataclasses.asdict(self)
         del fields["reattached"]
@@ -277,6 +287,11 @@ def attach_or_start(
         The keeper could not start its server or workers (its log's last lines are in the message).
     """
     state_dir = prepare_state_dir(state_dir)
+    if len(os.path.join(state_dir, SOCKET).encode()) > MAX_SOCKET_PATH:
+        raise ConfigurationError(
+            f"state_dir={state_dir!r} is too deep for the server's Unix socket (at most {MAX_SOCKET_PATH} bytes with "
+            f"'/{SOCKET}'): choose a shorter one"
+        )
     with state_lock(state_dir):
         secret = read_secret(state_dir, create=True)
         assert secret is not None
@@ -300,16 +315,21 @@ def _clear_stale(state_dir: str) -> None:
     if record is not None:
         deadline = time.monotonic() + 10.0
         for pid in (record.keeper, record.supervisor, record.server):
-            while pid_alive(pid) and time.monotonic() < deadline:
+            while _is_ours(pid, state_dir) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if pid_alive(pid) and _is_ours(pid, state_dir):
+            if _is_ours(pid, state_dir):
                 os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(state_dir, RECORD))
 
 
 def _is_ours(pid: int, state_dir: str) -> bool:
-    """Whether ``pid`` is a process of this state dir (a pid may have been reused since the record was made)."""
+    """Whether ``pid`` is a live process of this state dir (its pid may have been reused since the record was made:
+    after a reboot); without ``/proc`` (macOS), whether it lives."""
+    if not pid_alive(pid):
+        return False
+    if not os.path.isdir("/proc"):
+        return True
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             cmdline = fh.read()
@@ -359,8 +379,7 @@ def _start_keeper(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=log,
-                cwd=state_dir,
+                stderr=log,  # the workers run in the starter's directory, as the local workers of a default param
                 pass_fds=(write_end,),
                 start_new_session=True,  # neither a Ctrl-C nor the kill of the starter's process group reaches it
             )
@@ -414,15 +433,15 @@ def stop_durable(state_dir: str, *, timeout: float = 30.0, purge: bool = False) 
     state_dir = prepare_state_dir(state_dir)
     with state_lock(state_dir):
         record = read_record(state_dir)
-        if record is not None and pid_alive(record.keeper):
+        if record is not None and _is_ours(record.keeper, state_dir):
             os.kill(record.keeper, signal.SIGTERM)
         if record is not None:
             deadline = time.monotonic() + timeout
             pids = (record.keeper, record.supervisor, record.server)
-            while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            while any(_is_ours(pid, state_dir) for pid in pids) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for pid in pids:
-                if pid_alive(pid) and _is_ours(pid, state_dir):
+                if _is_ours(pid, state_dir):
                     os.kill(pid, signal.SIGKILL)
         for name in (RECORD, SOCKET):
             with contextlib.suppress(FileNotFoundError):
