@@ -7,8 +7,9 @@ keeper (:mod:`dask_redisparam.worker.keeper`) writes once its server and workers
 the socket answers with the password made from the secret, the caller reattaches; otherwise (nothing recorded,
 or a stale record of a killed keeper) it starts a new keeper on the same append-only file, whose values come back.
 
-The state directory (default :func:`default_state_dir`) is private: created ``0700``, refused (with an error
-naming it) when another user owns it or its group or others may enter it. It holds:
+The state directory (:mod:`dask_redisparam.worker.state_dir`; default :func:`default_state_dir`) is private:
+created ``0700``, refused (with an error naming it) when another user owns it or its group or others may enter
+it. It holds:
 
 ==================  =========================================================================================
 ``lock``            the starters' lock (``fcntl.flock``)
@@ -34,25 +35,36 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import hashlib
 import json
 import os
-import secrets
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..config.address import RedisAddress
 from ..errors import ConfigurationError, ServerError
+from .state_dir import (
+    LOG,
+    MAX_SOCKET_PATH,
+    RECORD,
+    SECRET,
+    SOCKET,
+    default_state_dir,
+    is_ours,
+    password_of,
+    pid_alive,
+    prepare_state_dir,
+    read_secret,
+    state_lock,
+)
 
 __all__ = [
+    "RECORD",
     "DurableServer",
     "attach_or_start",
     "default_state_dir",
@@ -61,117 +73,10 @@ __all__ = [
     "prepare_state_dir",
     "read_record",
     "read_secret",
+    "state_lock",
     "stop_durable",
+    "write_record",
 ]
-
-RECORD = "server.json"
-SECRET = "secret"
-LOCK = "lock"
-SOCKET = "redis.sock"
-LOG = "keeper.log"
-MAX_SOCKET_PATH = 100
-
-
-def default_state_dir() -> str:
-    """``$XDG_STATE_HOME/dask-redisparam``, else ``~/.local/state/dask-redisparam``.
-
-    Examples
-    --------
-    >>> default_state_dir().endswith("dask-redisparam")
-    True
-    """
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(os.path.abspath(base), "dask-redisparam")
-
-
-def prepare_state_dir(path: str | None) -> str:
-    """Create the state directory (``0700``) if needed and check that it is private; return its absolute path.
-
-    Raises
-    ------
-    ConfigurationError
-        When ``state_dir`` is not a directory, is owned by another user, or its group or others have access.
-    """
-    path = os.path.abspath(os.path.expanduser(path)) if path else default_state_dir()
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        info = os.stat(path)
-    except OSError as e:
-        raise ConfigurationError(f"state_dir={path!r} cannot be created: {e}") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise ConfigurationError(f"state_dir={path!r} is not a directory")
-    if info.st_uid != os.getuid():
-        raise ConfigurationError(f"state_dir={path!r} belongs to another user (uid {info.st_uid}); use your own")
-    if info.st_mode & 0o077:
-        raise ConfigurationError(
-            f"state_dir={path!r} is accessible to its group or others (mode {oct(info.st_mode & 0o777)}); "
-            f"it holds the pool's secret: `chmod 700 {path}` or choose another"
-        )
-    return path
-
-
-@contextlib.contextmanager
-def state_lock(state_dir: str) -> Iterator[None]:
-    """Hold the starters' lock of ``state_dir`` (blocking)."""
-    fd = os.open(os.path.join(state_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def read_secret(state_dir: str, create: bool = False) -> str | None:
-    """The pool's secret (``SECRET_ENV`` text) kept in ``<state_dir>/secret``; made (``0600``) with ``create``."""
-    path = os.path.join(state_dir, SECRET)
-    try:
-        with open(path) as fh:
-            text = fh.read().strip()
-    except FileNotFoundError:
-        if not create:
-            return None
-        text = "0=" + secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text + "\n")
-        return text
-    if os.stat(path).st_mode & 0o077:
-        raise ConfigurationError(f"the secret file {path!r} is readable by others; `chmod 600 {path}`")
-    return text
-
-
-def password_of(secret: str) -> str:
-    """The server's password, derived from the secret (so the secret file is the only credential kept).
-
-    Examples
-    --------
-    >>> password_of("0=abc") == password_of("0=abc") != password_of("0=abd")
-    True
-    """
-    return hashlib.sha256(b"dask-redisparam durable server\0" + secret.encode()).hexdigest()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie.
-
-    Examples
-    --------
-    >>> pid_alive(os.getpid())
-    True
-    """
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc (macOS): it exists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,29 +220,12 @@ def _clear_stale(state_dir: str) -> None:
     if record is not None:
         deadline = time.monotonic() + 10.0
         for pid in (record.keeper, record.supervisor, record.server):
-            while _is_ours(pid, state_dir) and time.monotonic() < deadline:
+            while is_ours(pid, state_dir) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _is_ours(pid, state_dir):
+            if is_ours(pid, state_dir):
                 os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(state_dir, RECORD))
-
-
-def _is_ours(pid: int, state_dir: str) -> bool:
-    """Whether ``pid`` is a live process of this state dir (its pid may have been reused since the record was made:
-    after a reboot); without ``/proc`` (macOS), whether it lives."""
-    if not pid_alive(pid):
-        return False
-    if not os.path.isdir("/proc"):
-        return True
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            cmdline = fh.read()
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            environ = fh.read()
-    except OSError:
-        return False
-    return state_dir.encode() in cmdline or state_dir.encode() in environ
 
 
 def _start_keeper(
@@ -433,15 +321,15 @@ def stop_durable(state_dir: str, *, timeout: float = 30.0, purge: bool = False) 
     state_dir = prepare_state_dir(state_dir)
     with state_lock(state_dir):
         record = read_record(state_dir)
-        if record is not None and _is_ours(record.keeper, state_dir):
+        if record is not None and is_ours(record.keeper, state_dir):
             os.kill(record.keeper, signal.SIGTERM)
         if record is not None:
             deadline = time.monotonic() + timeout
             pids = (record.keeper, record.supervisor, record.server)
-            while any(_is_ours(pid, state_dir) for pid in pids) and time.monotonic() < deadline:
+            while any(is_ours(pid, state_dir) for pid in pids) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for pid in pids:
-                if _is_ours(pid, state_dir):
+                if is_ours(pid, state_dir):
                     os.kill(pid, signal.SIGKILL)
         for name in (RECORD, SOCKET):
             with contextlib.suppress(FileNotFoundError):
