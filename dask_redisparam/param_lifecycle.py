@@ -248,7 +248,11 @@ class ParamLifecycle:
             self.stop()
 
     def stop(self) -> None:
-        """Stop the local workers this param started, close the connection, stop an embedded server."""
+        """Stop the local workers this param started, close the connection, stop an embedded server.
+
+        A durable param (``durable=True``) only detaches: its server and workers go on (``dask-redisparam server
+        stop`` stops them).
+        """
         with self._lock:
             local, self._local = self._local, None
             backend, self._backend = self._backend, None

@@ -9,7 +9,8 @@ kernel that is SIGKILLed). Then :class:`Keeper`:
    password made from the kept secret;
 2. starts the local workers (a :class:`~dask_redisparam.worker.supervisor.LocalWorkers` supervisor) on the job,
    waits until they registered, writes ``server.json`` and tells its starter on the ready pipe;
-3. watches: a supervisor that exits is started again (three times at most, then the keeper stops), and after
+3. watches: a supervisor that fails is started again (three times at most, then the keeper stops; one whose
+   workers were all asked to stop, by ``stop-all``, stops the keeper), and after
    ``idle`` seconds with no live run, no busy worker, an empty queue and no process reattaching, or on SIGTERM
    (``dask-redisparam server stop``), it stops: the workers first (warm), then the server (which writes its
    append-only file out), and removes its record.
@@ -189,6 +190,9 @@ class Keeper:
                 logger.error("durable keeper: the redis-server exited; stopping the workers")
                 return 1
             if self.local is not None and not self.local.is_running():
+                if self.local.process.returncode == 0:  # its workers were asked to stop (stop-all): so is the pool
+                    logger.info("durable keeper: the workers stopped (stop-all); stopping")
+                    return 0
                 restarts += 1
                 if restarts > MAX_SUPERVISOR_RESTARTS:
                     logger.error("durable keeper: the workers' supervisor exited %d times; stopping", restarts)
