@@ -48,6 +48,7 @@ from typing import Any
 
 from ..config.address import RedisAddress
 from ..errors import ConfigurationError, ServerError
+from .server import ping_socket, tail
 from .state_dir import (
     LOG,
     MAX_SOCKET_PATH,
@@ -159,8 +160,6 @@ def write_record(record: DurableServer) -> None:
 
 def answers(address: RedisAddress, timeout: float = 1.0) -> bool:
     """Whether the server at ``address`` (a Unix socket) accepts its password and answers ``PING``."""
-    from .server import ping_socket
-
     return address.path is not None and ping_socket(address.path, address.password, timeout)
 
 
@@ -285,8 +284,6 @@ def _start_keeper(
     finally:
         os.close(read_end)
     if not word.startswith("ready"):
-        from .server import tail
-
         raise ServerError(
             f"the durable server in {state_dir!r} did not start ({word.strip() or 'no answer'}); last lines of "
             f"{os.path.join(state_dir, LOG)}:\n{tail(os.path.join(state_dir, LOG)) or '(empty)'}"
