@@ -91,6 +91,14 @@ def test_the_server_and_workers_outlive_killed_starters_and_the_next_process_rea
         assert fh.read() == secret  # the same secret: signed values written before stay readable
     assert all(durable.pid_alive(pid) for pid in all_pids(record, workers))  # leaving the block only detached
 
+    hidden = [secret.strip().split("=", 1)[1], durable.password_of(secret.strip())]
+    for pid in all_pids(record, workers):  # neither the secret nor the password on a command line, nor in a log
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            assert not any(word.encode() in fh.read() for word in hidden), pid
+    for log in ("keeper.log", "redis.log"):
+        with open(os.path.join(state_dir, log)) as fh:
+            assert not any(word in fh.read() for word in hidden), log
+
     with pytest.raises(ConfigurationError, match="serves job 'durable', not jobname='other'"):
         RedisParam(durable=True, state_dir=state_dir, jobname="other").start()
 
@@ -99,6 +107,7 @@ def test_the_server_and_workers_outlive_killed_starters_and_the_next_process_rea
     assert status.exit_code == 0, status.output
     assert f"redis-server pid {server_pid}" in status.output and "AOF on" in status.output
     assert f"socket {record.socket}" in status.output and "2 live worker(s) of 2" in status.output
+    assert not any(word in status.output for word in hidden)
     stop = runner.invoke(main, ["server", "stop", "--state-dir", state_dir])
     assert stop.exit_code == 0, stop.output
     assert "append-only file kept" in stop.output
