@@ -110,6 +110,9 @@ class RedisParam(ParamScheduler):
         Seconds after which a silent worker counts as lost (> ``heartbeat_interval``).
     redo_ttl : float, default 3600.0
         Seconds a failed run keeps its computed values in Redis for ``redo=`` (0: not kept).
+    resume_ttl : float, default 3600.0
+        Seconds the values of a run whose manager died (or was interrupted) stay in Redis, so that the same computation
+        run again resumes from them (0: no resume; see the Durable runs page).
     start_timeout : float, default 60.0
         Seconds :meth:`~dask_redisparam.RedisParam.start` waits for its local workers to register (> 0); then it goes on
         with those that did, or fails if none did.
@@ -190,6 +193,7 @@ class RedisParam(ParamScheduler):
         heartbeat_interval: float = 1.0,
         heartbeat_ttl: float = 10.0,
         redo_ttl: float = 3600.0,
+        resume_ttl: float = 3600.0,
         start_timeout: float = 60.0,
         durable: bool = False,
         state_dir: str | os.PathLike[str] | None = None,

@@ -14,12 +14,14 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import dask.config
+from dask._task_spec import Alias, DataNode
 from dask.local import nested_get
 
 from .errors import ConfigurationError
 from .manager.graph import Graph, flatten_keys, prepare_graph
 from .manager.loop import fewer_collections, run_graph
 from .manager.options import RedoInfo, RunOptions, TimelineRecord, redo_info_of
+from .manager.resume import Resumer
 from .manager.shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle
 from .manager.state import RunState
 from .param_lifecycle import ParamLifecycle
@@ -30,6 +32,10 @@ from .sentinels import MISSING
 __all__ = ["ParamScheduler"]
 
 _P = TypeVar("_P", bound="ParamScheduler")
+
+
+def _is_literal(graph: Graph, key: Hashable) -> bool:
+    return isinstance(graph.nodes[key], (DataNode, Alias))
 
 
 class ParamScheduler(ParamLifecycle):
@@ -65,16 +71,21 @@ class ParamScheduler(ParamLifecycle):
         known = set(redo.fields) if redo is not None else set()
         if saved is not None:
             known |= {key for key in flatten_keys(keys) if saved.has(key)}
-        with fewer_collections():
-            graph = prepare_graph(dsk, keys, known=known)
+        with fewer_collections(), self._started():
+            resumer = self._resumer()
+            graph = prepare_graph(dsk, keys, known=known, find=resumer)
+            if resumer is not None:
+                resumer.report(sum(1 for k in graph.nodes if k not in graph.known and not _is_literal(graph, k)))
             shuffle_key = disk_shuffle_key(graph)
-            with self._started():
-                if shuffle_key is not None:  # refused unless the pool shares one filesystem
-                    local_ids = None if self._local is None else self._local.ids
-                    check_disk_shuffle(shuffle_key, self.settings, local_ids, self.backend.live_workers)
-                if saved is None:
-                    return self._run(graph, keys, kwargs, redo)
-                return self._run_saving(graph, keys, kwargs, redo, saved)
+            if shuffle_key is not None:  # refused unless the pool shares one filesystem
+                check_disk_shuffle(shuffle_key, self.settings, self._local_ids, self.backend.live_workers)
+            if saved is None:
+                return self._run(graph, keys, kwargs, redo, resumer)
+            return self._run_saving(graph, keys, kwargs, redo, saved, resumer)
+
+    def _resumer(self) -> Resumer | None:
+        """The lookup of dead runs' values (:mod:`dask_redisparam.manager.resume`), or None with resume off."""
+        return Resumer(self.backend, self.settings.jobname) if self.settings.resume_ttl > 0 else None
 
     @contextlib.contextmanager
     def as_default(self: _P) -> Iterator[_P]:
@@ -102,7 +113,13 @@ class ParamScheduler(ParamLifecycle):
             yield self
 
     def _run_saving(
-        self, graph: Graph, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None, saved: ResultDir
+        self,
+        graph: Graph,
+        keys: Any,
+        kwargs: dict[str, Any],
+        redo: RedoInfo | None,
+        saved: ResultDir,
+        resumer: Resumer | None = None,
     ) -> Any:
         """A run with a result directory: each requested value is saved as soon as it is computed, and values saved
         by an earlier (interrupted or failed) run are not computed again."""
@@ -113,7 +130,7 @@ class ParamScheduler(ParamLifecycle):
             ref = saved.ref(key) if saved.has(key) else saved.save(key, value)
             values[key] = value if return_results else ref
 
-        options = self._options(kwargs, redo, on_result=keep, load_known=saved.load)
+        options = self._options(kwargs, redo, on_result=keep, load_known=saved.load, resumer=resumer)
         with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
             run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"), live_workers=self._live_workers)
         for key in graph.requested:
@@ -215,7 +232,10 @@ class ParamScheduler(ParamLifecycle):
         """Run a graph that ``feed`` extends while it runs; ``on_result`` gets each requested value as it comes."""
         graph = prepare_graph(dsk, [])
         with self._started():
-            options = self._options({}, None, on_result=on_result, feed=feed)
+            resumer = self._resumer()
+            if resumer is not None:  # a feed matches the tasks it adds (Resumer.match)
+                resumer.load()
+            options = self._options({}, None, on_result=on_result, feed=feed, resumer=resumer)
             run_graph(self.backend, graph, options, live_workers=self._live_workers)
 
     def _options(self, kwargs: dict[str, Any], redo: RedoInfo | None, **extra: Any) -> RunOptions:
@@ -233,8 +253,10 @@ class ParamScheduler(ParamLifecycle):
         """
         return list(self._timeline)
 
-    def _run(self, graph: Any, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None) -> Any:
-        options = self._options(kwargs, redo)
+    def _run(
+        self, graph: Any, keys: Any, kwargs: dict[str, Any], redo: RedoInfo | None, resumer: Resumer | None = None
+    ) -> Any:
+        options = self._options(kwargs, redo, resumer=resumer)
         with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
             values: dict[Hashable, Any] = run_graph(
                 self.backend, graph, options, callbacks=kwargs.get("callbacks"), live_workers=self._live_workers

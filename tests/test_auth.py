@@ -38,6 +38,7 @@ _METHOD_COMMANDS = {
     "scan_iter": "scan",
     "script_load": "script|load",
     "script_exists": "script|exists",
+    "memory_usage": "memory|usage",
 }
 # redis-py methods that send no command of their own
 _NOT_COMMANDS = {"pipeline", "execute", "close", "register_script", "reset", "execute_command"}

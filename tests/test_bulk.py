@@ -22,6 +22,7 @@ from dask.callbacks import Callback
 
 from dask_redisparam import RedisParam
 from dask_redisparam.backend import Backend, keys
+from dask_redisparam.backend.runs import MARKER
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.errors import ServerError
 from dask_redisparam.sentinels import MISSING
@@ -76,10 +77,10 @@ def run_keys(rclient: redis.Redis, jobname: str) -> list[bytes]:
 
 
 def data_fields(rclient: redis.Redis, jobname: str) -> list[bytes]:
-    """The fields of every data hash of the job's runs."""
+    """The fields of every data hash of the job's runs (but a registered run's marker field)."""
     out: list[bytes] = []
     for key in rclient.scan_iter(match=f"drp:{{{jobname}}}:run:*:data"):
-        out += cast(list[bytes], rclient.hkeys(key))
+        out += [f for f in cast(list[bytes], rclient.hkeys(key)) if f != MARKER.encode()]
     return out
 
 

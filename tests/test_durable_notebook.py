@@ -140,6 +140,7 @@ def test_a_killed_kernel_is_resumed_by_the_same_notebook(kernel_name: str, state
     executions = lines(side)[before:]
     assert len(executions) <= CHUNKS - at_kill + WORKERS, (len(executions), at_kill)  # unfinished + in flight
     assert set(lines(side)) == {str(i * CHUNK) for i in range(CHUNKS)}  # every chunk ran, in one run or the other
+    print(f"killed at {at_kill} of {CHUNKS} executions, {before} before the rerun, {len(executions)} in the rerun")
     said = re.search(r"resumed (\d+) of (\d+) tasks from run", err)
     assert said is not None, f"the cell does not say it resumed; stderr: {err!r}"
     assert 0 < int(said.group(1)) <= int(said.group(2))

@@ -34,7 +34,7 @@ from dask_redisparam import RedisParam
 from tests import tasks
 jobname, url, path, n, seconds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 # a window of 200 messages: most of them wait in the queue when the manager dies
-with RedisParam(jobname=jobname, is_worker=False, url=url, queue_multiplier=100, redo_ttl=600) as p:
+with RedisParam(jobname=jobname, is_worker=False, url=url, queue_multiplier=100, redo_ttl=600, resume_ttl=600) as p:
     print("started", flush=True)
     p({("s", i): (tasks.counted_slow_inc, path, i, seconds) for i in range(n)}, [("s", i) for i in range(n)])
 """
@@ -82,9 +82,11 @@ def test_workers_stop_serving_a_run_within_seconds_of_its_managers_death(
     workers = {keys.workers(jobname), *(keys.worker(jobname, w) for w in worker_ids)}
     left = {k.decode() for k in rclient.scan_iter(match=keys.job_pattern(jobname))} - workers
     data = keys.data(jobname, run_id)
-    assert left == {data}  # only the run's values, with their own TTL (redo_ttl=600) for a later reuse
+    # only the run's values and its entry in the registry of runs, with their own TTL (600 s) for a later resume
+    assert left == {data, keys.runs(jobname)}
     assert 540_000 < rclient.pttl(data) <= 600_000
-    rclient.delete(data)
+    assert 540_000 < rclient.pttl(keys.runs(jobname)) <= 600_000
+    rclient.delete(data, keys.runs(jobname))
 
 
 def test_a_manager_blocked_for_ten_seconds_keeps_its_run(

@@ -10,13 +10,13 @@ from collections.abc import Iterable
 from typing import cast
 
 from . import keys
-from .runs import RunOps
+from .resume import ResumeOps
 from .workers import WorkerOps
 
 __all__ = ["AdminOps"]
 
 
-class AdminOps(RunOps, WorkerOps):
+class AdminOps(ResumeOps, WorkerOps):
     """Read-mostly operations over a whole job, and its clean-up."""
 
     def live_workers(self, jobname: str) -> list[str]:
@@ -70,7 +70,8 @@ class AdminOps(RunOps, WorkerOps):
         return {rid: bool(alive) for rid, alive in zip(sorted(runs), pipe.execute(), strict=True)}
 
     def clean(self, jobname: str) -> tuple[list[str], list[str], int]:
-        """Remove what dead workers and dead runs left; returns (dead workers, dead runs, messages requeued).
+        """Remove what dead workers and dead runs left (the values of dead runs kept for resume included); returns
+        (dead workers, dead runs, messages requeued).
 
         A dead worker's claimed messages go back to the queue first: cleaning never loses work.
         """
@@ -78,7 +79,11 @@ class AdminOps(RunOps, WorkerOps):
         live = set(self.live_workers(jobname))
         dead_workers = [wid for wid in registered if wid not in live]
         requeued = sum(self.deregister_worker(jobname, wid) for wid in dead_workers)
-        dead_runs = [rid for rid, alive in self.run_ids(jobname).items() if not alive]
+        runs = self.run_ids(jobname)
+        for rid in self.registered_runs(jobname):  # a dead run kept for resume, or a stale entry of the registry
+            if rid not in runs and not self._r.exists(keys.alive(jobname, rid)):
+                runs[rid] = False
+        dead_runs = sorted(rid for rid, alive in runs.items() if not alive)
         for rid in dead_runs:
             self.close_run(jobname, rid)
         for message in cast(list[bytes], self._r.lrange(keys.queue(jobname), 0, -1)):

@@ -142,7 +142,11 @@ class BackendBase:
         self._copy = self._r.register_script(lua.COPY)
         self._move = self._r.register_script(lua.MOVE)
         self._ask_stop = self._r.register_script(lua.ASK_STOP)
-        self._scripts = [self._notify, self._ack, self._ask_stop, self._complete]  # the ones sent inside pipelines
+        self._extend = self._r.register_script(lua.EXTEND)
+        self._unregister = self._r.register_script(lua.UNREGISTER)
+        # the ones sent inside pipelines
+        self._scripts = [self._notify, self._ack, self._ask_stop, self._complete, self._copy, self._extend]
+        self._scripts.append(self._unregister)
         self.rerun: list[int] = []
 
     def _execute(self, build: Any, *, raise_on_error: bool = True) -> list[Any]:

@@ -45,6 +45,7 @@ JOB_COMMANDS: dict[str, list[str]] = {
     "hget": ["HGET", "{key}", "f"],
     "hmget": ["HMGET", "{key}", "f"],
     "hgetall": ["HGETALL", "{key}"],
+    "hkeys": ["HKEYS", "{key}"],
     "hdel": ["HDEL", "{key}", "f"],
     "hexists": ["HEXISTS", "{key}", "f"],
     "hincrby": ["HINCRBY", "{key}", "f", "1"],
@@ -56,6 +57,7 @@ JOB_COMMANDS: dict[str, list[str]] = {
     "script|exists": ["SCRIPT", "EXISTS", "{sha}"],
     "ping": ["PING"],
     "time": ["TIME"],
+    "memory|usage": ["MEMORY", "USAGE", "{key}"],
     "scan": ["SCAN", "0", "MATCH", "{key}", "COUNT", "1"],
     "del": ["DEL", "{key}"],  # last: removes the scratch key
 }

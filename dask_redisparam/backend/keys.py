@@ -15,8 +15,9 @@ key                                             type     meaning
 ``drp:{job}:worker:<wid>:proc``                 LIST     messages a worker claimed (reliable dequeue)
 ``drp:{job}:worker:<wid>:control``              LIST     control messages for one worker (e.g. stop)
 ``drp:{job}:run:<rid>:alive``                   STRING   exists while the run's manager lives (TTL)
-``drp:{job}:run:<rid>:data``                    HASH     results and uploaded literals, one field each
+``drp:{job}:run:<rid>:data``                    HASH     results and uploaded literals, one field each (and ``@run``)
 ``drp:{job}:run:<rid>:done``                    LIST     completion records for the run's manager
+``drp:{job}:runs``                              HASH     unended runs: record, task identities, progress (resume)
 ``drp:{job}:redo:<rid>``                        HASH     a failed run's values, kept ``redo_ttl`` for ``redo=``
 ``drp:{job}:probe:<token>``                     STRING   the start-up check of the ACL's commands (deleted at once)
 =============================================  =======  =====================================================
@@ -46,6 +47,7 @@ __all__ = [
     "rejected",
     "run_id_of",
     "run_pattern",
+    "runs",
     "runs_pattern",
     "worker",
     "workers",
@@ -155,3 +157,16 @@ def done(jobname: str, run_id: str) -> str:
 def probe(jobname: str, token: str) -> str:
     """The scratch key of one start-up check of the user's commands (:mod:`dask_redisparam.backend.commands`)."""
     return f"{_job(jobname)}:probe:{token}"
+
+
+def runs(jobname: str) -> str:
+    """The job's registry of runs that have not ended cleanly: for each, a small record of its manager (host, pid,
+    start time, number of tasks), its task identities and its progress (:mod:`dask_redisparam.backend.resume`);
+    entries of runs whose values are gone are stale (readers prune them).
+
+    Examples
+    --------
+    >>> runs("demo")
+    'drp:{demo}:runs'
+    """
+    return f"{_job(jobname)}:runs"

@@ -6,7 +6,20 @@ builds no key name itself.
 
 from __future__ import annotations
 
-__all__ = ["ACK", "ASK_STOP", "COMPLETE", "COPY", "DEREGISTER", "HEARTBEAT", "MOVE", "NOTIFY", "REAP", "REGISTER"]
+__all__ = [
+    "ACK",
+    "ASK_STOP",
+    "COMPLETE",
+    "COPY",
+    "DEREGISTER",
+    "EXTEND",
+    "HEARTBEAT",
+    "MOVE",
+    "NOTIFY",
+    "REAP",
+    "REGISTER",
+    "UNREGISTER",
+]
 
 # Store a batch's results and its completion record, and forget the message; but only if the worker still holds the
 # message (a reaped worker lost its claim: its late result is dropped) and the run is alive (keys of a dead run are
@@ -104,6 +117,25 @@ for i = 1, #ARGV, 2 do
     redis.call('HSET', KEYS[2], ARGV[i], v)
     n = n + 1
   end
+end
+return n
+"""
+
+# Give KEYS[1] a TTL of at least ARGV[1] ms (never shorten it: the job's registry of runs lives as long as the longest
+# resume_ttl of its runs).
+EXTEND = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then return 0 end
+if ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# Remove a run from the job's registry of runs (KEYS[1]): its record ARGV[1] and every field "<ARGV[1]>.*".
+UNREGISTER = """
+local prefix = ARGV[1] .. '.'
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, #prefix) == prefix then n = n + redis.call('HDEL', KEYS[1], field) end
 end
 return n
 """

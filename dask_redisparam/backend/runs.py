@@ -15,7 +15,11 @@ from . import keys
 from .client import MAX_BLOCK, evalsha
 from .large import LargeValues
 
-__all__ = ["RunOps"]
+__all__ = ["MARKER", "RunOps"]
+
+MARKER = "@run"
+"""The field a registered run's data hash gets when it opens (its value: the run id), so that the hash has its TTL
+before the first value arrives (a worker's completion would give a new hash only the lease's TTL)."""
 
 
 class RunOps(LargeValues):
@@ -29,9 +33,16 @@ class RunOps(LargeValues):
         values: dict[str, bytes],
         parts: Sequence[Part] = (),
         keep: float = 0.0,
+        *,
+        record: bytes | None = None,
+        ids: bytes = b"",
+        resume_keep: float = 0.0,
     ) -> None:
         """Mark the run alive for ``ttl`` seconds and upload ``values`` (field -> sealed literal) and the ``parts``
-        of large ones to its data hash, which lives ``keep`` seconds (at least ``ttl``; see :meth:`renew_run`)."""
+        of large ones to its data hash, which lives ``keep`` seconds (at least ``ttl``; see :meth:`renew_run`).
+
+        With a ``record`` (resume on), the run registers in the job's registry of runs with its task identities
+        ``ids`` (16 bytes a field, :mod:`.resume`); the registry lives at least ``resume_keep`` seconds."""
         data, ms = keys.data(jobname, run_id), int(ttl * 1000)
         keep_ms = max(ms, int(keep * 1000))
         if parts:
@@ -40,21 +51,34 @@ class RunOps(LargeValues):
             for reply in self._send_large(commands):
                 if isinstance(reply, Exception):
                     raise reply
-        pipe = self._r.pipeline(transaction=False)
-        pipe.set(keys.alive(jobname, run_id), b"1", px=ms)
-        if values:
-            pipe.hset(data, mapping=cast(Any, values))
-            pipe.pexpire(data, keep_ms)
-        pipe.execute()
 
-    def renew_run(self, jobname: str, run_id: str, ttl: float, keep: float) -> bool:
-        """Renew the run's lease: ``alive`` and ``done`` for ``ttl`` seconds, ``data`` for ``keep`` seconds (one
-        round trip); returns False, creating nothing, if ``alive`` is gone."""
-        pipe = self._r.pipeline(transaction=False)
-        pipe.pexpire(keys.alive(jobname, run_id), int(ttl * 1000))
-        pipe.pexpire(keys.done(jobname, run_id), int(ttl * 1000))
-        pipe.pexpire(keys.data(jobname, run_id), int(keep * 1000))
-        return bool(pipe.execute()[0])
+        def build(pipe: Any) -> None:
+            pipe.set(keys.alive(jobname, run_id), b"1", px=ms)
+            if values:
+                pipe.hset(data, mapping=cast(Any, values))
+                pipe.pexpire(data, keep_ms)
+            if record is not None:  # the data hash exists from now on, with its TTL: values outlive a crash at once
+                pipe.hset(data, MARKER, run_id)
+                pipe.pexpire(data, keep_ms)
+                registry = keys.runs(jobname)
+                pipe.hset(registry, mapping={run_id: record, f"{run_id}.ids.0": ids})
+                evalsha(pipe, self._extend, [registry], [max(ms, int(resume_keep * 1000))])
+
+        self._execute(build)
+
+    def renew_run(self, jobname: str, run_id: str, ttl: float, keep: float, resume_keep: float = 0.0) -> bool:
+        """Renew the run's lease: ``alive`` and ``done`` for ``ttl`` seconds, ``data`` for ``keep`` seconds, the
+        job's registry of runs for at least ``resume_keep`` seconds (if > 0) (one round trip); returns False,
+        creating nothing, if ``alive`` is gone."""
+
+        def build(pipe: Any) -> None:
+            pipe.pexpire(keys.alive(jobname, run_id), int(ttl * 1000))
+            pipe.pexpire(keys.done(jobname, run_id), int(ttl * 1000))
+            pipe.pexpire(keys.data(jobname, run_id), int(keep * 1000))
+            if resume_keep > 0:
+                evalsha(pipe, self._extend, [keys.runs(jobname)], [int(resume_keep * 1000)])
+
+        return bool(self._execute(build)[0])
 
     def exchange(
         self,
@@ -65,6 +89,7 @@ class RunOps(LargeValues):
         ttl: float,
         acknowledge: Sequence[bytes] = (),
         max_records: int = 4096,
+        registry: dict[str, bytes] | None = None,
     ) -> tuple[list[bytes], bool]:
         """One round trip of the manager.
 
@@ -72,8 +97,9 @@ class RunOps(LargeValues):
         pushes ``messages``, deletes ``release`` fields, renews the run's ``alive`` key for ``ttl`` seconds (the
         data hash has a TTL of its own: see :meth:`renew_run`) and reads up to ``max_records`` completion records.
         Records are removed only once acknowledged, and the removal is idempotent, so a reply lost with a broken
-        connection loses no record (a record may come twice; the manager ignores repeats). Returns
-        ``(records, run alive)``.
+        connection loses no record (a record may come twice; the manager ignores repeats). ``registry`` sets fields
+        of the run in the job's registry of runs (its progress, identities of added tasks: :mod:`.resume`), which
+        is idempotent too. Returns ``(records, run alive)``.
         """
         done = keys.done(jobname, run_id)
 
@@ -84,6 +110,8 @@ class RunOps(LargeValues):
                 pipe.lpush(keys.queue(jobname), *messages)
             if release:
                 pipe.hdel(keys.data(jobname, run_id), *release)
+            if registry:
+                pipe.hset(keys.runs(jobname), mapping=cast(Any, registry))
             pipe.pexpire(keys.alive(jobname, run_id), int(ttl * 1000))
             pipe.lrange(done, 0, max_records - 1)
 
@@ -144,5 +172,10 @@ class RunOps(LargeValues):
         return int(self._copy(keys=[keys.redo(jobname, redo_run), keys.data(jobname, run_id)], args=args))
 
     def close_run(self, jobname: str, run_id: str) -> None:
-        """Delete every key of the run."""
-        self._r.delete(keys.alive(jobname, run_id), keys.data(jobname, run_id), keys.done(jobname, run_id))
+        """Delete every key of the run, and its entries in the job's registry of runs (one round trip)."""
+
+        def build(pipe: Any) -> None:
+            pipe.delete(keys.alive(jobname, run_id), keys.data(jobname, run_id), keys.done(jobname, run_id))
+            evalsha(pipe, self._unregister, [keys.runs(jobname)], [run_id])
+
+        self._execute(build)

@@ -1,9 +1,9 @@
 """Command-line interface: ``dask-redisparam-worker`` and the ``dask-redisparam`` group.
 
 This is the only package that configures logging. Each command lives in a module of its own
-(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`,
-:mod:`~dask_redisparam.cli.server`); :mod:`~dask_redisparam.cli.common` holds
-what they share (the flags that the settings table declares, connecting, logging).
+(:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`, :mod:`~dask_redisparam.cli.runs`,
+:mod:`~dask_redisparam.cli.server`); :mod:`~dask_redisparam.cli.common` holds what they share (the flags that the
+settings table declares, connecting, logging).
 
 Examples
 --------
@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from .jobs import alive_command, clean_command, status_command, stop_all_command
+from .runs import runs_command
 from .server import server_group
 from .worker import worker_command
 
@@ -32,7 +33,7 @@ def main() -> None:
     """dask-redisparam: run dask graphs through Redis; manage a job's worker pool."""
 
 
-for _command in (worker_command, status_command, stop_all_command, alive_command, clean_command):
+for _command in (worker_command, status_command, stop_all_command, alive_command, clean_command, runs_command):
     main.add_command(_command)
 main.add_command(server_group)
 

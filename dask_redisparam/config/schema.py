@@ -220,6 +220,12 @@ SETTINGS: tuple[Setting, ...] = (
         redo_ttl,
     ),
     Setting(
+        "resume_ttl", "float", "float", 3600.0,
+        "Seconds the values of a run whose manager died (or was interrupted) stay in Redis, so that the same "
+        "computation run again resumes from them (0: no resume; see the Durable runs page).",
+        redo_ttl,
+    ),
+    Setting(
         "start_timeout", "float", "float", 60.0,
         "Seconds :meth:`~dask_redisparam.RedisParam.start` waits for its local workers to register (> 0); then it "
         "goes on with those that did, or fails if none did.",

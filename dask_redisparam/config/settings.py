@@ -124,6 +124,7 @@ class Settings:
     heartbeat_interval: float
     heartbeat_ttl: float
     redo_ttl: float
+    resume_ttl: float
     start_timeout: float
     durable: bool
     state_dir: str | None

@@ -4,6 +4,8 @@ dask passes a ``get`` an ``Expr`` (from ``dask.compute``), a ``HighLevelGraph`` 
 tuples. :func:`prepare_graph` accepts all three, converts them to dask's task spec (``Task``, ``Alias``,
 ``DataNode``...), checks the requested keys (``KeyError`` for an unknown one), keeps only what the requested
 keys need, and orders it with :func:`dask.order.order`. Nothing here recurses, so a 10,000-long chain is fine.
+Every run also gets the stable identity of each task (:mod:`~dask_redisparam.manager.identity`), in
+``Graph.identities``; ``find`` may name the keys whose values exist already, by their identities.
 
 Examples
 --------
@@ -11,19 +13,27 @@ Examples
 >>> g = prepare_graph({"x": 1, "y": (add, "x", 10), "unused": (add, 1, 2)}, "y")
 >>> sorted(g.nodes), g.dependencies["y"], g.requested
 (['x', 'y'], {'x'}, ['y'])
+>>> g = prepare_graph({"x": 1, "y": (add, "x", 10)}, "y", find=lambda ids: ["x"])
+>>> sorted(g.known), len(g.identities.of["y"])
+(['x'], 16)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Hashable, Mapping
+import logging
+from collections.abc import Callable, Collection, Hashable, Mapping
 from typing import Any, cast
 
 from dask._task_spec import GraphNode, convert_legacy_graph
 from dask.core import flatten
 from dask.order import order
 
+from .identity import Identities, task_identities
+
 __all__ = ["EMPTY", "Graph", "flatten_keys", "materialize", "prepare_graph"]
+
+logger = logging.getLogger(__name__)
 
 EMPTY: set[Hashable] = cast(set[Hashable], frozenset())
 """The one empty set of dependencies or dependents shared by all tasks without any (saves ~200 bytes a task).
@@ -49,6 +59,9 @@ class Graph:
     known : set
         Keys whose values exist already (kept from a failed run, or saved in a result directory): they are
         not computed, and neither is anything only they need.
+    identities : Identities
+        The stable identity of every key the requested keys need (before culling at ``known``), and the
+        reasons of those without one.
     """
 
     nodes: dict[Hashable, GraphNode]
@@ -58,6 +71,7 @@ class Graph:
     requested: list[Hashable]
     annotations: dict[str, dict[Hashable, Any]]
     known: set[Hashable] = dataclasses.field(default_factory=set)
+    identities: Identities = dataclasses.field(default_factory=Identities)
 
 
 def materialize(dsk: Any) -> tuple[dict[Hashable, Any], dict[str, dict[Hashable, Any]]]:
@@ -87,10 +101,17 @@ def flatten_keys(keys: Any) -> list[Hashable]:
     return list(dict.fromkeys(flat))
 
 
-def prepare_graph(dsk: Any, keys: Any, known: Collection[Hashable] = ()) -> Graph:
+def prepare_graph(
+    dsk: Any,
+    keys: Any,
+    known: Collection[Hashable] = (),
+    find: Callable[[Identities], Collection[Hashable]] | None = None,
+) -> Graph:
     """Materialize, convert, check, cull and order ``dsk`` for the requested ``keys``.
 
-    Keys in ``known`` have values already: the walk from the requested keys stops at them.
+    Keys in ``known`` have values already: the walk from the requested keys stops at them. ``find``, if given,
+    is called once with the identities of every key the requested keys need (before culling); the keys it
+    returns join ``known``.
 
     Raises
     ------
@@ -105,6 +126,13 @@ def prepare_graph(dsk: Any, keys: Any, known: Collection[Hashable] = ()) -> Grap
         if key not in raw:
             raise KeyError(key)
     converted: dict[Hashable, GraphNode] = convert_legacy_graph(raw)
+    identities = task_identities(converted, requested)
+    if identities.unstable:
+        log_unstable(identities)
+    if find is not None:
+        found = find(identities)
+        if found:
+            known = set(known) | set(found)
     nodes: dict[Hashable, GraphNode] = {}
     dependencies: dict[Hashable, set[Hashable]] = {}
     dependents: dict[Hashable, set[Hashable]] = {}
@@ -134,4 +162,20 @@ def prepare_graph(dsk: Any, keys: Any, known: Collection[Hashable] = ()) -> Grap
         for key, linked in table.items():
             if not linked:
                 table[key] = EMPTY
-    return Graph(nodes, dependencies, dependents, priority, requested, annotations, set(known) & set(nodes))
+    return Graph(nodes, dependencies, dependents, priority, requested, annotations, set(known) & set(nodes), identities)
+
+
+def log_unstable(identities: Identities) -> None:
+    """Say once (``logging.INFO``) which tasks have no stable identity and why: they are never resumed or reused."""
+    first = identities.first_unstable()
+    if first is None:
+        return
+    key, reason = first
+    count = len(identities.unstable)
+    logger.info(
+        "%d task%s without a stable identity (not resumed, not reused from a resultdir across processes): first %r: %s",
+        count,
+        "" if count == 1 else "s",
+        key,
+        reason,
+    )

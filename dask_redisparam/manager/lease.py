@@ -2,11 +2,12 @@
 
 The run's ``alive`` key (and its ``done`` list) have a TTL of :data:`RUN_TTL` seconds, renewed every
 :data:`RENEW_INTERVAL` seconds by :class:`RunLease`; its ``data`` hash has a TTL of its own, the run's
-``keep`` seconds (``redo_ttl``, at least :data:`RUN_TTL`), renewed with it. The thread does not depend on the
-manager's loop, so a manager busy for seconds (converting a large graph, pickling a large value, a callback that
-blocks) keeps its run. When the manager dies, ``alive`` and ``done`` expire within :data:`RUN_TTL` seconds and the
-workers drop the run's messages as they claim them (they check ``alive`` in the round trip that loads a message's
-inputs, and in the completion script); the values stay ``keep`` seconds.
+``keep`` seconds (the larger of ``redo_ttl`` and ``resume_ttl``, at least :data:`RUN_TTL`), renewed with it, and so
+is the job's registry of runs (``resume_keep``: ``resume_ttl``, :mod:`dask_redisparam.backend.resume`). The thread
+does not depend on the manager's loop, so a manager busy for seconds (converting a large graph, pickling a large
+value, a callback that blocks) keeps its run. When the manager dies, ``alive`` and ``done`` expire within
+:data:`RUN_TTL` seconds and the workers drop the run's messages as they claim them (they check ``alive`` in the
+round trip that loads a message's inputs, and in the completion script); the values stay ``keep`` seconds.
 
 A renewal that finds ``alive`` gone (a server restarted without its data, the key deleted, or no renewal for
 :data:`RUN_TTL` seconds) never creates it again: :meth:`RunLease.check` raises :class:`RunLost` in the manager's
@@ -57,6 +58,8 @@ class RunLease:
         The run.
     keep : float
         Seconds the run's ``data`` hash outlives the last renewal (at least :data:`RUN_TTL`).
+    resume_keep : float
+        Seconds the job's registry of runs lives at least after the last renewal (0: the run is not registered).
     ttl, interval : float
         The lease (:data:`RUN_TTL`) and the seconds between renewals (:data:`RENEW_INTERVAL`).
     """
@@ -68,6 +71,7 @@ class RunLease:
         run_id: str,
         *,
         keep: float,
+        resume_keep: float = 0.0,
         ttl: float = RUN_TTL,
         interval: float = RENEW_INTERVAL,
     ) -> None:
@@ -75,6 +79,7 @@ class RunLease:
         self.jobname = jobname
         self.run_id = run_id
         self.keep = max(keep, ttl)
+        self.resume_keep = resume_keep
         self.ttl = ttl
         self.interval = interval
         self.lost = False
@@ -109,7 +114,7 @@ class RunLease:
             while not self._stop.wait(self.interval):
                 try:
                     backend = backend or Backend(self.address, retries=1)
-                    alive = backend.renew_run(self.jobname, self.run_id, self.ttl, self.keep)
+                    alive = backend.renew_run(self.jobname, self.run_id, self.ttl, self.keep, self.resume_keep)
                 except Exception as e:  # a passing fault: the next renewal may succeed within the lease
                     if not failing:
                         logger.warning("manager: cannot renew the lease of run %s: %s", self.run_id, e)

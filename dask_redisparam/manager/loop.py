@@ -39,6 +39,7 @@ from typing import Any
 from dask.callbacks import local_callbacks
 
 from ..backend import TRANSIENT_ERRORS, Backend
+from ..backend.resume import ids_field, progress_field
 from ..errors import RunLost, ServerLoading, ServerOutOfMemory, ServerUnavailable
 from ..logs import emit_task_log
 from ..wire.bulk import open_values, triage
@@ -47,6 +48,7 @@ from ..wire.signing import PayloadRejected, Signer
 from .graph import Graph
 from .lease import RUN_TTL, RunLease
 from .options import Commands, RunOptions
+from .resume import identity_bytes, manager_record
 from .state import RunState
 
 __all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
@@ -125,40 +127,58 @@ def run_graph(
         See :mod:`dask_redisparam.errors`.
     """
     count_workers = live_workers or (lambda: count_and_reap(backend, options.jobname, options.signer))
+    resume_keep = options.resume_ttl
+    keep = max(options.redo_ttl, resume_keep)
     with local_callbacks(callbacks) as cbs:
         run = RunState(graph, options, cbs)
         for cb in run.start_cbs:
             cb(graph.nodes)
-        failed, keep = True, options.redo_ttl > 0
-        lease = RunLease(backend.address, run.job, run.run_id, keep=options.redo_ttl)
+        ending = "crash"  # until known better: "clean", "errors" (tasks failed: kept for redo=), "oom"
+        lease = RunLease(backend.address, run.job, run.run_id, keep=keep, resume_keep=resume_keep)
         try:
             uploads, parts, copies = run.start({key: options.load_known(key) for key in run.known_to_load()})
             for cb in run.start_state_cbs:
                 cb(graph.nodes, run.state)
-            backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep)
+            registration: dict[str, Any] = {}
+            if resume_keep > 0:
+                ids = identity_bytes(run.keys_by_idx, graph_identities(graph))
+                registration = {"record": manager_record(len(graph.nodes), lease.keep), "ids": ids}
+            backend.open_run(
+                run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep, resume_keep=resume_keep, **registration
+            )
             lease.start()
-            if copies:
-                _copy_redo_values(backend, run, copies)
+            adoptions = run.take_adoptions()
+            if copies or adoptions:
+                if copies:
+                    _copy_redo_values(backend, run, copies)
+                if adoptions:
+                    _copy_adopted(backend, run, adoptions)
                 backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
             _loop(backend, run, count_workers, lease)
             result = download(backend, run, run.result_keys())
-            failed = bool(run.errors)
+            ending = "errors" if run.errors else "clean"
             full = next((e for e in run.errors.values() if isinstance(e, ServerOutOfMemory)), None)
             if full is not None:  # a worker could not store results
                 raise full
             return run.outcome(result)
-        except ServerOutOfMemory as e:  # kept for redo=, the values would keep the server full
-            keep = False
+        except ServerOutOfMemory as e:  # kept for redo= or resume, the values would keep the server full
+            ending = "oom"
             raise ServerOutOfMemory(
-                f"{e}. Run {run.run_id} of job {run.job!r} failed, and nothing of it is kept for redo= (its values "
-                "were deleted, so that they do not keep the server full)"
+                f"{e}. Run {run.run_id} of job {run.job!r} failed, and nothing of it is kept for redo= or for resume "
+                "(its values were deleted, so that they do not keep the server full)"
             ) from None
         finally:
             lease.stop()
             options.last_timeline[:] = run.timeline
-            close_run(backend, run, keep=failed and keep)
+            close_run(backend, run, ending=ending, keep=lease.keep)
             for cb in run.finish_cbs:
-                cb(graph.nodes, run.state, failed)
+                cb(graph.nodes, run.state, ending != "clean")
+
+
+def graph_identities(graph: Graph) -> dict[Hashable, bytes]:
+    """The stable identities of the graph's keys (empty if the graph has none)."""
+    identities = getattr(graph, "identities", None)
+    return dict(getattr(identities, "of", None) or {})
 
 
 def _copy_redo_values(backend: Backend, run: RunState, copies: dict[str, str]) -> None:
@@ -170,6 +190,21 @@ def _copy_redo_values(backend: Backend, run: RunState, copies: dict[str, str]) -
             f"the values kept for redo by run {redo.run_id} of job {redo.jobname!r} are gone from Redis "
             "(redo_ttl passed, or the server restarted): compute again without redo="
         )
+
+
+def _copy_adopted(backend: Backend, run: RunState, adoptions: dict[str, dict[str, str]]) -> set[str]:
+    """Copy values left by dead runs into the run's data hash; raise :class:`RunLost` if some vanished meanwhile
+    (before the run started), else return the fields missing (added tasks: they run)."""
+    found = backend.copy_from_runs(run.job, run.run_id, adoptions)
+    missing = {rid for rid, fields in adoptions.items() if found.get(rid, 0) < len(fields)}
+    if missing and not run.to_adopt:
+        raise RunLost(
+            f"the values of dead run(s) {', '.join(sorted(missing))} of job {run.job!r} that this run resumes from "
+            "vanished from Redis as it started (resume_ttl passed, or `dask-redisparam clean`): compute again"
+        )
+    fields = {new for rid in missing for new in adoptions[rid]}  # a whole source is computed again
+    run.adopted_done(fields)
+    return fields
 
 
 def download(backend: Backend, run: RunState, keys: Sequence[Hashable]) -> dict[Hashable, Any]:
@@ -246,6 +281,8 @@ def _loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lea
     acknowledge: list[bytes] = []
     drain_until: float | None = None
     feeding = run.options.feed is not None
+    resume = run.options.resume_ttl > 0
+    progress = (-1, -1)
     while feeding or len(run.state["finished"]) < len(run.graph.nodes):
         if run.stopping and drain_until is None:
             drain_until = time.monotonic() + DRAIN_SECONDS
@@ -263,12 +300,20 @@ def _loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lea
                 feeding = run.options.feed(run)
             elif feeding:
                 feeding = False
+            if run.to_adopt:
+                _copy_adopted(backend, run, run.take_adoptions())
             _carry(backend, run, run.take_commands(), todo)
             if todo.withdraw:
                 backend.withdraw(job, todo.withdraw)
                 todo.withdraw = []
-            records, alive = backend.exchange(job, run.run_id, todo.push, todo.release, RUN_TTL, acknowledge)
+            registry: dict[str, bytes] | None = None
+            if resume:
+                registry, progress = _registry_update(run, progress)
+            records, alive = backend.exchange(
+                job, run.run_id, todo.push, todo.release, RUN_TTL, acknowledge, registry=registry
+            )
             todo.push, todo.release, acknowledge = [], [], records
+            run.new_ids = []
             outage.succeeded()
             if not alive:
                 raise RunLost(
@@ -302,6 +347,16 @@ def _loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lea
             _stream_results(backend, run, run.options.on_result)
 
 
+def _registry_update(run: RunState, last: tuple[int, int]) -> tuple[dict[str, bytes] | None, tuple[int, int]]:
+    """The run's fields to set in the job's registry of runs this turn: progress (if it moved), identities of
+    added tasks (kept in ``run.new_ids`` until then: a failed turn sends them again)."""
+    now = (len(run.state["finished"]), len(run.graph.nodes))
+    fields = {ids_field(run.run_id, first): ids for first, ids in run.new_ids}
+    if now != last:
+        fields[progress_field(run.run_id)] = f"{now[0]} {now[1]}".encode()
+    return fields or None, now
+
+
 def _carry(backend: Backend, run: RunState, commands: Commands, todo: Commands) -> None:
     """Do at once what needs no round trip of the turn (show task logs, ask for the live workers); keep the rest
     in ``todo``, for the turn's round trip."""
@@ -324,10 +379,11 @@ def _stream_results(backend: Backend, run: RunState, on_result: Callable[[Hashab
     if not keys:
         return
     values = download(backend, run, keys)  # keys without a value here (saved on disk, nothing needed them) are skipped
+    keep = run.options.resume_ttl > 0  # kept in Redis until the run ends, for a later resume
     for key in keys:
         if key in values:
             on_result(key, values[key])
-        run.forget(key)
+        run.hand_over(key, keep)
 
 
 def _withdraw_queued(backend: Backend, run: RunState) -> None:
@@ -337,16 +393,33 @@ def _withdraw_queued(backend: Backend, run: RunState) -> None:
     run.withdrawn([msg_id for (msg_id, _), withdrawn in zip(sent, flags, strict=True) if withdrawn])
 
 
-def close_run(backend: Backend, run: RunState, keep: bool = False) -> None:
-    """End the run: withdraw its queued messages and delete its keys (``keep``: keep its values for redo)."""
+def close_run(backend: Backend, run: RunState, ending: str = "clean", keep: float = 0.0) -> None:
+    """End the run: withdraw its queued messages; then, by ``ending``: ``"errors"`` (tasks failed) keeps its values
+    for ``redo=``, ``"crash"`` (the manager ends by an exception) keeps them ``keep`` seconds for a later resume
+    (with resume on), else (``"clean"``, ``"oom"``) everything of the run is deleted. A clean end also drops the
+    dead runs it resumed from (their values live on in this run's results)."""
     try:
         in_flight = run.in_flight()
         if in_flight:
             withdrawn = sum(backend.withdraw(run.job, [message for _, message in in_flight]))
             if withdrawn:
                 logger.debug("manager: withdrew %d queued message(s) of run %s", withdrawn, run.run_id)
-        if keep:
-            backend.keep_for_redo(run.job, run.run_id, run.options.redo_ttl)
+        options = run.options
+        if ending == "crash" and options.resume_ttl > 0:
+            progress = f"{len(run.state['finished'])} {len(run.graph.nodes)}"
+            if backend.keep_for_resume(run.job, run.run_id, keep, progress):
+                logger.info(
+                    "manager: run %s of job %r ended unfinished; its values stay %g s for a resume",
+                    run.run_id,
+                    run.job,
+                    keep,
+                )
+            return
+        if ending == "errors" and options.redo_ttl > 0:
+            backend.keep_for_redo(run.job, run.run_id, options.redo_ttl)
         backend.close_run(run.job, run.run_id)
+        resumer = options.resumer
+        if ending == "clean" and resumer is not None and resumer.adopted:
+            backend.forget_runs(run.job, sorted({a.run_id for a in resumer.adopted.values()}))
     except Exception as e:  # never hide the run's own outcome behind a clean-up failure
         logger.warning("manager: could not clean up run %s: %s", run.run_id, e)

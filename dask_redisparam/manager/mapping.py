@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import uuid
 from collections.abc import Callable, Hashable, Iterable, Sized
 from typing import TYPE_CHECKING, Any
 
 from dask._task_spec import Task
-from dask.base import tokenize
 
 from ..errors import ChunkFailed, ConfigurationError, PartialResults, RedisParamError, Unevaluated, raise_partial
 from ..progress import make_progress
@@ -31,6 +31,7 @@ from ..rng import seed_task
 from ..sentinels import MISSING
 from ..wire.protocol import ERROR, OK, UNEVALUATED
 from ..wire.serialize import dumps_exception, loads_exception, make_remote
+from .identity import task_identities
 from .state import RunState
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def map_elements(
         raise ConfigurationError(f"tasks={tasks!r} must be None, 0 or a positive integer")
     else:
         nchunks = tasks or max(1, len(param.worker_ids()))
-    name = "map-" + tokenize(func, kwargs, len(elements), todo[:1])
+    name = f"map-{uuid.uuid4()}"  # a random token: task identities leave it out (manager/identity.py)
     settings = param.settings
     dsk: dict[Hashable, Any] = {}
     for k, chunk in enumerate(split_indices(todo, nchunks) if todo else []):
@@ -217,7 +218,7 @@ def iterate_elements(
     if redo is not None and not isinstance(previous, MapRedo):
         raise ConfigurationError("redo= must be the exception that a failed map() or iterate() raised")
     done_before = previous.results if isinstance(previous, MapRedo) else {}
-    name = "iterate-" + tokenize(func, kwargs, id(items))
+    name = f"iterate-{uuid.uuid4()}"  # a random token: task identities leave it out (manager/identity.py)
     counter = itertools.count()
     read, pulled, handled = [0], [0], [0]  # items read, sent (in flight until handled)
     outcomes: dict[int, tuple[Any, ...]] = {}
@@ -244,7 +245,13 @@ def iterate_elements(
                 record(i, (OK, done_before[i]))
                 continue
             key = (name, i)
-            run.add_task(key, Task(key, run_chunk, func, kwargs, i, [(item,)], (settings.rng_seed, False)))
+            task = Task(key, run_chunk, func, kwargs, i, [(item,)], (settings.rng_seed, False))
+            identity, adopted = None, None
+            if run.options.resume_ttl > 0:  # its value may be left by a dead run of the same iterate
+                identity = task_identities({key: task}, [key]).of.get(key)
+                resumer = run.options.resumer
+                adopted = resumer.match(key, identity) if resumer is not None else None
+            run.add_task(key, task, identity, adopted)
             pulled[0] += 1
         return True
 
@@ -264,6 +271,9 @@ def iterate_elements(
     finally:
         if progress is not None:
             progress.close()
+    resumer = runs[0].options.resumer if runs else None
+    if resumer is not None:
+        resumer.report(pulled[0] - len(resumer.adopted), needed=pulled[0])
     # an input of known length (as R's bpiterateAlong) reports the items not read after a stop as unevaluated
     n = max(read[0], len(iterator)) if isinstance(iterator, Sized) else read[0]
     if reduce is None:

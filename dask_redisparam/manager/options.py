@@ -20,6 +20,7 @@ from ..errors import ConfigurationError
 if TYPE_CHECKING:
     from ..config.settings import Settings
     from ..wire.signing import Signer
+    from .resume import Resumer
     from .state import RunState
 
 __all__ = [
@@ -131,6 +132,11 @@ class RunOptions:
         Reuse the values a failed run kept; run only what failed or was not evaluated.
     redo_ttl : float
         Seconds a failed run keeps its values for ``redo`` (0: not kept).
+    resume_ttl : float
+        Seconds the values of a run that ends without finishing (its manager died or was interrupted) stay for a
+        later resume (0: no resume; the run is not registered).
+    resumer : Resumer, optional
+        The values of dead runs this run reuses (:mod:`dask_redisparam.manager.resume`).
     return_exceptions : bool
         Return exceptions in place of failed or unevaluated results instead of raising.
     on_result : callable, optional
@@ -172,6 +178,8 @@ class RunOptions:
     exported: tuple[dict[str, Any], dict[str, str]] | None
     signer: Signer | None
     describe_server: str
+    resume_ttl: float = 0.0
+    resumer: Resumer | None = None
     on_result: Callable[[Hashable, Any], None] | None = None
     load_known: Callable[[Hashable], Any] = _no_known_values
     feed: Callable[[RunState], bool] | None = None
@@ -211,6 +219,7 @@ class RunOptions:
             rng_seed=settings.rng_seed,
             redo=redo,
             redo_ttl=settings.redo_ttl,
+            resume_ttl=settings.resume_ttl,
             return_exceptions=bool(kwargs.get("return_exceptions", False)),
             log_threshold=settings.threshold_level if settings.log else None,
             logdir=settings.logdir,

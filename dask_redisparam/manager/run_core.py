@@ -102,6 +102,11 @@ class RunCore:
         self.next_msg = 0
         self.counter = 0
         self.to_release: list[str] = []
+        # resume: values to copy from dead runs (run id -> new field -> field there), identities of added tasks
+        # (first field, bytes) not yet registered, added tasks waiting for their copy (key -> field there)
+        self.adopted_copies: dict[str, dict[str, str]] = {}
+        self.new_ids: list[tuple[int, bytes]] = []
+        self.to_adopt: dict[Hashable, Any] = {}
         self.mean_seconds: float | None = None
         self.retries: dict[Hashable, int] = dict(graph.annotations.get("retries", {}))
         self.user_priority: dict[Hashable, float] = dict(graph.annotations.get("priority", {}))
@@ -135,11 +140,21 @@ class RunCore:
         redo, graph = self.options.redo, self.graph
         if not graph.known:
             return []
+        adopted = self.adopted
         return [
             key
             for key in graph.nodes
-            if key in graph.known and (redo is None or key not in redo.fields) and graph.dependents[key]
+            if key in graph.known
+            and (redo is None or key not in redo.fields)
+            and key not in adopted
+            and graph.dependents[key]
         ]
+
+    @property
+    def adopted(self) -> dict[Hashable, Any]:
+        """Key -> :class:`~dask_redisparam.manager.resume.Adopted`: values this run takes from dead runs."""
+        resumer = self.options.resumer
+        return {} if resumer is None else resumer.adopted
 
     def start(self, known: dict[Hashable, Any]) -> tuple[dict[str, bytes], list[Part], dict[str, str]]:
         """Fill the initial state; ``known`` holds the values of :meth:`known_to_load`.
@@ -152,7 +167,7 @@ class RunCore:
         parts: list[Part] = []
         copies: dict[str, str] = {}
         literals = []
-        redo = self.options.redo
+        redo, adopted = self.options.redo, self.adopted
         for key, node in self.graph.nodes.items():
             if isinstance(node, DataNode) or key in self.graph.known:
                 literals.append(key)
@@ -165,6 +180,8 @@ class RunCore:
                 if redo.parts.get(redo.fields[key]):
                     self.parts[field] = redo.parts[redo.fields[key]]
                     copies.update((name, name) for name in self.parts[field])
+            elif key in self.graph.known and key in adopted:  # left by a dead run: copied before the run starts
+                self.adopt(field, adopted[key])
             elif key in self.graph.known:  # saved in the result directory
                 if not self.graph.dependents[key]:
                     continue  # nothing here needs its value: the caller has it on disk
@@ -186,23 +203,69 @@ class RunCore:
         if sizeof(value) <= INLINE_BYTES:
             self.inline[field] = value
             return
-        sealed, value_parts = pack(dumps_result(value), self.options.signer, self.job)
+        sealed, value_parts = pack(dumps_result(value), self.options.signer, self.job, field)
         uploads[str(field)] = sealed
         if value_parts:
             parts += value_parts
             self.parts[field] = tuple(name for name, _ in value_parts)
 
-    def add_task(self, key: Hashable, node: Any) -> None:
-        """Add an independent, requested task to a running run (streaming, as ``iterate``): it is ready now."""
+    def adopt(self, field: int, adopted: Any) -> None:
+        """Take the value of ``field`` (and its parts) from a dead run: a copy for the loop to make."""
+        copies = self.adopted_copies.setdefault(adopted.run_id, {})
+        copies[str(field)] = adopted.field
+        if adopted.parts:
+            self.parts[field] = adopted.parts
+            copies.update((name, name) for name in adopted.parts)
+
+    def add_task(self, key: Hashable, node: Any, identity: bytes | None = None, adopted: Any = None) -> None:
+        """Add an independent, requested task to a running run (streaming, as ``iterate``): it is ready now, or,
+        with ``adopted`` (its value left by a dead run), finished once the loop has copied the value
+        (:meth:`take_adoptions`). ``identity`` is registered for a later resume."""
         graph = self.graph
         graph.nodes[key] = node
         graph.dependencies[key], graph.dependents[key] = set(), set()
         graph.requested.append(key)
         self.requested.add(key)
-        self.idx[key] = len(self.keys_by_idx)
+        field = self.idx[key] = len(self.keys_by_idx)
         self.keys_by_idx.append(key)
         self.state["waiting_data"][key] = set()
+        if identity is not None and self.options.resume_ttl > 0:
+            if self.new_ids and self.new_ids[-1][0] + len(self.new_ids[-1][1]) // len(identity) == field:
+                self.new_ids[-1] = (self.new_ids[-1][0], self.new_ids[-1][1] + identity)
+            else:
+                self.new_ids.append((field, identity))
+        if adopted is not None:
+            self.adopt(field, adopted)
+            self.to_adopt[key] = field
+            return
         self.make_ready(key)
+
+    def take_adoptions(self) -> dict[str, dict[str, str]]:
+        """The copies from dead runs to make now (run id -> new field -> field there); then :meth:`adopted_done`."""
+        copies, self.adopted_copies = self.adopted_copies, {}
+        return copies
+
+    def adopted_done(self, missing: set[str]) -> None:
+        """The copies of :meth:`take_adoptions` were made; ``missing``: new fields whose value was gone (their
+        tasks run). The added tasks adopted finish now."""
+        adopting, self.to_adopt = self.to_adopt, {}
+        for key, field in adopting.items():
+            if str(field) in missing:
+                self.parts.pop(field, None)
+                self.make_ready(key)
+                continue
+            self.loc[key] = field
+            self.holders[field] = 1
+            for dependent in self.mark_finished(key, StoredResult(key, 0, "resumed"), notify=False):
+                self.make_ready(dependent)
+
+    def hand_over(self, key: Hashable, keep: bool) -> None:
+        """A streaming consumer took a requested key's value: drop it from Redis, or (``keep``: for a later resume)
+        keep it there until the run ends, no longer counted among the results."""
+        if keep:
+            self.requested.discard(key)
+        else:
+            self.forget(key)
 
     def take_new_results(self) -> list[Hashable]:
         """Requested keys finished since the last call (for streaming consumers)."""

@@ -8,8 +8,9 @@ Instead:
   buffer (a numpy array's memory, a ``bytearray``...) is referenced, not copied;
 - header (unless small enough to travel inside the reference) and buffers are cut into *parts* of at most
   :data:`PART_BYTES`, written with plain ``HSET`` to fields ``~<token>.<n>`` of the run's data hash (``token``:
-  random per write, so that a late writer that lost its claim never overwrites a committed value; its parts are
-  deleted by the completion script that refuses it);
+  ``<field>-<random>``, the value's own field first, so that the parts of a value can be found by its field (resume
+  copies them with it, :mod:`dask_redisparam.manager.resume`), random per write, so that a late writer that lost
+  its claim never overwrites a committed value; its parts are deleted by the completion script that refuses it);
 - the value's own field holds a :class:`Ref` (sealed like any stored value): token, frame sizes, the embedded
   header and a Poly1305 tag over the parts (its one-time key derived from the shared secret and a random nonce,
   see :meth:`~dask_redisparam.wire.signing.Signer.bulk_authenticator`: 10 GB/s where HMAC-SHA256 does 2).
@@ -128,9 +129,9 @@ class Ref(NamedTuple):
         return sum(self.sizes) + len(self.header or b"")
 
 
-def pack(blob: bytes | Frames, signer: Signer | None, jobname: str) -> tuple[bytes, list[Part]]:
+def pack(blob: bytes | Frames, signer: Signer | None, jobname: str, field: int | str = "") -> tuple[bytes, list[Part]]:
     """What to store for a pickled value: the sealed field value, and the parts to write first (none for a small
-    value, which is sealed whole).
+    value, which is sealed whole); the parts' names begin with ``~<field>-``.
 
     Examples
     --------
@@ -140,7 +141,7 @@ def pack(blob: bytes | Frames, signer: Signer | None, jobname: str) -> tuple[byt
     if not isinstance(blob, Frames):
         return seal_value(blob, signer, jobname), []
     POOL.note(blob.nbytes)
-    ref, parts = split(blob, signer, jobname.encode())
+    ref, parts = split(blob, signer, jobname.encode(), token=f"{field}-{secrets.token_hex(8)}")
     return seal_value(ref, signer, jobname), parts
 
 

@@ -297,7 +297,7 @@ class Worker:
         for field, pickled in results:  # later tasks on this worker that need these values find them here
             nbytes = pickled.nbytes if isinstance(pickled, Frames) else len(pickled)
             self._cache.put(run_id, int(field), made.pop(int(field)), nbytes)
-            sealed, value_parts = pack(pickled, self.signer, self.jobname)
+            sealed, value_parts = pack(pickled, self.signer, self.jobname, field)
             if value_parts:
                 large.append((field, sealed))
                 parts += value_parts
