@@ -119,23 +119,7 @@ def test_the_server_and_workers_outlive_killed_starters_and_the_next_process_rea
     assert gone.exit_code == 1 and "no durable server runs" in gone.output
 
 
-def test_it_stops_itself_when_idle_and_a_param_still_started_starts_it_again(state_dir: str) -> None:
-    p = RedisParam(1, durable=True, state_dir=state_dir, durable_idle=0.5).start()
-    try:
-        assert int(da.ones(10, chunks=5).sum().compute(scheduler=p)) == 10
-        record = p.durable_server
-        assert record is not None
-        pids = all_pids(record, worker_pids(p))
-        assert wait_until(lambda: not any(durable.pid_alive(pid) for pid in pids), 15), "still running after idle"
-        assert durable.read_record(state_dir) is None
-        assert int(da.ones(10, chunks=5).sum().compute(scheduler=p)) == 10  # the next compute starts it again
-        again = p.durable_server
-        assert again is not None and again.server != record.server and again.alive()
-    finally:
-        p.stop()
-
-
-def test_a_stale_state_dir_starts_again_on_its_append_only_file(state_dir: str) -> None:
+def test_a_stale_state_dir_starts_again_on_its_append_only_file_and_an_idle_one_stops(state_dir: str) -> None:
     p = RedisParam(1, durable=True, state_dir=state_dir).start()
     try:
         first = p.durable_server
@@ -150,7 +134,8 @@ def test_a_stale_state_dir_starts_again_on_its_append_only_file(state_dir: str) 
     os.kill(first.keeper, signal.SIGKILL)
     assert durable.read_record(state_dir) == first  # stale: the next start waits for what is left, then replaces it
 
-    with RedisParam(1, durable=True, state_dir=state_dir) as p:
+    p = RedisParam(1, durable=True, state_dir=state_dir, durable_idle=0.5).start()
+    try:
         second = p.durable_server
         assert second is not None and not second.reattached and second.server != first.server
         address = p.backend.address
@@ -159,6 +144,14 @@ def test_a_stale_state_dir_starts_again_on_its_append_only_file(state_dir: str) 
         client.delete("drp:{durable}:kept-by-the-aof")
         client.close()
         assert int(da.ones(6, chunks=3).sum().compute(scheduler=p)) == 6
+        pids = all_pids(second, worker_pids(p))
+        assert wait_until(lambda: not any(durable.pid_alive(pid) for pid in pids), 15), "still running after idle"
+        assert durable.read_record(state_dir) is None
+        assert int(da.ones(10, chunks=5).sum().compute(scheduler=p)) == 10  # a param still started starts it again
+        third = p.durable_server
+        assert third is not None and third.server != second.server and third.alive()
+    finally:
+        p.stop()
 
 
 def test_a_state_dir_that_others_may_enter_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None:
