@@ -11,6 +11,7 @@ See what runs in the default state directory, then stop it (its append-only file
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -30,8 +31,12 @@ _STATE_DIR_HELP = (
 )
 
 
-def _state_dir(given: str | None) -> str:
+def _state_dir(given: str | None) -> str | None:
+    """The state directory to look at (checked: private), None if it does not exist (it is not created here)."""
     chosen = given or dask.config.get("redisparam.state_dir", None) or durable.default_state_dir()
+    if not os.path.isdir(os.path.expanduser(str(chosen))):
+        click.echo(f"no durable server runs in {chosen} (no such directory)")
+        return None
     try:
         return durable.prepare_state_dir(str(chosen))
     except RedisParamError as e:
@@ -48,6 +53,8 @@ def server_group() -> None:
 def status_command(state_dir: str | None) -> None:
     """Show the durable server of a state directory: pids, socket, uptime, workers, memory, AOF (exit 1: none)."""
     where = _state_dir(state_dir)
+    if where is None:
+        sys.exit(1)
     record = durable.read_record(where)
     secret = durable.read_secret(where)
     if record is None or secret is None or not record.alive():
@@ -86,6 +93,8 @@ def status_command(state_dir: str | None) -> None:
 def stop_command(state_dir: str | None, purge: bool, timeout: float) -> None:
     """Stop the durable server of a state directory: its workers first (warm), then the server."""
     where = _state_dir(state_dir)
+    if where is None:
+        return
     record = durable.stop_durable(where, timeout=timeout, purge=purge)
     kept = "append-only file removed" if purge else "append-only file kept (--purge removes it)"
     if record is None:
