@@ -94,6 +94,8 @@ class RedisParam(ParamScheduler):
         An existing writable directory for log files (needs ``log=True``).
     resultdir : str or os.PathLike[str], optional
         An existing writable directory for results.
+    resultdir_all : bool, default False
+        Save every task's value in ``resultdir``, not only the requested ones (as R's resultdir).
     progressbar : bool, default False
         Show a progress bar.
     rng_seed : int, optional
@@ -185,6 +187,7 @@ class RedisParam(ParamScheduler):
         threshold: str = "INFO",
         logdir: str | os.PathLike[str] | None = None,
         resultdir: str | os.PathLike[str] | None = None,
+        resultdir_all: bool = False,
         progressbar: bool = False,
         rng_seed: int | None = None,
         tasks: int | None = None,

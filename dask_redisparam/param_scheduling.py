@@ -4,13 +4,14 @@ and ``bpiterate``, and the param as dask's default scheduler.
 :class:`ParamScheduler` adds these to the life cycle (:class:`~dask_redisparam.param_lifecycle.ParamLifecycle`); a
 param that is not started starts for one call and stops after it. Each run takes its options from the settings
 (:meth:`RunOptions.from_settings <dask_redisparam.manager.options.RunOptions.from_settings>`) and goes to
-:func:`~dask_redisparam.manager.run_graph`; with a ``resultdir``, each requested value is saved as it comes.
+:func:`~dask_redisparam.manager.run_graph`; with a ``resultdir``, each requested value (with ``resultdir_all``,
+every task's) is saved as it comes, in a file named after its task's identity, and found again by it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import dask.config
@@ -19,6 +20,7 @@ from dask.local import nested_get
 
 from .errors import ConfigurationError
 from .manager.graph import Graph, flatten_keys, prepare_graph
+from .manager.identity import Identities
 from .manager.loop import fewer_collections, run_graph
 from .manager.options import RedoInfo, RunOptions, TimelineRecord, redo_info_of
 from .manager.resume import Resumer
@@ -32,6 +34,21 @@ from .sentinels import MISSING
 __all__ = ["ParamScheduler"]
 
 _P = TypeVar("_P", bound="ParamScheduler")
+
+
+def _either(
+    first: Callable[[Identities], Collection[Hashable]] | None,
+    second: Callable[[Identities], Collection[Hashable]] | None,
+) -> Callable[[Identities], list[Hashable]] | None:
+    """One ``find`` for ``prepare_graph`` that asks both (the keys either knows), or None if neither is given."""
+    finders = [f for f in (first, second) if f is not None]
+    if not finders:
+        return None
+
+    def find(identities: Identities) -> list[Hashable]:
+        return list(dict.fromkeys(key for f in finders for key in f(identities)))
+
+    return find
 
 
 def _is_literal(graph: Graph, key: Hashable) -> bool:
@@ -62,18 +79,19 @@ class ParamScheduler(ParamLifecycle):
         - ``retries=n``: run a task that raised up to ``n`` more times;
         - ``fuse_chains=False``: send every task in a message of its own (no linear-chain fusion);
         - ``return_results=False`` (with a ``resultdir``): :class:`~dask_redisparam.resultdir.ResultRef` objects in
-          place of the values, which stay on disk.
+          place of the values, which stay on disk;
+        - ``save_if=predicate`` (with a ``resultdir``): save only the values for which it is true (``map`` keeps
+          chunks with failed elements out of the directory).
         """
         if self.settings.is_worker:
             raise ConfigurationError("a worker-mode RedisParam (is_worker=True) cannot run computations")
         redo = redo_info_of(kwargs.get("redo"), self.settings.jobname)
         saved = ResultDir(self.settings.resultdir) if self.settings.resultdir else None
         known = set(redo.fields) if redo is not None else set()
-        if saved is not None:
-            known |= {key for key in flatten_keys(keys) if saved.has(key)}
+        find_saved = None if saved is None else self._find_saved(saved, flatten_keys(keys))
         with fewer_collections(), self._started():
             resumer = self._resumer()
-            graph = prepare_graph(dsk, keys, known=known, find=resumer)
+            graph = prepare_graph(dsk, keys, known=known, find=_either(find_saved, resumer))
             if resumer is not None:
                 resumer.report(sum(1 for k in graph.nodes if k not in graph.known and not _is_literal(graph, k)))
             shuffle_key = disk_shuffle_key(graph)
@@ -112,6 +130,17 @@ class ParamScheduler(ParamLifecycle):
         with self._started(), dask.config.set(tasks_shuffle(self)):
             yield self
 
+    def _find_saved(self, saved: ResultDir, requested: list[Hashable]) -> Callable[[Identities], list[Hashable]]:
+        """``prepare_graph``'s ``find`` for a result directory: the requested keys (with ``resultdir_all``: any
+        key) saved there, looked up by identity (by key for a task without a stable identity)."""
+        every = self.settings.resultdir_all
+
+        def find(identities: Identities) -> list[Hashable]:
+            wanted = [*identities.of, *identities.unstable] if every else requested
+            return saved.present(wanted, identities.of)
+
+        return find
+
     def _run_saving(
         self,
         graph: Graph,
@@ -121,21 +150,42 @@ class ParamScheduler(ParamLifecycle):
         saved: ResultDir,
         resumer: Resumer | None = None,
     ) -> Any:
-        """A run with a result directory: each requested value is saved as soon as it is computed, and values saved
-        by an earlier (interrupted or failed) run are not computed again."""
+        """A run with a result directory: each requested value (with ``resultdir_all``, every task's) is saved as
+        soon as it is computed, named after its task's identity, and values saved by an earlier (interrupted or
+        failed, or another process's) run are not computed again."""
         return_results = kwargs.get("return_results", True)
+        save_if: Callable[[Any], bool] | None = kwargs.get("save_if")
         values: dict[Hashable, Any] = {}
+        ids = graph.identities.of
+        requested = set(graph.requested)
 
         def keep(key: Hashable, value: Any) -> None:
-            ref = saved.ref(key) if saved.has(key) else saved.save(key, value)
-            values[key] = value if return_results else ref
+            identity = ids.get(key)
+            if saved.has(key, identity):
+                ref = saved.ref(key, identity)
+            elif save_if is None or save_if(value):
+                ref = saved.save(key, value, identity)
+            else:
+                ref = None
+            if key in requested:
+                values[key] = value if return_results or ref is None else ref
 
-        options = self._options(kwargs, redo, on_result=keep, load_known=saved.load, resumer=resumer)
+        def load(key: Hashable) -> Any:
+            return saved.load(key, ids.get(key))
+
+        stream_all = self.settings.resultdir_all
+        options = self._options(kwargs, redo, on_result=keep, load_known=load, stream_all=stream_all, resumer=resumer)
         with ProgressCallback() if self.settings.progressbar else contextlib.nullcontext():
-            run_graph(self.backend, graph, options, callbacks=kwargs.get("callbacks"), live_workers=self._live_workers)
+            rest = run_graph(
+                self.backend, graph, options, callbacks=kwargs.get("callbacks"), live_workers=self._live_workers
+            )
         for key in graph.requested:
-            if key not in values:
-                values[key] = saved.load(key) if return_results else saved.ref(key)
+            if key in values:
+                continue
+            if key in rest:  # not streamed: an exception in its place (return_exceptions)
+                values[key] = rest[key]
+            else:  # saved before this run
+                values[key] = load(key) if return_results else saved.ref(key, ids.get(key))
         return nested_get(keys, values)  # type: ignore[no-untyped-call]
 
     def map(
@@ -226,6 +276,7 @@ class ParamScheduler(ParamLifecycle):
                 kwargs=kwargs,
                 redo=redo,
                 return_exceptions=return_exceptions,
+                saved=ResultDir(self.settings.resultdir) if self.settings.resultdir else None,
             )
 
     def stream(self, dsk: Any, *, on_result: Callable[[Hashable, Any], None], feed: Callable[[RunState], bool]) -> None:

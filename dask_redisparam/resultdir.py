@@ -1,10 +1,14 @@
-"""Results saved to a directory, as BiocParallel's ``resultdir``: one file per task key.
+"""Results saved to a directory, as BiocParallel's ``resultdir``: one file per task.
 
-A :class:`ResultDir` holds, per key, the file ``<token>.pkl`` (:func:`key_token`): two consecutive pickles, the
-key then the value, so that the key reads without loading the value. A file is written to a temporary name in
-the same directory and renamed into place (``os.replace``), so a ``<token>.pkl`` is always complete. After each
-save a line ``<token><TAB><repr(key)>`` is appended to ``index.tsv``, for people and shell tools; the ``.pkl``
-files are authoritative (:meth:`ResultDir.keys`), the index may hold duplicates or a torn last line.
+A :class:`ResultDir` holds, per task, the file ``<token>.pkl``: two consecutive pickles, the key then the value,
+so that the key reads without loading the value. The token is the task's stable identity in hex
+(:mod:`dask_redisparam.manager.identity`: the same in every process for the same computation, also where dask's
+key names are random), or, for a task without one, :func:`key_token` of its key (then a random key is never
+found again by another process). The methods take the key and, optionally, the ``identity``. A file is written
+to a temporary name in the same directory and renamed into place (``os.replace``), so a ``<token>.pkl`` is always
+complete. After each save a line ``<token><TAB><repr(key)>`` is appended to ``index.tsv``, for people and shell
+tools (readable without this package); the ``.pkl`` files are authoritative (:meth:`ResultDir.keys`), the
+index may hold duplicates or a torn last line.
 
 A :class:`ResultRef` points at one saved result: small and picklable, it stands in for a huge value that stays
 on disk (``return_results=False``).
@@ -16,7 +20,10 @@ Examples
 ...     rd = ResultDir(path)
 ...     ref = rd.save(("x", 0), [1, 2, 3])
 ...     rd.keys(), rd.load(("x", 0)), ref.load(), ("x", 1) in rd
+...     ref = rd.save("f-4b1c...", 42, identity=bytes(range(16)))
+...     os.path.basename(ref.path), rd.load("another-key", bytes(range(16)))
 ([('x', 0)], [1, 2, 3], [1, 2, 3], False)
+('000102030405060708090a0b0c0d0e0f.pkl', 42)
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ import os
 import pickle
 import re
 import tempfile
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import cloudpickle
 
 from .errors import ConfigurationError, SerializationError
 
-__all__ = ["INDEX", "ResultDir", "ResultRef", "key_token"]
+__all__ = ["INDEX", "ResultDir", "ResultRef", "key_token", "token_of"]
 
 #: The name of the index file inside a result directory.
 INDEX = "index.tsv"
@@ -67,6 +75,17 @@ def key_token(key: object) -> str:
     from dask.base import tokenize
 
     return hashlib.sha256(tokenize(key).encode()).hexdigest()[:32]
+
+
+def token_of(key: object, identity: bytes | None) -> str:
+    """The file name stem of a task: its ``identity`` in hex, else :func:`key_token` of its ``key``.
+
+    Examples
+    --------
+    >>> token_of("x", bytes(16)), token_of("x", None) == key_token("x")
+    ('00000000000000000000000000000000', True)
+    """
+    return identity.hex() if identity is not None else key_token(key)
 
 
 def _read_key(path: str) -> Any:
@@ -144,38 +163,56 @@ class ResultDir:
     def __repr__(self) -> str:
         return f"ResultDir({self.path!r})"
 
-    def _file(self, key: object) -> str:
-        return os.path.join(self.path, key_token(key) + _SUFFIX)
+    def _file(self, key: object, identity: bytes | None = None) -> str:
+        return os.path.join(self.path, token_of(key, identity) + _SUFFIX)
 
-    def has(self, key: object) -> bool:
-        """Whether a result is saved for ``key``."""
-        return os.path.isfile(self._file(key))
+    def has(self, key: object, identity: bytes | None = None) -> bool:
+        """Whether a result is saved for ``key`` (for the task ``identity``, if given)."""
+        return os.path.isfile(self._file(key, identity))
 
-    __contains__ = has
+    def __contains__(self, key: object) -> bool:
+        return self.has(key)
 
-    def ref(self, key: object) -> ResultRef:
+    def present(self, keys: Iterable[Hashable], identities: Mapping[Hashable, bytes]) -> list[Hashable]:
+        """Those of ``keys`` whose results are saved, by identity where ``identities`` has one (by key else).
+
+        Many keys cost one listing of the directory, not one look-up each.
+        """
+        keys = list(keys)
+        if len(keys) <= 64:
+            return [key for key in keys if self.has(key, identities.get(key))]
+        tokens = self.tokens()
+        return [key for key in keys if token_of(key, identities.get(key)) in tokens]
+
+    def tokens(self) -> set[str]:
+        """The tokens of every saved result."""
+        return {os.path.basename(path)[: -len(_SUFFIX)] for path in self._files()}
+
+    def ref(self, key: object, identity: bytes | None = None) -> ResultRef:
         """A :class:`ResultRef` to the saved result of ``key``; ``KeyError`` if there is none."""
-        path = self._file(key)
+        path = self._file(key, identity)
         if not os.path.isfile(path):
             raise KeyError(key)
         return ResultRef(path, key)
 
-    def load(self, key: object) -> Any:
+    def load(self, key: object, identity: bytes | None = None) -> Any:
         """The saved value of ``key``; ``KeyError`` if there is none."""
         try:
-            return ResultRef(self._file(key), key).load()
+            return ResultRef(self._file(key, identity), key).load()
         except FileNotFoundError:
             raise KeyError(key) from None
 
-    def save(self, key: object, value: Any) -> ResultRef:
+    def save(self, key: object, value: Any, identity: bytes | None = None) -> ResultRef:
         """Save ``value`` under ``key`` (replacing a previous one), atomically; return its reference.
+
+        With ``identity``, the file is named after it, and found again by it whatever the key.
 
         Raises
         ------
         SerializationError
             If the key or the value cannot be pickled; no file is left behind (nor on any other error).
         """
-        token = key_token(key)
+        token = token_of(key, identity)
         final = os.path.join(self.path, token + _SUFFIX)
         fd, temp = tempfile.mkstemp(prefix=f".{token}.", suffix=".tmp", dir=self.path)
         try:

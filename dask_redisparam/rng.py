@@ -1,6 +1,9 @@
 """Reproducible random numbers in tasks, as BiocParallel's RNG streams.
 
-With ``rng_seed`` set, each task's random state depends only on ``(rng_seed, task key)``: before the task runs,
+With ``rng_seed`` set, each task's random state depends only on ``(rng_seed, task identity)``, the task's stable
+identity (:mod:`dask_redisparam.manager.identity`: what it computes, the same in every process, also where dask's
+key names are random, as for impure ``delayed`` calls), or ``(rng_seed, task key)`` for a task without a stable
+identity. Before the task runs,
 Python's :mod:`random` and NumPy's global ``RandomState`` are seeded from a :class:`numpy.random.SeedSequence` of
 that pair, and :func:`task_rng` returns a ``numpy.random.Generator`` from the same sequence. The numbers therefore
 do not depend on the number of workers, on how tasks are batched, or on which worker runs which task; a task run
@@ -38,10 +41,19 @@ def _key_words(key: Any) -> list[int]:
     return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
 
 
-def seed_task(rng_seed: int | None, key: Any) -> None:
+def seed_task(rng_seed: int | None, key: Any, identity: bytes | None = None) -> None:
     """Seed ``random``, NumPy's global state and :func:`task_rng` for the task ``key``.
 
-    With ``rng_seed`` None only :func:`task_rng` is reset (to fresh entropy), which costs nothing.
+    With an ``identity`` (16 bytes), the streams come from it instead of the key. With ``rng_seed`` None only
+    :func:`task_rng` is reset (to fresh entropy), which costs nothing.
+
+    Examples
+    --------
+    >>> seed_task(7, "a-random-key", bytes(16))
+    >>> a = task_rng().random()
+    >>> seed_task(7, "another-key", bytes(16))
+    >>> a == task_rng().random()
+    True
     """
     global _sequence, _generator
     if rng_seed is None:
@@ -49,7 +61,11 @@ def seed_task(rng_seed: int | None, key: Any) -> None:
         return
     import numpy as np
 
-    _sequence = np.random.SeedSequence([rng_seed, *_key_words(key)])
+    if identity is not None:  # a sixth word keeps identity streams apart from key streams
+        words = [int.from_bytes(identity[i : i + 4], "little") for i in range(0, 16, 4)] + [0x1D]
+    else:
+        words = _key_words(key)
+    _sequence = np.random.SeedSequence([rng_seed, *words])
     _generator = None
     state = _sequence.generate_state(16)  # distinct words for the two generators, so they do not mirror each other
     random.seed(int.from_bytes(state[:8].tobytes(), "little"))

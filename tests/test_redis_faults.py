@@ -102,8 +102,11 @@ def test_interrupted_manager_cleans_up(
     assert proc.wait(10) == 0
     proc.stdout.close()
     assert rclient.llen(keys.queue(jobname)) == 0
-    time.sleep(0.5)  # tasks that were running finish: their results must not re-create the run's keys
-    assert list(rclient.scan_iter(match=keys.runs_pattern(jobname))) == []
+    time.sleep(0.5)  # tasks that were running finish: their results must not re-create the run's lease
+    left = list(rclient.scan_iter(match=keys.runs_pattern(jobname)))
+    assert [k for k in left if not k.endswith(b":data")] == []  # dead at once; only its values stay, for a resume
+    assert all(0 < rclient.pttl(k) <= 3_600_000 for k in left)  # with their TTL (resume_ttl)
+    rclient.delete(*left, keys.runs(jobname))
 
 
 MANAGER = """

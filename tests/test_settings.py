@@ -55,9 +55,9 @@ def test_defaults() -> None:
 
 def test_field_order() -> None:
     names = [f.name for f in dataclasses.fields(Settings)]
-    assert names[:22] == [
+    assert names[:23] == [
         "workers", "jobname", "is_worker", "host", "port", "password", "username", "url",
-        "queue_multiplier", "stop_on_error", "timeout", "log", "threshold", "logdir", "resultdir",
+        "queue_multiplier", "stop_on_error", "timeout", "log", "threshold", "logdir", "resultdir", "resultdir_all",
         "progressbar", "rng_seed", "tasks", "allowed_failures", "retries", "heartbeat_interval",
         "heartbeat_ttl",
     ]  # fmt: skip

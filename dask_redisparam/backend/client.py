@@ -144,9 +144,10 @@ class BackendBase:
         self._ask_stop = self._r.register_script(lua.ASK_STOP)
         self._extend = self._r.register_script(lua.EXTEND)
         self._unregister = self._r.register_script(lua.UNREGISTER)
+        self._probe = self._r.register_script(lua.PROBE)
         # the ones sent inside pipelines
         self._scripts = [self._notify, self._ack, self._ask_stop, self._complete, self._copy, self._extend]
-        self._scripts.append(self._unregister)
+        self._scripts += [self._unregister, self._probe]
         self.rerun: list[int] = []
 
     def _execute(self, build: Any, *, raise_on_error: bool = True) -> list[Any]:

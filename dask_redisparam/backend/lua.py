@@ -16,6 +16,7 @@ __all__ = [
     "HEARTBEAT",
     "MOVE",
     "NOTIFY",
+    "PROBE",
     "REAP",
     "REGISTER",
     "UNREGISTER",
@@ -128,6 +129,25 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl == -2 then return 0 end
 if ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 1
+"""
+
+# Probe registered runs (KEYS: alive, data of each run; ARGV: 1 per run to declare it dead, deleting its alive key,
+# else 0): returns {alive, data PTTL, {data fields}} per run; the fields only of a dead run (a live run's are not
+# read: it is never reused).
+PROBE = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local alive = 0
+  if ARGV[(i + 1) / 2] == '1' then
+    redis.call('DEL', KEYS[i])
+  else
+    alive = redis.call('EXISTS', KEYS[i])
+  end
+  local fields = {}
+  if alive == 0 then fields = redis.call('HKEYS', KEYS[i + 1]) end
+  table.insert(out, {alive, redis.call('PTTL', KEYS[i + 1]), fields})
+end
+return out
 """
 
 # Remove a run from the job's registry of runs (KEYS[1]): its record ARGV[1] and every field "<ARGV[1]>.*".

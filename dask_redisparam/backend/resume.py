@@ -63,7 +63,7 @@ class Probe(NamedTuple):
     pttl: int
     """Milliseconds its data hash has left (negative: no data hash)."""
     fields: list[str]
-    """The fields of its data hash (values and parts of large values)."""
+    """The fields of its data hash (values and parts of large values); none for a live run."""
 
 
 class ResumeOps(RunOps):
@@ -88,26 +88,18 @@ class ResumeOps(RunOps):
         return {rid: (record, chunks.get(rid, {}), progress.get(rid, "")) for rid, record in records.items()}
 
     def probe_runs(self, jobname: str, run_ids: Sequence[str], kill: Iterable[str] = ()) -> dict[str, Probe]:
-        """Which of ``run_ids`` are alive, how long their values have left and which fields they hold (one round
-        trip). Runs in ``kill`` are declared dead: their ``alive`` key is deleted (their manager is known to be
-        gone), so that workers drop their messages at once."""
+        """Which of ``run_ids`` are alive, how long their values have left and, for the dead ones, which fields
+        they hold (one script, one round trip). Runs in ``kill`` are declared dead: their ``alive`` key is deleted
+        (their manager is known to be gone), so that workers drop their messages at once."""
+        if not run_ids:
+            return {}
         killed = set(kill)
-
-        def build(pipe: Any) -> None:
-            for rid in run_ids:
-                if rid in killed:
-                    pipe.delete(keys.alive(jobname, rid))
-                else:
-                    pipe.exists(keys.alive(jobname, rid))
-                pipe.pttl(keys.data(jobname, rid))
-                pipe.hkeys(keys.data(jobname, rid))
-
-        replies = self._execute(build)
+        run_keys = [k for rid in run_ids for k in (keys.alive(jobname, rid), keys.data(jobname, rid))]
+        flags = ["1" if rid in killed else "0" for rid in run_ids]
+        replies = self._execute(lambda pipe: evalsha(pipe, self._probe, run_keys, flags))[0]
         out = {}
-        for n, rid in enumerate(run_ids):
-            alive, pttl, fields = replies[3 * n : 3 * n + 3]
-            alive = bool(alive) and rid not in killed
-            out[rid] = Probe(alive, int(pttl), [f.decode(errors="replace") for f in fields])
+        for rid, (alive, pttl, fields) in zip(run_ids, replies, strict=True):
+            out[rid] = Probe(bool(alive), int(pttl), [f.decode(errors="replace") for f in fields])
         return out
 
     def forget_runs(self, jobname: str, run_ids: Iterable[str]) -> None:

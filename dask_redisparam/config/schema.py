@@ -184,6 +184,11 @@ SETTINGS: tuple[Setting, ...] = (
         logdir,
     ),
     Setting("resultdir", _PATH, "str | None", None, "An existing writable directory for results.", directory),
+    Setting(
+        "resultdir_all", "bool", "bool", False,
+        "Save every task's value in ``resultdir``, not only the requested ones (as R's resultdir).",
+        boolean,
+    ),
     Setting("progressbar", "bool", "bool", False, "Show a progress bar.", boolean),
     Setting(
         "rng_seed", "int | None", "int | None", None,

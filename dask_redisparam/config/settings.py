@@ -116,6 +116,7 @@ class Settings:
     threshold: str
     logdir: str | None
     resultdir: str | None
+    resultdir_all: bool
     progressbar: bool
     rng_seed: int | None
     tasks: int | None

@@ -7,9 +7,11 @@ by the dependency's identity, plus the deterministic parts of its key name:
 - the name's prefix (the name without a trailing dask token, as ``dask.utils.key_split`` strips it) and the
   key's tuple indices, always;
 - the token itself only for a root task (one without dependencies), and not when it is a ``uuid4`` (an impure
-  ``delayed`` call). A root's token can carry what is in no argument (``read_csv`` puts a file's modification
-  time there); a dependent's token is derived from its inputs, which the hash covers already, and is often
-  random (``finalize-hlgfinalizecompute-<hex>`` changes per process).
+  ``delayed`` call) nor when the name is the task function's name (``delayed``'s naming: its token is dask's
+  ``tokenize`` of the function and arguments, which the hash covers, and changes with the notebook kernel,
+  since it pickles the function's code with its file name). A root's token can carry what is in no argument; a
+  dependent's token is derived from its inputs, which the hash covers already, and is often random
+  (``finalize-hlgfinalizecompute-<hex>`` changes per process).
 
 So the same code on the same inputs gives the same identities in another process, another day, with another
 number of workers, also where dask's key names are random; a different literal, function (body), input or root
@@ -41,8 +43,10 @@ from hashlib import blake2b
 from typing import Any
 
 from dask._task_spec import Alias, DataNode, GraphNode, NestedContainer, Set, Task, TaskRef, _execute_subgraph
+from dask.utils import funcname
 
-from .encode import Encoder, Unstable, _str
+from .encode import Encoder, _pack_double
+from .encode_code import Unstable, _str
 
 __all__ = ["IDENTITY_BYTES", "Identities", "split_name", "task_identities"]
 
@@ -128,8 +132,28 @@ class _Hasher:
         self.enc = Encoder()
         self.of: dict[Hashable, bytes] = {}
         self.names: dict[str, tuple[bytes, bytes]] = {}
+        self.funcs: dict[int, tuple[bytes, bytes]] = {}  # id(func) -> (encoding, name), while the graph holds it
+        self.fnames: dict[int, bytes] = {}  # id(func) -> its name, encoded as a key prefix
+        self.fdigests: dict[int, bytes] = {}  # id(func) -> the digest of its encoding
+        self.seen: set[bytes] = set()  # the digests seen in this walk
+        self.seen_digest: dict[bytes, int] = {}  # digest seen more than once -> how many tasks had it
 
-    def key(self, key: Hashable, root: bool, out: list[bytes]) -> None:
+    def function(self, func: Any) -> bytes:
+        """The digest of ``func``'s encoding (cached): a task hashes 16 bytes for its function, not its code."""
+        cached = self.fdigests.get(id(func))
+        if cached is None:
+            cached = blake2b(self.enc.function(func), digest_size=IDENTITY_BYTES).digest()
+            self.fdigests[id(func)] = cached
+        return cached
+
+    def fname(self, func: Any) -> bytes:
+        """``func``'s name as a key prefix is encoded (``dask.utils.funcname``, as ``delayed`` names its keys)."""
+        cached = self.fnames.get(id(func))
+        if cached is None:
+            cached = self.fnames[id(func)] = b"n" + _str(funcname(func))
+        return cached
+
+    def key(self, key: Hashable, root: bool, out: list[bytes], func: Any = None) -> None:
         if isinstance(key, tuple) and key and isinstance(key[0], str):
             name: Any = key[0]
             indices: Any = key[1:]
@@ -142,7 +166,7 @@ class _Hasher:
                 parts = (b"n" + _str(prefix), b"" if random else _str(token))
                 self.names[name] = parts
             out.append(parts[0])
-            if root:
+            if root and (func is None or parts[0] != self.fname(func)):
                 out.append(parts[1])
         else:
             self.enc.literal(name, out)
@@ -159,7 +183,7 @@ class _Hasher:
                 elif isinstance(item, Task) and item.func is _execute_subgraph:
                     out.append(b"X" + self._subgraph(item))
                 elif isinstance(item, Task):
-                    out.append(b"t" + self.enc.function(item.func) + b"%d,%d" % (len(item.args), len(item.kwargs)))
+                    out.append(b"t" + self.function(item.func) + b"%d,%d" % (len(item.args), len(item.kwargs)))
                     pending: list[Any] = list(item.args)
                     for name, value in item.kwargs.items():
                         pending.append(name)
@@ -188,7 +212,7 @@ class _Hasher:
     def _subgraph(self, task: Task) -> bytes:
         """The identity of a fused subgraph's output: its inner tasks walked with the outer inputs' identities."""
         inner, outkey, inkeys = task.args[:3]
-        outer = self.of
+        outer, seen, counts = self.of, self.seen, self.seen_digest
         of: dict[Hashable, bytes] = {}
         for key, value in zip(inkeys, task.args[3:], strict=False):  # as _execute_subgraph binds them
             piece: list[bytes] = []
@@ -198,7 +222,7 @@ class _Hasher:
         try:
             self.walk(inner, [outkey], of, unstable)
         finally:
-            self.of = outer
+            self.of, self.seen, self.seen_digest = outer, seen, counts
         if outkey in unstable:
             raise Unstable(unstable[outkey])
         return of[outkey]
@@ -212,10 +236,20 @@ class _Hasher:
     ) -> None:
         """Fill ``of`` and ``unstable`` for ``keys`` and everything they need in ``nodes``."""
         self.of = of
-        seen_digest: dict[bytes, int] = {}
+        self.seen, self.seen_digest = set(), {}
         expanded: set[Hashable] = set()
         stack = list(keys)
-        stack.reverse()
+        plain, finish = self.plain, self.finish
+        for key in stack:  # first the requested tasks without inputs, in their order: most of a wide graph, fast
+            node = nodes.get(key)
+            if node is not None and not node.dependencies and key not in of:
+                try:
+                    encoded = plain(key, node, True)
+                except (Unstable, RecursionError):  # the walk below records why
+                    continue
+                if encoded is not None:
+                    of[key] = finish(encoded)
+        stack = [key for key in reversed(stack) if key not in of]
         while stack:
             key = stack[-1]
             if key in of or key in unstable:
@@ -238,24 +272,88 @@ class _Hasher:
                 if bad is not None:
                     unstable[key] = f"depends on {bad!r}" if bad in unstable else f"a cycle through {bad!r}"
                     continue
-            out: list[bytes] = []
             try:
-                self.key(key, not deps and not isinstance(node, DataNode), out)
-                self.node(node, out)
+                encoded = self.plain(key, node, not deps)
+                if encoded is None:
+                    out: list[bytes] = []
+                    func = node.func if isinstance(node, Task) else None
+                    self.key(key, not deps and not isinstance(node, DataNode), out, func)
+                    self.node(node, out)
+                    encoded = b"".join(out)
             except Unstable as exc:
                 unstable[key] = str(exc)
                 continue
             except RecursionError:
                 unstable[key] = "a value nested too deeply to encode"
                 continue
-            digest = blake2b(b"".join(out), digest_size=IDENTITY_BYTES).digest()
-            count = seen_digest.get(digest)
-            if count is None:
-                seen_digest[digest] = 1
+            of[key] = finish(encoded)
+
+    def finish(self, encoded: bytes) -> bytes:
+        """The identity of a task encoded as ``encoded``: its digest, or for the n-th equal one (n > 0) the
+        digest of the digest and n."""
+        digest = blake2b(encoded, digest_size=IDENTITY_BYTES).digest()
+        if digest not in self.seen:
+            self.seen.add(digest)
+            return digest
+        count = self.seen_digest.get(digest, 1)
+        self.seen_digest[digest] = count + 1
+        return blake2b(digest + b"#%d" % count, digest_size=IDENTITY_BYTES).digest()
+
+    def plain(self, key: Any, node: Any, root: bool) -> bytes | None:
+        """The encoding of the commonest task, fast: a ``Task`` of plain arguments (numbers, strings, inputs)
+        under a key ``(name, int, ...)`` or ``name``; None for any other (then :meth:`key` and :meth:`node`),
+        with the same result."""
+        if type(node) is not Task or node.kwargs:
+            return None
+        func = node.func
+        cached = self.funcs.get(id(func))
+        if cached is None:
+            if func is _execute_subgraph:
+                return None
+            cached = self.funcs[id(func)] = (b"t" + self.function(func), self.fname(func))
+        args = node.args
+        out = [b"", cached[0] + b"%d,0" % len(args)]
+        of = self.of
+        for arg in args:
+            kind = type(arg)
+            if kind is int:
+                out.append(b"i%d;" % arg)
+            elif kind is TaskRef:
+                out.append(b"R" + of[arg.key])
+            elif kind is str:
+                out.append(_str(arg))
+            elif kind is float:
+                out.append(b"f" + _pack_double(arg))
+            elif arg is None:
+                out.append(b"N")
             else:
-                seen_digest[digest] = count + 1
-                digest = blake2b(digest + b"#%d" % count, digest_size=IDENTITY_BYTES).digest()
-            of[key] = digest
+                return None
+        kind = type(key)
+        if kind is tuple:
+            name = key[0]
+            if type(name) is not str:
+                return None
+            if len(key) == 2 and type(key[1]) is int:
+                indices = b"(1i%d;" % key[1]
+            else:
+                for index in key[1:]:
+                    if type(index) is not int:
+                        return None
+                indices = b"(%d" % (len(key) - 1) + b"".join(b"i%d;" % index for index in key[1:])
+        elif kind is str:
+            name, indices = key, b""
+        else:
+            return None
+        parts = self.names.get(name)
+        if parts is None:
+            prefix, token, random = split_name(name)
+            parts = (b"n" + _str(prefix), b"" if random else _str(token))
+            self.names[name] = parts
+        if root and parts[0] != cached[1]:
+            out[0] = parts[0] + parts[1] + indices
+        else:
+            out[0] = parts[0] + indices
+        return b"".join(out)
 
     def _container(self, item: NestedContainer, out: list[bytes]) -> None:
         tag = type(item).__name__.encode()

@@ -51,7 +51,7 @@ from .options import Commands, RunOptions
 from .resume import identity_bytes, manager_record
 from .state import RunState
 
-__all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "run_graph"]
+__all__ = ["OUTAGE_GRACE", "RUN_TTL", "WAIT_WARNING", "StreamStopped", "run_graph"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,11 @@ def fewer_collections() -> Iterator[None]:
             _gc_users -= 1
             if _gc_users == 0:
                 gc.set_threshold(*_gc_saved)
+
+
+class StreamStopped(Exception):
+    """Raised by a streaming consumer (``on_result``) to end its run early, on purpose: the run ends as a finished
+    one (everything of it deleted), not as an interrupted one kept for resume."""
 
 
 def run_graph(
@@ -161,6 +166,9 @@ def run_graph(
             if full is not None:  # a worker could not store results
                 raise full
             return run.outcome(result)
+        except StreamStopped:
+            ending = "clean"
+            raise
         except ServerOutOfMemory as e:  # kept for redo= or resume, the values would keep the server full
             ending = "oom"
             raise ServerOutOfMemory(

@@ -9,7 +9,10 @@ Both run on a started :class:`~dask_redisparam.RedisParam` and keep BiocParallel
   ``results``, ``errors``, ``unevaluated`` and ``redo``; ``return_exceptions=True`` puts them in the list instead;
 - with ``rng_seed``, element ``i`` draws from the stream of ``(rng_seed, ("element", i))``, whatever the
   chunking;
-- ``redo=err`` re-runs only the elements that failed or were not evaluated.
+- ``redo=err`` re-runs only the elements that failed or were not evaluated;
+- with a ``resultdir``, a map's chunks and an iterate's items are saved as they finish (those without a failed
+  element), named after their task identity, and not computed again by a later call, in this or another process,
+  on the same inputs (a map with ``tasks=0`` chunks by the number of workers: its chunks match only for as many).
 
 ``tasks`` (map): None, one element per task (the manager still batches small tasks into messages, and workers
 that join later get work); 0, one chunk per live worker; n, n chunks (at most one per element).
@@ -32,10 +35,12 @@ from ..sentinels import MISSING
 from ..wire.protocol import ERROR, OK, UNEVALUATED
 from ..wire.serialize import dumps_exception, loads_exception, make_remote
 from .identity import task_identities
+from .loop import StreamStopped
 from .state import RunState
 
 if TYPE_CHECKING:
     from ..param_scheduling import ParamScheduler
+    from ..resultdir import ResultDir
 
 __all__ = ["MapRedo", "iterate_elements", "map_elements", "run_chunk", "split_indices"]
 
@@ -114,7 +119,7 @@ def map_elements(
         raise ConfigurationError(f"tasks={tasks!r} must be None, 0 or a positive integer")
     else:
         nchunks = tasks or max(1, len(param.worker_ids()))
-    name = f"map-{uuid.uuid4()}"  # a random token: task identities leave it out (manager/identity.py)
+    name = f"map-{uuid.uuid4()}"  # a random token: the tasks' identities come from what they compute
     settings = param.settings
     dsk: dict[Hashable, Any] = {}
     for k, chunk in enumerate(split_indices(todo, nchunks) if todo else []):
@@ -132,7 +137,7 @@ def map_elements(
             )
     outcomes: dict[int, tuple[Any, ...]] = {i: (OK, v) for i, v in previous.items()}
     if dsk:
-        computed = param.get(dsk, list(dsk), return_exceptions=True)
+        computed = param.get(dsk, list(dsk), return_exceptions=True, save_if=_all_ok)
         ran_on = {record.key: record.worker for record in param.timeline()}
         for chunk_key, value in zip(dsk, computed, strict=True):
             assert isinstance(chunk_key, tuple)
@@ -140,6 +145,11 @@ def map_elements(
             for i, outcome in enumerate(_chunk_outcomes(value, count, ran_on.get(chunk_key, "")), start=start):
                 outcomes[i] = outcome
     return _collect(outcomes, len(elements), settings.stop_on_error, return_exceptions)
+
+
+def _all_ok(value: Any) -> bool:
+    """Whether a chunk's value holds no failed element (only those are saved in a ``resultdir``)."""
+    return isinstance(value, list) and all(outcome[0] == OK for outcome in value)
 
 
 def _contiguous(chunk: list[int]) -> list[list[int]]:
@@ -210,15 +220,17 @@ def iterate_elements(
     kwargs: dict[str, Any],
     redo: Any = None,
     return_exceptions: bool = False,
+    saved: ResultDir | None = None,
 ) -> Any:
-    """``param.iterate``: see :meth:`RedisParam.iterate`."""
+    """``param.iterate``: see :meth:`RedisParam.iterate`; ``saved`` is the param's ``resultdir``, if any."""
     settings = param.settings
     items = iter(iterator)
     previous = getattr(redo, "redo", redo)
     if redo is not None and not isinstance(previous, MapRedo):
         raise ConfigurationError("redo= must be the exception that a failed map() or iterate() raised")
     done_before = previous.results if isinstance(previous, MapRedo) else {}
-    name = f"iterate-{uuid.uuid4()}"  # a random token: task identities leave it out (manager/identity.py)
+    name = f"iterate-{uuid.uuid4()}"  # a random token: the tasks' identities come from what they compute
+    identities: dict[Hashable, bytes | None] = {}  # with a resultdir: key -> identity of the items sent
     counter = itertools.count()
     read, pulled, handled = [0], [0], [0]  # items read, sent (in flight until handled)
     outcomes: dict[int, tuple[Any, ...]] = {}
@@ -247,10 +259,17 @@ def iterate_elements(
             key = (name, i)
             task = Task(key, run_chunk, func, kwargs, i, [(item,)], (settings.rng_seed, False))
             identity, adopted = None, None
-            if run.options.resume_ttl > 0:  # its value may be left by a dead run of the same iterate
+            if saved is not None or run.options.resume_ttl > 0:
                 identity = task_identities({key: task}, [key]).of.get(key)
-                resumer = run.options.resumer
-                adopted = resumer.match(key, identity) if resumer is not None else None
+            if saved is not None:
+                if saved.has(key, identity):  # computed before, by this or another process
+                    (outcome,) = _chunk_outcomes(saved.load(key, identity), 1, "")
+                    record(i, outcome)
+                    continue
+                identities[key] = identity
+            resumer = run.options.resumer
+            if resumer is not None:  # its value may be left by a dead run of the same iterate
+                adopted = resumer.match(key, identity)
             run.add_task(key, task, identity, adopted)
             pulled[0] += 1
         return True
@@ -260,6 +279,8 @@ def iterate_elements(
         assert isinstance(key, tuple)
         stored = runs[0].state["cache"].get(key) if runs else None  # which worker ran it
         (outcome,) = _chunk_outcomes(value, 1, getattr(stored, "worker", ""))
+        if saved is not None and outcome[0] == OK:
+            saved.save(key, value, identities.pop(key, None))
         record(key[1], outcome)
         if outcome[0] != OK and settings.stop_on_error:
             raise _StopIteration
@@ -289,7 +310,7 @@ def iterate_elements(
     raise AssertionError("unreachable: _collect raises when an element failed")
 
 
-class _StopIteration(Exception):
+class _StopIteration(StreamStopped):
     """An element failed and ``stop_on_error`` holds: stop feeding and end the run."""
 
 

@@ -144,6 +144,9 @@ class RunOptions:
         downloaded then, and dropped from Redis afterwards): streaming.
     load_known : callable, optional
         ``load_known(key)`` gives the value of a known key that is not in ``redo`` (a saved result).
+    stream_all : bool
+        ``on_result`` gets the value of every task as it is computed, not only of the requested ones (a
+        ``resultdir`` that saves every task): each is kept in Redis until it was handed over.
     feed : callable, optional
         ``feed(run)`` is called every turn and may :meth:`RunState.add_task`; it returns False once it has no
         more tasks to add (the run ends when everything added is done).
@@ -182,6 +185,7 @@ class RunOptions:
     resumer: Resumer | None = None
     on_result: Callable[[Hashable, Any], None] | None = None
     load_known: Callable[[Hashable], Any] = _no_known_values
+    stream_all: bool = False
     feed: Callable[[RunState], bool] | None = None
     last_timeline: list[TimelineRecord] = dataclasses.field(default_factory=list)  # filled when the run ends
 
@@ -198,7 +202,7 @@ class RunOptions:
     ) -> RunOptions:
         """The options of one run of a param with ``settings``, and the compute's keyword arguments ``kwargs``
         (``fuse_chains``, ``retries``, ``return_exceptions``); ``extra`` sets the streaming fields (``on_result``,
-        ``load_known``, ``feed``).
+        ``load_known``, ``stream_all``, ``feed``).
 
         Examples
         --------

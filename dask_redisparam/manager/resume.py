@@ -18,7 +18,7 @@ Examples
 --------
 >>> record = json.loads(manager_record(tasks=3, keep=60.0))
 >>> sorted(record)
-['host', 'keep', 'pid', 'proc', 'started', 'tasks']
+['host', 'keep', 'pid', 'pidns', 'proc', 'started', 'tasks']
 >>> manager_gone(record)  # this process
 False
 """
@@ -49,6 +49,7 @@ __all__ = [
     "list_runs",
     "manager_gone",
     "manager_record",
+    "pid_namespace",
     "process_start",
 ]
 
@@ -78,11 +79,27 @@ def process_start(pid: int) -> str:
     return fields[19].decode()
 
 
+def pid_namespace() -> str:
+    """The process's pid namespace ("" if unknown): two containers with one host name do not share pids.
+
+    Examples
+    --------
+    >>> pid_namespace() == pid_namespace()
+    True
+    """
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def manager_record(tasks: int, keep: float) -> bytes:
-    """The registry record of a run of this process: host, pid, process start, start time, tasks, keep TTL."""
+    """The registry record of a run of this process: host, pid namespace, pid, process start, start time, tasks,
+    keep TTL."""
     pid = os.getpid()
     record = {
         "host": socket.gethostname(),
+        "pidns": pid_namespace(),
         "pid": pid,
         "proc": process_start(pid),
         "started": time.time(),
@@ -93,10 +110,10 @@ def manager_record(tasks: int, keep: float) -> bytes:
 
 
 def manager_gone(record: Mapping[str, Any]) -> bool:
-    """Whether a run's manager surely no longer exists: it ran on this host and its process is gone (or the pid
-    now belongs to a process started at another time). A manager on another host is never judged here (its lease
-    tells)."""
-    if record.get("host") != socket.gethostname():
+    """Whether a run's manager surely no longer exists: it ran on this host (in this pid namespace) and its process
+    is gone (or the pid now belongs to a process started at another time). A manager elsewhere is never judged here
+    (its lease tells)."""
+    if record.get("host") != socket.gethostname() or record.get("pidns", "") != pid_namespace():
         return False
     pid = record.get("pid")
     if not isinstance(pid, int) or pid <= 0:

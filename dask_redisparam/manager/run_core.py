@@ -90,6 +90,9 @@ class RunCore:
         self.job = options.jobname
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.requested = set(graph.requested)
+        if options.stream_all and options.on_result is not None:  # every task's value goes to on_result
+            known = graph.known
+            self.requested.update(k for k, n in graph.nodes.items() if not isinstance(n, DataNode) and k not in known)
         self.new_results: list[Hashable] = []  # requested keys finished, not yet taken by take_new_results()
         self.timeline: list[TimelineRecord] = []  # one per task run, from the workers' clocks
         self.idx = {key: n for n, key in enumerate(graph.nodes)}
@@ -273,9 +276,10 @@ class RunCore:
         return new
 
     def forget(self, key: Hashable) -> None:
-        """Drop a requested key's value after a streaming consumer took it."""
+        """Drop a requested key's value after a streaming consumer took it (once no dependent needs it)."""
         self.requested.discard(key)
-        self.release(key)
+        if not self.state["waiting_data"].get(key):
+            self.release(key)
 
     # ------------------------------------------------------------------ transitions
     def make_ready(self, key: Hashable) -> None:

@@ -63,6 +63,7 @@ class Dispatch(RunCore):
         entries: list[Entry] = []
         inline: dict[int, Any] = {}
         keys: list[Hashable] = []
+        identities = self.graph.identities.of if self.options.rng_seed is not None else None
         while ready and len(entries) < n_tasks:
             _, _, head = heapq.heappop(ready)
             chain = self.chain_of(head)
@@ -75,7 +76,8 @@ class Dispatch(RunCore):
                         inline[field] = self.inline[field]
                 last = pos == len(chain) - 1
                 store = key in self.requested or last
-                entries.append(Entry(self.idx[key], key, self.graph.nodes[key], tuple(deps), store))
+                identity = None if identities is None else identities.get(key)
+                entries.append(Entry(self.idx[key], key, self.graph.nodes[key], tuple(deps), store, identity))
                 keys.append(key)
                 running.add(key)
                 for cb in self.pretask_cbs:

@@ -3,7 +3,7 @@
 A **task message** (an item of the job's queue) is one *batch* of tasks of one run, wrapped in an envelope whose
 header a worker can read without unpickling anything::
 
-    b"D2|<run_id>|<msg_id>|<attempt>|" + <key id> + b"|" + <MAC> + b"|" + payload
+    b"D3|<run_id>|<msg_id>|<attempt>|" + <key id> + b"|" + <MAC> + b"|" + payload
 
 The MAC (:mod:`dask_redisparam.wire.signing`) covers the protocol version, the job, the run, the message id, the
 attempt and the payload; without a secret, key id and MAC are empty. Stored values and completion records are
@@ -29,7 +29,7 @@ Examples
 --------
 >>> env = encode_task("r1", 7, 0, b"xyz", None, "job")
 >>> env
-b'D2|r1|7|0|||xyz'
+b'D3|r1|7|0|||xyz'
 >>> decode_header(env)
 ('r1', 7, 0, 10)
 >>> bytes(open_task(env, None, "job"))
@@ -74,7 +74,7 @@ __all__ = [
     "loads_completion",
 ]
 
-VERSION = b"D2"
+VERSION = b"D3"
 
 OK = 0
 ERROR = 1
@@ -96,6 +96,9 @@ class Entry(NamedTuple):
         Each input's dask key and the number of the field (or earlier entry) that holds it.
     store : bool
         Whether the result goes to the data hash (it is requested, or later messages need it).
+    identity : bytes or None
+        With ``rng_seed``: the task's stable identity (:mod:`dask_redisparam.manager.identity`), which seeds its
+        random streams; None when it has none (the key seeds them) or without ``rng_seed``.
     """
 
     idx: int
@@ -103,14 +106,16 @@ class Entry(NamedTuple):
     node: Any
     deps: tuple[tuple[Any, int], ...]
     store: bool
+    identity: bytes | None = None
 
 
 class Batch(NamedTuple):
     """The payload of a task message: entries run in order; ``inline`` holds small literal inputs;
     ``timeout`` is the seconds each entry may run (None: no limit); ``rng_seed`` seeds each entry's random
-    streams from its key (None: fresh entropy); with ``log_threshold`` each entry's log records (at or above
-    it) and its stdout/stderr are captured and travel back in its :class:`Outcome`. The manager's exported dask
-    config and environment variables travel beside it in the payload (:func:`join_payload`)."""
+    streams from its identity, else its key (None: fresh entropy); with ``log_threshold`` each entry's log
+    records (at or above it) and its stdout/stderr are captured and travel back in its :class:`Outcome`. The
+    manager's exported dask config and environment variables travel beside it in the payload
+    (:func:`join_payload`)."""
 
     stop_on_error: bool
     inline: dict[int, Any]

@@ -138,7 +138,7 @@ def _run_entries(
             continue
         with _capture(batch.log_threshold) as log:
             try:
-                seed_task(batch.rng_seed, entry.key)
+                seed_task(batch.rng_seed, entry.key, entry.identity)
                 nbytes = _run_entry(entry, values, missing, batch.timeout, watchdog, stores)
                 status, error = OK, None
             except StopRequested:
