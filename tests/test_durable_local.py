@@ -18,7 +18,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from dask_redisparam import ConfigurationError, RedisParam, Settings
+from dask_redisparam import ConfigurationError, RedisParam, ServerError, Settings
 from dask_redisparam.cli import main
 from dask_redisparam.worker import durable
 from tests.conftest import wait_until
@@ -35,6 +35,14 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def worker_pids(p: RedisParam) -> list[int]:
     return [int(f["pid"]) for f in p.backend.worker_records(p.settings.jobname).values()]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "(gone)"
 
 
 def all_pids(record: durable.DurableServer, workers: list[int]) -> list[int]:
@@ -99,6 +107,15 @@ def test_the_server_and_workers_outlive_killed_starters_and_the_next_process_rea
         with open(os.path.join(state_dir, log)) as fh:
             assert not any(word in fh.read() for word in hidden), log
 
+    os.kill(server_pid, signal.SIGSTOP)  # a server that does not answer (loading, a loaded machine) is not replaced
+    try:
+        with pytest.raises(ServerError, match=f"redis-server pid {server_pid}\\) does not answer"):
+            RedisParam(durable=True, state_dir=state_dir, start_timeout=1).start()
+        assert durable.read_record(state_dir) == record
+    finally:
+        os.kill(server_pid, signal.SIGCONT)
+    assert durable.pid_alive(server_pid)
+
     with pytest.raises(ConfigurationError, match="serves job 'durable', not jobname='other'"):
         RedisParam(durable=True, state_dir=state_dir, jobname="other").start()
 
@@ -111,7 +128,8 @@ def test_the_server_and_workers_outlive_killed_starters_and_the_next_process_rea
     stop = runner.invoke(main, ["server", "stop", "--state-dir", state_dir])
     assert stop.exit_code == 0, stop.output
     assert "append-only file kept" in stop.output
-    assert not [pid for pid in all_pids(record, workers) if durable.pid_alive(pid)]
+    left = {pid: cmdline(pid) for pid in all_pids(record, workers) if durable.pid_alive(pid)}
+    assert not left, f"still running after server stop: {left}"
     assert not os.path.exists(os.path.join(state_dir, "server.json"))
     assert not os.path.exists(record.socket)
     assert os.path.exists(os.path.join(state_dir, "appendonly.aof"))

@@ -163,11 +163,32 @@ def answers(address: RedisAddress, timeout: float = 1.0) -> bool:
     return address.path is not None and ping_socket(address.path, address.password, timeout)
 
 
-def _live_record(state_dir: str, secret: str) -> DurableServer | None:
+def _live_record(state_dir: str, secret: str, timeout: float) -> DurableServer | None:
+    """The record of the live keeper of ``state_dir`` once its server answers; None if there is no live keeper.
+
+    A live keeper whose server does not answer yet (loading its append-only file, a machine under load) is waited
+    for, never replaced: only a dead keeper's record is stale.
+
+    Raises
+    ------
+    ServerError
+        The keeper lives but its server did not answer within ``timeout`` seconds.
+    """
     record = read_record(state_dir)
-    if record is None or not record.alive():
+    if record is None:
         return None
-    return record if answers(record.address(secret)) else None
+    deadline = time.monotonic() + timeout
+    while is_ours(record.keeper, state_dir):
+        if pid_alive(record.server) and answers(record.address(secret), timeout=2.0):
+            return record
+        if time.monotonic() > deadline:
+            raise ServerError(
+                f"the durable server in {state_dir!r} (keeper pid {record.keeper}, redis-server pid {record.server}) "
+                f"does not answer on {record.socket} after {timeout:g} s; see {os.path.join(state_dir, LOG)}, or "
+                f"stop it: dask-redisparam server stop --state-dir {state_dir}"
+            )
+        time.sleep(0.1)  # a keeper whose server died stops itself within a second; then the record is stale
+    return None
 
 
 def attach_or_start(
@@ -188,7 +209,8 @@ def attach_or_start(
     ConfigurationError
         The live server's workers serve another job than ``jobname``.
     ServerError
-        The keeper could not start its server or workers (its log's last lines are in the message).
+        The keeper could not start its server or workers (its log's last lines are in the message), or a live
+        keeper's server does not answer within ``start_timeout`` seconds (it is never replaced while it lives).
     """
     state_dir = prepare_state_dir(state_dir)
     if len(os.path.join(state_dir, SOCKET).encode()) > MAX_SOCKET_PATH:
@@ -199,7 +221,7 @@ def attach_or_start(
     with state_lock(state_dir):
         secret = read_secret(state_dir, create=True)
         assert secret is not None
-        record = _live_record(state_dir, secret)
+        record = _live_record(state_dir, secret, start_timeout)
         if record is not None:
             if record.jobname != jobname:
                 raise ConfigurationError(

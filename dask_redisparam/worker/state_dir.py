@@ -168,6 +168,10 @@ def is_ours(pid: int, state_dir: str) -> bool:
             cmdline = fh.read()
         with open(f"/proc/{pid}/environ", "rb") as fh:
             environ = fh.read()
-    except OSError:
+    except PermissionError:  # another user's process: a pid used again
         return False
+    except OSError:
+        return pid_alive(pid)  # it went while we read: ours if it is still there (exiting)
+    if not cmdline:  # a process in the middle of exiting shows no command line: it was ours, it is going
+        return True
     return state_dir.encode() in cmdline or state_dir.encode() in environ
