@@ -67,7 +67,8 @@ class RedisParam(ParamData):
         Number of workers. Default: the local CPU count when ``is_worker`` is None, 1000 (a cap on the workers that may
         listen on the job) when False, 1 when True.
     jobname : str, optional
-        Name shared by the manager and its workers; default a fresh unique id.
+        Name shared by the manager and its workers; default a fresh unique id (``"durable"`` with ``durable=True``, so
+        that a rerun finds the runs of the process before it).
     is_worker : bool, optional
         None: manager plus local workers; True: worker only; False: manager only.
     host : str, optional
@@ -126,6 +127,19 @@ class RedisParam(ParamData):
     dashboard : bool, default False
         Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param is
         started: see ``dashboard_link``.
+    durable : bool, default False
+        With no server configured: run the embedded ``redis-server`` (with an append-only file) and its local workers
+        detached in ``state_dir``, so that they outlive this process (a crashed notebook kernel) and the next process
+        with the same ``state_dir`` reattaches to them; :meth:`~dask_redisparam.RedisParam.stop` then only detaches.
+        They stop themselves after ``durable_idle`` seconds without work, or with ``dask-redisparam server stop``. See
+        the *Durable local mode* in the docs.
+    state_dir : str or os.PathLike[str], optional
+        The private directory of the durable local mode (socket, append-only file, secret, logs); default
+        ``$XDG_STATE_HOME/dask-redisparam``, else ``~/.local/state/dask-redisparam``. Created with mode ``0700``;
+        refused if others may enter it or another user owns it.
+    durable_idle : float, default 3600.0
+        Seconds after which the durable server and its workers stop themselves when no run is alive, no worker is busy
+        and the queue is empty (> 0); its append-only file stays for the next start.
     exportglobals : bool, default True
         Apply the manager's dask config (except its ``redisparam.*`` settings) on the workers while they unpickle and
         run its tasks.
@@ -194,6 +208,9 @@ class RedisParam(ParamData):
         resume_ttl: float = 3600.0,
         start_timeout: float = 60.0,
         dashboard: bool = False,
+        durable: bool = False,
+        state_dir: str | os.PathLike[str] | None = None,
+        durable_idle: float = 3600.0,
         exportglobals: bool = True,
         export_env: Sequence[str] = (),
         shared_filesystem: bool = False,

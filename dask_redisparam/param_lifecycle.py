@@ -8,6 +8,10 @@ with the rest of its interface); :class:`~dask_redisparam.param_scheduling.Param
 chooses the secret, and, with ``is_worker=None``, starts ``workers`` local worker processes under one
 supervisor and waits for them to register; ``is_worker=True`` then serves tasks in the foreground until stopped.
 ``stop()`` undoes it all, in the reverse order.
+
+With ``durable=True`` and no server configured, ``start()`` reattaches to (or starts) the detached server and
+workers of the durable local mode (:mod:`dask_redisparam.worker.durable`) instead, with the secret kept in its
+state directory; ``stop()`` then only detaches, and they go on running for the next process.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 from . import pool
 from .backend import Backend
+from .config.address import RedisAddress
 from .config.settings import Settings
 from .errors import ConfigurationError, WorkerError
 from .manager.loop import count_and_reap
 from .manager.options import TimelineRecord
 from .wire.signing import SECRET_ENV, SECRET_FILE_ENV, Signer, signer_from_environment
+from .worker.durable import DurableServer, attach_or_start
 from .worker.loop import Worker
 from .worker.server import EmbeddedRedis
 from .worker.supervisor import LocalWorkers
@@ -61,6 +67,7 @@ class ParamLifecycle:
         self._lock = threading.RLock()
         self._timeline: list[TimelineRecord] = []
         self._signer: Signer | None = None
+        self._durable: DurableServer | None = None
 
     def _signs(self) -> bool:
         """Whether this param's messages are signed (started), or will be (not started: as start() decides)."""
@@ -108,13 +115,23 @@ class ParamLifecycle:
                         f"is_worker={settings.is_worker} needs a Redis server that others can reach: set host/port"
                         " or url, or REDISPARAM_URL / REDISPARAM_HOST (the embedded server is private)"
                     )
-                self._server = EmbeddedRedis().start()
-                address = self._server.address
-            self._signer = self._make_signer(embedded=self._server is not None)
+                if settings.durable:
+                    address = self._attach_durable()
+                else:
+                    self._server = EmbeddedRedis().start()
+                    address = self._server.address
+            elif settings.durable:
+                raise ConfigurationError(
+                    f"durable=True runs the embedded server detached, but a server is configured "
+                    f"({address.describe()}): drop durable=True, or the server settings (and REDISPARAM_URL / "
+                    "REDISPARAM_HOST) to use the durable local mode"
+                )
+            if self._durable is None:
+                self._signer = self._make_signer(embedded=self._server is not None)
             try:
                 self._backend = Backend.connect(address)
                 self._backend.check_job_access(settings.jobname)
-                if settings.is_worker is None:
+                if settings.is_worker is None and self._durable is None:
                     self._local = self._launch_local(settings.workers)
                     self._wait_for_local_workers()
                 if settings.dashboard:  # imported here: prometheus_client and http.server cost a worker's start time
@@ -127,6 +144,53 @@ class ParamLifecycle:
         if settings.is_worker:
             self._serve_foreground()
         return self
+
+    def _attach_durable(self) -> RedisAddress:
+        """Reattach to the durable local server and workers (or start them); their address."""
+        settings = self.settings
+        if settings.is_worker is not None:
+            raise ConfigurationError(
+                f"durable=True needs is_worker=None (it starts the workers), not {settings.is_worker}"
+            )
+        if settings.secret is not None:
+            raise ConfigurationError("durable=True keeps its own secret in state_dir: do not give secret=")
+        args = [
+            "--heartbeat-interval",
+            str(settings.heartbeat_interval),
+            "--heartbeat-ttl",
+            str(settings.heartbeat_ttl),
+        ]
+        record, secret = attach_or_start(
+            settings.state_dir or "",
+            settings.jobname,
+            settings.workers,
+            idle=settings.durable_idle,
+            worker_args=args,
+            start_timeout=settings.start_timeout,
+        )
+        self._durable = record
+        self._signer = Signer.from_secret(secret)
+        how = "reattached to" if record.reattached else "started"
+        logger.info(
+            "manager: %s the durable server (pid %d) in %s, workers of job %s",
+            how,
+            record.server,
+            record.state_dir,
+            record.jobname,
+        )
+        return record.address(secret)
+
+    @property
+    def durable_server(self) -> DurableServer | None:
+        """The durable local server this param is attached to (``durable=True``, started), else None."""
+        return self._durable
+
+    @property
+    def _local_ids(self) -> list[str] | None:
+        """The ids of the workers this param started (or, durable, reattached to), else None."""
+        if self._durable is not None:
+            return self._durable.worker_ids
+        return None if self._local is None else self._local.ids
 
     def _make_signer(self, embedded: bool) -> Signer | None:
         """The secret: the ``secret`` setting, else from the environment, else (embedded server) a fresh one."""
@@ -198,12 +262,17 @@ class ParamLifecycle:
             self.stop()
 
     def stop(self) -> None:
-        """Stop the local workers this param started, close the connection, stop an embedded server."""
+        """Stop the local workers this param started, close the connection, stop an embedded server.
+
+        A durable param (``durable=True``) only detaches: its server and workers go on (``dask-redisparam server
+        stop`` stops them).
+        """
         with self._lock:
             local, self._local = self._local, None
             backend, self._backend = self._backend, None
             server, self._server = self._server, None
             dashboard, self._dashboard = self._dashboard, None
+            self._durable = None  # detach: the durable server and workers go on
         if dashboard is not None:
             dashboard.stop()
         if local is not None:
@@ -252,6 +321,11 @@ class ParamLifecycle:
     @contextlib.contextmanager
     def _started(self) -> Iterator[None]:
         """Inside: the param is started (started here and stopped after, if it was not)."""
+        durable = self._durable
+        if durable is not None and not durable.touch():  # stopped since (idle, `server stop`): start it again
+            logger.info("manager: the durable server in %s stopped; starting it again", durable.state_dir)
+            self.stop()
+            self.start()
         if self.is_up:
             yield
         else:

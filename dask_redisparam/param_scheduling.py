@@ -135,8 +135,7 @@ class ParamScheduler(ParamLifecycle):
 
     def _check_shuffle(self, shuffle_key: Hashable) -> None:
         """Refuse a graph with dask's disk-based shuffle unless the pool shares one filesystem."""
-        local_ids = None if self._local is None else self._local.ids
-        check_disk_shuffle(shuffle_key, self.settings, local_ids, self.backend.live_workers)
+        check_disk_shuffle(shuffle_key, self.settings, self._local_ids, self.backend.live_workers)
 
     @contextlib.contextmanager
     def as_default(self: _P) -> Iterator[_P]:

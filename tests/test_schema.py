@@ -72,6 +72,7 @@ def _probe(declared: Setting) -> Any:
         "threshold": "DEBUG",
         "logdir": tempfile.gettempdir(),
         "resultdir": tempfile.gettempdir(),
+        "state_dir": tempfile.gettempdir(),
         "export_env": ("PROBE_VARIABLE",),
     }
     if declared.name in special:

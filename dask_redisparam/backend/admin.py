@@ -92,3 +92,30 @@ class AdminOps(ResumeOps, WorkerOps, HeldOps):
             if len(head) == 3 and head[1].decode(errors="replace") in dead_runs:
                 self._r.lrem(keys.queue(jobname), 1, message)  # type: ignore[arg-type]
         return dead_workers, dead_runs, requeued
+
+    def job_activity(self, jobname: str) -> tuple[int, int, int]:
+        """What keeps a job busy: ``(queued messages, live runs, live workers holding a message)``.
+
+        The durable local mode (:mod:`dask_redisparam.worker.keeper`) stops itself after a while of ``(0, 0, 0)``.
+        """
+        live = self.live_workers(jobname)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.llen(keys.queue(jobname))
+        for wid in live:
+            pipe.llen(keys.processing(jobname, wid))
+        queued, *held = pipe.execute()
+        runs = sum(self.run_ids(jobname).values())
+        return int(queued), runs, sum(1 for n in held if n)
+
+    def server_info(self) -> dict[str, str]:
+        """The server's ``INFO`` fields of the sections server, memory and persistence, as text.
+
+        Examples
+        --------
+        The durable local mode's ``server status`` shows ``used_memory_human`` and ``aof_enabled``.
+        """
+        out: dict[str, str] = {}
+        for section in ("server", "memory", "persistence"):
+            fields = cast(dict[str, object], self._r.info(section))
+            out.update({k: str(v) for k, v in fields.items()})
+        return out

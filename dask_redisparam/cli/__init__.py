@@ -2,9 +2,9 @@
 
 This is the only package that configures logging. Each command lives in a module of its own
 (:mod:`~dask_redisparam.cli.worker`, :mod:`~dask_redisparam.cli.jobs`, :mod:`~dask_redisparam.cli.status`,
-:mod:`~dask_redisparam.cli.runs`, :mod:`~dask_redisparam.cli.dashboard`); :mod:`~dask_redisparam.cli.common`
-holds what they share (the flags that the settings table declares, connecting, logging, ``-h`` and
-``--version``).
+:mod:`~dask_redisparam.cli.runs`, :mod:`~dask_redisparam.cli.dashboard`, :mod:`~dask_redisparam.cli.server`);
+:mod:`~dask_redisparam.cli.common` holds what they share (the flags that the settings table declares, connecting,
+logging, ``-h`` and ``--version``).
 
 Examples
 --------
@@ -25,6 +25,7 @@ from .common import CONTEXT, version_option
 from .dashboard import dashboard_command
 from .jobs import alive_command, clean_command, stop_all_command
 from .runs import runs_command
+from .server import server_group
 from .status import status_command
 from .worker import worker_command
 
@@ -45,6 +46,7 @@ _COMMANDS = (
     clean_command,
     runs_command,
     dashboard_command,
+    server_group,
 )
 for _command in _COMMANDS:
     main.add_command(_command)

@@ -44,6 +44,7 @@ __all__ = [
     "optional",
     "redo_ttl",
     "secret",
+    "state_dir",
     "text",
     "threshold",
     "url",
@@ -127,6 +128,22 @@ def directory(name: str, value: Any, earlier: Mapping[str, Any]) -> str | None:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigurationError(f"{name}={path!r} is not a writable directory")
     return path
+
+
+def state_dir(name: str, value: Any, earlier: Mapping[str, Any]) -> str | None:
+    """A directory path (``~`` expanded, made absolute), which need not exist yet; None: the per-user default.
+
+    Examples
+    --------
+    >>> state_dir("state_dir", "/srv/drp", {})
+    '/srv/drp'
+    """
+    if value is None:
+        return None
+    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(path, str) or not path:
+        raise ConfigurationError(f"{name}={value!r} must be None or a directory path (str or os.PathLike)")
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def logdir(name: str, value: Any, earlier: Mapping[str, Any]) -> str | None:

@@ -2,6 +2,7 @@
 
 * the environment variables of the shared secret (read by :class:`~dask_redisparam.config.settings.Settings`,
   which only notes that one is set, and by :mod:`dask_redisparam.wire.signing`, which signs with it);
+* the default job name of the durable local mode, the same in every process (a rerun finds the runs before it);
 * the rule a job name follows: it becomes part of every Redis key of the job
   (:mod:`dask_redisparam.backend.keys`), inside the hash-tag braces and between ``:`` separators, and must not
   match more than itself in a ``SCAN MATCH`` pattern.
@@ -9,12 +10,15 @@
 
 from __future__ import annotations
 
-__all__ = ["SECRET_ENV", "SECRET_FILE_ENV", "validate_name"]
+__all__ = ["DURABLE_JOBNAME", "SECRET_ENV", "SECRET_FILE_ENV", "validate_name"]
 
 SECRET_ENV = "REDISPARAM_SECRET"
 """The shared secret: ``<secret>``, or ``<id>=<secret>,<id>=<secret>`` for several keys (the first signs)."""
 SECRET_FILE_ENV = "REDISPARAM_SECRET_FILE"
 """A file holding the secret in the same format (keep it mode 0600)."""
+
+DURABLE_JOBNAME = "durable"
+"""The default ``jobname`` with ``durable=True``."""
 
 _FORBIDDEN = set("{}*?[]: \t\r\n")
 

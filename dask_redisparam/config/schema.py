@@ -49,6 +49,7 @@ from .checks import (
     optional,
     redo_ttl,
     secret,
+    state_dir,
     text,
     threshold,
     url,
@@ -128,7 +129,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "jobname", "str | None", "str", None,
-        "Name shared by the manager and its workers; default a fresh unique id.",
+        "Name shared by the manager and its workers; default a fresh unique id (``\"durable\"`` with "
+        "``durable=True``, so that a rerun finds the runs of the process before it).",
         jobname, cli=Cli("Job name", envvar="REDISPARAM_JOBNAME", required=True),
     ),
     Setting(
@@ -239,6 +241,28 @@ SETTINGS: tuple[Setting, ...] = (
         "Serve a live dashboard of the job (and its Prometheus ``/metrics``) on a free loopback port while the param "
         "is started: see ``dashboard_link``.",
         boolean,
+    ),
+    Setting(
+        "durable", "bool", "bool", False,
+        "With no server configured: run the embedded ``redis-server`` (with an append-only file) and its local workers "
+        "detached in ``state_dir``, so that they outlive this process (a crashed notebook kernel) and the next process "
+        "with the same ``state_dir`` reattaches to them; :meth:`~dask_redisparam.RedisParam.stop` then only "
+        "detaches. They stop themselves after ``durable_idle`` seconds without work, or with ``dask-redisparam "
+        "server stop``. See the *Durable local mode* in the docs.",
+        boolean,
+    ),
+    Setting(
+        "state_dir", _PATH, "str | None", None,
+        "The private directory of the durable local mode (socket, append-only file, secret, logs); default "
+        "``$XDG_STATE_HOME/dask-redisparam``, else ``~/.local/state/dask-redisparam``. Created with mode ``0700``; "
+        "refused if others may enter it or another user owns it.",
+        state_dir,
+    ),
+    Setting(
+        "durable_idle", "float", "float", 3600.0,
+        "Seconds after which the durable server and its workers stop themselves when no run is alive, no worker is "
+        "busy and the queue is empty (> 0); its append-only file stays for the next start.",
+        above_zero,
     ),
     Setting(
         "exportglobals", "bool", "bool", True,

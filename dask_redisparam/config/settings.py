@@ -46,7 +46,7 @@ import dask.config
 
 from .address import RedisAddress
 from .checks import THRESHOLDS
-from .names import SECRET_ENV, SECRET_FILE_ENV
+from .names import DURABLE_JOBNAME, SECRET_ENV, SECRET_FILE_ENV
 from .resolution import Layer, ambient_layers, resolve_address
 from .schema import SERVER_FIELDS, SETTINGS
 
@@ -128,6 +128,9 @@ class Settings:
     resume_ttl: float
     start_timeout: float
     dashboard: bool
+    durable: bool
+    state_dir: str | None
+    durable_idle: float
     exportglobals: bool
     export_env: tuple[str, ...]
     shared_filesystem: bool
@@ -156,6 +159,8 @@ class Settings:
     def _set(self, values: Mapping[str, Any], ambient: tuple[Layer, ...], address: Any, resolve: bool) -> None:
         """Validate ``values`` (the constructor's arguments), in table order, and store them."""
         out: dict[str, Any] = {}
+        if values["jobname"] is None and values.get("durable") is True:
+            values = {**values, "jobname": DURABLE_JOBNAME}  # a rerun must find the runs of the process before it
         for setting in SETTINGS:
             out[setting.name] = setting.check(setting.name, values[setting.name], out)
         out["_workers_given"] = out["workers"] is not None

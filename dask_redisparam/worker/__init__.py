@@ -4,6 +4,8 @@
 tasks), :mod:`~dask_redisparam.worker.cache` (values kept between tasks), :mod:`~dask_redisparam.worker.memory`
 (the allocator), :mod:`~dask_redisparam.worker.supervisor` (keeping ``--nworkers`` processes alive),
 :mod:`~dask_redisparam.worker.restarts` (exit codes and crash-loop backoff),
-:mod:`~dask_redisparam.worker.server` (the embedded ``redis-server`` of local runs and tests), ``__main__`` (``python -m
-dask_redisparam.worker``). It never imports :mod:`dask_redisparam.manager`.
+:mod:`~dask_redisparam.worker.server` (the embedded ``redis-server`` of local runs and tests),
+:mod:`~dask_redisparam.worker.durable`, :mod:`~dask_redisparam.worker.state_dir` and
+:mod:`~dask_redisparam.worker.keeper` (the durable local mode: that server and its workers detached),
+``__main__`` (``python -m dask_redisparam.worker``). It never imports :mod:`dask_redisparam.manager`.
 """

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from ..config.address import RedisAddress
 from ..errors import ConfigurationError, ServerError
 
-__all__ = ["EmbeddedRedis", "find_redis_server", "pdeathsig_preexec"]
+__all__ = ["EmbeddedRedis", "find_redis_server", "pdeathsig_preexec", "ping_socket", "tail"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ def _conf_quote(value: str) -> str:
     return '"' + "".join(chr(b) if chr(b) in safe else f"\\x{b:02x}" for b in value.encode()) + '"'
 
 
-def _tail(path: str, lines: int = 20) -> str:
+def tail(path: str, lines: int = 20) -> str:
+    """The last ``lines`` lines of the text file ``path`` ("" if it cannot be read)."""
     try:
         with open(path, errors="replace") as fh:
             return "".join(fh.readlines()[-lines:]).rstrip()
@@ -115,6 +116,7 @@ class _Resources:
         self.proc: subprocess.Popen[bytes] | None = None
         self.tmpdir: str | None = None
         self.owner = os.getpid()
+        self.keep = False  # the directory is the caller's (``rundir``): never removed
 
     def terminate(self, grace: float = 5.0) -> None:
         proc, self.proc = self.proc, None
@@ -133,7 +135,7 @@ class _Resources:
             return
         self.terminate()
         tmpdir, self.tmpdir = self.tmpdir, None
-        if tmpdir is not None:
+        if tmpdir is not None and not self.keep:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
@@ -153,10 +155,17 @@ class EmbeddedRedis:
         The ``requirepass`` password. It is handed to the server in a ``0600`` file in the private
         directory, never on the command line.
     appendonly : bool
-        Turn on the append-only file with ``appendfsync always``.
+        Turn on the append-only file (``appendfsync`` as ``appendfsync`` says).
+    appendfsync : str
+        ``always`` (default: every write on disk before the reply) or ``everysec`` (at most a second of writes
+        lost in a power cut; a killed server loses nothing the kernel received).
     dir : str or os.PathLike, optional
         The persistence directory, kept across :meth:`restart` and never removed; default the private
         temp directory (removed by :meth:`stop`).
+    rundir : str or os.PathLike, optional
+        The directory of the socket, the password file and the logs, instead of a fresh private temp directory;
+        it must exist (mode ``0700``) and is never removed. The durable local mode
+        (:mod:`dask_redisparam.worker.durable`) keeps its server there.
     extra_args : sequence of str
         More ``redis-server`` arguments, e.g. ``["--maxmemory", "100mb"]``; they override the defaults.
     executable : str, optional
@@ -178,6 +187,8 @@ class EmbeddedRedis:
         password: str | None = None,
         appendonly: bool = False,
         dir: str | os.PathLike[str] | None = None,
+        appendfsync: str = "always",
+        rundir: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
         executable: str | None = None,
         startup_timeout: float = 10.0,
@@ -188,15 +199,20 @@ class EmbeddedRedis:
             raise ConfigurationError("extra_args must be a sequence of strings, not one string")
         if password == "":
             password = None
+        if appendfsync not in ("always", "everysec", "no"):
+            raise ConfigurationError(f"appendfsync={appendfsync!r} must be 'always', 'everysec' or 'no'")
         self._tcp = tcp
         self._password = secrets.token_urlsafe(24) if tcp and password is None else password
         self._appendonly = appendonly
+        self._appendfsync = appendfsync
+        self._rundir = os.path.abspath(os.fspath(rundir)) if rundir is not None else None
         self._dir = os.path.abspath(os.fspath(dir)) if dir is not None else None
         self._extra_args = [str(arg) for arg in extra_args]
         self._executable = executable if executable is not None else find_redis_server()
         self._startup_timeout = float(startup_timeout)
         self._port: int | None = None
         self._res = _Resources()
+        self._res.keep = self._rundir is not None
         self._finalizer = weakref.finalize(self, self._res.close)
 
     @property
@@ -263,7 +279,7 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove the private temp directory.
 
-        A ``dir`` given by the caller is never removed. Calling it again does nothing.
+        A ``dir`` or ``rundir`` given by the caller is never removed. Calling it again does nothing.
         """
         pid = self.pid
         self._res.close()
@@ -292,6 +308,13 @@ class EmbeddedRedis:
 
     def _prepare(self) -> str:
         """Create the private directory and pick the port on the first start; return the directory."""
+        if self._res.tmpdir is None and self._rundir is not None:
+            if len(os.path.join(self._rundir, "redis.sock").encode()) > _MAX_SOCKET_PATH and not self._tcp:
+                raise ConfigurationError(
+                    f"the directory {self._rundir!r} is too deep for a Unix socket path (at most {_MAX_SOCKET_PATH} "
+                    "bytes with '/redis.sock'); choose a shorter one"
+                )
+            self._res.tmpdir = self._rundir
         if self._res.tmpdir is None:
             tmpdir = tempfile.mkdtemp(prefix="drp-redis-")
             if not self._tcp and len(os.path.join(tmpdir, "redis.sock").encode()) > _MAX_SOCKET_PATH:
@@ -321,7 +344,7 @@ class EmbeddedRedis:
             argv += ["--port", "0", "--unixsocket", sock, "--unixsocketperm", "700"]
         argv += ["--save", "", "--appendonly", "yes" if self._appendonly else "no", "--daemonize", "no"]
         if self._appendonly:
-            argv += ["--appendfsync", "always"]
+            argv += ["--appendfsync", self._appendfsync]
         argv += ["--dir", self._dir or tmpdir, "--logfile", os.path.join(tmpdir, "redis.log")]
         return argv + self._extra_args
 
@@ -356,7 +379,7 @@ class EmbeddedRedis:
                 time.sleep(0.01)
                 continue
             self._res.terminate(grace=0.0)
-            logs = "\n".join(t for t in (_tail(out_path), _tail(os.path.join(tmpdir, "redis.log"))) if t)
+            logs = "\n".join(t for t in (tail(out_path), tail(os.path.join(tmpdir, "redis.log"))) if t)
             raise ServerError(
                 f"redis-server {self._executable!r} {problem}; last lines of its log:\n{logs or '(empty)'}"
             )
@@ -364,27 +387,39 @@ class EmbeddedRedis:
 
     def _ping(self, timeout: float) -> bool:
         """Whether the server accepts our password and answers ``+PONG``, using a raw RESP exchange."""
-        target: str | tuple[str, int]
         if self._tcp:
-            family, target = socket.AF_INET, ("127.0.0.1", self._port or 0)
-        else:
-            family, target = socket.AF_UNIX, self.socket_path or ""
-        request = _resp("PING")
-        expected = [b"+PONG"]
-        if self._password is not None:
-            request = _resp("AUTH", self._password) + request
-            expected.insert(0, b"+OK")
-        buf = b""
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as conn:
-                conn.settimeout(timeout)
-                conn.connect(target)
-                conn.sendall(request)
-                while buf.count(b"\r\n") < len(expected):
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return False
-                    buf += chunk
-        except OSError:
-            return False
-        return buf.split(b"\r\n")[: len(expected)] == expected
+            return _ping(socket.AF_INET, ("127.0.0.1", self._port or 0), self._password, timeout)
+        return ping_socket(self.socket_path or "", self._password, timeout)
+
+
+def ping_socket(path: str, password: str | None, timeout: float = 1.0) -> bool:
+    """Whether a server on the Unix socket ``path`` accepts ``password`` and answers ``PING`` (never raises).
+
+    Examples
+    --------
+    >>> ping_socket("/nonexistent/redis.sock", None)
+    False
+    """
+    return _ping(socket.AF_UNIX, path, password, timeout)
+
+
+def _ping(family: int, target: str | tuple[str, int], password: str | None, timeout: float) -> bool:
+    request = _resp("PING")
+    expected = [b"+PONG"]
+    if password is not None:
+        request = _resp("AUTH", password) + request
+        expected.insert(0, b"+OK")
+    buf = b""
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(target)
+            conn.sendall(request)
+            while buf.count(b"\r\n") < len(expected):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return False
+                buf += chunk
+    except OSError:
+        return False
+    return buf.split(b"\r\n")[: len(expected)] == expected

@@ -202,6 +202,14 @@ def render_cli_help() -> str:
     commands: list[tuple[str, click.Command, click.Context | None]] = [("dask-redisparam", main, None)]
     group_ctx = click.Context(main, info_name="dask-redisparam")
     commands += [(f"dask-redisparam {name}", cmd, group_ctx) for name, cmd in main.commands.items()]
+    for name, cmd in main.commands.items():  # the commands of a group (``server status``...), hidden ones left out
+        if isinstance(cmd, click.Group):
+            sub_ctx = click.Context(cmd, info_name=name, parent=group_ctx)
+            commands += [
+                (f"dask-redisparam {name} {sub}", subcommand, sub_ctx)
+                for sub, subcommand in cmd.commands.items()
+                if not subcommand.hidden
+            ]
     commands.append(("dask-redisparam-worker", worker_command, None))
     for title, command, parent in commands:
         info = title.rsplit(" ", 1)[-1]
