@@ -37,4 +37,7 @@ for arg in "$@"; do
         break
     fi
 done
-python -m pytest -p no:cacheprovider --doctest-modules "${targets[@]}" "$@"
+# The whole suite runs on two pytest-xdist processes (most tests wait on real servers and processes, so two overlap
+# well on two cores); `-n 0` among the arguments runs it in one. pytest-benchmark, if installed, is kept out: it
+# warns under xdist, and warnings are errors here.
+python -m pytest -p no:cacheprovider -p no:benchmark -n 2 --doctest-modules "${targets[@]}" "$@"

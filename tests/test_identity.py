@@ -225,3 +225,22 @@ def test_dask_delayed_graph_with_nested_containers() -> None:
     other = delayed(sum)([delayed(inc)(i) for i in (0, 2, 1)])  # a list: order counts
     assert ids.of[total.key] != prepare_graph(other.__dask_graph__(), [other.key]).identities.of[other.key]
     assert dask.compute(total, scheduler="sync") == (6,)
+
+
+def test_the_packages_own_code_is_named_not_read_with_its_state() -> None:
+    """A map chunk's task (run_chunk, whose globals reach the random streams' module state) has the same identity
+    before and after this process drew from a seeded stream: the package's code counts by name and version."""
+    from dask._task_spec import Task
+
+    from dask_redisparam import rng
+    from dask_redisparam.manager.identity import task_identities
+    from dask_redisparam.manager.mapping import run_chunk
+
+    def identity() -> bytes:
+        task = Task("map-x", run_chunk, abs, {}, 0, [(-1,)], (None, False))
+        return task_identities({"map-x": task}, ["map-x"]).of["map-x"]
+
+    before = identity()
+    rng.seed_task(7, "x")
+    rng.task_rng().random()
+    assert identity() == before

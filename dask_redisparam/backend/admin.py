@@ -108,7 +108,8 @@ class AdminOps(ResumeOps, WorkerOps, HeldOps):
         return int(queued), runs, sum(1 for n in held if n)
 
     def server_info(self) -> dict[str, str]:
-        """The server's ``INFO`` fields of the sections server, memory and persistence, as text.
+        """The server's ``INFO`` fields of the sections server, memory and persistence, as text (for the durable
+        local mode's own server only, whose one user may run every command: no job's ACL grants ``INFO``).
 
         Examples
         --------

@@ -26,7 +26,7 @@ b'(3i1;s1:a[2f\\x00\\x00\\x00\\x00\\x00\\x00\\x04@N'
 >>> enc.literal({"x", "y"}, [])
 Traceback (most recent call last):
 ...
-dask_redisparam.manager.encode_code.Unstable: a set of str (its order changes with hash randomisation)
+dask_redisparam.errors.Unstable: a set of str (its order changes with hash randomisation)
 """
 
 from __future__ import annotations

@@ -36,6 +36,8 @@ from ..errors import Unstable
 
 __all__ = ["CodeEncoder", "Unstable"]
 
+_PACKAGE = __name__.split(".", 1)[0]
+
 _LIBRARY_ROOTS = tuple(
     os.path.realpath(p) + os.sep
     for p in {sysconfig.get_paths().get(name, "") for name in ("stdlib", "platstdlib", "purelib", "platlib")}
@@ -199,7 +201,12 @@ class CodeEncoder:
 
     def _is_library(self, module: str, path: Any = MISSING) -> bool:
         """Whether ``module`` (whose file is ``path``, if known) is installed: in the standard library or under
-        site-packages. ``__main__``, a notebook cell, code run by ``exec``, a project's own modules are not."""
+        site-packages, or this package itself (also in an editable install: its functions, such as the wrapper of
+        ``map``'s chunks, refer to module state that changes as it runs, e.g. the random streams of
+        :mod:`dask_redisparam.rng`). ``__main__``, a notebook cell, code run by ``exec``, a project's own modules are
+        not."""
+        if module == _PACKAGE or module.startswith(_PACKAGE + "."):
+            return True
         if path is MISSING:
             path = getattr(sys.modules.get(module), "__file__", None)
         if module == "__main__" or not isinstance(path, str):
