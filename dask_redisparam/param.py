@@ -150,6 +150,24 @@ class RedisParam(ParamData):
         system's temp directory), so that graphs with dask's disk-based shuffle may run on workers this param did not
         start. Otherwise such a graph fails at once with ``UnsafeShuffle``, unless only the param's own local workers
         serve the job.
+    cluster : bool, default False
+        Treat the server (``host``/``port`` or ``url``) as a seed node of a Redis Cluster, as a ``redis+cluster://`` URL
+        does: each job lives in the slot of its ``{jobname}`` hash tag, so on one primary, and jobs spread over the
+        cluster. See the *Beyond one Redis* page.
+    replicas : int, default 0
+        After each completion the workers wait (``WAIT``) until this many replicas acknowledged it, which bounds the
+        writes that a failover may lose (0: no wait). See the *Beyond one Redis* page.
+    replicas_timeout : float, default 1.0
+        Seconds each ``WAIT`` of ``replicas`` may take (> 0); then the worker warns and goes on, or the task fails with
+        ``replicas_required=True``.
+    replicas_required : bool, default False
+        Fail (rather than warn about) a completion that fewer than ``replicas`` replicas acknowledged in
+        ``replicas_timeout``.
+    resources : Mapping[str, float] or str, optional
+        Resources of the local workers, shared by all of them (``{"GPU": 2}`` or ``"GPU=2,MEM=64e9"``), as ``dask-
+        redisparam-worker --resources`` gives a daemon's: a task annotated with ``dask.annotate(resources=...)`` (or
+        ``map``'s ``resources=``) runs only where they cover it, and at most as many at once as they allow. See the
+        *Worker resources* section of the *Beyond one Redis* page.
     secret : str or bytes or Mapping[str, str | bytes], optional
         The shared secret that signs task messages, values and records (HMAC-SHA256); a mapping of key id to secret
         rotates keys (the first signs). Default: ``REDISPARAM_SECRET`` or ``REDISPARAM_SECRET_FILE``; with the embedded
@@ -214,6 +232,11 @@ class RedisParam(ParamData):
         exportglobals: bool = True,
         export_env: Sequence[str] = (),
         shared_filesystem: bool = False,
+        cluster: bool = False,
+        replicas: int = 0,
+        replicas_timeout: float = 1.0,
+        replicas_required: bool = False,
+        resources: Mapping[str, float] | str | None = None,
         secret: str | bytes | Mapping[str, str | bytes] | None = None,
         tls_ca_file: str | os.PathLike[str] | None = None,
         tls_cert_file: str | os.PathLike[str] | None = None,

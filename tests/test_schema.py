@@ -74,6 +74,7 @@ def _probe(declared: Setting) -> Any:
         "resultdir": tempfile.gettempdir(),
         "state_dir": tempfile.gettempdir(),
         "export_env": ("PROBE_VARIABLE",),
+        "resources": (("GPU", 2.0),),
     }
     if declared.name in special:
         return special[declared.name]
@@ -87,7 +88,9 @@ def _probe(declared: Setting) -> Any:
 @pytest.mark.parametrize("declared", [s for s in SETTINGS if not s.server], ids=lambda s: s.name)
 def test_dask_config_key_is_read_as_declared(declared: Setting) -> None:
     value = _probe(declared)
-    extra = {"redisparam.log": True} if declared.name == "logdir" else {}
+    extra: dict[str, Any] = {"redisparam.log": True} if declared.name == "logdir" else {}
+    if declared.name == "cluster":  # a cluster needs a node
+        extra = {"redisparam.url": "redis://127.0.0.1:1"}
     with dask.config.set({f"redisparam.{declared.name}": value, **extra}):
         read = getattr(RedisParam(environ={}).settings, declared.name) == value
     assert read is declared.config

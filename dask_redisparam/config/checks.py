@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = [
     "logdir",
     "optional",
     "redo_ttl",
+    "resources",
     "secret",
     "state_dir",
     "text",
@@ -203,3 +205,61 @@ def secret(name: str, value: Any, earlier: Mapping[str, Any]) -> Any:
     if value is not None and not isinstance(value, (str, bytes, Mapping)):
         raise ConfigurationError(f"{name} must be a string, bytes or a mapping of key id to secret")
     return value
+
+
+_RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
+
+
+def resources(name: str, value: Any, earlier: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    """Worker resources as ``((name, amount), ...)`` sorted by name (hashable, as the settings are), from a
+    mapping, ``"GPU=2,MEM=64e9"`` or pairs; ``dict()`` of it is the mapping.
+
+    Examples
+    --------
+    >>> resources("resources", "MEM=64e9, GPU=2", {})
+    (('GPU', 2.0), ('MEM', 64000000000.0))
+    >>> resources("resources", None, {})
+    ()
+    >>> resources("resources", {"GPU": 0}, {})
+    Traceback (most recent call last):
+    ...
+    dask_redisparam.errors.ConfigurationError: resources: GPU=0 must be a finite number > 0
+    """
+    if value is None:
+        return ()
+    items: list[tuple[object, object]]
+    if isinstance(value, str):
+        items = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            lhs, eq, rhs = part.partition("=")
+            if not eq:
+                raise ConfigurationError(f"{name}={value!r}: {part!r} is not NAME=AMOUNT (e.g. GPU=2,MEM=64e9)")
+            try:
+                items.append((lhs.strip(), float(rhs)))
+            except ValueError:
+                raise ConfigurationError(f"{name}={value!r}: the amount of {lhs.strip()!r} is not a number") from None
+    elif isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (tuple, list)) and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in value):
+        items = [(p[0], p[1]) for p in value]
+    else:
+        raise ConfigurationError(f"{name}={value!r} must be a mapping or a string like 'GPU=2,MEM=64e9'")
+    out: dict[str, float] = {}
+    for label, amount in items:
+        if not isinstance(label, str) or not _RESOURCE_NAME.match(label):
+            raise ConfigurationError(
+                f"{name}: resource name {label!r} must be a letter or _ then letters, digits, _ . - (at most 64)"
+            )
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, numbers.Real)
+            or not math.isfinite(float(amount))
+            or not float(amount) > 0
+        ):
+            raise ConfigurationError(f"{name}: {label}={amount!r} must be a finite number > 0")
+        if label in out:
+            raise ConfigurationError(f"{name}: resource {label!r} given twice")
+        out[label] = float(amount)
+    return tuple(sorted(out.items()))

@@ -48,6 +48,7 @@ from .checks import (
     logdir,
     optional,
     redo_ttl,
+    resources,
     secret,
     state_dir,
     text,
@@ -282,6 +283,39 @@ SETTINGS: tuple[Setting, ...] = (
         "not start. Otherwise such a graph fails at once with ``UnsafeShuffle``, unless only the param's own local "
         "workers serve the job.",
         boolean,
+    ),
+    Setting(
+        "cluster", "bool", "bool", False,
+        "Treat the server (``host``/``port`` or ``url``) as a seed node of a Redis Cluster, as a ``redis+cluster://`` "
+        "URL does: each job lives in the slot of its ``{jobname}`` hash tag, so on one primary, and jobs spread over "
+        "the cluster. See the *Beyond one Redis* page.",
+        boolean,
+    ),
+    Setting(
+        "replicas", "int", "int", 0,
+        "After each completion the workers wait (``WAIT``) until this many replicas acknowledged it, which bounds the "
+        "writes that a failover may lose (0: no wait). See the *Beyond one Redis* page.",
+        integer(0),
+    ),
+    Setting(
+        "replicas_timeout", "float", "float", 1.0,
+        "Seconds each ``WAIT`` of ``replicas`` may take (> 0); then the worker warns and goes on, or the task fails "
+        "with ``replicas_required=True``.",
+        above_zero,
+    ),
+    Setting(
+        "replicas_required", "bool", "bool", False,
+        "Fail (rather than warn about) a completion that fewer than ``replicas`` replicas acknowledged in "
+        "``replicas_timeout``.",
+        boolean,
+    ),
+    Setting(
+        "resources", "Mapping[str, float] | str | None", "tuple[tuple[str, float], ...]", None,
+        "Resources of the local workers, shared by all of them (``{\"GPU\": 2}`` or ``\"GPU=2,MEM=64e9\"``), as "
+        "``dask-redisparam-worker --resources`` gives a daemon's: a task annotated with "
+        "``dask.annotate(resources=...)`` (or ``map``'s ``resources=``) runs only where they cover it, and at most "
+        "as many at once as they allow. See the *Worker resources* section of the *Beyond one Redis* page.",
+        resources,
     ),
     Setting(
         "secret", "str | bytes | Mapping[str, str | bytes] | None", "Any", None,

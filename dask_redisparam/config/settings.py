@@ -44,6 +44,7 @@ from typing import Any
 
 import dask.config
 
+from ..errors import ConfigurationError
 from .address import RedisAddress
 from .checks import THRESHOLDS
 from .names import DURABLE_JOBNAME, SECRET_ENV, SECRET_FILE_ENV
@@ -134,6 +135,11 @@ class Settings:
     exportglobals: bool
     export_env: tuple[str, ...]
     shared_filesystem: bool
+    cluster: bool
+    replicas: int
+    replicas_timeout: float
+    replicas_required: bool
+    resources: tuple[tuple[str, float], ...]
     secret: Any
     tls_ca_file: str | None
     tls_cert_file: str | None
@@ -169,6 +175,14 @@ class Settings:
         if resolve:
             explicit = {f: (f, out[f]) for f in SERVER_FIELDS if out[f] is not None}
             address = resolve_address((explicit, *ambient))
+        if out["cluster"] and address is not None and address.kind != "cluster":
+            if address.kind != "server" or address.path is not None:
+                raise ConfigurationError(
+                    f"cluster=True needs TCP seed nodes of a Redis Cluster, not {address.describe()}"
+                )
+            address = dataclasses.replace(address, kind="cluster", nodes=((address.host, address.port),))
+        elif out["cluster"] and address is None:
+            raise ConfigurationError("cluster=True needs a Redis Cluster's node: give url, or host and port")
         out["address"] = address
         out["_ambient"] = ambient
         for name, value in out.items():
