@@ -16,6 +16,7 @@ and ``except RemoteError`` work::
     │   ├── ServerOutOfMemory                             OOM: the server's memory is full (maxmemory)
     │   ├── ServerReadOnly                                READONLY: the server is a replica
     │   ├── PersistenceFailed                             MISCONF: writes refused after a failed RDB save
+    │   ├── ReplicationFailed                             too few replicas acknowledged (replicas_required)
     │   └── RunLost                                       the run's state vanished from Redis
     │       └── HeldValuesLost                            persisted or published values are gone from Redis
     ├── SerializationError         (also TypeError)     a task, argument or result cannot be pickled
@@ -72,6 +73,7 @@ __all__ = [
     "PersistenceFailed",
     "RedisParamError",
     "RemoteError",
+    "ReplicationFailed",
     "RunLost",
     "SerializationError",
     "ServerError",
@@ -170,6 +172,11 @@ class PersistenceFailed(ServerError):
 
 class RunLost(ServerError):
     """The run's state vanished from Redis, e.g. a restart of a server without persistence."""
+
+
+class ReplicationFailed(ServerError):
+    """Fewer replicas than ``replicas`` acknowledged a task's completion within ``replicas_timeout``, with
+    ``replicas_required=True``: a failover then could lose it."""
 
 
 class HeldValuesLost(RunLost):

@@ -130,7 +130,7 @@ class ParamLifecycle:
                 self._signer = self._make_signer(embedded=self._server is not None)
             try:
                 self._backend = Backend.connect(address)
-                self._backend.check_job_access(settings.jobname)
+                self._backend.check_job_access(settings.jobname, wait=settings.replicas_required)
                 if settings.is_worker is None and self._durable is None:
                     self._local = self._launch_local(settings.workers)
                     self._wait_for_local_workers()
@@ -210,6 +210,7 @@ class ParamLifecycle:
             str(settings.heartbeat_interval),
             "--heartbeat-ttl",
             str(settings.heartbeat_ttl),
+            *replica_flags(settings),
         ]
         return LocalWorkers(n, settings.jobname, env, uuid.uuid4().hex[:8], args)
 
@@ -255,6 +256,9 @@ class ParamLifecycle:
                 heartbeat_interval=settings.heartbeat_interval,
                 heartbeat_ttl=settings.heartbeat_ttl,
                 signer=self._signer,
+                replicas=settings.replicas,
+                replicas_timeout=settings.replicas_timeout,
+                replicas_required=settings.replicas_required,
             ).run()
         finally:
             if extra is not None:
@@ -331,3 +335,17 @@ class ParamLifecycle:
         else:
             with self:
                 yield
+
+
+def replica_flags(settings: Settings) -> list[str]:
+    """The worker flags of the ``replicas`` settings (none when ``replicas`` is 0).
+
+    Examples
+    --------
+    >>> replica_flags(Settings(jobname="job", environ={}, replicas=1, replicas_required=True))
+    ['--replicas', '1', '--replicas-timeout', '1.0', '--replicas-required']
+    """
+    if settings.replicas == 0:
+        return []
+    flags = ["--replicas", str(settings.replicas), "--replicas-timeout", str(settings.replicas_timeout)]
+    return flags + (["--replicas-required"] if settings.replicas_required else [])

@@ -17,7 +17,9 @@ The operations are grouped by who uses them, one module each, each group derivin
 - :mod:`.large`: sending and reading the parts of large values;
 - :mod:`.held`: values kept beyond their run (persisted values, published datasets);
 - :mod:`.admin`: inspection and clean-up of a job;
-- :mod:`.monitor`: read-only looks at a server's jobs, for the dashboard.
+- :mod:`.monitor`: read-only looks at a server's jobs, for the dashboard;
+- :mod:`.failover`: which primary the connections go to, and what a run has there after a failover
+  (:mod:`.sentinel` builds the client of a ``redis+sentinel://`` address).
 
 :mod:`.stats` shapes the job's statistics (task counts and durations per key prefix, task events) that the
 completion script keeps, and reads them back.
@@ -49,7 +51,9 @@ from .client import MAX_BLOCK as MAX_BLOCK
 from .client import SEND_BUFFER as SEND_BUFFER
 from .client import SOCKET_TIMEOUT as SOCKET_TIMEOUT
 from .client import TRANSIENT_ERRORS
+from .failover import FailoverOps
 from .monitor import MonitorOps
+from .sentinel import PrimaryUnknown
 
 __all__ = ["TRANSIENT_ERRORS", "Backend"]
 
@@ -63,7 +67,7 @@ WAIT_LOG_EVERY = 10.0
 """Seconds between two warnings while :meth:`Backend.connect` waits for a server."""
 
 
-class Backend(MonitorOps):
+class Backend(MonitorOps, FailoverOps):
     """Redis operations of manager, workers and CLI, for one server.
 
     Use :meth:`connect`, which checks the server and the credentials at once and turns failures into
@@ -130,6 +134,8 @@ def _unreachable(error: ServerUnavailable) -> bool:
     """Whether the failure of ``PING`` behind ``error`` may pass by waiting: the server is not there (yet), as
     opposed to a TLS or protocol mismatch, which waiting does not cure."""
     cause = error.__context__  # the redis-py error that ping() turned into ``error``
+    if isinstance(cause, PrimaryUnknown):  # no Sentinel answers, or the primary is down: not a wrong service name
+        return not cause.unknown
     if isinstance(cause, (redis.exceptions.BusyLoadingError, redis.TimeoutError)):
         return True
     text = str(cause if cause is not None else error)

@@ -23,6 +23,7 @@ from ..errors import AuthenticationFailed, PermissionDenied, ServerUnavailable
 from . import keys, lua
 from .commands import check_commands
 from .replies import translate, translating
+from .sentinel import PrimaryUnknown, SentinelAuthFailed, close_sentinels, sentinel_client
 
 __all__ = [
     "MAX_BLOCK",
@@ -89,6 +90,8 @@ def _make_client(address: RedisAddress, *, retries: int, connect_timeout: float)
         "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
         "health_check_interval": 30,
     }
+    if address.kind == "sentinel":
+        return sentinel_client(address, common)
     if address.path is not None:
         return redis.Redis(unix_socket_path=address.path, **common)
     if address.tls:  # the server's certificate is always verified (against ca_file, else the system's CAs)
@@ -178,6 +181,7 @@ class BackendBase:
     def close(self) -> None:
         """Release the connections."""
         self._r.close()
+        close_sentinels(self._r)
 
     def _describe_user(self) -> str:
         return f"user {self.address.username!r}" if self.address.username else "the default user"
@@ -189,6 +193,8 @@ class BackendBase:
         except redis.exceptions.BusyLoadingError as e:
             raise translate(e, self.address.describe(), self._describe_user()) from None
         except redis.AuthenticationError as e:
+            if isinstance(e, SentinelAuthFailed):
+                raise AuthenticationFailed(f"{self.address.describe()}: {e}") from None
             raise AuthenticationFailed(
                 f"Redis at {self.address.describe()} refused {self._describe_user()}: {e}"
             ) from None
@@ -201,7 +207,9 @@ class BackendBase:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             hint = ""
             text = str(e)
-            if not self.address.tls and not isinstance(e, redis.TimeoutError) and "connecting to" not in text:
+            if isinstance(e, PrimaryUnknown):  # the Sentinels' own words say it all
+                pass
+            elif not self.address.tls and not isinstance(e, redis.TimeoutError) and "connecting to" not in text:
                 # connected, then dropped before any reply: what a TLS port does to a plaintext client
                 hint = " (the server closed the connection: it may require TLS; use a rediss:// URL)"
             elif self.address.tls and ("WRONG_VERSION_NUMBER" in text or "wrong version number" in text):
@@ -214,12 +222,13 @@ class BackendBase:
                 hint = " (no TLS handshake: is this the server's TLS port? a plaintext port needs a redis:// URL)"
             raise ServerUnavailable(f"cannot connect to Redis at {self.address.describe()}: {e}{hint}") from None
 
-    def check_job_access(self, jobname: str, *, commands: bool = True) -> None:
+    def check_job_access(self, jobname: str, *, commands: bool = True, wait: bool = False) -> None:
         """Check that the user may use the keys of ``jobname`` and run every command the job sends.
 
         Two round trips: one ``EXISTS`` of the job's queue, then each command of
-        :data:`~.commands.JOB_COMMANDS` once, harmlessly (:func:`~.commands.check_commands`). With
-        ``commands=False`` only the first: what a read-only look at the job (``status``) needs.
+        :data:`~.commands.JOB_COMMANDS` once, harmlessly (:func:`~.commands.check_commands`), and ``WAIT`` with
+        ``wait=True`` (workers with ``replicas`` > 0). With ``commands=False`` only the first: what a read-only look
+        at the job (``status``) needs.
 
         Raises
         ------
@@ -239,7 +248,7 @@ class BackendBase:
                 raise
         if not commands:
             return
-        denied, key_refusals, others = check_commands(self._r, jobname)
+        denied, key_refusals, others = check_commands(self._r, jobname, wait=wait)
         if denied:
             allow = " ".join(f"+{name}" for name in denied)
             raise PermissionDenied(

@@ -23,7 +23,7 @@ from typing import Any
 from . import keys
 from .replies import reply_code
 
-__all__ = ["JOB_COMMANDS", "check_commands"]
+__all__ = ["JOB_COMMANDS", "WAIT_COMMAND", "check_commands"]
 
 JOB_COMMANDS: dict[str, list[str]] = {
     "set": ["SET", "{key}", "1", "PX", "10000"],  # first: the other probes find a string there
@@ -68,12 +68,16 @@ JOB_COMMANDS: dict[str, list[str]] = {
 """ACL name of each command the job sends -> a harmless call of it (``{key}``: the scratch key; ``{sha}``: a
 digest of no script)."""
 
+WAIT_COMMAND: dict[str, list[str]] = {"wait": ["WAIT", "0", "0"]}
+"""The command a worker with ``replicas`` > 0 sends after each completion (no replica to wait for: returns at once)."""
+
 _REFUSING_WRITES = {"OOM", "READONLY", "MISCONF"}
 """Codes of the replies that say the server refuses writes (not an ACL matter)."""
 
 
-def check_commands(client: Any, jobname: str) -> tuple[list[str], list[str], list[Exception]]:
-    """Run every command of :data:`JOB_COMMANDS` once, harmlessly, in one round trip.
+def check_commands(client: Any, jobname: str, *, wait: bool = False) -> tuple[list[str], list[str], list[Exception]]:
+    """Run every command of :data:`JOB_COMMANDS` (and, with ``wait``, :data:`WAIT_COMMAND`) once, harmlessly, in
+    one round trip.
 
     Parameters
     ----------
@@ -93,14 +97,15 @@ def check_commands(client: Any, jobname: str) -> tuple[list[str], list[str], lis
         ``READONLY``, ``MISCONF``); replies such as ``WRONGTYPE`` or ``NOSCRIPT`` are what the probes expect.
     """
     values = {"key": keys.probe(jobname, uuid.uuid4().hex[:12]), "sha": hashlib.sha1(uuid.uuid4().bytes).hexdigest()}
+    commands = {**JOB_COMMANDS, **(WAIT_COMMAND if wait else {})}
     pipe = client.pipeline(transaction=False)
-    for words in JOB_COMMANDS.values():
+    for words in commands.values():
         pipe.execute_command(*(word.format(**values) for word in words))
     replies = pipe.execute(raise_on_error=False)
     denied_commands: list[str] = []
     denied_keys: list[str] = []
     other: list[Exception] = []
-    for name, reply in zip(JOB_COMMANDS, replies, strict=True):
+    for name, reply in zip(commands, replies, strict=True):
         if not isinstance(reply, Exception):
             continue
         code = reply_code(reply)

@@ -28,7 +28,19 @@ DEAD_TTL = 86400
 
 
 class WorkerOps(LargeValues):
-    """Operations on workers' keys and the job's queue, for the workers and for whoever reaps them."""
+    """Operations on workers' keys and the job's queue, for the workers and for whoever reaps them.
+
+    Attributes
+    ----------
+    wait_replicas : tuple of (int, float), optional
+        ``(n, seconds)``: each completion is followed, in the same round trip, by ``WAIT n ms`` (the ``replicas``
+        and ``replicas_timeout`` settings); None (the default): no ``WAIT``.
+    last_acked : int or None
+        How many replicas acknowledged the last completion (``WAIT``'s reply); None without ``wait_replicas``.
+    """
+
+    wait_replicas: tuple[int, float] | None = None
+    last_acked: int | None = None
 
     def reap_worker(
         self, jobname: str, worker_id: str, notice: Callable[[str, int, int], bytes] | None = None
@@ -130,6 +142,9 @@ class WorkerOps(LargeValues):
         and the message is still held (the script finds a part missing), and a message may have been claimed
         (see :meth:`held_messages`). A claim refused when the completion was stored (memory full: ``LMOVE`` may
         grow the memory, the script may not be stopped halfway) only returns no message.
+
+        With :attr:`wait_replicas`, ``WAIT`` follows the script (before the claim) and :attr:`last_acked` holds its
+        reply; the completion is stored either way (the caller decides what too few replicas mean).
         """
         jobname, worker_id, run_id, message, record, values, ntasks, large, parts, stats = report
         metric_args = [worker_id, run_id, *stats] if stats else []
@@ -147,10 +162,14 @@ class WorkerOps(LargeValues):
             keys.events(jobname),
         ]
         claim = ("LMOVE", keys.queue(jobname), keys.processing(jobname, worker_id), "RIGHT", "LEFT")
+        wait = self.wait_replicas
+        wait_command = () if wait is None else ("WAIT", wait[0], max(1, int(wait[1] * 1000)))
         if not parts:
 
             def build(pipe: Any) -> None:
                 evalsha(pipe, self._complete, script_keys, args)
+                if wait_command:  # a script cannot call WAIT: right after it, on the same connection
+                    pipe.execute_command(*wait_command)
                 if claim_next:
                     pipe.lmove(*claim[1:])
 
@@ -158,6 +177,8 @@ class WorkerOps(LargeValues):
         else:
             commands: list[tuple[Any, ...]] = [("HSET", keys.data(jobname, run_id), n, view) for n, view in parts]
             commands.append(("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args))
+            if wait_command:
+                commands.append(wait_command)
             if claim_next:
                 commands.append(claim)
             replies = self._send_large(commands)
@@ -169,6 +190,11 @@ class WorkerOps(LargeValues):
             replies = replies[len(parts) :]
         if isinstance(replies[0], Exception):
             raise replies[0]
+        if wait_command:
+            acked = replies.pop(1)
+            if isinstance(acked, Exception):
+                raise acked
+            self.last_acked = int(acked)
         if int(replies[0]) == -2:
             raise ServerError(
                 f"Redis at {self.address.describe()}: a part of a large value of run {run_id} vanished before its "

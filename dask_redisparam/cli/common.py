@@ -68,9 +68,10 @@ def setting_options(*names: str) -> Callable[[_Command], _Command]:
             cli = declared.cli
             assert cli is not None, f"the setting {name} has no command-line flag"
             variables = [*([cli.envvar] if cli.envvar else []), *declared.env]
+            kind: dict[str, Any] = {"is_flag": True} if cli.type is bool else {"type": cli.type}  # a bool: a flag
             option = click.option(
                 declared.flag,
-                type=cli.type,
+                **kind,
                 envvar=cli.envvar,
                 required=cli.required,
                 default=None if cli.required else declared.default,

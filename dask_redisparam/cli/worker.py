@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
     help="Give memory freed by large values back to the system at once (default: keep it for the next ones; "
     "see dask_redisparam.worker.memory).",
 )
-@setting_options("heartbeat_interval", "heartbeat_ttl")
+@setting_options("heartbeat_interval", "heartbeat_ttl", "replicas", "replicas_timeout", "replicas_required")
 @click.option(
     "--connect-timeout",
     type=click.FloatRange(min=0),
@@ -64,6 +64,9 @@ def worker_command(
     release_memory: bool,
     heartbeat_interval: float,
     heartbeat_ttl: float,
+    replicas: int,
+    replicas_timeout: float,
+    replicas_required: bool,
     connect_timeout: float | None,
     child: bool,
     verbose: int,
@@ -73,7 +76,13 @@ def worker_command(
     configure_logging(verbose, quiet)
     settings = settings_of(jobname, url, host, port)
     try:
-        settings = settings.replace(heartbeat_interval=heartbeat_interval, heartbeat_ttl=heartbeat_ttl)
+        settings = settings.replace(
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_ttl=heartbeat_ttl,
+            replicas=replicas,
+            replicas_timeout=replicas_timeout,
+            replicas_required=replicas_required,
+        )
     except RedisParamError as e:
         raise click.UsageError(str(e)) from None
     address = settings.address
@@ -97,6 +106,9 @@ def worker_command(
                 burst=burst,
                 max_tasks=max_tasks,
                 connect_timeout=connect_timeout,
+                replicas=settings.replicas,
+                replicas_timeout=settings.replicas_timeout,
+                replicas_required=settings.replicas_required,
             )
             name = worker.id
             worker.run()
@@ -118,6 +130,9 @@ def worker_command(
     child_args += ["--heartbeat-interval", str(heartbeat_interval), "--heartbeat-ttl", str(heartbeat_ttl)]
     if connect_timeout is not None:
         child_args += ["--connect-timeout", str(connect_timeout)]
+    if settings.replicas > 0:
+        child_args += ["--replicas", str(settings.replicas), "--replicas-timeout", str(settings.replicas_timeout)]
+        child_args += ["--replicas-required"] if settings.replicas_required else []
     if burst:
         child_args.append("--burst")
     if max_tasks is not None:

@@ -296,18 +296,21 @@ SETTINGS: tuple[Setting, ...] = (
         "After each completion the workers wait (``WAIT``) until this many replicas acknowledged it, which bounds the "
         "writes that a failover may lose (0: no wait). See the *Beyond one Redis* page.",
         integer(0),
+        cli=Cli("After each completion, WAIT until this many replicas acknowledged it (0: no wait)", type=int),
     ),
     Setting(
         "replicas_timeout", "float", "float", 1.0,
         "Seconds each ``WAIT`` of ``replicas`` may take (> 0); then the worker warns and goes on, or the task fails "
         "with ``replicas_required=True``.",
         above_zero,
+        cli=Cli("Seconds each WAIT of --replicas may take; then warn and go on (or fail)", type=float),
     ),
     Setting(
         "replicas_required", "bool", "bool", False,
         "Fail (rather than warn about) a completion that fewer than ``replicas`` replicas acknowledged in "
         "``replicas_timeout``.",
         boolean,
+        cli=Cli("Fail the run (not only warn) when too few replicas acknowledged a completion", type=bool),
     ),
     Setting(
         "resources", "Mapping[str, float] | str | None", "tuple[tuple[str, float], ...]", None,

@@ -62,6 +62,9 @@ class RunLease:
         Seconds the job's registry of runs lives at least after the last renewal (0: the run is not registered).
     ttl, interval : float
         The lease (:data:`RUN_TTL`) and the seconds between renewals (:data:`RENEW_INTERVAL`).
+    follow_failover : bool
+        A Sentinel address: a renewal that finds ``alive`` gone goes on renewing (the manager's loop opens the run
+        again after a failover, or fails it: :mod:`dask_redisparam.manager.follow`).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class RunLease:
         resume_keep: float = 0.0,
         ttl: float = RUN_TTL,
         interval: float = RENEW_INTERVAL,
+        follow_failover: bool = False,
     ) -> None:
         self.address = address
         self.jobname = jobname
@@ -83,6 +87,7 @@ class RunLease:
         self.ttl = ttl
         self.interval = interval
         self.lost = False
+        self.follow_failover = follow_failover
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"lease-{run_id}", daemon=True)
 
@@ -121,7 +126,7 @@ class RunLease:
                     failing = True
                 else:
                     failing = False
-                    if not alive:
+                    if not alive and not self.follow_failover:
                         self.lost = True
                         return
         finally:

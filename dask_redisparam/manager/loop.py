@@ -16,7 +16,8 @@ Faults:
   may be repeated safely (records are removed only once acknowledged, by an idempotent script). After
   ``OUTAGE_GRACE`` seconds without Redis the run fails with :class:`~dask_redisparam.errors.ServerUnavailable`;
 - the run's keys vanished (a server restarted without persistence, or its lease lapsed):
-  :class:`~dask_redisparam.errors.RunLost`;
+  :class:`~dask_redisparam.errors.RunLost`; but after a Sentinel failover the run is opened again and what the
+  failover lost runs again (:mod:`dask_redisparam.manager.follow`);
 - the server loads its dataset (``LOADING``): waited through as a lost connection, then
   :class:`~dask_redisparam.errors.ServerLoading`;
 - the server is full (``OOM``, also when a worker could not store results): the run fails with
@@ -47,6 +48,7 @@ from ..logs import emit_task_log
 from ..wire.bulk import open_values, triage
 from ..wire.protocol import lost_notices
 from ..wire.signing import PayloadRejected, Signer
+from .follow import FailoverWatch, confirm_replicated
 from .graph import Graph
 from .lease import RUN_TTL, RunLease
 from .options import Commands, RunOptions
@@ -149,7 +151,10 @@ def run_graph(
         for cb in run.start_cbs:
             cb(graph.nodes)
         ending = "crash"  # until known better: "clean", "errors" (tasks failed: kept for redo=), "oom"
-        lease = RunLease(backend.address, run.job, run.run_id, keep=keep, resume_keep=resume_keep)
+        follow = backend.address.kind == "sentinel"  # a failover may lose the run's keys: the loop opens it again
+        lease = RunLease(
+            backend.address, run.job, run.run_id, keep=keep, resume_keep=resume_keep, follow_failover=follow
+        )
         try:
             uploads, parts, copies = run.start({key: options.load_known(key) for key in run.known_to_load()})
             for cb in run.start_state_cbs:
@@ -179,6 +184,7 @@ def run_graph(
                     _copy_adopted(backend, run, adoptions)
                 backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
             run_loop(backend, run, count_workers, lease)
+            confirm_replicated(backend, run, RUN_TTL)
             result = (finish or download_results)(backend, run)
             ending = "errors" if run.errors else "clean"
             full = next((e for e in run.errors.values() if isinstance(e, ServerOutOfMemory)), None)
@@ -351,6 +357,9 @@ def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], 
     feeding = run.options.feed is not None
     resume = run.options.resume_ttl > 0
     progress = (-1, -1)
+    watch = FailoverWatch(
+        backend, run, lambda up, parts: backend.open_run(job, run.run_id, RUN_TTL, up, parts, keep=lease.keep)
+    )
     while feeding or len(run.state["finished"]) < len(run.graph.nodes):
         if run.stopping and drain_until is None:
             drain_until = time.monotonic() + DRAIN_SECONDS
@@ -384,11 +393,7 @@ def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], 
             todo.push, todo.release, acknowledge, retried_counted = [], [], records, run.retried
             run.new_ids = []
             outage.succeeded()
-            if not alive:
-                raise RunLost(
-                    f"Redis at {run.options.describe_server} lost the state of run {run.run_id} of job {job!r}: "
-                    "was the server restarted without persistence (or the run's keys deleted)?"
-                )
+            watch.after_exchange(backend, alive)  # RunLost if the run vanished, unless a failover explains it
             if not records and run.messages:
                 backend.wait_records(job, run.run_id, run.options.wait_seconds)
             elif not records and not run.state["ready"] and not feeding:

@@ -222,6 +222,9 @@ class RunOptions:
         ``host:port`` for messages.
     last_timeline : list of TimelineRecord
         Filled by the manager when the run ends (for :meth:`RedisParam.timeline`).
+    replicas_required : tuple of (int, float), optional
+        ``(replicas, replicas_timeout)`` with ``replicas_required=True``: the run fails unless that many replicas
+        acknowledged its writes at its end (:func:`~dask_redisparam.manager.follow.confirm_replicated`).
     """
 
     jobname: str
@@ -250,6 +253,7 @@ class RunOptions:
     on_done: Callable[[RunState], None] | None = None
     wait_seconds: float = 1.0
     last_timeline: list[TimelineRecord] = dataclasses.field(default_factory=list)  # filled when the run ends
+    replicas_required: tuple[int, float] | None = None
 
     @classmethod
     def from_settings(
@@ -305,6 +309,9 @@ class RunOptions:
             exported=exported_globals(settings.export_env) if settings.exportglobals else None,
             signer=signer,
             describe_server=describe_server,
+            replicas_required=(settings.replicas, settings.replicas_timeout)
+            if settings.replicas and settings.replicas_required
+            else None,
         )
         return cls(settings.jobname, **{**fields, **extra})
 

@@ -13,16 +13,18 @@ import logging
 import math
 from collections.abc import Hashable, Iterable
 
-from ..errors import KilledWorker, PayloadRejected, TaskTimeout
+from ..errors import KilledWorker, PayloadRejected, ReplicationFailed, TaskTimeout
 from ..wire.protocol import (
     ERROR,
     LOST,
     OK,
     REJECTED,
     UNEVALUATED,
+    UNREPLICATED,
     Completion,
     Rejection,
     decode_rejected,
+    decode_unreplicated,
     loads_completion,
     open_lost,
 )
@@ -70,6 +72,9 @@ class Events(RunCore):
                 return
             self.handle_rejected(notice)
             return
+        if record.startswith(UNREPLICATED):
+            self.handle_unreplicated(record)
+            return
         if record.startswith(LOST):
             try:
                 lost = open_lost(record, self.options.signer, self.job, self.run_id)
@@ -89,6 +94,21 @@ class Events(RunCore):
             logger.warning("manager: dropped a completion record of run %s: %s", self.run_id, e)
             return
         self.handle_completion(done)
+
+    def handle_unreplicated(self, record: bytes) -> None:
+        """A worker with ``replicas_required=True`` saw too few replicas acknowledge a completion: fail the run."""
+        try:
+            n = decode_unreplicated(record)
+        except ValueError as e:
+            logger.warning("manager: dropped a malformed replication notice of run %s: %s", self.run_id, e)
+            return
+        key = self.keys_by_idx[n.idx] if 0 <= n.idx < len(self.keys_by_idx) else f"field {n.idx}"
+        raise ReplicationFailed(
+            f"the result of task {key!r} (message {n.msg_id} of run {self.run_id}, worker {n.worker}) was acknowledged "
+            f"by {n.acked} of the {n.wanted} replica(s) asked for within replicas_timeout by the primary {n.primary} "
+            "(replicas_required=True): a failover could lose it. Check the primary's replicas (INFO replication), or "
+            "lower replicas"
+        )
 
     def handle_completion(self, done: Completion) -> None:
         """Apply one (decoded, checked) completion record."""

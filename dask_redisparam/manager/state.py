@@ -1,7 +1,7 @@
 """The manager's state machine for one run (one call of a ``get``): :class:`RunState`.
 
 It does no I/O: it takes *events* and hands out *commands*, which :mod:`dask_redisparam.manager` carries out
-against Redis. It is built from three parts, one module each:
+against Redis. It is built from these parts, one module each:
 
 :mod:`dask_redisparam.manager.run_core`
     the state dict (documented there, with the life of a task), setting up a run, the shared transitions;
@@ -10,7 +10,9 @@ against Redis. It is built from three parts, one module each:
 :mod:`dask_redisparam.manager.run_events`
     what the loop reports: completion records, loss and rejection notices, live workers, withdrawn messages;
 :mod:`dask_redisparam.manager.run_futures`
-    tasks held for futures and released one by one, and withdrawing a task that has not left the manager.
+    tasks held for futures and released one by one, and withdrawing a task that has not left the manager;
+:mod:`dask_redisparam.manager.run_recovery`
+    running, pushing and uploading again what a failover lost (:mod:`dask_redisparam.manager.failover`).
 
 This module joins them and adds the end of a run: where the values are, and what the run returns.
 """
@@ -26,11 +28,12 @@ from .run_core import INLINE_BYTES
 from .run_dispatch import TARGET_SECONDS, Dispatch
 from .run_events import Events
 from .run_futures import Futures
+from .run_recovery import Recovery
 
 __all__ = ["INLINE_BYTES", "TARGET_SECONDS", "RunState"]
 
 
-class RunState(Dispatch, Events, Futures):
+class RunState(Dispatch, Events, Futures, Recovery):
     """The state of one run and its transitions: dispatch, events, futures and the end of the run.
 
     Parameters

@@ -56,7 +56,11 @@ __all__ = [
     "LOST",
     "REJECTED",
     "REJECTION_REASONS",
+    "UNREPLICATED",
     "Rejection",
+    "Unreplicated",
+    "decode_unreplicated",
+    "encode_unreplicated",
     "classify_rejection",
     "decode_header",
     "decode_rejected",
@@ -304,6 +308,56 @@ def decode_rejected(record: bytes) -> Rejection:
         raise ValueError(f"not a rejection notice: {record[:80]!r}")
     return Rejection(
         int(msg), int(attempt), nonce.decode(errors="replace"), reason.decode(), worker.decode(errors="replace")
+    )
+
+
+UNREPLICATED = b"!W|"
+
+
+class Unreplicated(NamedTuple):
+    """A notice that fewer replicas than asked (``replicas``, with ``replicas_required=True``) acknowledged the
+    completion of message ``msg_id`` (its first task: field ``idx``) within the timeout."""
+
+    msg_id: int
+    idx: int
+    acked: int
+    wanted: int
+    primary: str
+    worker: str
+
+
+def encode_unreplicated(notice: Unreplicated) -> bytes:
+    """A notice, pushed to a run's ``done`` list after the completion it is about (parsed, never unpickled).
+
+    Examples
+    --------
+    >>> encode_unreplicated(Unreplicated(4, 17, 0, 1, "10.0.0.1:6379", "w2"))
+    b'!W|4|17|0|1|10.0.0.1:6379|w2'
+    >>> decode_unreplicated(encode_unreplicated(Unreplicated(4, 17, 0, 1, "10.0.0.1:6379", "w2")))
+    Unreplicated(msg_id=4, idx=17, acked=0, wanted=1, primary='10.0.0.1:6379', worker='w2')
+    """
+    n = notice
+    return b"%s%d|%d|%d|%d|%s|%s" % (
+        UNREPLICATED,
+        n.msg_id,
+        n.idx,
+        n.acked,
+        n.wanted,
+        n.primary.encode(),
+        n.worker.encode(),
+    )
+
+
+def decode_unreplicated(record: bytes) -> Unreplicated:
+    """Inverse of :func:`encode_unreplicated` (``ValueError`` if it does not parse)."""
+    _, msg, idx, acked, wanted, primary, worker = record.split(b"|", 6)
+    return Unreplicated(
+        int(msg),
+        int(idx),
+        int(acked),
+        int(wanted),
+        primary.decode(errors="replace")[:200],
+        worker.decode(errors="replace"),
     )
 
 

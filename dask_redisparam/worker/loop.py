@@ -76,7 +76,7 @@ from .cache import CACHE_BYTES, ValueCache
 from .execute import Running, Watchdog, apply_globals, run_batch
 from .held import serving
 from .memory import resident_bytes
-from .report import complete, reject, report_unstored
+from .report import check_replicated, complete, reject, report_unstored
 from .signals import fault_test_hook, install_stop_handlers
 
 __all__ = ["Worker", "new_worker_id"]
@@ -127,6 +127,9 @@ class Worker:
     connect_timeout : float or None
         Seconds :meth:`run` waits for a server that cannot be reached yet (None: until it answers; default 0: fail
         at once); see :meth:`Backend.connect <dask_redisparam.backend.Backend.connect>`.
+    replicas, replicas_timeout, replicas_required : int, float, bool
+        Follow each completion with ``WAIT replicas`` (up to ``replicas_timeout`` seconds); too few acknowledgements
+        warn, or with ``replicas_required`` fail the run (:func:`~dask_redisparam.worker.report.check_replicated`).
     """
 
     def __init__(
@@ -141,6 +144,9 @@ class Worker:
         max_tasks: int | None = None,
         signer: Signer | None | object = FROM_ENVIRONMENT,
         connect_timeout: float | None = 0.0,
+        replicas: int = setting("replicas").default,
+        replicas_timeout: float = setting("replicas_timeout").default,
+        replicas_required: bool = setting("replicas_required").default,
     ) -> None:
         self.address = address
         self.jobname = jobname
@@ -150,6 +156,7 @@ class Worker:
         self.burst = burst
         self.max_tasks = max_tasks
         self.connect_timeout = connect_timeout
+        self.replicas, self.replicas_timeout, self.replicas_required = replicas, replicas_timeout, replicas_required
         self.tasks_done = 0
         self.messages_done = 0
         self._backend: Backend | None = None
@@ -203,7 +210,9 @@ class Worker:
     def run(self) -> int:
         """Serve until stopped; return the number of tasks run."""
         backend = self._backend = Backend.connect(self.address, wait=self.connect_timeout)
-        backend.check_job_access(self.jobname)
+        backend.check_job_access(self.jobname, wait=self.replicas > 0)
+        if self.replicas > 0:
+            backend.wait_replicas = (self.replicas, self.replicas_timeout)
         if not backend.register_worker(self.jobname, self.id, self.info(), self.heartbeat_ttl):
             backend.close()
             raise WorkerConflict(
@@ -370,6 +379,8 @@ class Worker:
             report_unstored(backend, report, msg_id, attempt, self.signer, e)
             return None
         self._recover = self._recover or lost_claim  # (if it gave up, the loop looks in the processing list anyway)
+        if status > 0 and self.replicas > 0:
+            check_replicated(backend, report, msg_id, batch.entries[0].idx, required=self.replicas_required)
         if status < 0:
             logger.warning(
                 "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",

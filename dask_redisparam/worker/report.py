@@ -7,6 +7,9 @@ The :class:`~dask_redisparam.worker.loop.Worker` loop decides when; these functi
 * :func:`complete` stores and reports a finished message, repeating through a lost connection for up to
   :data:`REPORT_GRACE` seconds (a repeat after success stores nothing);
 * :func:`report_unstored` reports a message whose results Redis refused (memory full) as failed;
+* :func:`check_replicated` warns (or, with ``replicas_required``, tells the manager) when fewer replicas than asked
+  acknowledged a completion (``WAIT``, :attr:`Backend.wait_replicas
+  <dask_redisparam.backend.workers.WorkerOps.wait_replicas>`);
 * :func:`reject` dead-letters a message that is not a task message of this version or fails its signature check,
   and notifies the manager of its run.
 """
@@ -22,11 +25,19 @@ from ..backend import TRANSIENT_ERRORS, Backend
 from ..config.address import RedisAddress
 from ..errors import PersistenceFailed, ServerOutOfMemory, ServerReadOnly, ServerUnavailable
 from ..wire.bulk import Report
-from ..wire.protocol import REJECTION_REASONS, Completion, classify_rejection, dumps_completion, encode_rejected
+from ..wire.protocol import (
+    REJECTION_REASONS,
+    Completion,
+    Unreplicated,
+    classify_rejection,
+    dumps_completion,
+    encode_rejected,
+    encode_unreplicated,
+)
 from ..wire.serialize import dumps_exception
 from ..wire.signing import Signer
 
-__all__ = ["REPORT_GRACE", "complete", "reject", "report_unstored"]
+__all__ = ["REPORT_GRACE", "check_replicated", "complete", "reject", "report_unstored"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,3 +139,38 @@ def reject(backend: Backend, jobname: str, worker_id: str, message: bytes, error
     info["time"] = f"{time.time():.3f}"
     notice = encode_rejected(msg_id, attempt, uuid.uuid4().hex[:12], reason, worker_id)
     backend.reject_message(jobname, worker_id, message, info, run_id, notice)
+
+
+def check_replicated(backend: Backend, report: Report, msg_id: int, first_idx: int, *, required: bool) -> None:
+    """After a stored completion with ``WAIT`` (:attr:`Backend.wait_replicas
+    <dask_redisparam.backend.workers.WorkerOps.wait_replicas>`): if fewer replicas acknowledged it than asked, warn
+    (naming how many did and the primary) and go on; with ``required``, also push a notice to the run's ``done``
+    list, on which the manager fails the run with :class:`~dask_redisparam.errors.ReplicationFailed` naming the task
+    (field ``first_idx``) and the primary. The completion stays stored either way."""
+    wanted = backend.wait_replicas
+    acked = backend.last_acked
+    if wanted is None or acked is None or acked >= wanted[0]:
+        return
+    primary = backend.primary() or backend.address.describe()
+    logger.warning(
+        "worker %s: only %d of %d replica(s) of the primary %s acknowledged the completion of message %d of run %s "
+        "within %g s%s",
+        report.worker_id,
+        acked,
+        wanted[0],
+        primary,
+        msg_id,
+        report.run_id,
+        wanted[1],
+        "; telling the manager (replicas_required)" if required else " (a failover now could lose it); going on",
+    )
+    if required:
+        notice = Unreplicated(msg_id, first_idx, acked, wanted[0], primary, report.worker_id)
+        delay = 0.05
+        for _ in range(20):
+            try:
+                backend.notify_run(report.jobname, report.run_id, encode_unreplicated(notice))
+                return
+            except _REPORT_RETRIED:
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
