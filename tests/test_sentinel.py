@@ -74,7 +74,9 @@ class Counting(Callback):  # type: ignore[misc]
         self.finished[key] += 1
 
 
-def compute_in_thread(param: RedisParam, graph: dict[Any, Any], key: Any, cb: Any = None) -> tuple[threading.Thread, dict[str, Any]]:
+def compute_in_thread(
+    param: RedisParam, graph: dict[Any, Any], key: Any, cb: Any = None
+) -> tuple[threading.Thread, dict[str, Any]]:
     out: dict[str, Any] = {}
 
     def run() -> None:
@@ -96,9 +98,10 @@ def test_primary_killed_mid_run(group: SentinelGroup, replicas: int, caplog: pyt
     job = "t-" + uuid.uuid4().hex[:10]
     caplog.set_level(logging.WARNING)
     with RedisParam(2, jobname=job, url=group.url, replicas=replicas) as param:
-        graph, top, expected = layered(40, 0.1)
+        graph, top, expected = layered(80, 0.1)
         thread, out = compute_in_thread(param, graph, top)
-        time.sleep(1.0)
+        time.sleep(1.5)
+        assert thread.is_alive()
         old = group.kill_primary()
         killed = time.monotonic()
         new = group.wait_failover(old)
@@ -110,7 +113,7 @@ def test_primary_killed_mid_run(group: SentinelGroup, replicas: int, caplog: pyt
         assert any("failover" in r.getMessage() for r in caplog.records)
         # the workers serve the new primary: another compute
         graph2 = {("x", i): (tasks.inc, i) for i in range(20)}
-        assert param(graph2, [("x", i) for i in range(20)]) == [i + 1 for i in range(20)]
+        assert list(param(graph2, [("x", i) for i in range(20)])) == [i + 1 for i in range(20)]
         assert param.backend.primary() == f"127.0.0.1:{new}"
 
 
@@ -122,25 +125,29 @@ def test_lost_writes_are_run_again(frozen_group: SentinelGroup, caplog: pytest.L
     job = "t-" + uuid.uuid4().hex[:10]
     caplog.set_level(logging.WARNING)
     with RedisParam(2, jobname=job, url=group.url) as param:
-        graph, top, expected = layered(40, 0.1)
+        graph, top, expected = layered(80, 0.1)
         counting = Counting()
         thread, out = compute_in_thread(param, graph, top, counting)
         time.sleep(1.0)
         group.proxy.freeze()
         time.sleep(1.0)
+        assert thread.is_alive()
         old = group.kill_primary()
         group.wait_failover(old)
         thread.join(60)
         assert not thread.is_alive(), "the run did not finish within 60 s of the kill"
         assert "error" not in out, out.get("error")
         assert out["value"] == expected
-        lost = [r.getMessage() for r in caplog.records if "lost writes" in r.getMessage() or "vanished" in r.getMessage()]
+        lost = [
+            r.getMessage() for r in caplog.records if "lost writes" in r.getMessage() or "vanished" in r.getMessage()
+        ]
         assert lost, "the manager did not notice the lost writes"
         print("\n".join(lost))
-        ran_again = [k for k, n in counting.finished.items() if n > 1]
-        assert set(counting.finished) >= set(graph)
-        assert all(n <= 3 for n in counting.finished.values())
-        print(f"{len(ran_again)} task(s) applied twice (run again after the failover)")
+        ran_again = sum(n - 1 for n in counting.finished.values())
+        planned = sum(int(m.split(" task(s) run again")[0].rsplit(" ", 1)[1]) for m in lost if "run again" in m)
+        assert set(counting.finished) == set(graph)
+        assert ran_again == planned  # a completion is applied once per run of its task: only what was lost ran again
+        print(f"{ran_again} completion(s) applied again (tasks run again after the failover)")
         assert param(graph, top) == expected  # the pool serves the new primary
 
 
@@ -208,8 +215,17 @@ def test_plan_recovery_lost_inputs_and_messages() -> None:
     assert plan.lost == {"c"} and plan.recompute == {"c"}  # a and b are present: not run again
     assert plan.supersede == [3] and plan.resend == []
     nothing = plan_recovery(
-        in_flight={5: ["x"]}, found=set(), resending={5}, finished=set(), value_of={}, present=set(), needed=set(),
-        held_inline=set(), dependencies={"x": set()}, literals=set(), known=set(),
+        in_flight={5: ["x"]},
+        found=set(),
+        resending={5},
+        finished=set(),
+        value_of={},
+        present=set(),
+        needed=set(),
+        held_inline=set(),
+        dependencies={"x": set()},
+        literals=set(),
+        known=set(),
     )
     assert nothing.empty  # already due to be pushed again
 

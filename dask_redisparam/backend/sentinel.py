@@ -63,6 +63,9 @@ class _FollowingConnection(SentinelManagedConnection):
     """A connection to the service's primary that treats the replies of a demoted primary as a lost connection."""
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        # redis-py's Sentinel connection keeps a connection whose reply was cut off (a signal, a timeout) by default,
+        # so that the next command would read the old reply: drop it, as a plain connection does
+        kwargs.setdefault("disconnect_on_error", True)
         try:
             response = super().read_response(*args, **kwargs)
         except redis.ResponseError as e:
