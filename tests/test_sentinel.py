@@ -22,12 +22,12 @@ from dask.callbacks import Callback
 from dask_redisparam import RedisParam
 from dask_redisparam.backend import Backend
 from dask_redisparam.config.address import RedisAddress
+from dask_redisparam.config.settings import Settings
 from dask_redisparam.errors import AuthenticationFailed, ServerUnavailable
 from dask_redisparam.manager.failover import plan_recovery
 from dask_redisparam.manager.graph import prepare_graph
 from dask_redisparam.manager.options import RunOptions
 from dask_redisparam.manager.state import RunState
-from dask_redisparam.config.settings import Settings
 from dask_redisparam.wire.protocol import OK, Completion, Outcome, dumps_completion
 
 from . import tasks
