@@ -18,7 +18,7 @@ import redis
 
 from dask_redisparam import PermissionDenied, RedisParam
 from dask_redisparam.backend import Backend
-from dask_redisparam.backend.commands import JOB_COMMANDS
+from dask_redisparam.backend.commands import JOB_COMMANDS, WAIT_COMMAND
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.worker.restarts import EXIT_CONFIG
 from dask_redisparam.worker.server import EmbeddedRedis
@@ -58,7 +58,7 @@ def _check(address: RedisAddress, jobname: str) -> None:
 
 
 def test_the_checked_commands_are_what_the_backend_sends() -> None:
-    assert set(JOB_COMMANDS) == _backend_commands()
+    assert set(JOB_COMMANDS) | set(WAIT_COMMAND) == _backend_commands()  # WAIT: checked with replicas > 0
 
 
 def test_the_documented_rule_passes_and_leaves_nothing(
@@ -141,3 +141,17 @@ def test_a_worker_that_loses_a_command_while_serving_exits(
     assert code == EXIT_CONFIG, log
     assert f"Redis at {address.describe()} denies user {address.username!r} the command BLMOVE (NOPERM" in log, log
     assert "Traceback" not in log, log
+
+
+def test_wait_is_checked_only_for_replicas(
+    redis_server: EmbeddedRedis, rclient: redis.Redis, users: list[str], jobname: str
+) -> None:
+    """A rule without ``+wait`` serves jobs without ``replicas``; a worker with ``replicas`` > 0 is told to add it."""
+    address = _user(redis_server, rclient, users, jobname, {"wait"})
+    _check(address, jobname)
+    backend = Backend.connect(address)
+    try:
+        with pytest.raises(PermissionDenied, match=r"the command\(s\) WAIT .*\+wait"):
+            backend.check_job_access(jobname, wait=True)
+    finally:
+        backend.close()

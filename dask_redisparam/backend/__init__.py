@@ -53,7 +53,7 @@ from .client import SOCKET_TIMEOUT as SOCKET_TIMEOUT
 from .client import TRANSIENT_ERRORS
 from .failover import FailoverOps
 from .monitor import MonitorOps
-from .sentinel import PrimaryUnknown
+from .sentinel import _PrimaryUnknown
 
 __all__ = ["TRANSIENT_ERRORS", "Backend"]
 
@@ -134,7 +134,7 @@ def _unreachable(error: ServerUnavailable) -> bool:
     """Whether the failure of ``PING`` behind ``error`` may pass by waiting: the server is not there (yet), as
     opposed to a TLS or protocol mismatch, which waiting does not cure."""
     cause = error.__context__  # the redis-py error that ping() turned into ``error``
-    if isinstance(cause, PrimaryUnknown):  # no Sentinel answers, or the primary is down: not a wrong service name
+    if isinstance(cause, _PrimaryUnknown):  # no Sentinel answers, or the primary is down: not a wrong service name
         return not cause.unknown
     if isinstance(cause, (redis.exceptions.BusyLoadingError, redis.TimeoutError)):
         return True

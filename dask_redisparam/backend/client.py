@@ -23,7 +23,7 @@ from ..errors import AuthenticationFailed, PermissionDenied, ServerUnavailable
 from . import keys, lua
 from .commands import check_commands
 from .replies import translate, translating
-from .sentinel import PrimaryUnknown, SentinelAuthFailed, close_sentinels, sentinel_client
+from .sentinel import _PrimaryUnknown, _SentinelAuthFailed, close_sentinels, sentinel_client
 
 __all__ = [
     "MAX_BLOCK",
@@ -193,7 +193,7 @@ class BackendBase:
         except redis.exceptions.BusyLoadingError as e:
             raise translate(e, self.address.describe(), self._describe_user()) from None
         except redis.AuthenticationError as e:
-            if isinstance(e, SentinelAuthFailed):
+            if isinstance(e, _SentinelAuthFailed):
                 raise AuthenticationFailed(f"{self.address.describe()}: {e}") from None
             raise AuthenticationFailed(
                 f"Redis at {self.address.describe()} refused {self._describe_user()}: {e}"
@@ -207,7 +207,7 @@ class BackendBase:
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             hint = ""
             text = str(e)
-            if isinstance(e, PrimaryUnknown):  # the Sentinels' own words say it all
+            if isinstance(e, _PrimaryUnknown):  # the Sentinels' own words say it all
                 pass
             elif not self.address.tls and not isinstance(e, redis.TimeoutError) and "connecting to" not in text:
                 # connected, then dropped before any reply: what a TLS port does to a plaintext client

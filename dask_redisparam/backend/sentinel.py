@@ -12,7 +12,7 @@ Every new connection asks the Sentinels where the primary is. A failover is foll
 - a primary that was demoted to a replica answers writes with ``READONLY`` (blocked commands with ``UNBLOCKED``):
   the connection is dropped and the reply becomes a ``ConnectionError`` too (redis-py does so only for a command's
   own ``READONLY``, not inside a Lua script or a pipeline);
-- while no Sentinel names a primary (a failover under way), connecting fails with :class:`PrimaryUnknown`, also a
+- while no Sentinel names a primary (a failover under way), connecting fails with ``_PrimaryUnknown``, also a
   ``ConnectionError``: callers wait it out within their outage handling.
 
 The errors name the Sentinels and the service, and say what is wrong: no Sentinel answers, none knows the service,
@@ -39,10 +39,10 @@ from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnect
 
 from ..config.address import RedisAddress
 
-__all__ = ["PrimaryUnknown", "SentinelAuthFailed", "primary_of", "sentinel_client"]
+__all__ = ["close_sentinels", "primary_of", "sentinel_client"]
 
 
-class PrimaryUnknown(MasterNotFoundError):
+class _PrimaryUnknown(MasterNotFoundError):
     """No Sentinel names a usable primary of the service (none answers, none knows it, or it is down: a failover
     may be under way). A ``ConnectionError``: a run waits for it as for a lost connection."""
 
@@ -51,11 +51,11 @@ class PrimaryUnknown(MasterNotFoundError):
         self.unknown = unknown  # True: the Sentinels answer but none monitors the service (waiting does not help)
 
 
-class SentinelAuthFailed(redis.AuthenticationError):
+class _SentinelAuthFailed(redis.AuthenticationError):
     """The Sentinels refused their credentials (``sentinel_username`` / ``sentinel_password``)."""
 
 
-_DEMOTED = ("READONLY", "UNBLOCKED")
+_DEMOTED = "READONLY UNBLOCKED".split()
 """Reply codes of a server that is a replica now: the primary we were connected to was demoted by a failover."""
 
 
@@ -104,13 +104,13 @@ class _Sentinels(Sentinel):
             try:
                 masters: Any = sentinel.sentinel_masters()
             except redis.AuthenticationError as e:
-                raise SentinelAuthFailed(
+                raise _SentinelAuthFailed(
                     f"Sentinel {name} refused the Sentinels' credentials (sentinel_username/sentinel_password in the "
                     f"URL's query; the URL's own user and password are the data servers'): {e}"
                 ) from None
             except redis.ResponseError as e:
                 if "NOAUTH" in str(e) or "WRONGPASS" in str(e) or "NOPERM" in str(e):
-                    raise SentinelAuthFailed(
+                    raise _SentinelAuthFailed(
                         f"Sentinel {name} refused the Sentinels' credentials (sentinel_username/sentinel_password "
                         f"in the URL's query): {e}"
                     ) from None
@@ -128,15 +128,15 @@ class _Sentinels(Sentinel):
             down = True
         answered = len(self.sentinels) - len(unreachable)
         if answered == 0:
-            raise PrimaryUnknown(
+            raise _PrimaryUnknown(
                 f"no Sentinel of service {service_name!r} answers at {self.where}: {'; '.join(unreachable)}"
             )
         if down:
-            raise PrimaryUnknown(
+            raise _PrimaryUnknown(
                 f"the primary of service {service_name!r} is down for the Sentinels at {self.where} (a failover may be "
                 "under way)"
             )
-        raise PrimaryUnknown(
+        raise _PrimaryUnknown(
             f"no Sentinel at {self.where} monitors a service {service_name!r} (check the service name: the "
             "'sentinel monitor <name> ...' line of sentinel.conf)",
             unknown=True,
