@@ -12,6 +12,8 @@ Every new connection asks the Sentinels where the primary is. A failover is foll
 - a primary that was demoted to a replica answers writes with ``READONLY`` (blocked commands with ``UNBLOCKED``):
   the connection is dropped and the reply becomes a ``ConnectionError`` too (redis-py does so only for a command's
   own ``READONLY``, not inside a Lua script or a pipeline);
+- a primary with fewer good replicas than its ``min-replicas-to-write`` answers ``NOREPLICAS``: the same, so the
+  run waits for its replicas (or a failover) within the outage grace;
 - while no Sentinel names a primary (a failover under way), connecting fails with ``_PrimaryUnknown``, also a
   ``ConnectionError``: callers wait it out within their outage handling.
 
@@ -76,11 +78,16 @@ class _FollowingConnection(SentinelManagedConnection):
         return response
 
     def _demoted(self, text: str) -> None:
+        where = f"{self.host}:{self.port}"
         if any(text.startswith(code) or f"-{code}" in text for code in _DEMOTED):
-            where = f"{self.host}:{self.port}"
             self.disconnect()  # type: ignore[no-untyped-call]
             raise redis.ConnectionError(
                 f"the primary at {where} is a replica now (a Sentinel failover): reconnecting to the new one"
+            )
+        if text.startswith("NOREPLICAS") or "-NOREPLICAS" in text:  # min-replicas-to-write: wait for them
+            self.disconnect()  # type: ignore[no-untyped-call]
+            raise redis.ConnectionError(
+                f"the primary at {where} refuses writes: fewer good replicas than its min-replicas-to-write"
             )
 
 
