@@ -31,6 +31,7 @@ from dask_redisparam.manager.state import RunState
 from dask_redisparam.wire.protocol import OK, Completion, Outcome, dumps_completion
 
 from . import tasks
+from .conftest import CliWorkers, wait_for_workers
 from .sentinels import SentinelGroup
 
 pytestmark = pytest.mark.timeout(120)
@@ -115,6 +116,26 @@ def test_primary_killed_mid_run(group: SentinelGroup, replicas: int, caplog: pyt
         graph2 = {("x", i): (tasks.inc, i) for i in range(20)}
         assert list(param(graph2, [("x", i) for i in range(20)])) == [i + 1 for i in range(20)]
         assert param.backend.primary() == f"127.0.0.1:{new}"
+        big = {"big": (tasks.make_array, 3 << 20, 2.0), "sum": (tasks.array_sum, "big")}  # large values: parts
+        value, total = param(big, ["big", "sum"])
+        assert value.nbytes == 3 << 20 and total == 2.0 * (3 << 20) / 8
+
+
+def test_worker_flags_wait_for_replicas(group: SentinelGroup) -> None:
+    """``dask-redisparam-worker --replicas 3 --replicas-timeout 0.2`` against a primary with two replicas: it warns,
+    naming how many acknowledged and the primary, and the run finishes."""
+    job = "t-" + uuid.uuid4().hex[:10]
+    address = RedisAddress.from_url(group.url)
+    workers = CliWorkers(address, job, 1, "--replicas", "3", "--replicas-timeout", "0.2")
+    try:
+        wait_for_workers(address, job, 1)
+        with RedisParam(jobname=job, is_worker=False, url=group.url) as param:
+            assert param({"a": (tasks.inc, 1)}, "a") == 2
+    finally:
+        workers.stop()
+    log = workers.stderr()
+    workers.log.close()
+    assert f"only 2 of 3 replica(s) of the primary 127.0.0.1:{group.primary} acknowledged" in log, log[-2000:]
 
 
 def test_lost_writes_are_run_again(frozen_group: SentinelGroup, caplog: pytest.LogCaptureFixture) -> None:
@@ -126,8 +147,9 @@ def test_lost_writes_are_run_again(frozen_group: SentinelGroup, caplog: pytest.L
     caplog.set_level(logging.WARNING)
     with RedisParam(2, jobname=job, url=group.url) as param:
         graph, top, expected = layered(80, 0.1)
+        leaves = [("leaf", i) for i in range(80)]  # requested: their values are needed until the end
         counting = Counting()
-        thread, out = compute_in_thread(param, graph, top, counting)
+        thread, out = compute_in_thread(param, graph, [top, *leaves], counting)
         time.sleep(1.0)
         group.proxy.freeze()
         time.sleep(1.0)
@@ -137,7 +159,7 @@ def test_lost_writes_are_run_again(frozen_group: SentinelGroup, caplog: pytest.L
         thread.join(60)
         assert not thread.is_alive(), "the run did not finish within 60 s of the kill"
         assert "error" not in out, out.get("error")
-        assert out["value"] == expected
+        assert list(out["value"]) == [expected, *(i + 1 for i in range(80))]
         lost = [
             r.getMessage() for r in caplog.records if "lost writes" in r.getMessage() or "vanished" in r.getMessage()
         ]

@@ -15,16 +15,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any
 
-from ..backend import Backend
+from ..backend import TRANSIENT_ERRORS, Backend
 from ..errors import PayloadRejected, ReplicationFailed, RunLost
 from ..wire.bulk import Part
 from ..wire.protocol import LOST, REJECTED, UNREPLICATED, decode_rejected, loads_completion, open_lost
 from .failover import AUDIT_DELAYS
+from .lease import RUN_TTL
 from .state import RunState
 
-__all__ = ["FailoverWatch", "confirm_replicated", "message_ids"]
+__all__ = ["FailoverWatch", "confirm_replicated", "finish_run", "message_ids"]
+
+FINISH_ATTEMPTS = 3
+"""How often the end of a run (``WAIT`` for replicas, downloading the values) is tried through failovers."""
+SETTLE_SECONDS = 30.0
+"""Seconds :meth:`FailoverWatch.settle` waits for the new primary (the manager's outage grace)."""
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +120,23 @@ class FailoverWatch:
         now = self.clock()
         self._due = [now + delay for delay in AUDIT_DELAYS]
 
+    def settle(self, backend: Backend) -> None:
+        """Wait (up to :data:`SETTLE_SECONDS`) until the server answers, then look at the run and recover what a
+        failover lost; later looks follow in the loop (:data:`~dask_redisparam.manager.failover.AUDIT_DELAYS`)."""
+        deadline, delay = self.clock() + SETTLE_SECONDS, 0.05
+        while True:
+            try:
+                self.primary = backend.primary() or self.primary
+                self.audit(backend)
+                break
+            except TRANSIENT_ERRORS:
+                if self.clock() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+        self.failovers += 1
+        self._schedule()
+
     def audit(self, backend: Backend) -> None:
         """Look at the run on the server and run, push and upload again what was lost (one snapshot)."""
         run = self.run
@@ -171,3 +195,27 @@ def confirm_replicated(backend: Backend, run: RunState, ttl: float) -> None:
         "(replicas_required=True): a failover could lose them. Check the primary's replicas (INFO replication), or "
         "lower replicas"
     )
+
+
+def finish_run(
+    backend: Backend,
+    run: RunState,
+    finish: Callable[[Backend, RunState], dict[Hashable, Any]],
+    loop: Callable[[], None],
+    watch: FailoverWatch,
+) -> dict[Hashable, Any]:
+    """The end of a run whose tasks are done: :func:`confirm_replicated`, then ``finish`` (download the values, or
+    keep them). Through a Sentinel failover at that moment (a lost connection, a value gone), the run is reconciled
+    (:meth:`FailoverWatch.settle`) and ``loop`` runs again what was lost, up to :data:`FINISH_ATTEMPTS` times."""
+    retried: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RunLost)
+    for attempt in range(FINISH_ATTEMPTS):
+        try:
+            confirm_replicated(backend, run, RUN_TTL)
+            return finish(backend, run)
+        except retried as e:
+            if not watch.enabled or attempt == FINISH_ATTEMPTS - 1:
+                raise
+            logger.warning("manager: the end of run %s met a failover (%s); checking what it lost", run.run_id, e)
+            watch.settle(backend)
+            loop()
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -45,10 +45,10 @@ from ..backend.resume import ids_field, progress_field
 from ..backend.stats import progress_totals, task_prefix
 from ..errors import RunLost, ServerLoading, ServerOutOfMemory, ServerUnavailable, StreamStopped
 from ..logs import emit_task_log
-from ..wire.bulk import open_values, triage
+from ..wire.bulk import Part, open_values, triage
 from ..wire.protocol import lost_notices
 from ..wire.signing import PayloadRejected, Signer
-from .follow import FailoverWatch, confirm_replicated
+from .follow import FailoverWatch, finish_run
 from .graph import Graph
 from .lease import RUN_TTL, RunLease
 from .options import Commands, RunOptions
@@ -183,9 +183,10 @@ def run_graph(
                 if adoptions:
                     _copy_adopted(backend, run, adoptions)
                 backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
-            run_loop(backend, run, count_workers, lease)
-            confirm_replicated(backend, run, RUN_TTL)
-            result = (finish or download_results)(backend, run)
+            watch = failover_watch(backend, run, lease)
+            loop_args = (backend, run, count_workers, lease, watch)
+            run_loop(backend, run, count_workers, lease, watch)
+            result = finish_run(backend, run, finish or download_results, lambda: run_loop(*loop_args), watch)
             ending = "errors" if run.errors else "clean"
             full = next((e for e in run.errors.values() if isinstance(e, ServerOutOfMemory)), None)
             if full is not None:  # a worker could not store results
@@ -344,8 +345,24 @@ class _Outage:
         self.since, self.delay = None, 0.05
 
 
-def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lease: RunLease) -> None:
-    """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained."""
+def failover_watch(backend: Backend, run: RunState, lease: RunLease) -> FailoverWatch:
+    """The :class:`~dask_redisparam.manager.follow.FailoverWatch` of a run: it reopens the run with its lease's keep."""
+
+    def reopen(uploads: dict[str, bytes], parts: list[Part]) -> None:
+        backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep)
+
+    return FailoverWatch(backend, run, reopen)
+
+
+def run_loop(
+    backend: Backend,
+    run: RunState,
+    count_workers: Callable[[], int],
+    lease: RunLease,
+    watch: FailoverWatch | None = None,
+) -> None:
+    """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained;
+    ``watch`` follows failovers (default: a new one)."""
     job = run.job
     outage = _Outage(run.options.describe_server)
     last_count = last_warning = time.monotonic()
@@ -357,9 +374,7 @@ def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], 
     feeding = run.options.feed is not None
     resume = run.options.resume_ttl > 0
     progress = (-1, -1)
-    watch = FailoverWatch(
-        backend, run, lambda up, parts: backend.open_run(job, run.run_id, RUN_TTL, up, parts, keep=lease.keep)
-    )
+    watch = watch or failover_watch(backend, run, lease)
     while feeding or len(run.state["finished"]) < len(run.graph.nodes):
         if run.stopping and drain_until is None:
             drain_until = time.monotonic() + DRAIN_SECONDS
