@@ -208,14 +208,15 @@ def finish_run(
     keep them). Through a Sentinel failover at that moment (a lost connection, a value gone), the run is reconciled
     (:meth:`FailoverWatch.settle`) and ``loop`` runs again what was lost, up to :data:`FINISH_ATTEMPTS` times."""
     retried: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RunLost)
-    for attempt in range(FINISH_ATTEMPTS):
+    attempt = 1
+    while True:
         try:
             confirm_replicated(backend, run, RUN_TTL)
             return finish(backend, run)
         except retried as e:
-            if not watch.enabled or attempt == FINISH_ATTEMPTS - 1:
+            if not watch.enabled or attempt >= FINISH_ATTEMPTS:
                 raise
+            attempt += 1
             logger.warning("manager: the end of run %s met a failover (%s); checking what it lost", run.run_id, e)
             watch.settle(backend)
             loop()
-    raise AssertionError("unreachable")  # pragma: no cover
