@@ -23,7 +23,7 @@ from ..errors import PayloadRejected, ReplicationFailed, RunLost
 from ..wire.bulk import Part
 from ..wire.protocol import LOST, REJECTED, UNREPLICATED, decode_rejected, loads_completion, open_lost
 from .failover import AUDIT_DELAYS
-from .lease import RUN_TTL
+from .lease import RUN_TTL, RunLease
 from .state import RunState
 
 __all__ = ["FailoverWatch", "confirm_replicated", "finish_run", "message_ids"]
@@ -85,6 +85,15 @@ class FailoverWatch:
         self.recovered = 0  # tasks run again
         self.resent = 0  # messages pushed again
         self._due: list[float] = []
+
+    @classmethod
+    def of(cls, backend: Backend, run: RunState, lease: RunLease) -> FailoverWatch:
+        """The watch of a run whose lease is ``lease``: it reopens the run with the lease's keep time."""
+
+        def reopen(uploads: dict[str, bytes], parts: list[Part]) -> None:
+            backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep)
+
+        return cls(backend, run, reopen)
 
     def after_exchange(self, backend: Backend, alive: bool) -> None:
         """Called after each successful round trip of the loop, with whether the run's ``alive`` key was there."""

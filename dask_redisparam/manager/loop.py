@@ -45,7 +45,7 @@ from ..backend.resume import ids_field, progress_field
 from ..backend.stats import progress_totals, task_prefix
 from ..errors import RunLost, ServerLoading, ServerOutOfMemory, ServerUnavailable, StreamStopped
 from ..logs import emit_task_log
-from ..wire.bulk import Part, open_values, triage
+from ..wire.bulk import open_values, triage
 from ..wire.protocol import lost_notices
 from ..wire.signing import PayloadRejected, Signer
 from .follow import FailoverWatch, finish_run
@@ -183,7 +183,7 @@ def run_graph(
                 if adoptions:
                     _copy_adopted(backend, run, adoptions)
                 backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
-            watch = failover_watch(backend, run, lease)
+            watch = FailoverWatch.of(backend, run, lease)
             loop_args = (backend, run, count_workers, lease, watch)
             run_loop(backend, run, count_workers, lease, watch)
             result = finish_run(backend, run, finish or download_results, lambda: run_loop(*loop_args), watch)
@@ -345,24 +345,11 @@ class _Outage:
         self.since, self.delay = None, 0.05
 
 
-def failover_watch(backend: Backend, run: RunState, lease: RunLease) -> FailoverWatch:
-    """The :class:`~dask_redisparam.manager.follow.FailoverWatch` of a run: it reopens the run with its lease's keep."""
-
-    def reopen(uploads: dict[str, bytes], parts: list[Part]) -> None:
-        backend.open_run(run.job, run.run_id, RUN_TTL, uploads, parts, keep=lease.keep)
-
-    return FailoverWatch(backend, run, reopen)
-
-
 def run_loop(
-    backend: Backend,
-    run: RunState,
-    count_workers: Callable[[], int],
-    lease: RunLease,
-    watch: FailoverWatch | None = None,
+    backend: Backend, run: RunState, count_workers: Callable[[], int], lease: RunLease, watch: Any = None
 ) -> None:
     """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained;
-    ``watch`` follows failovers (default: a new one)."""
+    ``watch`` (a :class:`~dask_redisparam.manager.follow.FailoverWatch`, default a new one) follows failovers."""
     job = run.job
     outage = _Outage(run.options.describe_server)
     last_count = last_warning = time.monotonic()
@@ -374,7 +361,7 @@ def run_loop(
     feeding = run.options.feed is not None
     resume = run.options.resume_ttl > 0
     progress = (-1, -1)
-    watch = watch or failover_watch(backend, run, lease)
+    watch = watch or FailoverWatch.of(backend, run, lease)
     while feeding or len(run.state["finished"]) < len(run.graph.nodes):
         if run.stopping and drain_until is None:
             drain_until = time.monotonic() + DRAIN_SECONDS

@@ -128,8 +128,7 @@ class Worker:
         Seconds :meth:`run` waits for a server that cannot be reached yet (None: until it answers; default 0: fail
         at once); see :meth:`Backend.connect <dask_redisparam.backend.Backend.connect>`.
     replicas, replicas_timeout, replicas_required : int, float, bool
-        Follow each completion with ``WAIT replicas`` (up to ``replicas_timeout`` seconds); too few acknowledgements
-        warn, or with ``replicas_required`` fail the run (:func:`~dask_redisparam.worker.report.check_replicated`).
+        ``WAIT replicas`` (up to ``replicas_timeout`` s) after each completion (see ``report.check_replicated``).
     """
 
     def __init__(
