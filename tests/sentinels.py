@@ -184,6 +184,12 @@ class SentinelGroup:
         self.processes[port].wait()
         return port
 
+    def demote_primary(self) -> int:
+        """Fail over without killing (``SENTINEL FAILOVER``): the primary becomes a replica; return its port."""
+        port = self.current_primary()
+        self.client(self.sentinels[0]).execute_command("SENTINEL", "FAILOVER", SERVICE)
+        return port
+
     def wait_failover(self, old: int, timeout: float = 30.0) -> int:
         """Until a Sentinel names a primary other than ``old``, and it answers as one; return its port."""
         deadline = time.monotonic() + timeout

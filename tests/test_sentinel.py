@@ -31,7 +31,7 @@ from dask_redisparam.manager.state import RunState
 from dask_redisparam.wire.protocol import OK, Completion, Outcome, dumps_completion
 
 from . import tasks
-from .conftest import CliWorkers, wait_for_workers
+from .conftest import CliWorkers, wait_for_workers, wait_until
 from .sentinels import SentinelGroup
 
 pytestmark = pytest.mark.timeout(120)
@@ -136,6 +136,23 @@ def test_worker_flags_wait_for_replicas(group: SentinelGroup) -> None:
     log = workers.stderr()
     workers.log.close()
     assert f"only 2 of 3 replica(s) of the primary 127.0.0.1:{group.primary} acknowledged" in log, log[-2000:]
+
+
+def test_primary_demoted_mid_run(group: SentinelGroup) -> None:
+    """``SENTINEL FAILOVER``: the old primary lives on as a replica (``READONLY``); manager and workers leave it."""
+    job = "t-" + uuid.uuid4().hex[:10]
+    with RedisParam(2, jobname=job, url=group.url) as param:
+        graph, top, expected = layered(60, 0.1)
+        thread, out = compute_in_thread(param, graph, top)
+        time.sleep(1.0)
+        old = group.demote_primary()
+        new = group.wait_failover(old)
+        thread.join(60)
+        assert not thread.is_alive() and "error" not in out, out.get("error")
+        assert out["value"] == expected
+        # the Sentinel turns the old primary into a replica a little later: connections still on it meet READONLY
+        assert wait_until(lambda: group.client(old).info("replication")["role"] == "slave", 30)
+        assert param({"a": (tasks.inc, 1)}, "a") == 2 and param.backend.primary() == f"127.0.0.1:{new}"
 
 
 def test_lost_writes_are_run_again(frozen_group: SentinelGroup, caplog: pytest.LogCaptureFixture) -> None:
