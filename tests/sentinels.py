@@ -101,8 +101,17 @@ class FreezableProxy:
 class SentinelGroup:
     """One primary, ``replicas`` replicas and ``sentinels`` Sentinels (quorum 1 with one, 2 with three)."""
 
-    def __init__(self, replicas: int = 2, sentinels: int = 1, *, proxy: bool = False, down_after_ms: int = 700) -> None:
+    def __init__(
+        self,
+        replicas: int = 2,
+        sentinels: int = 1,
+        *,
+        proxy: bool = False,
+        down_after_ms: int = 700,
+        tls: tuple[str, str, str] | None = None,
+    ) -> None:
         self.dir = tempfile.mkdtemp(prefix="drp-sentinel-")
+        self.tls = tls  # (CA, certificate, key) PEM files: every server and Sentinel speaks TLS only
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.primary = free_port()
         self._server(self.primary)
@@ -120,9 +129,14 @@ class SentinelGroup:
         """Start a Sentinel of the service (``extra``: more lines of its configuration); its port."""
         port = free_port()
         conf = os.path.join(self.dir, f"sentinel-{port}.conf")
+        listen = f"port {port}\n"
+        if self.tls:
+            ca, cert, key = self.tls
+            listen = f"port 0\ntls-port {port}\ntls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\n"
+            listen += "tls-auth-clients no\ntls-replication yes\n"
         with open(conf, "w") as f:
             f.write(
-                f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"{listen}bind 127.0.0.1\ndir {self.dir}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary} {self.quorum}\n"
                 f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {SERVICE} 4000\n"
@@ -132,7 +146,12 @@ class SentinelGroup:
         return port
 
     def _server(self, port: int, *extra: str) -> None:
-        args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        listen = ["--port", str(port)]
+        if self.tls:
+            ca, cert, key = self.tls
+            listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", cert, "--tls-key-file", key]
+            listen += ["--tls-ca-cert-file", ca, "--tls-auth-clients", "no", "--tls-replication", "yes"]
+        args = [REDIS_SERVER, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         args += ["--dir", self.dir, "--dbfilename", f"dump-{port}.rdb", "--repl-diskless-sync-delay", "0", *extra]
         self._start(port, args)
 
@@ -150,6 +169,8 @@ class SentinelGroup:
                 time.sleep(0.02)
 
     def client(self, port: int) -> redis.Redis:
+        if self.tls:
+            return redis.Redis("127.0.0.1", port, socket_timeout=2, ssl=True, ssl_ca_certs=self.tls[0])
         return redis.Redis("127.0.0.1", port, socket_timeout=2)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
@@ -170,7 +191,10 @@ class SentinelGroup:
 
     @property
     def url(self) -> str:
-        return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinels) + f"/{SERVICE}"
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinels)
+        if self.tls:
+            return f"rediss+sentinel://{hosts}/{SERVICE}?ssl_ca_certs={self.tls[0]}"
+        return f"redis+sentinel://{hosts}/{SERVICE}"
 
     def current_primary(self) -> int:
         """The port the (first) Sentinel names as the primary."""

@@ -142,7 +142,7 @@ def test_primary_demoted_mid_run(group: SentinelGroup) -> None:
     """``SENTINEL FAILOVER``: the old primary lives on as a replica (``READONLY``); manager and workers leave it."""
     job = "t-" + uuid.uuid4().hex[:10]
     with RedisParam(2, jobname=job, url=group.url) as param:
-        graph, top, expected = layered(60, 0.1)
+        graph, top, expected = layered(40, 0.1)
         thread, out = compute_in_thread(param, graph, top)
         time.sleep(1.0)
         old = group.demote_primary()
@@ -309,3 +309,37 @@ def test_recover_runs_lost_tasks_again_once() -> None:
     pushed = run2.take_commands().push
     plan2, _, _ = run2.recover(set(), {0, 2})
     assert plan2.resend == [1] and run2.take_commands().push == [pushed[1]]
+
+
+def test_sentinels_and_servers_over_tls(tmp_path: Any) -> None:
+    """``rediss+sentinel://``: the Sentinels and the servers speak TLS only; the CA file of the URL verifies both."""
+    from .test_tls import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    group = SentinelGroup(replicas=1, sentinels=1, tls=(str(pki.ca), str(pki.server_cert), str(pki.server_key)))
+    try:
+        job = "t-" + uuid.uuid4().hex[:10]
+        with RedisParam(1, jobname=job, url=group.url) as param:
+            assert param({"a": (tasks.inc, 1), "b": (tasks.inc, "a")}, "b") == 3
+            assert param.backend.primary() == f"127.0.0.1:{group.primary}"
+        plain = RedisAddress.from_url(group.url.replace("rediss+", "redis+").split("?")[0])
+        with pytest.raises(ServerUnavailable, match="Sentinel"):
+            Backend.connect(plain)
+    finally:
+        group.close()
+
+
+def test_plan_recovery_uploads_literals_again_and_names_known_values() -> None:
+    deps: dict[Any, set[Any]] = {"lit": set(), "kept": set(), "t": {"lit", "kept"}, "u": {"t"}}
+    common: dict[str, Any] = dict(
+        in_flight={}, found=set(), resending=set(), held_inline=set(), dependencies=deps, literals={"lit"}
+    )
+    # t's value is lost; its inputs: a large literal (released from Redis) and a known value (from redo=)
+    plan = plan_recovery(
+        finished={"lit", "kept", "t"}, value_of={"t": ("2",)}, present=set(), needed={"t"}, known={"kept"}, **common
+    )
+    assert plan.recompute == {"t"} and plan.reupload == {"lit"} and plan.unrecoverable == {"kept"}
+    nothing_needed = plan_recovery(
+        finished={"lit", "kept", "t"}, value_of={"t": ("2",)}, present=set(), needed=set(), known={"kept"}, **common
+    )
+    assert nothing_needed.empty  # a lost value nobody needs any more is left alone

@@ -36,7 +36,9 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.connection import SSLConnection
+from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 
 from ..config.address import RedisAddress
@@ -179,6 +181,7 @@ def sentinel_client(address: RedisAddress, common: dict[str, Any]) -> redis.Redi
         "password": address.sentinel_password,
         "socket_timeout": common.get("socket_timeout"),
         "socket_connect_timeout": common.get("socket_connect_timeout"),
+        "retry": Retry(NoBackoff(), 0),  # one try per Sentinel and discovery: the next Sentinel is the retry
     }
     if tls:
         sentinel_kwargs.update(ssl=True, **tls)
