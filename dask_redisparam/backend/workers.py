@@ -174,6 +174,7 @@ class WorkerOps(LargeValues):
                     pipe.lmove(*claim[1:])
 
             replies = self._execute(build, raise_on_error=False)
+            rerun = 0 in self.rerun  # the script ran after the pipeline (a server without it: after a failover)
         else:
             commands: list[tuple[Any, ...]] = [("HSET", keys.data(jobname, run_id), n, view) for n, view in parts]
             commands.append(("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args))
@@ -182,7 +183,8 @@ class WorkerOps(LargeValues):
             if claim_next:
                 commands.append(claim)
             replies = self._send_large(commands)
-            if isinstance(replies[len(parts)], redis.exceptions.NoScriptError):  # the parts are written
+            rerun = isinstance(replies[len(parts)], redis.exceptions.NoScriptError)
+            if rerun:  # the parts are written
                 replies[len(parts)] = self._complete(keys=script_keys, args=args)
             for reply in replies[: len(parts)]:  # a part that could not be written (e.g. OOM) is an error too
                 if isinstance(reply, Exception):
@@ -191,7 +193,9 @@ class WorkerOps(LargeValues):
         if isinstance(replies[0], Exception):
             raise replies[0]
         if wait_command:
-            acked = replies.pop(1)
+            acked = replies.pop(1)  # a script run again after the pipeline is waited for after it
+            if rerun:
+                acked = self._r.execute_command(*wait_command)  # type: ignore[no-untyped-call]
             if isinstance(acked, Exception):
                 raise acked
             self.last_acked = int(acked)
