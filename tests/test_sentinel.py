@@ -343,3 +343,33 @@ def test_plan_recovery_uploads_literals_again_and_names_known_values() -> None:
         finished={"lit", "kept", "t"}, value_of={"t": ("2",)}, present=set(), needed=set(), known={"kept"}, **common
     )
     assert nothing_needed.empty  # a lost value nobody needs any more is left alone
+
+
+class FailAtTheEnd(Callback):  # type: ignore[misc]
+    """Freezes the replicas' link once ``freeze_at`` finished, and kills the primary once ``kill_at`` finished (then
+    waits for the failover): the manager meets it as it downloads the results."""
+
+    def __init__(self, group: SentinelGroup, freeze_at: Any, kill_at: Any) -> None:
+        super().__init__()
+        self.group, self.freeze_at, self.kill_at = group, freeze_at, kill_at
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker: Any) -> None:
+        if key == self.freeze_at and self.group.proxy is not None:
+            self.group.proxy.freeze()
+        if key == self.kill_at:
+            self.group.wait_failover(self.group.kill_primary())
+            self.kill_at = None
+
+
+def test_failover_while_downloading(frozen_group: SentinelGroup, caplog: pytest.LogCaptureFixture) -> None:
+    """The last task finished, its value lost (not replicated), the primary dies as the manager downloads: the run is
+    reconciled, what was lost runs again, the download is tried again."""
+    job = "t-" + uuid.uuid4().hex[:10]
+    caplog.set_level(logging.WARNING)
+    with RedisParam(2, jobname=job, url=frozen_group.url) as param:
+        graph, top, expected = layered(16, 0.05)
+        with FailAtTheEnd(frozen_group, ("pair", 0), top):
+            assert param(graph, top) == expected
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("the end of run" in m and "met a failover" in m for m in messages), messages[-10:]
+        assert param({"a": (tasks.inc, 1)}, "a") == 2
