@@ -382,7 +382,7 @@ class Worker:
             check_replicated(backend, report, msg_id, batch.entries[0].idx, required=self.replicas_required)
         if status < 0:
             logger.warning(
-                "worker %s: lost the claim on message %d of run %s (lease expired, or a failover lost it); result dropped",
+                "worker %s: lost the claim on message %d of run %s (lease expired, or a failover lost it): dropped",
                 self.id,
                 msg_id,
                 run_id,
