@@ -122,8 +122,8 @@ class FailoverWatch:
             self.reopen({}, [])
             self._schedule()
         if self._due and self.clock() >= self._due[0]:
+            self.audit(backend)  # a lost connection meanwhile: the loop repeats its turn, and this look
             self._due.pop(0)
-            self.audit(backend)
 
     def _schedule(self) -> None:
         now = self.clock()
