@@ -211,6 +211,8 @@ class ParamLifecycle:
             "--heartbeat-ttl",
             str(settings.heartbeat_ttl),
         ]
+        if settings.resources:  # shared by all the local workers (one daemon)
+            args += ["--resources", ",".join(f"{name}={amount!r}" for name, amount in settings.resources)]
         return LocalWorkers(n, settings.jobname, env, uuid.uuid4().hex[:8], args)
 
     def _live_workers(self) -> int:

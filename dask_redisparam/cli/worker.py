@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
     help="Give memory freed by large values back to the system at once (default: keep it for the next ones; "
     "see dask_redisparam.worker.memory).",
 )
-@setting_options("heartbeat_interval", "heartbeat_ttl")
+@setting_options("heartbeat_interval", "heartbeat_ttl", "resources")
+@click.option("--daemon", "daemon_id", default=None, hidden=True, help="Daemon id (used by the supervisor).")
 @click.option(
     "--connect-timeout",
     type=click.FloatRange(min=0),
@@ -64,6 +65,8 @@ def worker_command(
     release_memory: bool,
     heartbeat_interval: float,
     heartbeat_ttl: float,
+    resources: str | None,
+    daemon_id: str | None,
     connect_timeout: float | None,
     child: bool,
     verbose: int,
@@ -73,7 +76,9 @@ def worker_command(
     configure_logging(verbose, quiet)
     settings = settings_of(jobname, url, host, port)
     try:
-        settings = settings.replace(heartbeat_interval=heartbeat_interval, heartbeat_ttl=heartbeat_ttl)
+        settings = settings.replace(
+            heartbeat_interval=heartbeat_interval, heartbeat_ttl=heartbeat_ttl, resources=resources
+        )
     except RedisParamError as e:
         raise click.UsageError(str(e)) from None
     address = settings.address
@@ -97,6 +102,8 @@ def worker_command(
                 burst=burst,
                 max_tasks=max_tasks,
                 connect_timeout=connect_timeout,
+                resources=settings.resources,
+                daemon=daemon_id,
             )
             name = worker.id
             worker.run()
@@ -124,9 +131,11 @@ def worker_command(
         child_args += ["--max-tasks", str(max_tasks)]
     if release_memory:
         child_args.append("--release-memory")
+    base_id = worker_id or uuid.uuid4().hex[:8]
+    if settings.resources:  # shared by the processes of this daemon: they book them under its id
+        child_args += ["--resources", ",".join(f"{n}={a!r}" for n, a in settings.resources), "--daemon", base_id]
     child_args += ["-v"] * verbose + (["--quiet"] if quiet else [])
     env = {"REDISPARAM_URL": address.to_url(show_password=True)}
-    base_id = worker_id or uuid.uuid4().hex[:8]
     restart = not (no_restart or burst or max_tasks is not None)
     supervisor = Supervisor(nworkers, child_args, env, base_id, restart=restart, reap=(address, settings.jobname))
     sys.exit(supervisor.run())

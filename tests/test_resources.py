@@ -1,0 +1,128 @@
+"""Worker resources: real ``dask-redisparam-worker`` daemons (one with ``--resources GPU=1``), a real redis-server.
+
+Tasks annotated with ``dask.annotate(resources={"GPU": 1})`` (and ``map``/``iterate``/``submit`` with
+``resources=``) run only on the daemon that has a GPU, never two at once although it has two processes; tasks
+without resources run on both daemons; a task that asks for what no live worker has waits, warns, and runs once such
+a worker joins. The timeline (the workers' clocks) says which worker ran each task and when.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import pytest
+import redis
+
+from dask_redisparam import RedisParam
+from dask_redisparam.errors import ConfigurationError
+from dask_redisparam.manager import resources as manager_resources
+from tests.conftest import CliWorkers, left_keys, wait_for_workers, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def hold(x: int, seconds: float) -> int:
+    """A task that takes ``seconds``."""
+    time.sleep(seconds)
+    return x
+
+
+def overlaps(spans: list[tuple[float, float]]) -> int:
+    """How many of the (start, end) spans overlap the one before them, in start order."""
+    spans = sorted(spans)
+    return sum(1 for (_, end), (start, _) in zip(spans, spans[1:], strict=False) if start < end - 1e-3)
+
+
+def test_gpu_tasks_run_only_on_the_gpu_daemon_one_at_a_time(
+    cli_workers: Callable[..., CliWorkers], manager: RedisParam, rclient: redis.Redis, jobname: str
+) -> None:
+    gpu = cli_workers(2, "--resources", "GPU=1", "--id", "gpu")
+    cli_workers(2, "--id", "cpu")
+    with dask.annotate(resources={"GPU": 1}):
+        annotated = [dask.delayed(hold)(i, 0.25, dask_key_name=f"gpu-{i}") for i in range(6)]
+    plain = [dask.delayed(hold)(i, 0.15, dask_key_name=f"cpu-{i}") for i in range(16)]
+    assert dask.compute(annotated, plain, scheduler=manager) == (list(range(6)), list(range(16)))
+    timeline = {r.key: r for r in manager.timeline()}
+    gpu_runs = [timeline[f"gpu-{i}"] for i in range(6)]
+    assert {r.worker.split("-")[0] for r in gpu_runs} == {"gpu"}
+    assert overlaps([(r.start, r.end) for r in gpu_runs]) == 0
+    assert {timeline[f"cpu-{i}"].worker.split("-")[0] for i in range(16)} == {"gpu", "cpu"}
+
+    # map, iterate and the executor's submit take resources= too
+    before = len(manager.timeline())
+    assert manager.map(hold, range(4), [0.1] * 4, resources={"GPU": 1}) == [0, 1, 2, 3]
+    mapped = manager.timeline()
+    assert len(mapped) == 4 and before > 0
+    assert {r.worker.split("-")[0] for r in mapped} == {"gpu"}
+    assert overlaps([(r.start, r.end) for r in mapped]) == 0
+    assert manager.iterate(iter(range(3)), hold, seconds=0.05, resources="GPU=1") == [0, 1, 2]
+    assert {r.worker.split("-")[0] for r in manager.timeline()} == {"gpu"}
+    with manager.executor() as executor:
+        futures = [executor.submit(hold, i, 0.1, resources={"GPU": 1}) for i in range(3)]
+        assert [f.result() for f in futures] == [0, 1, 2]
+    # the daemon's resources are booked in Redis and freed: nothing of the runs or of the claims is left
+    assert wait_until(lambda: not left_keys_but_workers(rclient, jobname), 5), left_keys_but_workers(rclient, jobname)
+    gpu.stop()
+
+
+def left_keys_but_workers(client: redis.Redis, jobname: str) -> list[bytes]:
+    """The job's keys except its live workers' registrations."""
+    return [k for k in left_keys(client, jobname) if b":worker" not in k]
+
+
+def test_a_task_waits_with_a_warning_until_a_worker_with_its_resources_joins(
+    cli_workers: Callable[..., CliWorkers],
+    manager: RedisParam,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    rclient: redis.Redis,
+    jobname: str,
+) -> None:
+    monkeypatch.setattr(manager_resources, "RESOURCE_WARNING", 1.0)
+    cli_workers(1, "--id", "cpu")
+    cli_workers(1, "--resources", "FPGA=1", "--id", "small")  # covers FPGA=1, never FPGA=2
+    with dask.annotate(resources={"FPGA": 2}):
+        big = dask.delayed(hold)(7, 0.0, dask_key_name="needs-two-fpgas")
+    small = dask.delayed(hold)(1, 0.0, dask_key_name="anywhere")
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: out.update(value=dask.compute(big, small, scheduler=manager)))
+    with caplog.at_level(logging.WARNING, logger="dask_redisparam.manager.loop"):
+        started = time.monotonic()
+        thread.start()
+        assert wait_until(lambda: any("needs-two-fpgas" in r.getMessage() for r in caplog.records), 8)
+        waited = time.monotonic() - started
+        (text,) = {r.getMessage() for r in caplog.records if "needs-two-fpgas" in r.getMessage()}
+        assert "FPGA=2" in text and jobname in text
+        assert 0.9 <= waited < 8 and thread.is_alive()
+        cli_workers(1, "--resources", "FPGA=2", "--id", "big", wait=False)
+        thread.join(30)
+    assert not thread.is_alive() and out["value"] == (7, 1)
+    timeline = {r.key: r.worker for r in manager.timeline()}
+    assert timeline["needs-two-fpgas"].startswith("big")
+    assert wait_until(lambda: not left_keys_but_workers(rclient, jobname), 5)
+
+
+def test_bad_resources_name_the_task(manager: RedisParam, rclient: redis.Redis, jobname: str) -> None:
+    with dask.annotate(resources={"GPU": "lots"}):
+        bad = dask.delayed(hold)(1, 0.0, dask_key_name="odd-task")
+    with pytest.raises(ConfigurationError, match="odd-task.*GPU"):
+        dask.compute(bad, scheduler=manager)
+    with pytest.raises(ConfigurationError, match="resources"):
+        manager.map(hold, [1], [0.0], resources={"GPU": -1})
+    with manager.executor() as executor, pytest.raises(ConfigurationError, match="GPU"):
+        executor.submit(hold, 1, 0.0, resources="GPU")
+    assert left_keys(rclient, jobname) == []
+
+
+def test_local_workers_of_a_param_share_its_resources(url_param: Callable[..., RedisParam]) -> None:
+    with url_param(2, resources="GPU=1") as p:
+        wait_for_workers(p.backend.address, p.settings.jobname, 2)
+        with dask.annotate(resources={"GPU": 1}):
+            tasks = [dask.delayed(hold)(i, 0.2, dask_key_name=f"g-{i}") for i in range(4)]
+        assert dask.compute(tasks, scheduler=p) == ([0, 1, 2, 3],)
+        assert overlaps([(r.start, r.end) for r in p.timeline()]) == 0
