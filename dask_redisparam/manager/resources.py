@@ -55,7 +55,9 @@ def class_of(key: Hashable, value: Any) -> str | None:
     return class_name(demand) if demand else None
 
 
-def task_classes(annotations: Mapping[str, Mapping[Hashable, Any]], nodes: Mapping[Hashable, Any]) -> dict[Hashable, str]:
+def task_classes(
+    annotations: Mapping[str, Mapping[Hashable, Any]], nodes: Mapping[Hashable, Any]
+) -> dict[Hashable, str]:
     """Task key -> resource class, for the tasks of ``nodes`` whose ``resources`` annotation asks for some."""
     out: dict[Hashable, str] = {}
     for key, value in (annotations.get("resources") or {}).items():
@@ -101,7 +103,9 @@ def daemons_of(records: Mapping[str, Mapping[str, str]]) -> list[tuple[str, Reso
     return out
 
 
-def class_windows(workers: Iterable[tuple[str, Resources]], classes: Iterable[str], multiplier: float) -> dict[str, int]:
+def class_windows(
+    workers: Iterable[tuple[str, Resources]], classes: Iterable[str], multiplier: float
+) -> dict[str, int]:
     """The window (messages out at once) of each class: ``ceil(slots × multiplier)``; see the module docstring."""
     daemons: dict[str, list[Any]] = {}
     for daemon, have in workers:

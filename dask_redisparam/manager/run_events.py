@@ -26,8 +26,8 @@ from ..wire.protocol import (
     loads_completion,
     open_lost,
 )
-from ..wire.serialize import loads_exception, make_remote
 from ..wire.resources import Resources, describe, parse_class
+from ..wire.serialize import loads_exception, make_remote
 from . import resources as _resources
 from .options import StoredResult, TimelineRecord
 from .run_core import RunCore
