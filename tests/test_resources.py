@@ -126,3 +126,29 @@ def test_local_workers_of_a_param_share_its_resources(url_param: Callable[..., R
             tasks = [dask.delayed(hold)(i, 0.2, dask_key_name=f"g-{i}") for i in range(4)]
         assert dask.compute(tasks, scheduler=p) == ([0, 1, 2, 3],)
         assert overlaps([(r.start, r.end) for r in p.timeline()]) == 0
+
+
+def die_once(marker: str) -> str:
+    """Kill the worker process the first time (no clean-up: a crash), return the worker's pid the second."""
+    import os
+    import pathlib
+
+    path = pathlib.Path(marker)
+    if not path.exists():
+        path.write_text("died")
+        os._exit(9)
+    return str(os.getpid())
+
+
+def test_a_resource_message_of_a_dead_worker_goes_back_to_its_class(
+    cli_workers: Callable[..., CliWorkers], manager: RedisParam, rclient: redis.Redis, jobname: str, tmp_path: Any
+) -> None:
+    cli_workers(1, "--resources", "GPU=1", "--id", "gpu")
+    cli_workers(1, "--id", "cpu")
+    with dask.annotate(resources={"GPU": 1}):
+        crashing = dask.delayed(die_once)(str(tmp_path / "marker"), dask_key_name="crashing")
+    (pid,) = dask.compute(crashing, scheduler=manager)
+    assert (tmp_path / "marker").exists() and pid.isdigit()
+    (record,) = manager.timeline()
+    assert record.worker.startswith("gpu")  # the restarted GPU process, not the CPU daemon
+    assert wait_until(lambda: not left_keys_but_workers(rclient, jobname), 5), left_keys_but_workers(rclient, jobname)
