@@ -8,20 +8,27 @@ a worker joins. The timeline (the workers' clocks) says which worker ran each ta
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import dask
+import jsonschema
 import pytest
 import redis
+from click.testing import CliRunner
 
 from dask_redisparam import RedisParam
+from dask_redisparam.cli import main
+from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.errors import ConfigurationError
 from dask_redisparam.manager import resources as manager_resources
 from tests.conftest import CliWorkers, left_keys, wait_for_workers, wait_until
+from tests.test_cli_status import SCHEMA
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -119,13 +126,29 @@ def test_bad_resources_name_the_task(manager: RedisParam, rclient: redis.Redis, 
     assert left_keys(rclient, jobname) == []
 
 
-def test_local_workers_of_a_param_share_its_resources(url_param: Callable[..., RedisParam]) -> None:
-    with url_param(2, resources="GPU=1") as p:
+def test_local_workers_of_a_param_share_its_resources_and_status_shows_them(
+    url_param: Callable[..., RedisParam], redis_address: RedisAddress, jobname: str
+) -> None:
+    with url_param(2, resources="GPU=1", dashboard=True) as p:
         wait_for_workers(p.backend.address, p.settings.jobname, 2)
         with dask.annotate(resources={"GPU": 1}):
             tasks = [dask.delayed(hold)(i, 0.2, dask_key_name=f"g-{i}") for i in range(4)]
         assert dask.compute(tasks, scheduler=p) == ([0, 1, 2, 3],)
         assert overlaps([(r.start, r.end) for r in p.timeline()]) == 0
+        done = CliRunner().invoke(
+            main, ["status", "--url", redis_address.to_url(show_password=True), "--jobname", jobname]
+        )
+        assert done.exit_code == 0 and "RESOURCES" in done.output and "GPU=1" in done.output, done.output
+        done = CliRunner().invoke(
+            main, ["status", "--url", redis_address.to_url(show_password=True), "--jobname", jobname, "--json"]
+        )
+        document = json.loads(done.output)
+        jsonschema.Draft202012Validator(SCHEMA).validate(document)
+        assert [w["resources"] for w in document["workers"]] == [{"GPU": 1.0}, {"GPU": 1.0}]
+        assert p.dashboard_link is not None
+        state = json.loads(urllib.request.urlopen(p.dashboard_link + "api/jobs", timeout=10).read())
+        (job,) = [j for j in state["jobs"] if j["job"] == jobname]
+        assert [w["resources"] for w in job["workers"]] == ["GPU=1", "GPU=1"]
 
 
 def die_once(marker: str) -> str:

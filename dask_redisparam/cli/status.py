@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from ..pool import JobStatus, job_status
+from ..wire.resources import describe, of_record
 from .common import CONNECTION, CONTEXT, connect, setting_options
 
 __all__ = ["STATUS_FORMAT", "render_table", "status_command", "status_document"]
@@ -81,6 +82,7 @@ def status_document(status: JobStatus, server: str) -> dict[str, Any]:
                 "prefix": f.get("prefix", ""),
                 "rss": _int(f.get("rss")),
                 "beat": _float(f.get("beat")),
+                "resources": dict(of_record(f.get("resources"))),
             }
         )
     return {
@@ -130,7 +132,7 @@ def render_table(status: JobStatus, server: str) -> str:
     if rejection is not None:
         lines.append(f"last rejection: {_describe_rejection(rejection)}")
     if status.workers:
-        rows = [("ID", "HOST", "PID", "TASKS", "UP (s)", "RSS (MiB)", "BEAT (s)", "CURRENT")]
+        rows = [("ID", "HOST", "PID", "TASKS", "UP (s)", "RSS (MiB)", "BEAT (s)", "RESOURCES", "CURRENT")]
         now = time.time()
         for wid, f in sorted(status.workers.items()):
             up = now - (_float(f.get("started")) or now)
@@ -147,6 +149,7 @@ def render_table(status: JobStatus, server: str) -> str:
                     f"{up:.0f}",
                     _mib(f.get("rss")),
                     "" if beat is None else f"{max(now - beat, 0):.1f}",
+                    describe(of_record(f.get("resources"))).replace(" ", "") or "-",
                     current,
                 )
             )

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..config.checks import resources as check_resources
 from ..errors import ConfigurationError
-from ..wire.resources import Resources, class_name, parse_class, slots
+from ..wire.resources import Resources, class_name, of_record, parse_class, slots
 
 __all__ = ["RESOURCE_WARNING", "class_of", "class_windows", "daemons_of", "task_classes", "with_default"]
 
@@ -92,15 +92,7 @@ def with_default(
 def daemons_of(records: Mapping[str, Mapping[str, str]]) -> list[tuple[str, Resources]]:
     """``(daemon id, resources)`` of each live worker process, from their registration fields (``daemon``,
     ``resources``: :meth:`dask_redisparam.worker.loop.Worker.info`); a worker of an older version has none."""
-    out = []
-    for wid, fields in records.items():
-        text = fields.get("resources", "")
-        try:
-            have = parse_class(text) if text else ()
-        except ValueError:
-            have = ()
-        out.append((fields.get("daemon") or wid, have))
-    return out
+    return [(fields.get("daemon") or wid, of_record(fields.get("resources"))) for wid, fields in records.items()]
 
 
 def class_windows(

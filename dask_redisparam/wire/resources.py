@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["Resources", "class_name", "covers", "describe", "parse_class", "slots"]
+__all__ = ["Resources", "class_name", "covers", "describe", "of_record", "parse_class", "slots"]
 
 Resources = tuple[tuple[str, float], ...]
 """Resources or a demand: ``((name, amount), ...)``, sorted by name (as the ``resources`` setting stores them)."""
@@ -63,3 +63,20 @@ def slots(resources: Resources, demand: Resources) -> int:
 def describe(resources: Resources) -> str:
     """Resources for people: ``"GPU=1, MEM=6.4e+10"`` ("" for none)."""
     return ", ".join(f"{name}={amount:g}" for name, amount in resources)
+
+
+def of_record(text: str | None) -> Resources:
+    """The resources a worker's registration records (its ``resources`` field, :func:`class_name`'s text; missing,
+    empty or unreadable: none).
+
+    Examples
+    --------
+    >>> of_record("GPU=2.0"), of_record(None), of_record("junk")
+    ((('GPU', 2.0),), (), ())
+    """
+    if not text:
+        return ()
+    try:
+        return parse_class(text)
+    except ValueError:
+        return ()

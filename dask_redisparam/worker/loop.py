@@ -7,7 +7,8 @@ One :class:`Worker` is one process serving one jobname. Its life::
     deregister (messages still held go back to the queue)
 
 Claiming moves the message into the worker's own processing list (``BLMOVE``), so a claimed task always sits in a
-Redis key: never only in a worker's memory. A heartbeat thread renews the worker's lease every
+Redis key: never only in a worker's memory (a worker with resources also claims from the queues of the resource
+classes they cover: :mod:`dask_redisparam.worker.claims`). A heartbeat thread renews the worker's lease every
 ``heartbeat_interval`` seconds and updates its record (:meth:`Worker.info`): ``current`` (``run/message`` being
 processed), ``prefix`` (:func:`dask.utils.key_split` of the task key running now), ``rss`` (resident bytes) and
 ``beat`` (the heartbeat's unix time); ``tasks`` (tasks done) is counted by the completion script. Nothing is written
@@ -70,10 +71,11 @@ from ..wire.protocol import (
     open_task,
     split_payload,
 )
-from ..wire.resources import Resources, class_name, covers, parse_class
+from ..wire.resources import Resources, class_name
 from ..wire.serialize import dumps_exception, loads
 from ..wire.signing import Signer, signer_from_environment
 from .cache import CACHE_BYTES, ValueCache
+from .claims import ResourceClaims
 from .execute import Running, Watchdog, apply_globals, run_batch
 from .held import serving
 from .memory import resident_bytes
@@ -89,10 +91,6 @@ REFUSING_WRITES = (ServerOutOfMemory, PersistenceFailed, ServerReadOnly)
 """A server that refuses writes for now (memory full, a failed RDB snapshot, a failover that made it a replica):
 the worker waits for it, as for a lost connection, with a warning every :data:`REFUSAL_WARNING` seconds."""
 REFUSAL_WARNING = 10.0
-RESOURCE_POLL = 0.25
-"""Seconds a worker with resources blocks on the job's shared queue before it looks at the resource queues again."""
-CLASSES_EVERY = 1.0
-"""Seconds a worker with resources keeps the list of the live runs' resource classes before reading it again."""
 
 
 def task_stats(batch: Batch, outcomes: list[Outcome]) -> TaskStats:
@@ -165,10 +163,7 @@ class Worker:
         self.connect_timeout = connect_timeout
         self.resources = tuple(resources)
         self.daemon = daemon or self.id
-        self._holding = False  # a resource message's claim may be booked (freed after its completion)
-        self._classes: list[tuple[str, Resources]] = []  # the resource classes these resources cover
-        self._classes_read = -CLASSES_EVERY
-        self._turn = 0  # rotates the order in which the classes are tried
+        self._claims = ResourceClaims(jobname, self.id, self.daemon, self.resources)  # where the next one comes from
         self.tasks_done = 0
         self.messages_done = 0
         self._backend: Backend | None = None
@@ -266,8 +261,8 @@ class Worker:
                 held = backend.held_messages(self.jobname, self.id) if recover or self._recover else []
                 recover = self._recover = False
                 if held and self.resources:
-                    self._holding = True
-                message = held[0] if held else claimed or self._claim(backend)
+                    self._claims.holding = True
+                message = held[0] if held else claimed or self._claims.claim(backend)
                 claimed = None
                 if message is None:
                     if self.burst:
@@ -293,33 +288,6 @@ class Worker:
             if self.max_tasks is not None and self.messages_done >= self.max_tasks:
                 return
 
-    def _claim(self, backend: Backend) -> bytes | None:
-        """The next message: without resources, from the job's queue (waiting up to a second); with resources, first
-        from the queues of the classes they cover, then (waiting :data:`RESOURCE_POLL`) from the job's queue."""
-        if not self.resources:
-            return backend.claim(self.jobname, self.id, timeout=1.0)
-        if self._holding:  # a claim left booked (its release failed with the connection): free it first
-            self._release(backend)
-        now = time.monotonic()
-        if now - self._classes_read >= CLASSES_EVERY:
-            listed = sorted(backend.resource_classes(self.jobname))
-            self._classes = [(cls, parse_class(cls)) for cls in listed if covers(self.resources, parse_class(cls))]
-            self._classes_read = now
-        if self._classes:
-            self._turn += 1
-            k = self._turn % len(self._classes)
-            order = self._classes[k:] + self._classes[:k]
-            got = backend.claim_resource(self.jobname, self.id, self.daemon, self.resources, order)
-            if got is not None:
-                self._holding = True
-                return got[1]
-        return backend.claim(self.jobname, self.id, timeout=RESOURCE_POLL)
-
-    def _release(self, backend: Backend) -> None:
-        """Free the daemon's resources that the message just completed had booked (no-op without a claim)."""
-        if backend.release_claim(self.jobname, self.id, self.daemon) >= 0:
-            self._holding = False
-
     def _heartbeat_loop(self) -> None:
         backend = self._backend
         assert backend is not None
@@ -344,9 +312,9 @@ class Worker:
                 return self._process_message(backend, message)
         finally:
             self._current = ""
-            if self._holding:
+            if self._claims.holding:
                 with contextlib.suppress(*TRANSIENT_ERRORS):  # else freed before the next claim
-                    self._release(backend)
+                    self._claims.release(backend)
 
     def _process_message(self, backend: Backend, message: bytes) -> bytes | None:
         try:
@@ -415,7 +383,7 @@ class Worker:
         stats = task_stats(batch, outcomes).arguments()
         report = Report(self.jobname, self.id, run_id, message, record, stores, len(outcomes), large, parts, stats)
         last = self.max_tasks is not None and self.messages_done + 1 >= self.max_tasks
-        claim_next = not (last or self._stop.is_set() or self.resources)  # (see _claim)
+        claim_next = not (last or self._stop.is_set() or self.resources)  # (see worker/claims.py)
         try:
             status, claimed, lost_claim = complete(backend, report, claim_next, self._stop, self.address)
         except ServerOutOfMemory as e:
