@@ -1,8 +1,8 @@
 """What the dashboard's page shows of a job, as JSON: made from a :class:`~dask_redisparam.backend.monitor.JobLook`.
 
 The worker records' fields that the page shows (``host``, ``pid``, ``tasks``, ``current``, ``started``; ``prefix``,
-``rss``, ``beat`` and ``resources`` where the workers record them) are copied one by one: no other field of a record, nothing that
-could be a secret, reaches the page.
+``rss``, ``beat`` and ``resources`` where the workers record them) are copied one by one: no other field of a
+record, nothing that could be a secret, reaches the page.
 
 Examples
 --------
