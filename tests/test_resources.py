@@ -175,3 +175,19 @@ def test_a_resource_message_of_a_dead_worker_goes_back_to_its_class(
     (record,) = manager.timeline()
     assert record.worker.startswith("gpu")  # the restarted GPU process, not the CPU daemon
     assert wait_until(lambda: not left_keys_but_workers(rclient, jobname), 5), left_keys_but_workers(rclient, jobname)
+
+
+def test_the_gpu_deployment_of_the_kubernetes_guide_is_valid_and_gives_resources() -> None:
+    import kubernetes_validate  # type: ignore[import-untyped]
+    import yaml  # type: ignore[import-untyped]
+
+    from dask_redisparam.config.checks import resources as check_resources
+    from tests.test_deploy import DEPLOY, K8S_VERSIONS
+
+    (deployment,) = [d for d in yaml.safe_load_all((DEPLOY / "worker-gpu-deployment.yaml").read_text()) if d]
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(deployment, version, strict=True)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = container["args"][0].split()
+    given = check_resources("resources", command[command.index("--resources") + 1], {})
+    assert dict(given)["GPU"] == container["resources"]["limits"]["nvidia.com/gpu"]
