@@ -133,7 +133,8 @@ def worker_command(
         child_args.append("--release-memory")
     base_id = worker_id or uuid.uuid4().hex[:8]
     if settings.resources:  # shared by the processes of this daemon: they book them under its id
-        child_args += ["--resources", ",".join(f"{n}={a!r}" for n, a in settings.resources), "--daemon", base_id]
+        given = ",".join(f"{n}={a!r}" for n, a in settings.resources)
+        child_args += ["--resources", given, "--daemon", daemon_id or base_id]
     child_args += ["-v"] * verbose + (["--quiet"] if quiet else [])
     env = {"REDISPARAM_URL": address.to_url(show_password=True)}
     restart = not (no_restart or burst or max_tasks is not None)

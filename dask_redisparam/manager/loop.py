@@ -415,7 +415,8 @@ def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], 
                     )
                     last_warning = now
                 time.sleep(0.1)
-                last_count = 0.0
+                if run.window == 0:  # (a class waiting for resources: the workers' records are read each second)
+                    last_count = 0.0
         except TRANSIENT_ERRORS as e:
             outage.failed(e)
             continue
