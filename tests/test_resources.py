@@ -106,6 +106,10 @@ def test_a_task_waits_with_a_warning_until_a_worker_with_its_resources_joins(
         (text,) = {r.getMessage() for r in caplog.records if "needs-two-fpgas" in r.getMessage()}
         assert "FPGA=2" in text and jobname in text
         assert 0.9 <= waited < 8 and thread.is_alive()
+        url = manager.backend.address.to_url(show_password=True)
+        document = json.loads(CliRunner().invoke(main, ["status", "--url", url, "--jobname", jobname, "--json"]).output)
+        jsonschema.Draft202012Validator(SCHEMA).validate(document)
+        assert document["queued_resources"] == {"FPGA=2": 0}  # nothing is queued that no live worker can run
         cli_workers(1, "--resources", "FPGA=2", "--id", "big", wait=False)
         thread.join(30)
     assert not thread.is_alive() and out["value"] == (7, 1)

@@ -38,6 +38,16 @@ class ResourceOps(LargeValues):
         fields = cast(Iterable[bytes], self._r.hkeys(keys.resource_classes(jobname)))
         return {f.decode().rsplit("|", 1)[0] for f in fields}
 
+    def resource_queue_lengths(self, jobname: str) -> dict[str, int]:
+        """Messages queued per resource class of the job's live runs (two round trips)."""
+        classes = sorted(self.resource_classes(jobname))
+        if not classes:
+            return {}
+        pipe = self._r.pipeline(transaction=False)
+        for cls in classes:
+            pipe.llen(keys.rqueue(jobname, cls))
+        return {cls: int(n) for cls, n in zip(classes, pipe.execute(), strict=True)}
+
     def claim_resource(
         self,
         jobname: str,
