@@ -195,3 +195,23 @@ def test_the_gpu_deployment_of_the_kubernetes_guide_is_valid_and_gives_resources
     command = container["args"][0].split()
     given = check_resources("resources", command[command.index("--resources") + 1], {})
     assert dict(given)["GPU"] == container["resources"]["limits"]["nvidia.com/gpu"]
+
+
+def test_which_collections_carry_their_annotations_to_the_scheduler() -> None:
+    """delayed always, dask.array with optimize_graph=False; dask.dataframe never (query planning drops them)."""
+    import dask.array as da
+    from dask.base import collections_to_expr
+
+    from dask_redisparam.manager.graph import prepare_graph
+    from dask_redisparam.manager.resources import task_classes
+
+    def classes(collection: Any, optimize: bool) -> set[str]:
+        expr = collections_to_expr([collection], optimize_graph=optimize)
+        graph = prepare_graph(expr, list(expr.__dask_keys__()))
+        return set(task_classes(graph.annotations, graph.nodes).values())
+
+    with dask.annotate(resources={"GPU": 1}):
+        x = da.ones(8, chunks=4) + 1
+        d = dask.delayed(hold)(1, 0.0)
+    assert classes(d, True) == {"GPU=1.0"}
+    assert classes(x, False) == {"GPU=1.0"} and classes(x, True) == set()
