@@ -217,3 +217,27 @@ def test_which_collections_carry_their_annotations_to_the_scheduler() -> None:
         d = dask.delayed(hold)(1, 0.0)
     assert classes(d, True) == {"GPU=1.0"}
     assert classes(x, False) == {"GPU=1.0"} and classes(x, True) == set()
+
+
+def fail_on(x: int, bad: int) -> int:
+    """Raise for ``bad``, after a short while for the others."""
+    if x == bad:
+        raise ValueError(f"bad {x}")
+    time.sleep(0.3)
+    return x
+
+
+def test_a_failure_withdraws_the_queued_messages_of_a_class(
+    cli_workers: Callable[..., CliWorkers], manager: RedisParam, rclient: redis.Redis, jobname: str
+) -> None:
+    cli_workers(1, "--resources", "GPU=1", "--id", "gpu")
+    with dask.annotate(resources={"GPU": 1}):
+        parts = [dask.delayed(fail_on)(i, 0, dask_key_name=f"part-{i}") for i in range(8)]
+    with pytest.raises(ValueError, match="bad 0"):
+        dask.compute(parts, scheduler=manager)
+    assert len(manager.timeline()) < 8  # the queued ones were taken back from the class's queue
+
+    def left() -> list[bytes]:  # the failed run's values are kept for redo= (redo_ttl), on purpose
+        return [k for k in left_keys_but_workers(rclient, jobname) if b":redo:" not in k]
+
+    assert wait_until(lambda: not left(), 5), left()
