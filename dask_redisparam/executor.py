@@ -50,6 +50,7 @@ from dask.utils import funcname
 from .errors import ConfigurationError, ExecutorClosed, SerializationError
 from .manager.loop import fetch_stored
 from .manager.options import RunOptions
+from .manager.resources import class_of
 from .manager.state import RunState
 from .manager.stream import fetch_value, run_stream
 from .sentinels import MISSING
@@ -137,6 +138,7 @@ class _Submission:
     future: RedisFuture
     node: Task
     dependencies: tuple[str, ...]
+    resources: Any = None
 
 
 @dataclasses.dataclass
@@ -187,8 +189,11 @@ class RedisExecutor(concurrent.futures.Executor):
         self._thread.start()
 
     # ------------------------------------------------------------------ the Executor interface
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RedisFuture:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, resources: Any = None, **kwargs: Any) -> RedisFuture:
         """Run ``fn(*args, **kwargs)`` on a worker; return its future at once.
+
+        ``resources`` (``{"GPU": 1}``, as ``dask.annotate``'s; a keyword of ``submit``, never passed to ``fn``)
+        runs it only on a worker whose daemon has them (see the *Worker resources* section of the docs).
 
         Futures of this executor anywhere in ``args`` and ``kwargs`` (inside lists, tuples, sets and dicts too) are
         replaced by their values on the worker, which reads them from Redis; the task waits for them, and fails with
@@ -207,6 +212,7 @@ class RedisExecutor(concurrent.futures.Executor):
             raise ExecutorClosed("cannot submit to a RedisExecutor after its shutdown()") from self._error
         found: dict[str, RedisFuture] = {}
         key = f"{funcname(fn)}-{uuid.uuid4().hex}"
+        class_of(key, resources)  # a malformed value raises here, naming the task
         node = Task(
             key,
             fn,
@@ -221,7 +227,7 @@ class RedisExecutor(concurrent.futures.Executor):
         with self._lock:  # the run's thread fails what is queued once it set _closing, under this lock
             if self._closing:
                 raise ExecutorClosed("cannot submit to a RedisExecutor after its shutdown()") from self._error
-            self._events.put(_Submission(future, node, tuple(found)))
+            self._events.put(_Submission(future, node, tuple(found), resources))
         weakref.finalize(future, self._events.put, ("drop", key)).atexit = False
         return future
 
@@ -322,7 +328,7 @@ class RedisExecutor(concurrent.futures.Executor):
     def _feed(self, run: RunState) -> bool:
         """Each turn: apply what the callers asked for (submissions, releases, cancels); False at the end."""
         self._run = run
-        idle = not run.messages and not run.state["ready"]
+        idle = not run.messages and not run.any_ready()
         try:
             wait = idle and not self._closing
             events = [self._events.get(timeout=IDLE_SECONDS) if wait else self._events.get_nowait()]
@@ -348,7 +354,7 @@ class RedisExecutor(concurrent.futures.Executor):
                 future._failed(concurrent.futures.CancelledError(f"task {future.key!r} needs cancelled {missing[0]!r}"))
                 return
             self._futures[future.key] = future
-            run.add_task(future.key, event.node, event.dependencies)
+            run.add_task(future.key, event.node, event.dependencies, resources=event.resources)
         elif isinstance(event, _Cancel):
             try:
                 if event.key is not None:
@@ -371,7 +377,7 @@ class RedisExecutor(concurrent.futures.Executor):
             return False
         msg_id, message = queued
         try:
-            (withdrawn,) = self._param.backend.withdraw(run.job, [message])
+            (withdrawn,) = self._param.backend.withdraw(run.job, [message], run.routes)
         except Exception as e:  # the task runs: cancel() says False
             logger.warning("manager: could not take back the message of %r from the queue: %s", key, e)
             return False

@@ -160,6 +160,8 @@ class ParamLifecycle:
             "--heartbeat-ttl",
             str(settings.heartbeat_ttl),
         ]
+        if settings.resources:  # shared by the durable mode's workers
+            args += ["--resources", ",".join(f"{name}={amount!r}" for name, amount in settings.resources)]
         record, secret = attach_or_start(
             settings.state_dir or "",
             settings.jobname,
@@ -198,7 +200,7 @@ class ParamLifecycle:
             return Signer.from_secret(self.settings.secret)
         return signer_from_environment() or (Signer.generate() if embedded else None)
 
-    def _launch_local(self, n: int) -> LocalWorkers:
+    def _launch_local(self, n: int, daemon: str | None = None) -> LocalWorkers:
         """Start ``n`` worker processes in the background (one supervisor) on this param's server and job."""
         settings, address = self.settings, self.backend.address
         env = dict(settings.to_env(), REDISPARAM_URL=address.to_url(show_password=True))
@@ -212,6 +214,9 @@ class ParamLifecycle:
             str(settings.heartbeat_ttl),
             *replica_flags(settings),
         ]
+        if settings.resources:  # shared by all the local workers (one daemon; with ``daemon``, that one's)
+            args += ["--resources", ",".join(f"{name}={amount!r}" for name, amount in settings.resources)]
+            args += ["--daemon", daemon] if daemon else []
         return LocalWorkers(n, settings.jobname, env, uuid.uuid4().hex[:8], args)
 
     def _live_workers(self) -> int:
@@ -248,7 +253,8 @@ class ParamLifecycle:
     def _serve_foreground(self) -> None:
         settings = self.settings
         address = self.backend.address
-        extra = self._launch_local(settings.workers - 1) if settings.workers > 1 else None
+        daemon = uuid.uuid4().hex[:8]  # this process and the extra ones share the resources
+        extra = self._launch_local(settings.workers - 1, daemon) if settings.workers > 1 else None
         try:
             Worker(
                 address,
@@ -259,6 +265,8 @@ class ParamLifecycle:
                 replicas=settings.replicas,
                 replicas_timeout=settings.replicas_timeout,
                 replicas_required=settings.replicas_required,
+                resources=settings.resources,
+                daemon=daemon,
             ).run()
         finally:
             if extra is not None:

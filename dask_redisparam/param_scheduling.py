@@ -26,6 +26,7 @@ from .manager.graph import Graph, flatten_keys, prepare_graph
 from .manager.identity import Identities
 from .manager.loop import fewer_collections, run_graph
 from .manager.options import RedoInfo, RunOptions, TimelineRecord, ignored_options, redo_info_of
+from .manager.resources import with_default
 from .manager.resume import Resumer
 from .manager.shuffle import check_disk_shuffle, disk_shuffle_key, tasks_shuffle
 from .manager.state import RunState
@@ -87,7 +88,7 @@ class ParamScheduler(ParamLifecycle):
         """Same as calling the param: run a graph and return the values of ``keys`` packed as dask expects.
 
         Keyword arguments of our own (dask passes on those given to ``compute``; any other one, and the annotations
-        ``resources=``, ``workers=`` and ``allow_other_workers=``, have no effect: an
+        ``workers=`` and ``allow_other_workers=``, have no effect: an
         :class:`~dask_redisparam.errors.IgnoredOptionWarning` names them, once per compute):
 
         - ``redo=err``: re-run only what failed or was not evaluated in the run that raised ``err`` (a
@@ -96,6 +97,8 @@ class ParamScheduler(ParamLifecycle):
         - ``retries=n``: run a task that raised up to ``n`` more times;
         - ``timeout=s``: the seconds each task may run, for this compute (overrides the ``timeout`` setting);
         - ``fuse_chains=False``: send every task in a message of its own (no linear-chain fusion);
+        - ``resources={"GPU": 1}``: the resources every task without a ``dask.annotate(resources=...)`` of its own
+          needs (it runs only on a worker whose daemon has them);
         - ``return_results=False`` (with a ``resultdir``): :class:`~dask_redisparam.resultdir.ResultRef` objects in
           place of the values, which stay on disk;
         - ``save_if=predicate`` (with a ``resultdir``): save only the values for which it is true (``map`` keeps
@@ -110,6 +113,8 @@ class ParamScheduler(ParamLifecycle):
         with fewer_collections(), self._started():
             resumer = self._resumer()
             graph = prepare_graph(dsk, keys, known=known, find=_either(find_saved, resumer))
+            if kwargs.get("resources") is not None:
+                graph.annotations = with_default(graph.annotations, graph.nodes, kwargs["resources"])
             self._warn_ignored(kwargs, graph)
             if resumer is not None:
                 resumer.report(sum(1 for k in graph.nodes if k not in graph.known and not _is_literal(graph, k)))
@@ -227,6 +232,7 @@ class ParamScheduler(ParamLifecycle):
         tasks: int | None | object = MISSING,
         redo: Any = None,
         return_exceptions: bool = False,
+        resources: Any = None,
         **kwargs: Any,
     ) -> list[Any]:
         """R's ``bplapply``/``bpmapply``: ``[func(*args, **kwargs) for args in zip(*iterables)]`` on the workers.
@@ -244,6 +250,9 @@ class ParamScheduler(ParamLifecycle):
             The error a failed ``map`` raised: only its failed and unevaluated elements run again.
         return_exceptions : bool
             Exceptions in place of failed or unevaluated elements instead of raising.
+        resources : mapping or str, optional
+            What every chunk needs (``{"GPU": 1}``, as ``dask.annotate``'s): it runs only on a worker whose daemon
+            has it, at most as many at once as the daemon's resources allow.
         **kwargs
             Passed to ``func``.
 
@@ -266,6 +275,7 @@ class ParamScheduler(ParamLifecycle):
                 kwargs=kwargs,
                 redo=redo,
                 return_exceptions=return_exceptions,
+                resources=resources,
             )
 
     def iterate(
@@ -277,6 +287,7 @@ class ParamScheduler(ParamLifecycle):
         in_order: bool = False,
         redo: Any = None,
         return_exceptions: bool = False,
+        resources: Any = None,
         **kwargs: Any,
     ) -> Any:
         """R's ``bpiterate``: apply ``func`` to the items of an iterator of any length, consumed lazily.
@@ -285,7 +296,8 @@ class ParamScheduler(ParamLifecycle):
         folded as they arrive (``in_order=False``) or in order, starting from ``init`` if given; errors are never
         folded (in order, folding stops at the first). Without ``reduce``, the results come back as a list in
         submission order. ``redo=err`` reads the iterator again from the start and runs only the items that
-        failed or were not evaluated (and any beyond the earlier end).
+        failed or were not evaluated (and any beyond the earlier end). ``resources`` (``{"GPU": 1}``) is what
+        every item's task needs, as :meth:`map`'s.
 
         Examples
         --------
@@ -308,6 +320,7 @@ class ParamScheduler(ParamLifecycle):
                 kwargs=kwargs,
                 redo=redo,
                 return_exceptions=return_exceptions,
+                resources=resources,
                 saved=ResultDir(self.settings.resultdir) if self.settings.resultdir else None,
             )
 

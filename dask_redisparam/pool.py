@@ -70,7 +70,9 @@ class JobStatus:
     ``current``, ``prefix``, ``rss``, ``beat``), queue depth and runs (id -> alive); the task rate and the seconds it
     was measured over (``rate_window``; 0: not measured); the length of its dead-letter list and the last rejection
     of a task message (``reason``, ``detail``, ``worker``, ``time``, ``run``, ``count``; empty if none in the last
-    day); its published datasets (:class:`DatasetInfo`); and when it was taken (``taken``, unix time)."""
+    day); its published datasets (:class:`DatasetInfo`); when it was taken (``taken``, unix time); and the
+    messages queued per resource class (``queued_resources``: class -> length of its queue, the classes of live
+    runs only; ``queued`` counts the job's shared queue)."""
 
     jobname: str
     workers: dict[str, dict[str, str]]
@@ -82,6 +84,7 @@ class JobStatus:
     datasets: dict[str, DatasetInfo] = dataclasses.field(default_factory=dict)
     rate_window: float = 0.0
     taken: float = 0.0
+    queued_resources: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,5 +143,15 @@ def job_status(backend: Backend, jobname: str, interval: float = 1.0, previous: 
     queued, runs = backend.queue_length(jobname), backend.run_ids(jobname)
     taken = start + window if previous is None else start
     return JobStatus(
-        jobname, first, queued, runs, rate, dead, rejection, datasets(backend, jobname), rate_window=window, taken=taken
+        jobname,
+        first,
+        queued,
+        runs,
+        rate,
+        dead,
+        rejection,
+        datasets(backend, jobname),
+        rate_window=window,
+        taken=taken,
+        queued_resources=backend.resource_queue_lengths(jobname),
     )

@@ -36,7 +36,8 @@ def test_status_shows_workers_queue_runs_and_rate(
     assert "workers: 2" in out and "queued messages: 0" in out and "tasks/s:" in out
     assert "active runs: 0" in out
     header = next(line for line in out.splitlines() if line.startswith("ID"))
-    assert header.split() == ["ID", "HOST", "PID", "TASKS", "UP", "(s)", "RSS", "(MiB)", "BEAT", "(s)", "CURRENT"]
+    expected = ["ID", "HOST", "PID", "TASKS", "UP", "(s)", "RSS", "(MiB)", "BEAT", "(s)", "RESOURCES", "CURRENT"]
+    assert header.split() == expected
     rows = [line.split() for line in out.splitlines() if line.startswith("st-")]
     assert [r[0] for r in rows] == ["st-0", "st-1"]
     assert sum(int(r[3]) for r in rows) == 30  # tasks done, by worker

@@ -54,14 +54,14 @@ def test_scheduler_redisparam_is_the_default_param(default_on_test_server: None,
 
 
 def test_each_ignored_annotation_and_keyword_is_named_once_per_compute(param: RedisParam) -> None:
-    with dask.annotate(resources={"GPU": 1}, workers=["w1"]):
+    with dask.annotate(allow_other_workers=False, workers=["w1"]):  # (resources= is honoured: test_resources.py)
         pinned = dask.delayed(tasks.inc)(1)
     for _ in range(2):  # once per compute, every time
         with pytest.warns(IgnoredOptionWarning) as caught:
             assert dask.compute(pinned, scheduler=param, num_workers=4, bogus="x") == (2,)
         assert len(caught) == 1
         message = str(caught[0].message)
-        for named in ("annotation resources= (on 1 task)", "annotation workers=", "keyword num_workers=4"):
+        for named in ("annotation allow_other_workers= (on 1 task)", "annotation workers=", "keyword num_workers=4"):
             assert named in message, message
         assert "keyword bogus='x': not a keyword that dask-redisparam knows" in message
         assert caught[0].filename == __file__  # it points at the compute

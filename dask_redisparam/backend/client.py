@@ -149,6 +149,9 @@ class BackendBase:
         self._extend = self._r.register_script(lua.EXTEND)
         self._unregister = self._r.register_script(lua.UNREGISTER)
         self._probe = self._r.register_script(lua.PROBE)
+        self._claim_resource = self._r.register_script(lua.CLAIM_RESOURCE)
+        self._release_claim = self._r.register_script(lua.RELEASE_CLAIM)
+        self._requeue_claim = self._r.register_script(lua.REQUEUE_CLAIM)
         # the ones sent inside pipelines
         self._scripts = [self._notify, self._ack, self._ask_stop, self._complete, self._copy, self._extend]
         self._scripts += [self._unregister, self._probe]

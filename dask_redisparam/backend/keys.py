@@ -26,6 +26,10 @@ key                                             type     meaning
 ``drp:{job}:held:<token>``                      HASH     values a process persisted, kept while it holds them (TTL)
 ``drp:{job}:dataset:<name>:values``             HASH     a published dataset's values (and their parts)
 ``drp:{job}:dataset:<name>:meta``               HASH     a published dataset's description (sealed collection)
+``drp:{job}:rqueue:<class>``                    LIST     task messages that need the resources of ``<class>``
+``drp:{job}:rclasses``                          HASH     resource classes of live runs (``<class>|<run_id>``)
+``drp:{job}:daemon:<did>``                      HASH     a worker daemon's resources in use (``use|<R>``), ``cap|<R>``
+``drp:{job}:worker:<wid>:claim``                HASH     the resource message a worker holds: class, daemon, head
 =============================================  =======  =====================================================
 
 Examples
@@ -41,7 +45,9 @@ from __future__ import annotations
 __all__ = [
     "PREFIX",
     "alive",
+    "claim",
     "control",
+    "daemon",
     "dataset_meta",
     "dataset_name_of",
     "dataset_values",
@@ -61,6 +67,8 @@ __all__ = [
     "queue",
     "redo",
     "rejected",
+    "resource_classes",
+    "rqueue",
     "run_id_of",
     "run_pattern",
     "runs",
@@ -84,6 +92,56 @@ def job_pattern(jobname: str) -> str:
 def queue(jobname: str) -> str:
     """The job's shared queue of task messages."""
     return f"{_job(jobname)}:queue"
+
+
+def rqueue(jobname: str, resource_class: str) -> str:
+    """The queue of task messages whose tasks need the resources of ``resource_class`` (its canonical text,
+    :func:`dask_redisparam.wire.resources.class_name`): only workers whose daemon covers them claim from it.
+
+    Examples
+    --------
+    >>> rqueue("demo", "GPU=1.0")
+    'drp:{demo}:rqueue:GPU=1.0'
+    """
+    return f"{_job(jobname)}:rqueue:{resource_class}"
+
+
+def resource_classes(jobname: str) -> str:
+    """The resource classes that live runs of the job queue messages for: fields ``<class>|<run_id>``, set by
+    each turn of a run's manager (with the run's lease as the hash's TTL) and deleted when the run closes; workers
+    with resources read them to know which queues to look at.
+
+    Examples
+    --------
+    >>> resource_classes("demo")
+    'drp:{demo}:rclasses'
+    """
+    return f"{_job(jobname)}:rclasses"
+
+
+def daemon(jobname: str, daemon_id: str) -> str:
+    """What one worker daemon (the processes of one ``dask-redisparam-worker``) has and uses of its resources:
+    ``cap|<name>`` and ``use|<name>``, kept by the claim scripts; it goes away when nothing is in use.
+
+    Examples
+    --------
+    >>> daemon("demo", "ab12")
+    'drp:{demo}:daemon:ab12'
+    """
+    return f"{_job(jobname)}:daemon:{daemon_id}"
+
+
+def claim(jobname: str, worker_id: str) -> str:
+    """The resource message a worker holds (``class``, ``daemon``, ``head``: the message's header), so that
+    completing, deregistering or reaping the worker frees its daemon's resources and sends the message back to
+    its own queue.
+
+    Examples
+    --------
+    >>> claim("demo", "w1")
+    'drp:{demo}:worker:w1:claim'
+    """
+    return f"{_job(jobname)}:worker:{worker_id}:claim"
 
 
 def workers(jobname: str) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "METRICS_TTL",
     "PREFIX_CAP",
     "ASK_STOP",
+    "CLAIM_RESOURCE",
     "COMPLETE",
     "COPY",
     "DEREGISTER",
@@ -33,6 +34,8 @@ __all__ = [
     "PROBE",
     "REAP",
     "REGISTER",
+    "RELEASE_CLAIM",
+    "REQUEUE_CLAIM",
     "UNREGISTER",
 ]
 
@@ -294,3 +297,100 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'stop', '1')
 return 1
 """
+
+
+# ---------------------------------------------------------------- worker resources (backend/resources.py)
+# Lua: give back a claim's amounts (the class text "A=1.0,B=2.0") to the daemon hash KEYS[2] (if it exists), and
+# delete the hash when nothing is in use any more.
+_FREE = """
+local function free(cls)
+  if redis.call('EXISTS', KEYS[2]) == 0 then return end
+  for name, amount in string.gmatch(cls, '([^,=]+)=([^,]+)') do
+    redis.call('HINCRBYFLOAT', KEYS[2], 'use|' .. name, -tonumber(amount))
+  end
+  local fields = redis.call('HGETALL', KEYS[2])
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 4) == 'use|' and tonumber(fields[i + 1]) > 1e-9 then return end
+  end
+  redis.call('DEL', KEYS[2])
+end
+"""
+
+# Claim one message of the first class queue (KEYS[4..]) whose demand the daemon's free resources cover.
+# KEYS: claim, daemon, proc, queues. ARGV: daemon id, k, k capacity pairs (name, amount), then per queue its class,
+# m, m demand pairs. Returns {class, message}, or nil (nothing claimable; also while the worker holds a claim).
+CLAIM_RESOURCE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
+local k = tonumber(ARGV[2])
+local pos = 3
+for i = 1, k do
+  redis.call('HSET', KEYS[2], 'cap|' .. ARGV[pos], ARGV[pos + 1])
+  pos = pos + 2
+end
+for q = 4, #KEYS do
+  local cls, m = ARGV[pos], tonumber(ARGV[pos + 1])
+  local first, fits = pos + 2, true
+  for j = first, first + 2 * m - 2, 2 do
+    local cap = tonumber(redis.call('HGET', KEYS[2], 'cap|' .. ARGV[j]) or '0')
+    local used = tonumber(redis.call('HGET', KEYS[2], 'use|' .. ARGV[j]) or '0')
+    if used + tonumber(ARGV[j + 1]) > cap + 1e-9 then fits = false end
+  end
+  if fits then
+    local msg = redis.call('LMOVE', KEYS[q], KEYS[3], 'RIGHT', 'LEFT')
+    if msg then
+      for j = first, first + 2 * m - 2, 2 do redis.call('HINCRBYFLOAT', KEYS[2], 'use|' .. ARGV[j], ARGV[j + 1]) end
+      local head = string.match(msg, '^[^|]*|[^|]*|[^|]*|[^|]*|') or msg
+      redis.call('HSET', KEYS[1], 'class', cls, 'daemon', ARGV[1], 'head', head)
+      return {cls, msg}
+    end
+  end
+  pos = first + 2 * m
+end
+local fields = redis.call('HGETALL', KEYS[2])
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, 4) == 'use|' and tonumber(fields[i + 1]) > 1e-9 then return nil end
+end
+redis.call('DEL', KEYS[2])
+return nil
+"""
+
+# The worker completed its resource message: free the use, unless the message is still in its processing list
+# (the completion did not happen). KEYS: claim, daemon, proc. Returns 1 freed, 0 no claim, -1 still held.
+RELEASE_CLAIM = (
+    _FREE
+    + """
+local head = redis.call('HGET', KEYS[1], 'head')
+if not head then return 0 end
+for _, item in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  if string.sub(item, 1, #head) == head then return -1 end
+end
+free(redis.call('HGET', KEYS[1], 'class'))
+redis.call('DEL', KEYS[1])
+return 1
+"""
+)
+
+# A worker stops or died: its resource message goes back to its class's queue (consumed next), the use is freed.
+# KEYS: claim, daemon, proc, the class's queue. ARGV: the class read from the claim. Returns {header, the server's
+# time in microseconds} of the message moved, or 0.
+REQUEUE_CLAIM = (
+    _FREE
+    + """
+if redis.call('HGET', KEYS[1], 'class') ~= ARGV[1] then return 0 end
+local head = redis.call('HGET', KEYS[1], 'head')
+local moved = 0
+for _, item in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  if string.sub(item, 1, #head) == head then
+    redis.call('LREM', KEYS[3], 1, item)
+    redis.call('RPUSH', KEYS[4], item)
+    moved = 1
+    break
+  end
+end
+free(ARGV[1])
+redis.call('DEL', KEYS[1])
+if moved == 0 then return 0 end
+local now = redis.call('TIME')
+return {head, now[1] .. string.format('%06d', tonumber(now[2]))}
+"""
+)

@@ -99,6 +99,8 @@ class RunOps(LargeValues):
         max_records: int = 4096,
         registry: dict[str, bytes] | None = None,
         retried: int = 0,
+        routes: Mapping[bytes, str] | None = None,
+        classes: Sequence[str] = (),
     ) -> tuple[list[bytes], bool]:
         """One round trip of the manager.
 
@@ -109,14 +111,28 @@ class RunOps(LargeValues):
         connection loses no record (a record may come twice; the manager ignores repeats). ``registry`` sets fields
         of the run in the job's registry of runs (its progress, identities of added tasks: :mod:`.resume`), which
         is idempotent too. ``retried`` tasks the manager decided to run again since the last call are counted in
-        the job's metrics hash. Returns ``(records, run alive)``.
+        the job's metrics hash. ``routes`` names the resource class of the messages that go to the queue of their
+        class (:func:`~.keys.rqueue`) instead of the job's; ``classes``, the run's classes, are listed in the job's
+        :func:`~.keys.resource_classes` for the workers (with the lease's TTL). Returns ``(records, run alive)``.
         """
         done = keys.done(jobname, run_id)
 
         def build(pipe: Any) -> None:
             if acknowledge:
                 evalsha(pipe, self._ack, [done], [acknowledge[0], acknowledge[-1], len(acknowledge)])
-            if messages:
+            if classes:
+                listed = keys.resource_classes(jobname)
+                pipe.hset(listed, mapping={f"{cls}|{run_id}": b"1" for cls in classes})
+                pipe.pexpire(listed, int(ttl * 1000))
+            if messages and routes:
+                by_queue: dict[str, list[bytes]] = {}
+                for message in messages:
+                    cls = routes.get(message)
+                    name = keys.queue(jobname) if cls is None else keys.rqueue(jobname, cls)
+                    by_queue.setdefault(name, []).append(message)
+                for name, items in by_queue.items():
+                    pipe.lpush(name, *items)
+            elif messages:
                 pipe.lpush(keys.queue(jobname), *messages)
             if release:
                 pipe.hdel(keys.data(jobname, run_id), *release)
@@ -150,13 +166,18 @@ class RunOps(LargeValues):
         self.bytes_downloaded += sum(len(v) for v in values if v is not None)
         return values
 
-    def withdraw(self, jobname: str, messages: Sequence[bytes]) -> list[bool]:
-        """Remove messages that no worker has claimed yet from the queue; say which were still there."""
+    def withdraw(
+        self, jobname: str, messages: Sequence[bytes], routes: Mapping[bytes, str] | None = None
+    ) -> list[bool]:
+        """Remove messages that no worker has claimed yet from the queue (a message in ``routes`` from the queue of
+        its resource class); say which were still there."""
         if not messages:
             return []
         pipe = self._r.pipeline(transaction=False)
         for message in messages:
-            pipe.lrem(keys.queue(jobname), 1, message)  # type: ignore[arg-type]
+            cls = routes.get(message) if routes else None
+            queue = keys.queue(jobname) if cls is None else keys.rqueue(jobname, cls)
+            pipe.lrem(queue, 1, message)  # type: ignore[arg-type]
         return [bool(n) for n in pipe.execute()]
 
     def keep_for_redo(self, jobname: str, run_id: str, ttl: float) -> bool:
@@ -184,10 +205,13 @@ class RunOps(LargeValues):
             args += [new, old]
         return int(self._copy(keys=[keys.redo(jobname, redo_run), keys.data(jobname, run_id)], args=args))
 
-    def close_run(self, jobname: str, run_id: str) -> None:
-        """Delete every key of the run, and its entries in the job's registry of runs (one round trip)."""
+    def close_run(self, jobname: str, run_id: str, classes: Sequence[str] = ()) -> None:
+        """Delete every key of the run, its entries in the job's registry of runs and its resource ``classes`` in
+        the job's list of them (one round trip)."""
 
         def build(pipe: Any) -> None:
+            if classes:
+                pipe.hdel(keys.resource_classes(jobname), *(f"{cls}|{run_id}" for cls in classes))
             pipe.delete(
                 keys.alive(jobname, run_id),
                 keys.data(jobname, run_id),

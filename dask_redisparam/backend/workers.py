@@ -17,9 +17,9 @@ from ..wire.bulk import Report
 from ..wire.protocol import encode_lost
 from . import keys
 from .client import MAX_BLOCK, evalsha, flat, pairs, worker_keys
-from .large import LargeValues
 from .lua import METRICS_TTL
 from .replies import reply_code
+from .resources import ResourceOps
 
 __all__ = ["DEAD_TTL", "WorkerOps"]
 
@@ -27,7 +27,7 @@ DEAD_TTL = 86400
 """Seconds the dead-letter list and the record of the last rejection are kept after the last rejection."""
 
 
-class WorkerOps(LargeValues):
+class WorkerOps(ResourceOps):
     """Operations on workers' keys and the job's queue, for the workers and for whoever reaps them.
 
     Attributes
@@ -52,11 +52,14 @@ class WorkerOps(LargeValues):
         manager of a signed run ignores. Returns ``(run_id, msg_id, stamp)`` of every message put back (stamp: the
         server's time, in microseconds).
         """
+        claimed = self.requeue_claim(jobname, worker_id)  # a resource message goes back to its class's queue
         flat = self._reap(
             keys=[*worker_keys(jobname, worker_id), keys.metrics(jobname)],
             args=[worker_id, METRICS_TTL * 1000],
         )
         moved = [(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
+        if claimed is not None:
+            moved.append(claimed)
         if moved:
 
             def notify(pipe: Any) -> None:
@@ -98,7 +101,8 @@ class WorkerOps(LargeValues):
 
     def deregister_worker(self, jobname: str, worker_id: str) -> int:
         """Return the worker's claimed messages to the queue and delete its keys; returns how many."""
-        return int(
+        moved = self.requeue_claim(jobname, worker_id) is not None  # back to its class's queue
+        return int(moved) + int(
             self._deregister(
                 keys=worker_keys(jobname, worker_id),
                 args=[worker_id],

@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from ..pool import JobStatus, job_status
+from ..wire.resources import describe, of_record, parse_class
 from .common import CONNECTION, CONTEXT, connect, setting_options
 
 __all__ = ["STATUS_FORMAT", "render_table", "status_command", "status_document"]
@@ -81,6 +82,7 @@ def status_document(status: JobStatus, server: str) -> dict[str, Any]:
                 "prefix": f.get("prefix", ""),
                 "rss": _int(f.get("rss")),
                 "beat": _float(f.get("beat")),
+                "resources": dict(of_record(f.get("resources"))),
             }
         )
     return {
@@ -89,6 +91,7 @@ def status_document(status: JobStatus, server: str) -> dict[str, Any]:
         "server": server,
         "time": status.taken or time.time(),
         "queued": status.queued,
+        "queued_resources": {_compact(c): n for c, n in status.queued_resources.items()},
         "tasks_per_second": round(status.tasks_per_second, 3),
         "rate_window": round(status.rate_window, 3),
         "dead_letters": status.dead_letters,
@@ -100,6 +103,11 @@ def status_document(status: JobStatus, server: str) -> dict[str, Any]:
         ],
         "workers": workers,
     }
+
+
+def _compact(resource_class: str) -> str:
+    """A resource class for people, without spaces: ``GPU=1,MEM=6.4e+10``."""
+    return describe(parse_class(resource_class)).replace(" ", "")
 
 
 def _mib(rss: str | None) -> str:
@@ -115,6 +123,11 @@ def render_table(status: JobStatus, server: str) -> str:
         f"job {status.jobname} on {server}",
         f"workers: {len(status.workers)}   queued messages: {status.queued}   tasks/s: {rate}",
     ]
+    if status.queued_resources:
+        queued = ", ".join(
+            f"{describe(parse_class(c)).replace(' ', '')}: {n}" for c, n in status.queued_resources.items()
+        )
+        lines.append(f"queued for resources: {queued}")
     live_runs = sorted(r for r, a in status.runs.items() if a)
     dead_runs = sorted(r for r, a in status.runs.items() if not a)
     lines.append(f"active runs: {len(live_runs)} {' '.join(live_runs)}".rstrip())
@@ -130,7 +143,7 @@ def render_table(status: JobStatus, server: str) -> str:
     if rejection is not None:
         lines.append(f"last rejection: {_describe_rejection(rejection)}")
     if status.workers:
-        rows = [("ID", "HOST", "PID", "TASKS", "UP (s)", "RSS (MiB)", "BEAT (s)", "CURRENT")]
+        rows = [("ID", "HOST", "PID", "TASKS", "UP (s)", "RSS (MiB)", "BEAT (s)", "RESOURCES", "CURRENT")]
         now = time.time()
         for wid, f in sorted(status.workers.items()):
             up = now - (_float(f.get("started")) or now)
@@ -147,6 +160,7 @@ def render_table(status: JobStatus, server: str) -> str:
                     f"{up:.0f}",
                     _mib(f.get("rss")),
                     "" if beat is None else f"{max(now - beat, 0):.1f}",
+                    describe(of_record(f.get("resources"))).replace(" ", "") or "-",
                     current,
                 )
             )

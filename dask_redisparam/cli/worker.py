@@ -39,7 +39,10 @@ logger = logging.getLogger(__name__)
     help="Give memory freed by large values back to the system at once (default: keep it for the next ones; "
     "see dask_redisparam.worker.memory).",
 )
-@setting_options("heartbeat_interval", "heartbeat_ttl", "replicas", "replicas_timeout", "replicas_required")
+@setting_options(
+    "heartbeat_interval", "heartbeat_ttl", "replicas", "replicas_timeout", "replicas_required", "resources"
+)
+@click.option("--daemon", "daemon_id", default=None, hidden=True, help="Daemon id (used by the supervisor).")
 @click.option(
     "--connect-timeout",
     type=click.FloatRange(min=0),
@@ -67,6 +70,8 @@ def worker_command(
     replicas: int,
     replicas_timeout: float,
     replicas_required: bool,
+    resources: str | None,
+    daemon_id: str | None,
     connect_timeout: float | None,
     child: bool,
     verbose: int,
@@ -82,6 +87,7 @@ def worker_command(
             replicas=replicas,
             replicas_timeout=replicas_timeout,
             replicas_required=replicas_required,
+            resources=resources,
         )
     except RedisParamError as e:
         raise click.UsageError(str(e)) from None
@@ -109,6 +115,8 @@ def worker_command(
                 replicas=settings.replicas,
                 replicas_timeout=settings.replicas_timeout,
                 replicas_required=settings.replicas_required,
+                resources=settings.resources,
+                daemon=daemon_id,
             )
             name = worker.id
             worker.run()
@@ -139,9 +147,12 @@ def worker_command(
         child_args += ["--max-tasks", str(max_tasks)]
     if release_memory:
         child_args.append("--release-memory")
+    base_id = worker_id or uuid.uuid4().hex[:8]
+    if settings.resources:  # shared by the processes of this daemon: they book them under its id
+        given = ",".join(f"{n}={a!r}" for n, a in settings.resources)
+        child_args += ["--resources", given, "--daemon", daemon_id or base_id]
     child_args += ["-v"] * verbose + (["--quiet"] if quiet else [])
     env = {"REDISPARAM_URL": address.to_url(show_password=True)}
-    base_id = worker_id or uuid.uuid4().hex[:8]
     restart = not (no_restart or burst or max_tasks is not None)
     supervisor = Supervisor(nworkers, child_args, env, base_id, restart=restart, reap=(address, settings.jobname))
     sys.exit(supervisor.run())

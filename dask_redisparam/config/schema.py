@@ -319,6 +319,7 @@ SETTINGS: tuple[Setting, ...] = (
         "``dask.annotate(resources=...)`` (or ``map``'s ``resources=``) runs only where they cover it, and at most "
         "as many at once as they allow. See the *Worker resources* section of the *Beyond one Redis* page.",
         resources,
+        cli=Cli("Resources of this daemon, shared by its --nworkers processes (e.g. GPU=2,MEM=64e9)"),
     ),
     Setting(
         "secret", "str | bytes | Mapping[str, str | bytes] | None", "Any", None,

@@ -1,8 +1,8 @@
 """What the dashboard's page shows of a job, as JSON: made from a :class:`~dask_redisparam.backend.monitor.JobLook`.
 
 The worker records' fields that the page shows (``host``, ``pid``, ``tasks``, ``current``, ``started``; ``prefix``,
-``rss`` and ``beat`` where the workers record them) are copied one by one: no other field of a record, nothing that
-could be a secret, reaches the page.
+``rss``, ``beat`` and ``resources`` where the workers record them) are copied one by one: no other field of a
+record, nothing that could be a secret, reaches the page.
 
 Examples
 --------
@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend.monitor import JobLook
+from ..wire.resources import describe, of_record
 
 __all__ = ["job_view"]
 
@@ -46,6 +47,7 @@ def _worker(wid: str, f: dict[str, str]) -> dict[str, Any]:
         "rss": _number(f, "rss"),
         "beat": _number(f, "beat", "heartbeat"),
         "started": _number(f, "started"),
+        "resources": describe(of_record(f.get("resources"))),
     }
 
 

@@ -52,6 +52,7 @@ from .follow import FailoverWatch, finish_run
 from .graph import Graph
 from .lease import RUN_TTL, RunLease
 from .options import Commands, RunOptions
+from .resources import daemons_of
 from .resume import identity_bytes, manager_record
 from .state import RunState
 
@@ -353,7 +354,7 @@ def run_loop(
     job = run.job
     outage = _Outage(run.options.describe_server)
     last_count = last_warning = time.monotonic()
-    run.set_workers(count_workers())
+    _count(backend, run, count_workers)
     todo = Commands([], [], [], [])  # what the state asked for and Redis has not surely done yet
     acknowledge: list[bytes] = []
     retried_counted = 0  # of run.retried, how many the job's metrics have
@@ -372,7 +373,7 @@ def run_loop(
         try:
             now = time.monotonic()
             if now - last_count >= 1.0:
-                run.set_workers(count_workers())
+                _count(backend, run, count_workers)
                 last_count = now
             if feeding and not run.stopping:
                 assert run.options.feed is not None
@@ -383,14 +384,23 @@ def run_loop(
                 _copy_adopted(backend, run, run.take_adoptions())
             _carry(backend, run, run.take_commands(), todo)
             if todo.withdraw:
-                backend.withdraw(job, todo.withdraw)
+                backend.withdraw(job, todo.withdraw, run.routes)
                 todo.withdraw = []
             registry: dict[str, bytes] | None = None
             if resume:
                 registry, progress = _registry_update(run, progress)
             retried = run.retried - retried_counted
             records, alive = backend.exchange(
-                job, run.run_id, todo.push, todo.release, RUN_TTL, acknowledge, registry=registry, retried=retried
+                job,
+                run.run_id,
+                todo.push,
+                todo.release,
+                RUN_TTL,
+                acknowledge,
+                registry=registry,
+                retried=retried,
+                routes=run.routes,
+                classes=run.classes(),
             )
             todo.push, todo.release, acknowledge, retried_counted = [], [], records, run.retried
             run.new_ids = []
@@ -398,21 +408,22 @@ def run_loop(
             watch.after_exchange(backend, alive)  # RunLost if the run vanished, unless a failover explains it
             if not records and run.messages:
                 backend.wait_records(job, run.run_id, run.options.wait_seconds)
-            elif not records and not run.state["ready"] and not feeding:
+            elif not records and not run.any_ready() and not feeding:
                 if len(run.state["finished"]) == len(run.graph.nodes):
                     continue  # the feed just ran dry with everything done
                 if run.errors:
                     return  # what is left depends on failed tasks
                 waiting = list(run.state["waiting"])[:5]
                 raise RuntimeError(f"run {run.run_id} has tasks waiting on nothing: {waiting}")
-            elif not records and run.window == 0:
-                if now - last_warning >= WAIT_WARNING:
+            elif not records and (run.window == 0 or run.waiting_for_resources()):
+                if run.window == 0 and now - last_warning >= WAIT_WARNING:
                     logger.warning(
                         "manager: no live worker serves job %r on %s; waiting for one", job, run.options.describe_server
                     )
                     last_warning = now
                 time.sleep(0.1)
-                last_count = 0.0
+                if run.window == 0:  # (a class waiting for resources: the workers' records are read each second)
+                    last_count = 0.0
         except TRANSIENT_ERRORS as e:
             outage.failed(e)
             continue
@@ -423,6 +434,16 @@ def run_loop(
             _stream_results(backend, run, run.options.on_result)
         if run.options.on_done is not None:
             run.options.on_done(run)
+
+
+def _count(backend: Backend, run: RunState, count_workers: Callable[[], int]) -> None:
+    """Tell the run the live workers (its window) and, if it has tasks with resources, what the live workers
+    have (the windows of its resource classes); warn about tasks that no live worker can run."""
+    run.set_workers(count_workers())
+    if run.task_class:
+        run.set_capacity(daemons_of(backend.worker_records(run.job)))
+        for text in run.resource_warnings():
+            logger.warning(text)
 
 
 def _registry_update(run: RunState, last: tuple[int, int]) -> tuple[dict[str, bytes] | None, tuple[int, int]]:
@@ -467,7 +488,7 @@ def _stream_results(backend: Backend, run: RunState, on_result: Callable[[Hashab
 def _withdraw_queued(backend: Backend, run: RunState) -> None:
     """Stop on error: take back the messages no worker has claimed; those running may finish (drain)."""
     sent = run.in_flight()
-    flags = backend.withdraw(run.job, [message for _, message in sent])
+    flags = backend.withdraw(run.job, [message for _, message in sent], run.routes)
     run.withdrawn([msg_id for (msg_id, _), withdrawn in zip(sent, flags, strict=True) if withdrawn])
 
 
@@ -479,7 +500,7 @@ def close_run(backend: Backend, run: RunState, ending: str = "clean", keep: floa
     try:
         in_flight = run.in_flight()
         if in_flight:
-            withdrawn = sum(backend.withdraw(run.job, [message for _, message in in_flight]))
+            withdrawn = sum(backend.withdraw(run.job, [message for _, message in in_flight], run.routes))
             if withdrawn:
                 logger.debug("manager: withdrew %d queued message(s) of run %s", withdrawn, run.run_id)
         options = run.options
@@ -495,7 +516,7 @@ def close_run(backend: Backend, run: RunState, ending: str = "clean", keep: floa
             return
         if ending == "errors" and options.redo_ttl > 0:
             backend.keep_for_redo(run.job, run.run_id, options.redo_ttl)
-        backend.close_run(run.job, run.run_id)
+        backend.close_run(run.job, run.run_id, run.classes())
         resumer = options.resumer
         if ending == "clean" and resumer is not None and resumer.adopted:
             backend.forget_runs(run.job, sorted({a.run_id for a in resumer.adopted.values()}))

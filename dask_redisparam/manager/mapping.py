@@ -43,6 +43,7 @@ from ..sentinels import MISSING
 from ..wire.protocol import ERROR, OK, UNEVALUATED
 from ..wire.serialize import dumps_exception, loads_exception, make_remote
 from .identity import task_identities
+from .resources import class_of
 from .state import RunState
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ def map_elements(
     kwargs: dict[str, Any],
     redo: Any = None,
     return_exceptions: bool = False,
+    resources: Any = None,
 ) -> list[Any]:
     """``param.map``: see :meth:`RedisParam.map`."""
     if not iterables:
@@ -144,7 +146,8 @@ def map_elements(
             )
     outcomes: dict[int, tuple[Any, ...]] = {i: (OK, v) for i, v in previous.items()}
     if dsk:
-        computed = param.get(dsk, list(dsk), return_exceptions=True, save_if=_all_ok)
+        extra = {} if resources is None else {"resources": resources}
+        computed = param.get(dsk, list(dsk), return_exceptions=True, save_if=_all_ok, **extra)
         ran_on = {record.key: record.worker for record in param.timeline()}
         for chunk_key, value in zip(dsk, computed, strict=True):
             assert isinstance(chunk_key, tuple)
@@ -228,6 +231,7 @@ def iterate_elements(
     redo: Any = None,
     return_exceptions: bool = False,
     saved: ResultDir | None = None,
+    resources: Any = None,
 ) -> Any:
     """``param.iterate``: see :meth:`RedisParam.iterate`; ``saved`` is the param's ``resultdir``, if any."""
     settings = param.settings
@@ -236,6 +240,8 @@ def iterate_elements(
     if redo is not None and not isinstance(previous, MapRedo):
         raise ConfigurationError("redo= must be the exception that a failed map() or iterate() raised")
     done_before = previous.results if isinstance(previous, MapRedo) else {}
+    if resources is not None:
+        class_of("iterate", resources)  # a malformed value raises before anything runs
     name = f"iterate-{uuid.uuid4()}"  # a random token: the tasks' identities come from what they compute
     identities: dict[Hashable, bytes | None] = {}  # with a resultdir: key -> identity of the items sent
     counter = itertools.count()
@@ -277,7 +283,7 @@ def iterate_elements(
             resumer = run.options.resumer
             if resumer is not None:  # its value may be left by a dead run of the same iterate
                 adopted = resumer.match(key, identity)
-            run.add_task(key, task, identity=identity, adopted=adopted)
+            run.add_task(key, task, identity=identity, adopted=adopted, resources=resources)
             pulled[0] += 1
         return True
 

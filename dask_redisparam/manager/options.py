@@ -38,24 +38,32 @@ __all__ = [
 ]
 
 COMPUTE_KEYWORDS = frozenset(
-    {"callbacks", "fuse_chains", "redo", "retries", "return_exceptions", "return_results", "save_if", "timeout"}
+    {
+        "callbacks",
+        "fuse_chains",
+        "redo",
+        "resources",
+        "retries",
+        "return_exceptions",
+        "return_results",
+        "save_if",
+        "timeout",
+    }
 )
 """The keywords of ``compute`` (dask passes the ones it does not take itself on to the scheduler's ``get``) that
 a param reads: every other one has no effect and is warned about (:func:`ignored_options`). dask's own keywords,
 ``traverse``, ``optimize_graph`` and ``scheduler``, never reach the ``get``."""
 
 IGNORED_ANNOTATIONS = {
-    "resources": "any worker of the job may run any task (there are no worker resources)",
     "workers": "any worker of the job may run any task (tasks cannot be pinned to workers)",
     "allow_other_workers": "any worker of the job may run any task (tasks cannot be pinned to workers)",
 }
-"""Annotations of dask.distributed that mean nothing here, and why; ``retries`` and ``priority`` are honoured,
-other annotations are the user's own and are left alone."""
+"""Annotations of dask.distributed that mean nothing here, and why; ``retries``, ``priority`` and ``resources``
+are honoured, other annotations are the user's own and are left alone."""
 
 _IGNORED_KEYWORDS = {
     "num_workers": "the pool's size is the workers that serve the job (the workers setting, or start more)",
     "workers": "any worker of the job may run any task (tasks cannot be pinned to workers)",
-    "resources": "any worker of the job may run any task (there are no worker resources)",
     "allow_other_workers": "any worker of the job may run any task (tasks cannot be pinned to workers)",
     "priority": "give priorities with dask.annotate(priority=...)",
     "pool": "the tasks run in the job's worker processes, not in a local pool",
@@ -69,9 +77,9 @@ def ignored_options(kwargs: Mapping[str, Any], annotations: Mapping[str, Mapping
 
     Examples
     --------
-    >>> for item in ignored_options({"num_workers": 4, "retries": 1}, {"resources": {"x": {"GPU": 1}}}):
+    >>> for item in ignored_options({"num_workers": 4, "retries": 1}, {"workers": {"x": "w1"}}):
     ...     print(item)
-    annotation resources= (on 1 task): any worker of the job may run any task (there are no worker resources)
+    annotation workers= (on 1 task): any worker of the job may run any task (tasks cannot be pinned to workers)
     keyword num_workers=4: the pool's size is the workers that serve the job (the workers setting, or start more)
     """
     found = []

@@ -63,6 +63,7 @@ from ..wire.serialize import dumps_result, dumps_task
 from .graph import EMPTY, Graph
 from .options import RunOptions, StoredResult, TimelineRecord
 from .rejections import Rejections
+from .resources import class_of, task_classes
 
 __all__ = ["INLINE_BYTES", "RunCore"]
 
@@ -117,6 +118,16 @@ class RunCore:
         self.retries: dict[Hashable, int] = dict(graph.annotations.get("retries", {}))
         self.user_priority: dict[Hashable, float] = dict(graph.annotations.get("priority", {}))
         self.window = 0
+        # worker resources (manager/resources.py): task -> class, ready heaps and windows per class, the class of
+        # each message out (message id -> (class, message)) and of each message's bytes (where it is queued)
+        self.clock = clock
+        self.task_class: dict[Hashable, str] = task_classes(graph.annotations, graph.nodes)
+        self.class_names: set[str] = set(self.task_class.values())
+        self.ready_classes: dict[str, list[Any]] = {}
+        self.class_window: dict[str, int] = {}
+        self.msg_class: dict[int, tuple[str, bytes]] = {}
+        self.routes: dict[bytes, str] = {}
+        self.starved: dict[str, tuple[float, float]] = {}  # class -> (waiting since, last warning)
         self.errors: dict[Hashable, BaseException] = {}  # task key -> what it raised (first one first)
         self.to_withdraw: list[bytes] = []  # requeued messages given up on
         self.losses: dict[int, set[int]] = {}  # message id -> stamps of the deaths of workers running it
@@ -230,6 +241,7 @@ class RunCore:
         dependencies: Iterable[Hashable] = (),
         identity: bytes | None = None,
         adopted: Any = None,
+        resources: Any = None,
     ) -> None:
         """Add a requested task to a running run (streaming, as ``iterate``, or a future's ``submit``).
 
@@ -237,9 +249,14 @@ class RunCore:
         with their value held (not released). The task is ready now if they all finished, else it waits for them;
         if one of them failed, the task fails with the same error (:meth:`take_new_errors`). With ``adopted`` (its
         value left by a dead run; only for a task without dependencies), it finishes once the loop has copied the
-        value (:meth:`take_adoptions`). ``identity`` is registered for a later resume.
+        value (:meth:`take_adoptions`). ``identity`` is registered for a later resume. ``resources`` (as
+        ``dask.annotate``'s) route it to workers that have them (a malformed value raises, naming the task).
         """
         graph, state = self.graph, self.state
+        cls = class_of(key, resources)
+        if cls is not None:
+            self.task_class[key] = cls
+            self.class_names.add(cls)
         deps = set(dependencies)
         graph.nodes[key] = node
         graph.dependencies[key], graph.dependents[key] = deps, set()
@@ -335,7 +352,17 @@ class RunCore:
                 continue
             self.counter += 1
             rank = (-self.user_priority.get(key, 0), self.graph.priority.get(key, 0))
-            heapq.heappush(self.state["ready"], (rank, self.counter, key))
+            cls = self.task_class.get(key) if self.task_class else None
+            heap = self.state["ready"] if cls is None else self.ready_classes.setdefault(cls, [])
+            heapq.heappush(heap, (rank, self.counter, key))
+
+    def classes(self) -> list[str]:
+        """The resource classes of the run's tasks (sorted)."""
+        return sorted(self.class_names)
+
+    def any_ready(self) -> bool:
+        """Whether some task is ready (without resources, or of some resource class)."""
+        return bool(self.state["ready"]) or any(self.ready_classes.values())
 
     def mark_finished(self, key: Hashable, result: StoredResult, notify: bool = True) -> list[Hashable]:
         """Record a finished key, release inputs nobody needs any more; return dependents that became ready.

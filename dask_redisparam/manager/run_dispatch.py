@@ -30,21 +30,21 @@ TARGET_SECONDS = 0.1
 class Dispatch(RunCore):
     """Building the run's messages: chunk sizes, chains, messages, the window (see the module docstring)."""
 
-    def chunk_size(self, free_slots: int) -> int:
+    def chunk_size(self, free_slots: int, ready: list[Any] | None = None) -> int:
         """How many ready tasks the next message takes, with ``free_slots`` messages left in the window.
 
         One until a task has run on a worker (no measured duration yet) and with a ``timeout``; else the ready tasks
         spread evenly over the free slots, at most as many as run in about ``TARGET_SECONDS``.
         """
-        ready = len(self.state["ready"])
-        even = math.ceil(ready / max(1, free_slots))
+        ready_count = len(self.state["ready"] if ready is None else ready)
+        even = math.ceil(ready_count / max(1, free_slots))
         if self.mean_seconds is None or self.options.timeout is not None:
             return 1
         cap = max(1, int(TARGET_SECONDS / max(self.mean_seconds, 1e-6)))
         return max(1, min(even, cap))
 
     def chain_of(self, key: Hashable) -> list[Hashable]:
-        """``key`` and the dependents that only it feeds, one after the other."""
+        """``key`` and the dependents that only it feeds (of the same resource class), one after the other."""
         chain = [key]
         if not self.options.fuse_chains or self.options.timeout is not None:
             return chain
@@ -54,12 +54,16 @@ class Dispatch(RunCore):
             (nxt,) = dependents[chain[-1]] if len(dependents[chain[-1]]) == 1 else (None,)
             if nxt is None or isinstance(nodes[nxt], Alias) or dependencies[nxt] != {chain[-1]}:
                 return chain
+            if self.task_class and self.task_class.get(nxt) != self.task_class.get(chain[-1]):
+                return chain
             del waiting[nxt]
             chain.append(nxt)
 
-    def build_message(self, n_tasks: int) -> bytes:
-        """Take up to ``n_tasks`` ready tasks (plus their chains) into one message."""
-        ready, running = self.state["ready"], self.state["running"]
+    def build_message(self, n_tasks: int, ready: list[Any] | None = None, cls: str | None = None) -> bytes:
+        """Take up to ``n_tasks`` ready tasks (plus their chains) into one message: from the tasks without
+        resources, or from the ``ready`` heap of the resource class ``cls``."""
+        running = self.state["running"]
+        ready = self.state["ready"] if ready is None else ready
         entries: list[Entry] = []
         inline: dict[int, Any] = {}
         keys: list[Hashable] = []
@@ -99,6 +103,9 @@ class Dispatch(RunCore):
             raise self.unpicklable(batch, e) from e
         message = encode_task(self.run_id, msg_id, 0, payload, self.options.signer, self.job)
         self.messages[msg_id] = (message, keys)
+        if cls is not None:
+            self.msg_class[msg_id] = (cls, message)
+            self.routes[message] = cls
         return message
 
     def unpicklable(self, batch: Batch, error: Exception) -> SerializationError:
@@ -111,12 +118,25 @@ class Dispatch(RunCore):
         return SerializationError(f"cannot pickle the inputs of a message of run {self.run_id}: {error}")
 
     def fill(self) -> list[bytes]:
-        """New messages, up to the window (and first the refused ones, again)."""
+        """New messages, up to the window (and first the refused ones, again); per resource class, up to its
+        window (:mod:`dask_redisparam.manager.resources`)."""
         out, self.to_resend = self.to_resend, []
         stopping = self.stopping
-        while self.state["ready"] and len(self.messages) < self.window and not stopping:
-            free = self.window - len(self.messages)
-            out.append(self.build_message(self.chunk_size(free)))
+        out_by_class: dict[str, int] = {}
+        if self.msg_class:
+            for msg_id in [m for m in self.msg_class if m not in self.messages]:  # finished: forget their class
+                self.routes.pop(self.msg_class.pop(msg_id)[1], None)
+            for cls, _ in self.msg_class.values():
+                out_by_class[cls] = out_by_class.get(cls, 0) + 1
+        general = len(self.messages) - len(self.msg_class)
+        while self.state["ready"] and general < self.window and not stopping:
+            out.append(self.build_message(self.chunk_size(self.window - general)))
+            general += 1
+        for cls, ready in self.ready_classes.items():
+            window, sent = self.class_window.get(cls, 0), out_by_class.get(cls, 0)
+            while ready and sent < window and not stopping:
+                out.append(self.build_message(self.chunk_size(window - sent, ready), ready, cls))
+                sent += 1
         return out
 
     def take_commands(self, fill: bool = True) -> Commands:

@@ -28,7 +28,9 @@ from ..wire.protocol import (
     loads_completion,
     open_lost,
 )
+from ..wire.resources import Resources, describe, parse_class
 from ..wire.serialize import loads_exception, make_remote
+from . import resources as _resources
 from .options import StoredResult, TimelineRecord
 from .run_core import RunCore
 
@@ -44,6 +46,34 @@ class Events(RunCore):
     def set_workers(self, live: int) -> None:
         """The number of live workers: the window is ``ceil(live × queue_multiplier)`` messages."""
         self.window = math.ceil(live * self.options.queue_multiplier)
+
+    def set_capacity(self, workers: Iterable[tuple[str, Resources]]) -> None:
+        """The live worker processes as ``(daemon id, its resources)``: the window of each resource class
+        (:func:`~dask_redisparam.manager.resources.class_windows`)."""
+        self.class_window = _resources.class_windows(workers, self.class_names, self.options.queue_multiplier)
+
+    def waiting_for_resources(self) -> bool:
+        """Whether ready tasks wait for a resource class that no live worker can run."""
+        return any(ready and not self.class_window.get(cls) for cls, ready in self.ready_classes.items())
+
+    def resource_warnings(self) -> list[str]:
+        """What to warn about now: each class whose ready tasks waited :data:`~.resources.RESOURCE_WARNING`
+        seconds (since the last warning about it) for a live worker that has its resources."""
+        now, out, delay = self.clock(), [], _resources.RESOURCE_WARNING
+        for cls, ready in self.ready_classes.items():
+            if not ready or self.class_window.get(cls) or self.stopping:
+                self.starved.pop(cls, None)
+                continue
+            since, warned = self.starved.setdefault(cls, (now, now))
+            if now - warned >= delay or (warned == since and now - since >= delay):
+                key = min(ready)[2]
+                out.append(
+                    f"manager: no live worker of job {self.job!r} has the resources {describe(parse_class(cls))} "
+                    f"that task {key!r} needs ({len(ready)} task(s) of run {self.run_id} wait); waiting for one "
+                    "(dask-redisparam-worker --resources ...)"
+                )
+                self.starved[cls] = (since, now + 1e-9)
+        return out
 
     def workers_seen(self, live: Iterable[str]) -> None:
         """The live workers' ids, asked for by :attr:`Commands.ask_live_workers`: raise

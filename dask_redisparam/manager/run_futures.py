@@ -54,11 +54,13 @@ class Futures(RunCore):
         if state["waiting_data"][key]:
             return False
         if state["waiting"].pop(key, None) is None:
-            ready = [entry for entry in state["ready"] if entry[2] != key]
-            if len(ready) == len(state["ready"]):
+            cls = self.task_class.get(key)
+            heap = state["ready"] if cls is None else self.ready_classes.get(cls, [])
+            ready = [entry for entry in heap if entry[2] != key]
+            if len(ready) == len(heap):
                 return False
             heapq.heapify(ready)
-            state["ready"][:] = ready
+            heap[:] = ready
         self._cancelled(key)
         return True
 

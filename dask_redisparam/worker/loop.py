@@ -7,7 +7,8 @@ One :class:`Worker` is one process serving one jobname. Its life::
     deregister (messages still held go back to the queue)
 
 Claiming moves the message into the worker's own processing list (``BLMOVE``), so a claimed task always sits in a
-Redis key: never only in a worker's memory. A heartbeat thread renews the worker's lease every
+Redis key: never only in a worker's memory (a worker with resources also claims from the queues of the resource
+classes they cover: :mod:`dask_redisparam.worker.claims`). A heartbeat thread renews the worker's lease every
 ``heartbeat_interval`` seconds and updates its record (:meth:`Worker.info`): ``current`` (``run/message`` being
 processed), ``prefix`` (:func:`dask.utils.key_split` of the task key running now), ``rss`` (resident bytes) and
 ``beat`` (the heartbeat's unix time); ``tasks`` (tasks done) is counted by the completion script. Nothing is written
@@ -70,9 +71,11 @@ from ..wire.protocol import (
     open_task,
     split_payload,
 )
+from ..wire.resources import Resources, class_name
 from ..wire.serialize import dumps_exception, loads
 from ..wire.signing import Signer, signer_from_environment
 from .cache import CACHE_BYTES, ValueCache
+from .claims import ResourceClaims
 from .execute import Running, Watchdog, apply_globals, run_batch
 from .held import serving
 from .memory import resident_bytes
@@ -129,6 +132,12 @@ class Worker:
         at once); see :meth:`Backend.connect <dask_redisparam.backend.Backend.connect>`.
     replicas, replicas_timeout, replicas_required : int, float, bool
         ``WAIT replicas`` (up to ``replicas_timeout`` s) after each completion (see ``report.check_replicated``).
+    resources : tuple of (str, float)
+        The resources of the worker's daemon, shared by its processes (the ``resources`` setting's form); with
+        them the worker also claims messages of the resource classes they cover
+        (:mod:`dask_redisparam.backend.resources`).
+    daemon : str, optional
+        The id of the daemon whose resources the worker shares (default: its own id).
     """
 
     def __init__(
@@ -146,6 +155,8 @@ class Worker:
         replicas: int = setting("replicas").default,
         replicas_timeout: float = setting("replicas_timeout").default,
         replicas_required: bool = setting("replicas_required").default,
+        resources: Resources = (),
+        daemon: str | None = None,
     ) -> None:
         self.address = address
         self.jobname = jobname
@@ -156,6 +167,9 @@ class Worker:
         self.max_tasks = max_tasks
         self.connect_timeout = connect_timeout
         self.replicas, self.replicas_timeout, self.replicas_required = replicas, replicas_timeout, replicas_required
+        self.resources = tuple(resources)
+        self.daemon = daemon or self.id
+        self._claims = ResourceClaims(jobname, self.id, self.daemon, self.resources)  # where the next one comes from
         self.tasks_done = 0
         self.messages_done = 0
         self._backend: Backend | None = None
@@ -179,6 +193,8 @@ class Worker:
             "pid": str(os.getpid()),
             "started": f"{time.time():.3f}",
             "tasks": str(self.tasks_done),
+            "resources": class_name(self.resources),
+            "daemon": self.daemon,
             **self.beat_fields(),
         }
 
@@ -252,7 +268,9 @@ class Worker:
                 # after a lost connection, a claim may have moved a message that never reached us
                 held = backend.held_messages(self.jobname, self.id) if recover or self._recover else []
                 recover = self._recover = False
-                message = held[0] if held else claimed or backend.claim(self.jobname, self.id, timeout=1.0)
+                if held and self.resources:
+                    self._claims.holding = True
+                message = held[0] if held else claimed or self._claims.claim(backend)
                 claimed = None
                 if message is None:
                     if self.burst:
@@ -302,6 +320,9 @@ class Worker:
                 return self._process_message(backend, message)
         finally:
             self._current = ""
+            if self._claims.holding:
+                with contextlib.suppress(*TRANSIENT_ERRORS):  # else freed before the next claim
+                    self._claims.release(backend)
 
     def _process_message(self, backend: Backend, message: bytes) -> bytes | None:
         try:
@@ -370,7 +391,7 @@ class Worker:
         stats = task_stats(batch, outcomes).arguments()
         report = Report(self.jobname, self.id, run_id, message, record, stores, len(outcomes), large, parts, stats)
         last = self.max_tasks is not None and self.messages_done + 1 >= self.max_tasks
-        claim_next = not (last or self._stop.is_set())
+        claim_next = not (last or self._stop.is_set() or self.resources)  # (see worker/claims.py)
         try:
             status, claimed, lost_claim = complete(backend, report, claim_next, self._stop, self.address)
         except ServerOutOfMemory as e:
