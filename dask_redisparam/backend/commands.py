@@ -23,7 +23,7 @@ from typing import Any
 from . import keys
 from .replies import reply_code
 
-__all__ = ["JOB_COMMANDS", "check_commands"]
+__all__ = ["CLUSTER_COMMANDS", "JOB_COMMANDS", "check_commands"]
 
 JOB_COMMANDS: dict[str, list[str]] = {
     "set": ["SET", "{key}", "1", "PX", "10000"],  # first: the other probes find a string there
@@ -59,7 +59,6 @@ JOB_COMMANDS: dict[str, list[str]] = {
     "smembers": ["SMEMBERS", "{key}"],
     "evalsha": ["EVALSHA", "{sha}", "1", "{key}"],
     "script|load": ["SCRIPT", "LOAD", "("],
-    "script|exists": ["SCRIPT", "EXISTS", "{sha}"],
     "ping": ["PING"],
     "time": ["TIME"],
     "scan": ["SCAN", "0", "MATCH", "{key}", "COUNT", "1"],
@@ -68,12 +67,21 @@ JOB_COMMANDS: dict[str, list[str]] = {
 """ACL name of each command the job sends -> a harmless call of it (``{key}``: the scratch key; ``{sha}``: a
 digest of no script)."""
 
+CLUSTER_COMMANDS: dict[str, list[str]] = {
+    "cluster|slots": ["CLUSTER", "SLOTS"],  # the slot map (:mod:`.cluster`), at start and after a change
+    "asking": ["ASKING"],  # before a command that a migrating slot's node redirected (ASK)
+}
+"""The commands a job sends besides :data:`JOB_COMMANDS` on a Redis Cluster, checked for a cluster address only."""
+
 _REFUSING_WRITES = {"OOM", "READONLY", "MISCONF"}
 """Codes of the replies that say the server refuses writes (not an ACL matter)."""
 
 
-def check_commands(client: Any, jobname: str) -> tuple[list[str], list[str], list[Exception]]:
-    """Run every command of :data:`JOB_COMMANDS` once, harmlessly, in one round trip.
+def check_commands(
+    client: Any, jobname: str, extra: dict[str, list[str]] | None = None
+) -> tuple[list[str], list[str], list[Exception]]:
+    """Run every command of :data:`JOB_COMMANDS` (and of ``extra``: :data:`CLUSTER_COMMANDS` on a cluster) once,
+    harmlessly, in one round trip.
 
     Parameters
     ----------
@@ -81,6 +89,8 @@ def check_commands(client: Any, jobname: str) -> tuple[list[str], list[str], lis
         The connection, as the user to check.
     jobname : str
         The job whose keys the commands touch.
+    extra : dict, optional
+        More commands to check (name -> harmless call), sent before the last one (``DEL``).
 
     Returns
     -------
@@ -93,14 +103,15 @@ def check_commands(client: Any, jobname: str) -> tuple[list[str], list[str], lis
         ``READONLY``, ``MISCONF``); replies such as ``WRONGTYPE`` or ``NOSCRIPT`` are what the probes expect.
     """
     values = {"key": keys.probe(jobname, uuid.uuid4().hex[:12]), "sha": hashlib.sha1(uuid.uuid4().bytes).hexdigest()}
+    probes = dict(list(JOB_COMMANDS.items())[:-1]) | (extra or {}) | dict(list(JOB_COMMANDS.items())[-1:])
     pipe = client.pipeline(transaction=False)
-    for words in JOB_COMMANDS.values():
+    for words in probes.values():
         pipe.execute_command(*(word.format(**values) for word in words))
     replies = pipe.execute(raise_on_error=False)
     denied_commands: list[str] = []
     denied_keys: list[str] = []
     other: list[Exception] = []
-    for name, reply in zip(JOB_COMMANDS, replies, strict=True):
+    for name, reply in zip(probes, replies, strict=True):
         if not isinstance(reply, Exception):
             continue
         code = reply_code(reply)

@@ -39,12 +39,14 @@ from typing import Any, TypeVar, cast
 import redis
 
 from ..errors import (
+    ConfigurationError,
     PermissionDenied,
     PersistenceFailed,
     ServerError,
     ServerLoading,
     ServerOutOfMemory,
     ServerReadOnly,
+    ServerUnavailable,
 )
 
 __all__ = ["CODES", "reply_code", "translate", "translating"]
@@ -131,11 +133,18 @@ def translate(error: Exception, where: str, user: str) -> Exception:
             "stop-writes-on-bgsave-error yes): fix the cause that the server's log shows (its dir, free disk "
             "space); it accepts writes again after its next successful save (BGSAVE)"
         )
+    if isinstance(error, redis.exceptions.AskError):  # MOVED or ASK to a client of one server (else: .cluster)
+        return ConfigurationError(
+            f"Redis at {where} is a node of a Redis Cluster and sends this job's slot elsewhere ({error}): use a "
+            "redis+cluster://host:port[,host:port...] URL (or cluster=True)"
+        )
+    if isinstance(error, (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)):
+        return ServerUnavailable(f"Redis at {where}, a node of a Redis Cluster, cannot serve the job now ({text})")
     return ServerError(f"Redis at {where} answered with an error: {text}")
 
 
 def translating(method: _F) -> _F:
-    """Wrap a method of a backend (an object with ``address``, ``_r`` and ``_describe_user()``) so that redis-py's
+    """Wrap a method of a backend (an object with ``_where()``, ``_r`` and ``_describe_user()``) so that redis-py's
     errors leave it as the package's (:func:`translate`). After ``READONLY`` the connections are dropped: the next
     command connects again, to the new primary if a failover moved the address."""
 
@@ -144,7 +153,7 @@ def translating(method: _F) -> _F:
         try:
             return method(self, *args, **kwargs)
         except redis.exceptions.RedisError as e:
-            named = translate(e, self.address.describe(), self._describe_user())
+            named = translate(e, self._where(), self._describe_user())
             if named is e:
                 raise
             if isinstance(named, ServerReadOnly):  # after a failover, the address may lead to the new primary

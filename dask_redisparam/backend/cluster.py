@@ -1,0 +1,478 @@
+"""Redis Cluster: each job on the primary of its slot, through an ordinary client and connection pool.
+
+Every key of a job carries the ``{job}`` hash tag, so a job's keys share one slot and every pipeline and Lua script
+of a job runs on one primary. A cluster backend therefore keeps the cluster's slot map (``CLUSTER SLOTS``) and one
+ordinary :class:`redis.Redis` client (:class:`NodeClient`, its own connection pool) per primary: pipelines,
+``EVALSHA`` scripts and the raw-socket reader of large values (:mod:`.large`) work as on a single server.
+redis-py's :class:`~redis.cluster.RedisCluster` is not used: its pipelines refuse ``EVALSHA``, it has no one pool
+per node to read large values from, and it needs ``COMMAND`` at start.
+
+Which node a backend's ``_r`` is: every public method of the backend is wrapped by :func:`routing`, which picks the
+slot from the method's first parameter (``jobname``, a key, a key pattern, the held keys, a worker's report) for the
+thread that runs it (:meth:`ClusterMap.enter`); ``_r`` then is the client of that slot's primary.
+
+When the cluster changes under a job, the node answers a command with a redirection instead of running it:
+
+==============  =========================================  ======================================================
+reply           cause                                      what :meth:`ClusterMap.redo` does
+==============  =========================================  ======================================================
+``MOVED``       the slot has a new owner (resharding,      refresh the slot map; send the command to the new owner
+                failover)
+``ASK``         the slot is migrating, this key already    send ``ASKING`` and the command to the importing node
+                went (or is new)
+``TRYAGAIN``    a multi-key command or script while the    wait 50 ms and send it again to the slot's owner
+                slot's keys are split over two nodes
+``CLUSTERDOWN`` the cluster lost a primary (failover)      wait, refresh the map, send it again
+==============  =========================================  ======================================================
+
+Only the commands that were redirected are sent again (in a pipeline: after the others, in their order), as
+``_execute`` does after ``NOSCRIPT``: a command that ran never runs twice. A lost connection (a primary that died)
+marks the map stale, so that the next command finds the new primary; the caller repeats its turn, as after any lost
+connection. A command still redirected after :data:`REDIRECT_GRACE` seconds raises
+:class:`~dask_redisparam.errors.ServerUnavailable` naming the node and the slot.
+
+Examples
+--------
+>>> slot_of_job("demo") == slot_of_key("drp:{demo}:queue")
+True
+>>> print(slot_of_pattern("drp:{*}:*"))
+None
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
+
+import redis
+import redis.client
+from redis.crc import key_slot
+
+from ..config.address import RedisAddress
+from ..errors import ConfigurationError, ServerUnavailable
+
+__all__ = [
+    "REDIRECTS",
+    "REDIRECT_GRACE",
+    "ClusterMap",
+    "NodeClient",
+    "NodePipeline",
+    "routing",
+    "slot_of_job",
+    "slot_of_key",
+    "slot_of_pattern",
+]
+
+REDIRECTS: tuple[type[Exception], ...] = (
+    redis.exceptions.AskError,  # MovedError derives from it
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+"""The replies of a cluster node that mean "not here, not now": the command did not run."""
+
+REDIRECT_GRACE = 20.0
+"""Seconds one command keeps following redirections (a migration, a failover) before it fails."""
+
+REFRESH_EVERY = 0.25
+"""Least seconds between two refreshes of the slot map that nothing forced."""
+
+_T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def slot_of_key(key: str | bytes) -> int:
+    """The cluster slot of a key (its hash tag's, if it has one)."""
+    return int(key_slot(key.encode() if isinstance(key, str) else key))
+
+
+def slot_of_job(jobname: str) -> int:
+    """The slot of every key of job ``jobname`` (the tag ``{jobname}``)."""
+    return slot_of_key(f"{{{jobname}}}")
+
+
+def slot_of_pattern(pattern: str) -> int | None:
+    """The slot of every key a ``SCAN MATCH`` pattern can match, or None when its hash tag is a glob (or missing)."""
+    start = pattern.find("{")
+    end = pattern.find("}", start + 1)
+    if start < 0 or end < 0 or any(c in pattern[start + 1 : end] for c in "*?[]\\") or end == start + 1:
+        return None
+    return slot_of_key(pattern)
+
+
+def _describe(node: tuple[str, int]) -> str:
+    host, port = node
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class NodeClient(redis.Redis):
+    """An ordinary client of one primary that follows redirections per command (:meth:`ClusterMap.redo`).
+
+    Its :meth:`pipeline` gives a :class:`NodePipeline`, which does the same for the commands of a pipeline.
+    """
+
+    cluster: ClusterMap | None = None
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Run one command here; if the node redirects it, where the cluster says; mark the map stale when the
+        connection fails."""
+        try:
+            return super().execute_command(*args, **options)
+        except REDIRECTS as e:
+            if self.cluster is None:
+                raise
+            return self.cluster.redo(args, options, e)
+        except (redis.ConnectionError, redis.TimeoutError):
+            if self.cluster is not None:
+                self.cluster.stale()
+            raise
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> NodePipeline:
+        """A pipeline on this node's pool whose redirected commands follow the cluster."""
+        return NodePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint, self.cluster)
+
+
+class NodePipeline(redis.client.Pipeline):
+    """A pipeline on one node that sends its redirected commands again, only those, where the cluster says.
+
+    Attributes
+    ----------
+    redirected : list of int
+        Positions of the commands that the last :meth:`execute` sent again after the pipeline.
+    """
+
+    def __init__(
+        self, pool: Any, callbacks: Any, transaction: bool, shard_hint: Any, cluster: ClusterMap | None
+    ) -> None:
+        super().__init__(pool, callbacks, transaction, shard_hint)
+        self.cluster = cluster
+        self.redirected: list[int] = []
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Run the pipeline; then each redirected command again, in order, where the cluster says."""
+        stack = list(self.command_stack)
+        try:
+            replies = list(super().execute(raise_on_error=False))
+        except (redis.ConnectionError, redis.TimeoutError):
+            if self.cluster is not None:
+                self.cluster.stale()
+            raise
+        self.redirected = [i for i, reply in enumerate(replies) if isinstance(reply, REDIRECTS)]
+        if self.cluster is not None:
+            for i in self.redirected:
+                args, options = stack[i]
+                try:
+                    replies[i] = self.cluster.redo(args, options, replies[i])
+                except redis.exceptions.ResponseError as e:
+                    replies[i] = e
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+
+class ClusterMap:
+    """The slot map of one Redis Cluster, a :class:`NodeClient` per node, and the slot each thread works on.
+
+    Parameters
+    ----------
+    address : RedisAddress
+        The cluster's address (``kind="cluster"``): its seed nodes and the credentials and TLS files of every node.
+    make_client : callable
+        ``make_client(node_address)`` -> a :class:`NodeClient` for one node (a ``kind="server"`` address).
+
+    Attributes
+    ----------
+    scripts : dict
+        SHA1 -> source of the backend's Lua scripts, loaded on a node that answers ``NOSCRIPT`` to a redirected
+        ``EVALSHA``.
+    """
+
+    def __init__(self, address: RedisAddress, make_client: Callable[[RedisAddress], NodeClient]) -> None:
+        self.address = address
+        self._make_client = make_client
+        self._clients: dict[tuple[str, int], NodeClient] = {}
+        self._owners: list[tuple[str, int] | None] = [None] * 16384
+        self._primaries: list[tuple[str, int]] = []
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._stale = True
+        self._refreshed = -REFRESH_EVERY
+        self.scripts: dict[str, str] = {}
+
+    # ------------------------------------------------------------------------------------------------ the map
+    def client(self, node: tuple[str, int]) -> NodeClient:
+        """The client of ``node`` (made once)."""
+        with self._lock:
+            found = self._clients.get(node)
+            if found is None:
+                a = self.address
+                found = self._make_client(
+                    RedisAddress(
+                        host=node[0],
+                        port=node[1],
+                        username=a.username,
+                        password=a.password,
+                        tls=a.tls,
+                        ca_file=a.ca_file,
+                        cert_file=a.cert_file,
+                        key_file=a.key_file,
+                    )
+                )
+                found.cluster = self
+                self._clients[node] = found
+            return found
+
+    def stale(self) -> None:
+        """Refresh the map before the next command (a connection failed: a primary may have died)."""
+        self._stale = True
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Read the slot map (``CLUSTER SLOTS``) from a known primary or, failing them, the seed nodes.
+
+        Raises
+        ------
+        ConfigurationError
+            A node answers that it is no cluster node (cluster support disabled).
+        ServerUnavailable
+            No node answers.
+        """
+        if not force and time.monotonic() - self._refreshed < REFRESH_EVERY:
+            return
+        with self._lock:
+            candidates = list(dict.fromkeys([*self._primaries, *self.address.nodes]))
+            errors: list[str] = []
+            for node in candidates:
+                try:
+                    reply = redis.Redis.execute_command(self.client(node), "CLUSTER SLOTS")
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+                    errors.append(f"{_describe(node)}: {e}")
+                    continue
+                except redis.exceptions.ResponseError as e:
+                    if "cluster support disabled" in str(e):
+                        raise ConfigurationError(
+                            f"Redis at {_describe(node)} is not a Redis Cluster node ({e}): use a redis:// URL, "
+                            "without +cluster, and cluster=False"
+                        ) from None
+                    raise
+                self._install(node, reply)
+                return
+            self._refreshed = time.monotonic()
+            raise ServerUnavailable(
+                f"cannot connect to Redis at {self.address.describe()}: no node answered ({'; '.join(errors)})"
+            )
+
+    def _install(self, asked: tuple[str, int], reply: Any) -> None:
+        owners: list[tuple[str, int] | None] = [None] * 16384
+        primaries: dict[tuple[str, int], None] = {}
+        for entry in reply:
+            start, end, primary = int(entry[0]), int(entry[1]), entry[2]
+            host = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
+            if host in ("", "?"):  # the node does not know its own address: the one we asked
+                host = asked[0]
+            node = (host, int(primary[1]))
+            primaries[node] = None
+            owners[start : end + 1] = [node] * (end - start + 1)
+        self._owners, self._primaries = owners, sorted(primaries)
+        self._stale = False
+        self._refreshed = time.monotonic()
+
+    def owner(self, slot: int) -> tuple[str, int]:
+        """The primary that serves ``slot`` (refreshing the map when stale or when no node serves it)."""
+        if self._stale:
+            try:
+                self.refresh()
+            except ServerUnavailable:
+                if not self._primaries:
+                    raise  # else: go on with the old map; the command meets the outage itself
+        node = self._owners[slot]
+        if node is None:
+            self.refresh(force=True)
+            node = self._owners[slot]
+            if node is None:
+                raise ServerUnavailable(
+                    f"Redis at {self.address.describe()}: no primary serves slot {slot} (the cluster is down?)"
+                )
+        return node
+
+    def primaries(self) -> list[NodeClient]:
+        """The clients of every primary (for what spans jobs: listing jobs, ``SCAN``)."""
+        if self._stale or not self._primaries:
+            self.refresh(force=not self._primaries)
+        return [self.client(node) for node in self._primaries]
+
+    # --------------------------------------------------------------------------------------- the thread's slot
+    def enter(self, slot: int | None) -> int | None:
+        """Work on ``slot`` in this thread (None: keep the current one); returns the slot to :meth:`leave` to."""
+        previous: int | None = getattr(self._local, "slot", None)
+        if slot is not None:
+            self._local.slot = slot
+        return previous
+
+    def leave(self, previous: int | None) -> None:
+        """Go back to the slot :meth:`enter` returned."""
+        self._local.slot = previous
+
+    def current_slot(self) -> int | None:
+        """The slot this thread works on (None: none yet)."""
+        return cast(int | None, getattr(self._local, "slot", None))
+
+    def current(self) -> NodeClient:
+        """The client of the primary of this thread's slot (the first primary when it works on none)."""
+        slot = self.current_slot()
+        if slot is None:
+            return self.primaries()[0]
+        return self.client(self.owner(slot))
+
+    def where(self) -> str:
+        """The node and slot this thread works on, for error messages."""
+        slot = self.current_slot()
+        if slot is None or self._owners[slot] is None:
+            return self.address.describe()
+        return f"cluster node {_describe(cast(tuple[str, int], self._owners[slot]))} (slot {slot})"
+
+    # ----------------------------------------------------------------------------------------- redirections
+    def redo(self, args: Sequence[Any], options: dict[str, Any], error: Exception) -> Any:
+        """Run a command that a node redirected (``error``) where the cluster says, until it runs or
+        :data:`REDIRECT_GRACE` seconds pass; returns its parsed reply.
+
+        Raises
+        ------
+        ServerUnavailable
+            Still redirected after :data:`REDIRECT_GRACE` seconds; names the node and the slot.
+        redis.exceptions.ResponseError
+            Any other error reply of the command.
+        """
+        deadline = time.monotonic() + REDIRECT_GRACE
+        slot = self.current_slot()
+        pause, hops = 0.02, 0
+        while True:
+            asking = False
+            if isinstance(error, redis.exceptions.AskError):
+                slot = error.slot_id
+                node = (error.host, error.port)
+                if isinstance(error, redis.exceptions.MovedError):
+                    self._moved(slot, node)
+                else:
+                    asking = True
+            else:  # TRYAGAIN, CLUSTERDOWN: wait, then ask the slot's owner
+                if time.monotonic() > deadline:
+                    code = "TRYAGAIN" if isinstance(error, redis.exceptions.TryAgainError) else "CLUSTERDOWN"
+                    raise ServerUnavailable(
+                        f"Redis at {self.where()}: the cluster kept answering {code} ({error}) for "
+                        f"{REDIRECT_GRACE:.0f} s"
+                    ) from None
+                time.sleep(pause)
+                pause = min(2 * pause, 0.5)
+                if isinstance(error, redis.exceptions.ClusterDownError):
+                    self.stale()
+                if slot is None:
+                    raise error
+                node = self.owner(slot)
+            try:
+                return self._run_on(node, args, options, asking)
+            except REDIRECTS as e:
+                if time.monotonic() > deadline:
+                    raise ServerUnavailable(
+                        f"Redis at {_describe(node)} (slot {slot}): still redirected after {REDIRECT_GRACE:.0f} s"
+                        f" ({e})"
+                    ) from None
+                hops += 1
+                if hops > 4 and isinstance(e, redis.exceptions.AskError):  # redirected around: let the map settle
+                    time.sleep(pause)
+                    pause = min(2 * pause, 0.5)
+                error = e
+
+    def _moved(self, slot: int, node: tuple[str, int]) -> None:
+        """A node said ``MOVED slot node``: note it at once, and refresh the whole map soon."""
+        with self._lock:
+            self._owners[slot] = node
+            if node not in self._primaries:
+                self._primaries = sorted({*self._primaries, node})
+        self._stale = True
+        self._refreshed = -REFRESH_EVERY
+
+    def _run_on(self, node: tuple[str, int], args: Sequence[Any], options: dict[str, Any], asking: bool) -> Any:
+        """Run one command on ``node`` (after ``ASKING``), loading a script it does not know (``NOSCRIPT``)."""
+        client = self.client(node)
+        for attempt in range(2):
+            try:
+                if not asking:
+                    return redis.Redis.execute_command(client, *args, **options)
+                pipe = redis.client.Pipeline(client.connection_pool, client.response_callbacks, False, None)
+                pipe.execute_command("ASKING")
+                pipe.execute_command(*args, **options)
+                reply = pipe.execute(raise_on_error=False)[1]
+                if isinstance(reply, Exception):
+                    raise reply
+                return reply
+            except redis.exceptions.NoScriptError:
+                source = self.scripts.get(str(args[1])) if str(args[0]).upper() == "EVALSHA" else None
+                if source is None or attempt:
+                    raise
+                redis.Redis.execute_command(client, "SCRIPT LOAD", source)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """Release every node's connections."""
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+
+
+# ----------------------------------------------------------------------------------------------- routing
+def _by_job(value: Any) -> int | None:
+    return slot_of_job(value) if isinstance(value, str) else None
+
+
+def _by_key(value: Any) -> int | None:
+    return slot_of_key(value) if isinstance(value, (str, bytes)) else None
+
+
+def _by_pattern(value: Any) -> int | None:
+    return slot_of_pattern(value) if isinstance(value, str) else None
+
+
+def _by_first_key(value: Any) -> int | None:
+    return _by_key(value[0]) if isinstance(value, (list, tuple)) and value else None
+
+
+def _by_report(value: Any) -> int | None:
+    return _by_job(value[0]) if isinstance(value, tuple) and value else None
+
+
+ROUTES: dict[str, Callable[[Any], int | None]] = {
+    "jobname": _by_job,
+    "key": _by_key,
+    "data": _by_key,
+    "pattern": _by_pattern,
+    "held": _by_first_key,
+    "report": _by_report,
+}
+"""The first parameter of a backend method, by name -> how to find the slot it works on from its value."""
+
+
+def routing(method: _F) -> _F:
+    """Wrap a backend method so that, on a cluster, it works on the slot its first argument names (:data:`ROUTES`);
+    other methods are returned unchanged."""
+    params = list(inspect.signature(method).parameters)[1:2]
+    if not params or params[0] not in ROUTES:
+        return method
+    name, pick = params[0], ROUTES[params[0]]
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cluster: ClusterMap | None = self._cluster
+        if cluster is None:
+            return method(self, *args, **kwargs)
+        previous = cluster.enter(pick(args[0] if args else kwargs.get(name)))
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            cluster.leave(previous)
+
+    return cast(_F, call)

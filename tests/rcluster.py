@@ -1,0 +1,194 @@
+"""A real Redis Cluster for tests: three primaries (``redis-server --cluster-enabled yes``) joined by
+``redis-cli --cluster create``, and moving one slot between them (``CLUSTER SETSLOT`` and ``MIGRATE``)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+
+from dask_redisparam.worker.server import find_redis_server
+
+Launcher = Callable[[Sequence[str]], "subprocess.Popen[str]"]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` TCP ports on 127.0.0.1 that are free together with their cluster bus port (+10000)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 > 65535 or port in ports:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        ports.append(port)
+    return ports
+
+
+class TestCluster:
+    """``n`` primaries on ``host`` (0 replicas); :meth:`close` stops them and removes their files.
+
+    ``launch(argv)`` starts a process (default: here; the netns test starts them on another "host").
+    """
+
+    __test__ = False
+
+    def __init__(
+        self,
+        directory: pathlib.Path,
+        *,
+        host: str = "127.0.0.1",
+        ports: Sequence[int] | None = None,
+        password: str | None = None,
+        launch: Launcher | None = None,
+        admin_host: str | None = None,
+    ) -> None:
+        self.host = host
+        self.ports = list(ports) if ports is not None else free_ports(3)
+        self.password = password
+        self.directory = directory
+        self._launch = launch or (lambda argv: subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, text=True))
+        self.processes: list[subprocess.Popen[str]] = []
+        self.admin_host = admin_host  # None: the test can reach the nodes (same network)
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------------------------------------- set-up
+    def _start(self) -> None:
+        server = find_redis_server()
+        for port in self.ports:
+            d = self.directory / str(port)
+            d.mkdir(parents=True, exist_ok=True)
+            conf = d / "redis.conf"
+            lines = [
+                f"port {port}",
+                f"bind {self.host}",
+                "cluster-enabled yes",
+                f"cluster-config-file {d / 'nodes.conf'}",
+                "cluster-node-timeout 3000",
+                'save ""',
+                "appendonly no",
+                f"dir {d}",
+                "protected-mode no",
+            ]
+            if self.password:
+                lines += [f'requirepass "{self.password}"', f'masterauth "{self.password}"']
+            conf.write_text("\n".join(lines) + "\n")
+            conf.chmod(0o600)
+            self.processes.append(self._launch([server, str(conf)]))
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        argv = [cli, "--cluster", "create", *(f"{self.host}:{p}" for p in self.ports)]
+        argv += ["--cluster-replicas", "0", "--cluster-yes"]
+        env = dict(os.environ)
+        if self.password:
+            env["REDISCLI_AUTH"] = self.password
+        deadline = time.monotonic() + 20
+        while True:
+            done = self._run(argv, env)
+            if done.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}\n{done.stderr}")
+            time.sleep(0.2)
+        self.wait_ok()
+
+    def _run(self, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        prefix = self._exec_prefix()
+        return subprocess.run([*prefix, *argv], env=env, capture_output=True, text=True, timeout=60)
+
+    def _exec_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.admin_host] if self.admin_host else []
+
+    def wait_ok(self, timeout: float = 20.0) -> None:
+        """Wait until every node says ``cluster_state:ok`` and knows every node."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                infos = [self.node(p).execute_command("CLUSTER INFO") for p in self.ports]
+                if all(
+                    i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == len(self.ports) for i in infos
+                ):
+                    return
+            except redis.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test cluster did not become ok")
+            time.sleep(0.1)
+
+    # -------------------------------------------------------------------------------------------------- use
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}" + ",".join(f"{self.host}:{p}" for p in self.ports)
+
+    def node(self, port: int) -> redis.Redis:
+        """An admin client of one node (only where the test can reach the nodes)."""
+        return redis.Redis(host=self.host, port=port, password=self.password, socket_timeout=10)
+
+    def node_id(self, port: int) -> str:
+        return str(self.node(port).execute_command("CLUSTER MYID").decode())
+
+    def owner(self, slot: int) -> int:
+        """The port of the primary that serves ``slot``."""
+        for start, end, primary, *_ in self.node(self.ports[0]).execute_command("CLUSTER SLOTS"):
+            if int(start) <= slot <= int(end):
+                return int(primary[1])
+        raise LookupError(slot)
+
+    def keyslot(self, key: str) -> int:
+        return int(self.node(self.ports[0]).execute_command("CLUSTER KEYSLOT", key))
+
+    def keys_on(self, port: int, pattern: str) -> list[bytes]:
+        return sorted(self.node(port).scan_iter(match=pattern, count=1000))
+
+    def migrate(self, slot: int, to_port: int, *, batch: int = 1, pause: float = 0.0) -> int:
+        """Move ``slot`` to ``to_port`` as ``redis-cli --cluster reshard`` does (``SETSLOT IMPORTING/MIGRATING``,
+        ``MIGRATE`` in batches of ``batch`` keys, ``pause`` s apart, then ``SETSLOT NODE`` everywhere); returns the
+        number of keys moved."""
+        src_port = self.owner(slot)
+        if src_port == to_port:
+            return 0
+        src, dst = self.node(src_port), self.node(to_port)
+        src_id, dst_id = self.node_id(src_port), self.node_id(to_port)
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+        moved = 0
+        while True:
+            names = src.execute_command("CLUSTER GETKEYSINSLOT", slot, batch)
+            if not names:
+                break
+            extra: list[Any] = ["AUTH", self.password] if self.password else []
+            src.execute_command("MIGRATE", self.host, to_port, "", 0, 5000, "REPLACE", *extra, "KEYS", *names)
+            moved += len(names)
+            if pause:
+                time.sleep(pause)
+        for port in [to_port, src_port, *(p for p in self.ports if p not in (to_port, src_port))]:
+            self.node(port).execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+        return moved
+
+    def close(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
