@@ -120,9 +120,7 @@ class TestCluster:
         while True:
             try:
                 infos = [self.node(p).execute_command("CLUSTER INFO") for p in self.ports]
-                if all(
-                    i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == len(self.ports) for i in infos
-                ):
+                if all(i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == len(self.ports) for i in infos):
                     return
             except redis.ConnectionError:
                 pass

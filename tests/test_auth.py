@@ -173,8 +173,8 @@ def _backend_commands() -> set[str]:
     if "register_script" in methods or "_Script(" in source:  # a script runs with EVALSHA, loaded when missing
         commands |= {"evalsha", "script|load"}
     # commands sent by name, with a subcommand or none: execute_command(client, "CLUSTER SLOTS"), ("ASKING")
-    commands |= {f"{a}|{b}".lower() for a, b in re.findall(r'execute_command\([^")]*"([A-Z]+) ([A-Z]+)"', source)}
-    commands |= {c.lower() for c in re.findall(r'execute_command\([^")]*"([A-Z]+)"\)', source)}
+    commands |= {f"{a}|{b}".lower() for a, b in re.findall(r'execute_command\([^"\n]*"([A-Z]+) ([A-Z]+)"', source)}
+    commands |= {c.lower() for c in re.findall(r'execute_command\([^"\n]*"([A-Z]+)"\)', source)}
     commands |= {c.lower() for c in re.findall(r"redis\.p?call\(\s*'(\w+)'", source + lua)}
     commands |= {c.lower() for c in re.findall(r'\(\s*"([A-Z]+)",', source)}  # raw commands: ("HSET", key, ...)
     return commands - _PRIVATE_SERVER_COMMANDS

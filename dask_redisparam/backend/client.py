@@ -125,10 +125,10 @@ class _Script:
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         client = self._backend._r
         try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            return client.evalsha(self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             client.script_load(self.script)
-            return client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            return client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 class BackendBase:

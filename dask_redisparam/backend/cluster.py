@@ -41,8 +41,10 @@ None
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +55,7 @@ import redis.client
 from redis.crc import key_slot
 
 from ..config.address import RedisAddress
-from ..errors import ConfigurationError, ServerUnavailable
+from ..errors import ConfigurationError, PermissionDenied, ServerUnavailable
 
 __all__ = [
     "REDIRECTS",
@@ -66,6 +68,8 @@ __all__ = [
     "slot_of_key",
     "slot_of_pattern",
 ]
+
+logger = logging.getLogger(__name__)
 
 REDIRECTS: tuple[type[Exception], ...] = (
     redis.exceptions.AskError,  # MovedError derives from it
@@ -103,6 +107,18 @@ def slot_of_pattern(pattern: str) -> int | None:
     return slot_of_key(pattern)
 
 
+def _code(error: Exception) -> str:
+    """The reply's code of a redirection."""
+    for cls, code in (
+        (redis.exceptions.MovedError, "MOVED"),
+        (redis.exceptions.AskError, "ASK"),
+        (redis.exceptions.TryAgainError, "TRYAGAIN"),
+    ):
+        if isinstance(error, cls):
+            return code
+    return "CLUSTERDOWN"
+
+
 def _describe(node: tuple[str, int]) -> str:
     host, port = node
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -114,25 +130,25 @@ class NodeClient(redis.Redis):
     Its :meth:`pipeline` gives a :class:`NodePipeline`, which does the same for the commands of a pipeline.
     """
 
-    cluster: ClusterMap | None = None
+    slot_map: ClusterMap | None = None
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """Run one command here; if the node redirects it, where the cluster says; mark the map stale when the
         connection fails."""
         try:
-            return super().execute_command(*args, **options)
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         except REDIRECTS as e:
-            if self.cluster is None:
+            if self.slot_map is None:
                 raise
-            return self.cluster.redo(args, options, e)
+            return self.slot_map.redo(args, options, e)
         except (redis.ConnectionError, redis.TimeoutError):
-            if self.cluster is not None:
-                self.cluster.stale()
+            if self.slot_map is not None:
+                self.slot_map.stale()
             raise
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> NodePipeline:
         """A pipeline on this node's pool whose redirected commands follow the cluster."""
-        return NodePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint, self.cluster)
+        return NodePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint, self.slot_map)
 
 
 class NodePipeline(redis.client.Pipeline):
@@ -145,10 +161,10 @@ class NodePipeline(redis.client.Pipeline):
     """
 
     def __init__(
-        self, pool: Any, callbacks: Any, transaction: bool, shard_hint: Any, cluster: ClusterMap | None
+        self, pool: Any, callbacks: Any, transaction: bool, shard_hint: Any, slot_map: ClusterMap | None
     ) -> None:
         super().__init__(pool, callbacks, transaction, shard_hint)
-        self.cluster = cluster
+        self.slot_map = slot_map
         self.redirected: list[int] = []
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
@@ -157,15 +173,15 @@ class NodePipeline(redis.client.Pipeline):
         try:
             replies = list(super().execute(raise_on_error=False))
         except (redis.ConnectionError, redis.TimeoutError):
-            if self.cluster is not None:
-                self.cluster.stale()
+            if self.slot_map is not None:
+                self.slot_map.stale()
             raise
         self.redirected = [i for i, reply in enumerate(replies) if isinstance(reply, REDIRECTS)]
-        if self.cluster is not None:
+        if self.slot_map is not None:
             for i in self.redirected:
                 args, options = stack[i]
                 try:
-                    replies[i] = self.cluster.redo(args, options, replies[i])
+                    replies[i] = self.slot_map.redo(args, options, replies[i])
                 except redis.exceptions.ResponseError as e:
                     replies[i] = e
         if raise_on_error:
@@ -190,6 +206,8 @@ class ClusterMap:
     scripts : dict
         SHA1 -> source of the backend's Lua scripts, loaded on a node that answers ``NOSCRIPT`` to a redirected
         ``EVALSHA``.
+    redirects : collections.Counter
+        Redirections followed, by reply (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``).
     """
 
     def __init__(self, address: RedisAddress, make_client: Callable[[RedisAddress], NodeClient]) -> None:
@@ -203,6 +221,7 @@ class ClusterMap:
         self._stale = True
         self._refreshed = -REFRESH_EVERY
         self.scripts: dict[str, str] = {}
+        self.redirects: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------------------------------------------ the map
     def client(self, node: tuple[str, int]) -> NodeClient:
@@ -223,7 +242,7 @@ class ClusterMap:
                         key_file=a.key_file,
                     )
                 )
-                found.cluster = self
+                found.slot_map = self
                 self._clients[node] = found
             return found
 
@@ -238,6 +257,8 @@ class ClusterMap:
         ------
         ConfigurationError
             A node answers that it is no cluster node (cluster support disabled).
+        PermissionDenied
+            The user may not run ``CLUSTER SLOTS``.
         ServerUnavailable
             No node answers.
         """
@@ -248,10 +269,19 @@ class ClusterMap:
             errors: list[str] = []
             for node in candidates:
                 try:
-                    reply = redis.Redis.execute_command(self.client(node), "CLUSTER SLOTS")
+                    reply = redis.Redis.execute_command(self.client(node), "CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+                except redis.AuthenticationError:
+                    raise  # named by the caller (ping): no other node would take these credentials either
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
                     errors.append(f"{_describe(node)}: {e}")
                     continue
+                except redis.exceptions.NoPermissionError as e:
+                    user = f"user {self.address.username!r}" if self.address.username else "the default user"
+                    raise PermissionDenied(
+                        f"Redis at {_describe(node)} denies {user} the command CLUSTER SLOTS that a cluster address "
+                        f"needs (NOPERM: {e}): add +cluster|slots to the user's ACL (every command dask-redisparam "
+                        "needs is on the security page of the documentation)"
+                    ) from None
                 except redis.exceptions.ResponseError as e:
                     if "cluster support disabled" in str(e):
                         raise ConfigurationError(
@@ -351,6 +381,7 @@ class ClusterMap:
         slot = self.current_slot()
         pause, hops = 0.02, 0
         while True:
+            self.redirects[_code(error)] += 1
             asking = False
             if isinstance(error, redis.exceptions.AskError):
                 slot = error.slot_id
@@ -361,9 +392,8 @@ class ClusterMap:
                     asking = True
             else:  # TRYAGAIN, CLUSTERDOWN: wait, then ask the slot's owner
                 if time.monotonic() > deadline:
-                    code = "TRYAGAIN" if isinstance(error, redis.exceptions.TryAgainError) else "CLUSTERDOWN"
                     raise ServerUnavailable(
-                        f"Redis at {self.where()}: the cluster kept answering {code} ({error}) for "
+                        f"Redis at {self.where()}: the cluster kept answering {_code(error)} ({error}) for "
                         f"{REDIRECT_GRACE:.0f} s"
                     ) from None
                 time.sleep(pause)
@@ -378,8 +408,7 @@ class ClusterMap:
             except REDIRECTS as e:
                 if time.monotonic() > deadline:
                     raise ServerUnavailable(
-                        f"Redis at {_describe(node)} (slot {slot}): still redirected after {REDIRECT_GRACE:.0f} s"
-                        f" ({e})"
+                        f"Redis at {_describe(node)} (slot {slot}): still redirected after {REDIRECT_GRACE:.0f} s ({e})"
                     ) from None
                 hops += 1
                 if hops > 4 and isinstance(e, redis.exceptions.AskError):  # redirected around: let the map settle
@@ -389,6 +418,8 @@ class ClusterMap:
 
     def _moved(self, slot: int, node: tuple[str, int]) -> None:
         """A node said ``MOVED slot node``: note it at once, and refresh the whole map soon."""
+        if self._owners[slot] != node:
+            logger.info("Redis Cluster: slot %d moved to %s", slot, _describe(node))
         with self._lock:
             self._owners[slot] = node
             if node not in self._primaries:
@@ -402,10 +433,10 @@ class ClusterMap:
         for attempt in range(2):
             try:
                 if not asking:
-                    return redis.Redis.execute_command(client, *args, **options)
+                    return redis.Redis.execute_command(client, *args, **options)  # type: ignore[no-untyped-call]
                 pipe = redis.client.Pipeline(client.connection_pool, client.response_callbacks, False, None)
-                pipe.execute_command("ASKING")
-                pipe.execute_command(*args, **options)
+                pipe.execute_command("ASKING")  # type: ignore[no-untyped-call]
+                pipe.execute_command(*args, **options)  # type: ignore[no-untyped-call]
                 reply = pipe.execute(raise_on_error=False)[1]
                 if isinstance(reply, Exception):
                     raise reply
@@ -414,7 +445,7 @@ class ClusterMap:
                 source = self.scripts.get(str(args[1])) if str(args[0]).upper() == "EVALSHA" else None
                 if source is None or attempt:
                     raise
-                redis.Redis.execute_command(client, "SCRIPT LOAD", source)
+                redis.Redis.execute_command(client, "SCRIPT LOAD", source)  # type: ignore[no-untyped-call]
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:

@@ -105,12 +105,15 @@ class LargeValues(BackendBase):
         return replies
 
 
+_REDIRECT_CODES = frozenset({"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"})
+
+
 def _is_redirection(error: BaseException) -> bool:
     """Whether a raw reply's error is a cluster's redirection (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``)."""
     if isinstance(error, REDIRECTS):
         return True
     code = str(error).split(" ", 1)[0]
-    return isinstance(error, redis.exceptions.ResponseError) and code in ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+    return isinstance(error, redis.exceptions.ResponseError) and code in _REDIRECT_CODES
 
 
 def read_bulk_into(sock: Any, view: memoryview) -> bool:
