@@ -114,10 +114,29 @@ class TestCluster:
     def _exec_prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.admin_host] if self.admin_host else []
 
+    def _info_via_cli(self, port: int) -> dict[str, str]:
+        """``CLUSTER INFO`` of a node the test cannot reach itself, through ``redis-cli`` on the nodes' host."""
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        env = dict(os.environ, REDISCLI_AUTH=self.password or "")
+        done = self._run([cli, "-h", self.host, "-p", str(port), "CLUSTER", "INFO"], env)
+        pairs = (line.strip().partition(":") for line in done.stdout.splitlines())
+        return {k: v for k, _, v in pairs if k}
+
     def wait_ok(self, timeout: float = 20.0) -> None:
         """Wait until every node says ``cluster_state:ok`` and knows every node."""
         deadline = time.monotonic() + timeout
         while True:
+            if self.admin_host:
+                infos = [self._info_via_cli(p) for p in self.ports]
+                if all(
+                    i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == str(len(self.ports))
+                    for i in infos
+                ):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the test cluster did not become ok: {infos}")
+                time.sleep(0.1)
+                continue
             try:
                 infos = [self.node(p).execute_command("CLUSTER INFO") for p in self.ports]
                 if all(i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == len(self.ports) for i in infos):
