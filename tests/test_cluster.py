@@ -283,3 +283,12 @@ def test_each_redirection_is_followed_once(cluster: TestCluster) -> None:
         assert cluster.keys_on(target, keys.job_pattern(jobname)) == []
     finally:
         backend.close()
+
+
+def test_the_cluster_setting_with_host_and_port(cluster: TestCluster) -> None:
+    jobname = f"set-{uuid.uuid4().hex[:6]}"
+    port = cluster.ports[1]
+    with RedisParam(1, jobname=jobname, host="127.0.0.1", port=port, password=PASSWORD, cluster=True) as p:
+        assert p.settings.address.kind == "cluster"
+        assert p.map(tasks.inc, range(30), tasks=3) == list(range(1, 31))
+    assert _other_keys(cluster, jobname) == []

@@ -5,16 +5,21 @@ path included) goes through :func:`translating`, so that outside this subpackage
 ever seen, except the lost connections and timeouts of :data:`~.client.TRANSIENT_ERRORS`, which callers catch to
 retry. The replies that a user can meet, and what they become:
 
-=============  =========================================================  ==============================
-reply          cause                                                      exception
-=============  =========================================================  ==============================
-``OOM``        ``maxmemory`` reached, a policy that evicts nothing        :class:`ServerOutOfMemory`
-``NOPERM``     the ACL user may not run a command or touch a key          :class:`PermissionDenied`
-``READONLY``   a replica (``UNBLOCKED``: a server just became one)        :class:`ServerReadOnly`
-``LOADING``    the server is loading its dataset (waited through)         :class:`ServerLoading`
-``MISCONF``    an RDB snapshot failed, ``stop-writes-on-bgsave-error``    :class:`PersistenceFailed`
-any other      (a bug, or a server that is not Redis)                     :class:`ServerError`
-=============  =========================================================  ==============================
+===============  =========================================================  ==============================
+reply            cause                                                      exception
+===============  =========================================================  ==============================
+``OOM``          ``maxmemory`` reached, a policy that evicts nothing        :class:`ServerOutOfMemory`
+``NOPERM``       the ACL user may not run a command or touch a key          :class:`PermissionDenied`
+``READONLY``     a replica (``UNBLOCKED``: a server just became one)        :class:`ServerReadOnly`
+``LOADING``      the server is loading its dataset (waited through)         :class:`ServerLoading`
+``MISCONF``      an RDB snapshot failed, ``stop-writes-on-bgsave-error``    :class:`PersistenceFailed`
+``MOVED``        a plain URL at a node of a Redis Cluster (``ASK`` too)     :class:`ConfigurationError`
+``CLUSTERDOWN``  the same, the cluster down (``TRYAGAIN`` too)              :class:`ServerUnavailable`
+any other        (a bug, or a server that is not Redis)                     :class:`ServerError`
+===============  =========================================================  ==============================
+
+A cluster backend (:mod:`.cluster`) follows ``MOVED``, ``ASK``, ``TRYAGAIN`` and ``CLUSTERDOWN`` itself; only a
+client of one server meets them here.
 
 redis-py raises some of them as a plain ``ResponseError`` (``MISCONF``; all of them when a Lua script's command
 fails), so they are recognized by the reply's code as well as by redis-py's class.
