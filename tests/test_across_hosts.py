@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dask_redisparam.backend.cluster import slot_of_job
+from dask_redisparam.backend.slots import slot_of_job
 from dask_redisparam.worker.server import find_redis_server
 from tests.netns import TestNetwork
 from tests.rcluster import TestCluster

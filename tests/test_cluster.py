@@ -23,7 +23,7 @@ import redis
 
 from dask_redisparam import ConfigurationError, PermissionDenied, RedisParam
 from dask_redisparam.backend import Backend, keys
-from dask_redisparam.backend.cluster import slot_of_job
+from dask_redisparam.backend.slots import slot_of_job
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.worker.server import EmbeddedRedis
 from tests import tasks

@@ -22,9 +22,10 @@ from redis.retry import Retry
 from ..config.address import RedisAddress
 from ..errors import AuthenticationFailed, PermissionDenied, ServerUnavailable
 from . import keys, lua
-from .cluster import ClusterMap, NodeClient, routing
+from .cluster import ClusterMap, NodeClient
 from .commands import CLUSTER_COMMANDS, check_commands
 from .replies import translate, translating
+from .slots import routing
 
 __all__ = [
     "MAX_BLOCK",

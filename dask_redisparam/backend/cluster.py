@@ -7,9 +7,9 @@ ordinary :class:`redis.Redis` client (:class:`NodeClient`, its own connection po
 redis-py's :class:`~redis.cluster.RedisCluster` is not used: its pipelines refuse ``EVALSHA``, it has no one pool
 per node to read large values from, and it needs ``COMMAND`` at start.
 
-Which node a backend's ``_r`` is: every public method of the backend is wrapped by :func:`routing`, which picks the
-slot from the method's first parameter (``jobname``, a key, a key pattern, the held keys, a worker's report) for the
-thread that runs it (:meth:`ClusterMap.enter`); ``_r`` then is the client of that slot's primary.
+Which node a backend's ``_r`` is: every public method of the backend is wrapped by :func:`.slots.routing`, which
+picks the slot from the method's first parameter (``jobname``, a key, a key pattern, the held keys, a worker's
+report) for the thread that runs it (:meth:`ClusterMap.enter`); ``_r`` then is the client of that slot's primary.
 
 When the cluster changes under a job, the node answers a command with a redirection instead of running it:
 
@@ -31,28 +31,19 @@ marks the map stale, so that the next command finds the new primary; the caller 
 connection. A command still redirected after :data:`REDIRECT_GRACE` seconds raises
 :class:`~dask_redisparam.errors.ServerUnavailable` naming the node and the slot.
 
-Examples
---------
->>> slot_of_job("demo") == slot_of_key("drp:{demo}:queue")
-True
->>> print(slot_of_pattern("drp:{*}:*"))
-None
 """
 
 from __future__ import annotations
 
 import collections
-import functools
-import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import redis
 import redis.client
-from redis.crc import key_slot
 
 from ..config.address import RedisAddress
 from ..errors import ConfigurationError, PermissionDenied, ServerUnavailable
@@ -63,10 +54,6 @@ __all__ = [
     "ClusterMap",
     "NodeClient",
     "NodePipeline",
-    "routing",
-    "slot_of_job",
-    "slot_of_key",
-    "slot_of_pattern",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,28 +70,6 @@ REDIRECT_GRACE = 20.0
 
 REFRESH_EVERY = 0.25
 """Least seconds between two refreshes of the slot map that nothing forced."""
-
-_T = TypeVar("_T")
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def slot_of_key(key: str | bytes) -> int:
-    """The cluster slot of a key (its hash tag's, if it has one)."""
-    return int(key_slot(key.encode() if isinstance(key, str) else key))
-
-
-def slot_of_job(jobname: str) -> int:
-    """The slot of every key of job ``jobname`` (the tag ``{jobname}``)."""
-    return slot_of_key(f"{{{jobname}}}")
-
-
-def slot_of_pattern(pattern: str) -> int | None:
-    """The slot of every key a ``SCAN MATCH`` pattern can match, or None when its hash tag is a glob (or missing)."""
-    start = pattern.find("{")
-    end = pattern.find("}", start + 1)
-    if start < 0 or end < 0 or any(c in pattern[start + 1 : end] for c in "*?[]\\") or end == start + 1:
-        return None
-    return slot_of_key(pattern)
 
 
 def _code(error: Exception) -> str:
@@ -453,57 +418,3 @@ class ClusterMap:
         with self._lock:
             for client in self._clients.values():
                 client.close()
-
-
-# ----------------------------------------------------------------------------------------------- routing
-def _by_job(value: Any) -> int | None:
-    return slot_of_job(value) if isinstance(value, str) else None
-
-
-def _by_key(value: Any) -> int | None:
-    return slot_of_key(value) if isinstance(value, (str, bytes)) else None
-
-
-def _by_pattern(value: Any) -> int | None:
-    return slot_of_pattern(value) if isinstance(value, str) else None
-
-
-def _by_first_key(value: Any) -> int | None:
-    return _by_key(value[0]) if isinstance(value, (list, tuple)) and value else None
-
-
-def _by_report(value: Any) -> int | None:
-    return _by_job(value[0]) if isinstance(value, tuple) and value else None
-
-
-ROUTES: dict[str, Callable[[Any], int | None]] = {
-    "jobname": _by_job,
-    "key": _by_key,
-    "data": _by_key,
-    "pattern": _by_pattern,
-    "held": _by_first_key,
-    "report": _by_report,
-}
-"""The first parameter of a backend method, by name -> how to find the slot it works on from its value."""
-
-
-def routing(method: _F) -> _F:
-    """Wrap a backend method so that, on a cluster, it works on the slot its first argument names (:data:`ROUTES`);
-    other methods are returned unchanged."""
-    params = list(inspect.signature(method).parameters)[1:2]
-    if not params or params[0] not in ROUTES:
-        return method
-    name, pick = params[0], ROUTES[params[0]]
-
-    @functools.wraps(method)
-    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        cluster: ClusterMap | None = self._cluster
-        if cluster is None:
-            return method(self, *args, **kwargs)
-        previous = cluster.enter(pick(args[0] if args else kwargs.get(name)))
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            cluster.leave(previous)
-
-    return cast(_F, call)

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from . import keys
-from .cluster import slot_of_pattern
 from .large import LargeValues
+from .slots import slot_of_pattern
 
 __all__ = ["HeldOps"]
 
