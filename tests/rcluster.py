@@ -61,6 +61,7 @@ class TestCluster:
         self.directory = directory
         self._launch = launch or (lambda argv: subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, text=True))
         self.processes: list[subprocess.Popen[str]] = []
+        self.replicas: list[int] = []
         self.admin_host = admin_host  # None: the test can reach the nodes (same network)
         try:
             self._start()
@@ -69,28 +70,30 @@ class TestCluster:
             raise
 
     # ------------------------------------------------------------------------------------------------- set-up
+    def _start_node(self, port: int) -> None:
+        d = self.directory / str(port)
+        d.mkdir(parents=True, exist_ok=True)
+        conf = d / "redis.conf"
+        lines = [
+            f"port {port}",
+            f"bind {self.host}",
+            "cluster-enabled yes",
+            f"cluster-config-file {d / 'nodes.conf'}",
+            "cluster-node-timeout 3000",
+            'save ""',
+            "appendonly no",
+            f"dir {d}",
+            "protected-mode no",
+        ]
+        if self.password:
+            lines += [f'requirepass "{self.password}"', f'masterauth "{self.password}"']
+        conf.write_text("\n".join(lines) + "\n")
+        conf.chmod(0o600)
+        self.processes.append(self._launch([find_redis_server(), str(conf)]))
+
     def _start(self) -> None:
-        server = find_redis_server()
         for port in self.ports:
-            d = self.directory / str(port)
-            d.mkdir(parents=True, exist_ok=True)
-            conf = d / "redis.conf"
-            lines = [
-                f"port {port}",
-                f"bind {self.host}",
-                "cluster-enabled yes",
-                f"cluster-config-file {d / 'nodes.conf'}",
-                "cluster-node-timeout 3000",
-                'save ""',
-                "appendonly no",
-                f"dir {d}",
-                "protected-mode no",
-            ]
-            if self.password:
-                lines += [f'requirepass "{self.password}"', f'masterauth "{self.password}"']
-            conf.write_text("\n".join(lines) + "\n")
-            conf.chmod(0o600)
-            self.processes.append(self._launch([server, str(conf)]))
+            self._start_node(port)
         cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
         argv = [cli, "--cluster", "create", *(f"{self.host}:{p}" for p in self.ports)]
         argv += ["--cluster-replicas", "0", "--cluster-yes"]
@@ -129,8 +132,7 @@ class TestCluster:
             if self.admin_host:
                 infos = [self._info_via_cli(p) for p in self.ports]
                 if all(
-                    i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == str(len(self.ports))
-                    for i in infos
+                    i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == str(self._known) for i in infos
                 ):
                     return
                 if time.monotonic() > deadline:
@@ -139,13 +141,54 @@ class TestCluster:
                 continue
             try:
                 infos = [self.node(p).execute_command("CLUSTER INFO") for p in self.ports]
-                if all(i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == len(self.ports) for i in infos):
+                if all(i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == self._known for i in infos):
                     return
             except redis.ConnectionError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("the test cluster did not become ok")
             time.sleep(0.1)
+
+    @property
+    def _known(self) -> int:
+        return len(self.ports) + len(self.replicas)
+
+    def add_replica(self, of_port: int) -> int:
+        """Start one more node, a replica of the primary on ``of_port``; returns its port once it is in sync."""
+        (port,) = free_ports(1)
+        self._start_node(port)
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        env = dict(os.environ, REDISCLI_AUTH=self.password or "")
+        argv = [cli, "--cluster", "add-node", f"{self.host}:{port}", f"{self.host}:{of_port}", "--cluster-slave"]
+        argv += ["--cluster-master-id", self.node_id(of_port)]
+        deadline = time.monotonic() + 20
+        while (done := self._run(argv, env)).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-cli --cluster add-node failed: {done.stdout}\n{done.stderr}")
+            time.sleep(0.2)
+        self.replicas.append(port)
+        self.wait_ok()
+        deadline = time.monotonic() + 20
+        while self.node(port).info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not sync")
+            time.sleep(0.1)
+        return port
+
+    def failover(self, replica_port: int) -> int:
+        """``CLUSTER FAILOVER`` on a replica (graceful: it catches up, then takes over); waits until it serves and
+        returns the old primary's port (now its replica)."""
+        old = int(self.node(replica_port).info("replication")["master_port"])
+        self.node(replica_port).execute_command("CLUSTER FAILOVER")
+        deadline = time.monotonic() + 20
+        while self.node(replica_port).info("replication").get("role") != "master":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the failover did not happen")
+            time.sleep(0.05)
+        self.ports[self.ports.index(old)] = replica_port
+        self.replicas[self.replicas.index(replica_port)] = old
+        self.wait_ok()
+        return old
 
     # -------------------------------------------------------------------------------------------------- use
     @property

@@ -292,3 +292,37 @@ def test_the_cluster_setting_with_host_and_port(cluster: TestCluster) -> None:
         assert p.settings.address.kind == "cluster"
         assert p.map(tasks.inc, range(30), tasks=3) == list(range(1, 31))
     assert _other_keys(cluster, jobname) == []
+
+
+def test_a_primary_failover_mid_run_is_followed(tmp_path: pathlib.Path) -> None:
+    """``CLUSTER FAILOVER`` of the job's primary to its replica during a run: the old primary answers ``MOVED``
+    (and unblocks its ``BLMOVE`` callers); manager and workers follow the slot to the new primary, exact."""
+    own = TestCluster(tmp_path, password=PASSWORD)
+    try:
+        jobname = f"fo-{uuid.uuid4().hex[:6]}"
+        primary = own.owner(slot_of_job(jobname))
+        replica = own.add_replica(primary)
+        out: dict[str, Any] = {}
+        with RedisParam(2, jobname=jobname, url=own.url) as p:
+            assert p.map(tasks.inc, range(10)) == list(range(1, 11))
+
+            def run() -> None:
+                try:
+                    out["value"] = p.map(tasks.slow_inc, range(300), [0.01] * 300)
+                except BaseException as e:
+                    out["error"] = e
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            time.sleep(0.5)
+            old = own.failover(replica)
+            running = thread.is_alive()
+            thread.join(60)
+            assert "error" not in out, out.get("error")
+            assert out["value"] == list(range(1, 301))
+            assert running
+            assert old == primary and own.owner(slot_of_job(jobname)) == replica
+            assert p.map(tasks.inc, range(5)) == list(range(1, 6))
+        assert _other_keys(own, jobname) == []
+    finally:
+        own.close()

@@ -106,6 +106,12 @@ class NodeClient(redis.Redis):
             if self.slot_map is None:
                 raise
             return self.slot_map.redo(args, options, e)
+        except redis.exceptions.ResponseError as e:
+            # a blocking command (BLMOVE) of a primary that became a replica (a failover): it did not run
+            if self.slot_map is None or not str(e).startswith("UNBLOCKED"):
+                raise
+            self.slot_map.stale()
+            return self.slot_map.redo(args, options, redis.exceptions.ClusterDownError(str(e)))
         except (redis.ConnectionError, redis.TimeoutError):
             if self.slot_map is not None:
                 self.slot_map.stale()
