@@ -54,8 +54,10 @@ class TestCluster:
         password: str | None = None,
         launch: Launcher | None = None,
         admin_host: str | None = None,
+        node_timeout_ms: int = 3000,
     ) -> None:
         self.host = host
+        self.node_timeout_ms = node_timeout_ms
         self.ports = list(ports) if ports is not None else free_ports(3)
         self.password = password
         self.directory = directory
@@ -79,7 +81,7 @@ class TestCluster:
             f"bind {self.host}",
             "cluster-enabled yes",
             f"cluster-config-file {d / 'nodes.conf'}",
-            "cluster-node-timeout 3000",
+            f"cluster-node-timeout {self.node_timeout_ms}",
             'save ""',
             "appendonly no",
             f"dir {d}",

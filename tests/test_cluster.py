@@ -5,6 +5,7 @@ clearly. One cluster for the module (about 2 s to create)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import secrets
@@ -100,9 +101,15 @@ def test_six_jobs_each_exact_on_its_primary(cluster: TestCluster) -> None:
                     assert cluster.keys_on(other, keys.job_pattern(job)) == [], (job, other)
             assert _other_keys(cluster, job) == [], job
     assert len({port for port, names in by_node.items() if names}) == 3  # spread over the three primaries
+    backend = Backend.connect(RedisAddress.from_url(cluster.url))
+    try:  # what spans jobs (the dashboard's list of jobs) scans every primary
+        assert set(jobs) <= set(backend.job_names())
+    finally:
+        backend.close()
 
 
-def test_a_slot_migration_mid_run_is_survived(cluster: TestCluster) -> None:
+def test_a_slot_migration_mid_run_is_survived(cluster: TestCluster, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dask_redisparam.backend.cluster")
     jobname = f"mig-{uuid.uuid4().hex[:6]}"
     slot = slot_of_job(jobname)
     source = cluster.owner(slot)
@@ -110,10 +117,10 @@ def test_a_slot_migration_mid_run_is_survived(cluster: TestCluster) -> None:
     nbytes = 1 << 20  # large values: their parts go through the raw-socket paths
     arrays = [dask.delayed(tasks.make_array)(nbytes, float(i)) for i in range(6)]
     sums = [dask.delayed(tasks.array_sum)(a) for a in arrays]
-    slow = [dask.delayed(tasks.slow_inc)(i, 0.01) for i in range(300)]
+    slow = [dask.delayed(tasks.slow_inc)(i, 0.01) for i in range(200)]
     out: dict[str, Any] = {}
-    with RedisParam(2, jobname=jobname, url=cluster.url) as p:
-        assert p.map(tasks.inc, range(10)) == list(range(1, 11))  # workers up, the scripts loaded on the source
+    with RedisParam(1, jobname=jobname, url=cluster.url) as p:
+        assert p.map(tasks.inc, range(10)) == list(range(1, 11))  # a worker up, the scripts loaded on the source
 
         def run() -> None:
             try:
@@ -131,12 +138,13 @@ def test_a_slot_migration_mid_run_is_survived(cluster: TestCluster) -> None:
         thread.join(60)
         assert "error" not in out, out.get("error")
         incs, totals, last = out["value"]
-        assert list(incs) == list(range(1, 301))
+        assert list(incs) == list(range(1, 201))
         assert list(totals) == [float(i) * (nbytes // 8) for i in range(6)]
         assert isinstance(last, np.ndarray) and last.nbytes == nbytes and float(last[0]) == 5.0
         assert running, f"the run ended before the migration did ({migrated_in:.2f} s, {moved} keys)"
         assert moved >= 3
         assert cluster.owner(slot) == target
+        assert f"slot {slot} moved to 127.0.0.1:{target}" in caplog.text  # the manager followed it
         assert p.map(tasks.inc, range(5)) == list(range(1, 6))  # and after it
         assert cluster.keys_on(source, keys.job_pattern(jobname)) == []
     assert _other_keys(cluster, jobname) == []
@@ -154,11 +162,11 @@ def _wait(predicate: Any, timeout: float) -> bool:
 def test_status_and_cli_against_the_cluster(cluster: TestCluster) -> None:
     jobname = f"cli-{uuid.uuid4().hex[:6]}"
     address = RedisAddress.from_url(cluster.url)
-    workers = CliWorkers(address, jobname, 2)
+    workers = CliWorkers(address, jobname, 1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDISPARAM_", "REDIS_"))}
     env["REDISPARAM_URL"] = cluster.url
     try:
-        assert len(wait_for_workers(address, jobname, 2)) == 2
+        assert len(wait_for_workers(address, jobname, 1)) == 1
         with RedisParam(jobname=jobname, is_worker=False, url=cluster.url) as p:
             assert p.map(tasks.inc, range(20)) == list(range(1, 21))
         done = subprocess.run(
@@ -170,7 +178,7 @@ def test_status_and_cli_against_the_cluster(cluster: TestCluster) -> None:
         )
         assert done.returncode == 0, done.stderr
         status = json.loads(done.stdout)
-        assert len(status["workers"]) == 2, status
+        assert len(status["workers"]) == 1, status
         assert PASSWORD not in done.stdout + done.stderr
         done = subprocess.run(
             ["dask-redisparam", "stop-all", "--jobname", jobname], env=env, capture_output=True, text=True, timeout=60
@@ -303,12 +311,12 @@ def test_a_primary_failover_mid_run_is_followed(tmp_path: pathlib.Path) -> None:
         primary = own.owner(slot_of_job(jobname))
         replica = own.add_replica(primary)
         out: dict[str, Any] = {}
-        with RedisParam(2, jobname=jobname, url=own.url) as p:
+        with RedisParam(1, jobname=jobname, url=own.url) as p:
             assert p.map(tasks.inc, range(10)) == list(range(1, 11))
 
             def run() -> None:
                 try:
-                    out["value"] = p.map(tasks.slow_inc, range(300), [0.01] * 300)
+                    out["value"] = p.map(tasks.slow_inc, range(200), [0.01] * 200)
                 except BaseException as e:
                     out["error"] = e
 
@@ -319,7 +327,7 @@ def test_a_primary_failover_mid_run_is_followed(tmp_path: pathlib.Path) -> None:
             running = thread.is_alive()
             thread.join(60)
             assert "error" not in out, out.get("error")
-            assert out["value"] == list(range(1, 301))
+            assert out["value"] == list(range(1, 201))
             assert running
             assert old == primary and own.owner(slot_of_job(jobname)) == replica
             assert p.map(tasks.inc, range(5)) == list(range(1, 6))
