@@ -19,6 +19,13 @@ from dask_redisparam.worker.server import find_redis_server
 Launcher = Callable[[Sequence[str]], "subprocess.Popen[str]"]
 
 
+def _redis_cli() -> str:
+    """Debian's redis-cli (built with TLS), else the one on PATH."""
+    return (
+        "/usr/bin/redis-cli" if os.access("/usr/bin/redis-cli", os.X_OK) else (shutil.which("redis-cli") or "redis-cli")
+    )
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` TCP ports on 127.0.0.1 that are free together with their cluster bus port (+10000)."""
     ports: list[int] = []
@@ -55,9 +62,11 @@ class TestCluster:
         launch: Launcher | None = None,
         admin_host: str | None = None,
         node_timeout_ms: int = 3000,
+        tls: Any = None,
     ) -> None:
         self.host = host
         self.node_timeout_ms = node_timeout_ms
+        self.tls = tls  # a tests.test_tls.Pki: TLS only, on the nodes' ports and their cluster bus
         self.ports = list(ports) if ports is not None else free_ports(3)
         self.password = password
         self.directory = directory
@@ -76,8 +85,13 @@ class TestCluster:
         d = self.directory / str(port)
         d.mkdir(parents=True, exist_ok=True)
         conf = d / "redis.conf"
-        lines = [
-            f"port {port}",
+        tls: list[str] = []
+        if self.tls is not None:
+            tls = ["port 0", f"tls-port {port}", f"tls-cert-file {self.tls.server_cert}"]
+            tls += [f"tls-key-file {self.tls.server_key}", f"tls-ca-cert-file {self.tls.ca}"]
+            tls += [f"tls-client-cert-file {self.tls.client_cert}", f"tls-client-key-file {self.tls.client_key}"]
+            tls += ["tls-cluster yes", "tls-replication yes", "tls-auth-clients optional"]
+        lines = (tls or [f"port {port}"]) + [
             f"bind {self.host}",
             "cluster-enabled yes",
             f"cluster-config-file {d / 'nodes.conf'}",
@@ -91,13 +105,14 @@ class TestCluster:
             lines += [f'requirepass "{self.password}"', f'masterauth "{self.password}"']
         conf.write_text("\n".join(lines) + "\n")
         conf.chmod(0o600)
-        self.processes.append(self._launch([find_redis_server(), str(conf)]))
+        server = "/usr/bin/redis-server" if self.tls is not None else find_redis_server()  # built with TLS
+        self.processes.append(self._launch([server, str(conf)]))
 
     def _start(self) -> None:
         for port in self.ports:
             self._start_node(port)
-        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
-        argv = [cli, "--cluster", "create", *(f"{self.host}:{p}" for p in self.ports)]
+        cli = _redis_cli()
+        argv = [cli, *self._cli_tls(), "--cluster", "create", *(f"{self.host}:{p}" for p in self.ports)]
         argv += ["--cluster-replicas", "0", "--cluster-yes"]
         env = dict(os.environ)
         if self.password:
@@ -112,6 +127,9 @@ class TestCluster:
             time.sleep(0.2)
         self.wait_ok()
 
+    def _cli_tls(self) -> list[str]:
+        return [] if self.tls is None else ["--tls", "--cacert", str(self.tls.ca)]
+
     def _run(self, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         prefix = self._exec_prefix()
         return subprocess.run([*prefix, *argv], env=env, capture_output=True, text=True, timeout=60)
@@ -121,7 +139,7 @@ class TestCluster:
 
     def _info_via_cli(self, port: int) -> dict[str, str]:
         """``CLUSTER INFO`` of a node the test cannot reach itself, through ``redis-cli`` on the nodes' host."""
-        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        cli = _redis_cli()
         env = dict(os.environ, REDISCLI_AUTH=self.password or "")
         done = self._run([cli, "-h", self.host, "-p", str(port), "CLUSTER", "INFO"], env)
         pairs = (line.strip().partition(":") for line in done.stdout.splitlines())
@@ -159,9 +177,17 @@ class TestCluster:
         """Start one more node, a replica of the primary on ``of_port``; returns its port once it is in sync."""
         (port,) = free_ports(1)
         self._start_node(port)
-        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        cli = _redis_cli()
         env = dict(os.environ, REDISCLI_AUTH=self.password or "")
-        argv = [cli, "--cluster", "add-node", f"{self.host}:{port}", f"{self.host}:{of_port}", "--cluster-slave"]
+        argv = [
+            cli,
+            *self._cli_tls(),
+            "--cluster",
+            "add-node",
+            f"{self.host}:{port}",
+            f"{self.host}:{of_port}",
+            "--cluster-slave",
+        ]
         argv += ["--cluster-master-id", self.node_id(of_port)]
         deadline = time.monotonic() + 20
         while (done := self._run(argv, env)).returncode != 0:
@@ -196,10 +222,18 @@ class TestCluster:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis+cluster://{auth}" + ",".join(f"{self.host}:{p}" for p in self.ports)
+        hosts = ",".join(f"{self.host}:{p}" for p in self.ports)
+        if self.tls is not None:
+            return f"rediss+cluster://{auth}{hosts}?ssl_ca_certs={self.tls.ca}"
+        return f"redis+cluster://{auth}{hosts}"
 
     def node(self, port: int) -> redis.Redis:
         """An admin client of one node (only where the test can reach the nodes)."""
+        if self.tls is not None:
+            return redis.Redis(
+                host=self.host, port=port, password=self.password, socket_timeout=10, ssl=True,
+                ssl_ca_certs=str(self.tls.ca),
+            )  # fmt: skip
         return redis.Redis(host=self.host, port=port, password=self.password, socket_timeout=10)
 
     def node_id(self, port: int) -> str:

@@ -31,6 +31,7 @@ from tests import tasks
 from tests.conftest import CliWorkers, wait_for_workers
 from tests.rcluster import TestCluster
 from tests.test_auth import _rules_for
+from tests.test_tls import make_pki
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -331,6 +332,20 @@ def test_a_primary_failover_mid_run_is_followed(tmp_path: pathlib.Path) -> None:
             assert running
             assert old == primary and own.owner(slot_of_job(jobname)) == replica
             assert p.map(tasks.inc, range(5)) == list(range(1, 6))
+        assert _other_keys(own, jobname) == []
+    finally:
+        own.close()
+
+
+def test_a_cluster_over_tls(tmp_path: pathlib.Path) -> None:
+    """``rediss+cluster://``: every node (and the cluster bus) speaks TLS only; the CA file applies to each node."""
+    own = TestCluster(tmp_path / "nodes", password=PASSWORD, tls=make_pki(tmp_path / "pki"))
+    try:
+        assert own.url.startswith("rediss+cluster://")
+        jobname = f"tls-{uuid.uuid4().hex[:6]}"
+        with RedisParam(1, jobname=jobname, url=own.url) as p:
+            assert p.map(tasks.inc, range(40), tasks=4) == list(range(1, 41))
+            assert p.settings.address.tls
         assert _other_keys(own, jobname) == []
     finally:
         own.close()

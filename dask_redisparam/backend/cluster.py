@@ -376,6 +376,9 @@ class ClusterMap:
                 node = self.owner(slot)
             try:
                 return self._run_on(node, args, options, asking)
+            except (redis.ConnectionError, redis.TimeoutError):
+                self.stale()  # the node the map or the redirection named is gone: a failover under way
+                raise
             except REDIRECTS as e:
                 if time.monotonic() > deadline:
                     raise ServerUnavailable(
