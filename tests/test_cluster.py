@@ -271,7 +271,7 @@ def test_each_redirection_is_followed_once(cluster: TestCluster) -> None:
         assert backend.heartbeat(jobname, "w1", 30, {"host": "h"}) == (True, False)  # a script, by ASK
 
         def finish() -> None:
-            time.sleep(0.5)
+            _wait(lambda: counts["TRYAGAIN"] >= 2, 10)  # the script below is being told to try again
             for name in cluster.node(source).execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
                 src.execute_command("MIGRATE", "127.0.0.1", target, name, 0, 5000, "AUTH", PASSWORD)
             for port in [target, source, *(p for p in cluster.ports if p not in (source, target))]:
@@ -317,7 +317,7 @@ def test_a_primary_failover_mid_run_is_followed(tmp_path: pathlib.Path) -> None:
 
             def run() -> None:
                 try:
-                    out["value"] = p.map(tasks.slow_inc, range(200), [0.01] * 200)
+                    out["value"] = p.map(tasks.slow_inc, range(300), [0.01] * 300)
                 except BaseException as e:
                     out["error"] = e
 
@@ -328,7 +328,7 @@ def test_a_primary_failover_mid_run_is_followed(tmp_path: pathlib.Path) -> None:
             running = thread.is_alive()
             thread.join(60)
             assert "error" not in out, out.get("error")
-            assert out["value"] == list(range(1, 201))
+            assert out["value"] == list(range(1, 301))
             assert running
             assert old == primary and own.owner(slot_of_job(jobname)) == replica
             assert p.map(tasks.inc, range(5)) == list(range(1, 6))
