@@ -13,17 +13,17 @@ report) for the thread that runs it (:meth:`ClusterMap.enter`); ``_r`` then is t
 
 When the cluster changes under a job, the node answers a command with a redirection instead of running it:
 
-==============  =========================================  ======================================================
-reply           cause                                      what :meth:`ClusterMap.redo` does
-==============  =========================================  ======================================================
-``MOVED``       the slot has a new owner (resharding,      refresh the slot map; send the command to the new owner
-                failover)
-``ASK``         the slot is migrating, this key already    send ``ASKING`` and the command to the importing node
-                went (or is new)
-``TRYAGAIN``    a multi-key command or script while the    wait 50 ms and send it again to the slot's owner
-                slot's keys are split over two nodes
-``CLUSTERDOWN`` the cluster lost a primary (failover)      wait, refresh the map, send it again
-==============  =========================================  ======================================================
+===============  =========================================  ======================================================
+reply            cause                                      what :meth:`ClusterMap.redo` does
+===============  =========================================  ======================================================
+``MOVED``        the slot has a new owner (resharding,      refresh the slot map; send the command to the new owner
+                 failover)
+``ASK``          the slot is migrating, this key already    send ``ASKING`` and the command to the importing node
+                 went (or is new)
+``TRYAGAIN``     a multi-key command or script while the    wait (20 ms, doubling to 0.5 s), send it again to the owner
+                 slot's keys are split over two nodes
+``CLUSTERDOWN``  the cluster lost a primary (failover)      wait, refresh the map, send it again
+===============  =========================================  ======================================================
 
 Only the commands that were redirected are sent again (in a pipeline: after the others, in their order), as
 ``_execute`` does after ``NOSCRIPT``: a command that ran never runs twice. A lost connection (a primary that died)
@@ -31,6 +31,17 @@ marks the map stale, so that the next command finds the new primary; the caller 
 connection. A command still redirected after :data:`REDIRECT_GRACE` seconds raises
 :class:`~dask_redisparam.errors.ServerUnavailable` naming the node and the slot.
 
+Examples
+--------
+The slot a thread works on (nothing is sent until a command needs the map):
+
+>>> cluster = ClusterMap(RedisAddress.from_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"), NodeClient)
+>>> previous = cluster.enter(4211)
+>>> cluster.current_slot()
+4211
+>>> cluster.leave(previous)
+>>> print(cluster.current_slot())
+None
 """
 
 from __future__ import annotations
