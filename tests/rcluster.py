@@ -19,6 +19,11 @@ from dask_redisparam.worker.server import find_redis_server
 Launcher = Callable[[Sequence[str]], "subprocess.Popen[str]"]
 
 
+def _redis_server() -> str:
+    """Debian's redis-server (7.0, built with TLS and cluster support), else the one the package finds."""
+    return "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else find_redis_server()
+
+
 def _redis_cli() -> str:
     """Debian's redis-cli (built with TLS), else the one on PATH."""
     return (
@@ -105,8 +110,7 @@ class TestCluster:
             lines += [f'requirepass "{self.password}"', f'masterauth "{self.password}"']
         conf.write_text("\n".join(lines) + "\n")
         conf.chmod(0o600)
-        server = "/usr/bin/redis-server" if self.tls is not None else find_redis_server()  # built with TLS
-        self.processes.append(self._launch([server, str(conf)]))
+        self.processes.append(self._launch([_redis_server(), str(conf)]))
 
     def _start(self) -> None:
         for port in self.ports:
