@@ -47,6 +47,7 @@ None
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import threading
 import time
@@ -128,9 +129,32 @@ class NodeClient(redis.Redis):
                 self.slot_map.stale()
             raise
 
+    def register_script(self, script: Any) -> Any:
+        """A script that runs on the primary of the calling thread's slot, whichever node registered it."""
+        return ClusterScript(self.slot_map, script) if self.slot_map is not None else super().register_script(script)
+
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> NodePipeline:
         """A pipeline on this node's pool whose redirected commands follow the cluster."""
         return NodePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint, self.slot_map)
+
+
+class ClusterScript:
+    """A Lua script for :meth:`NodeClient.register_script`: ``EVALSHA`` on the current thread's primary, loaded
+    there when missing (the backend's own scripts are :class:`~.client._Script`, which does the same)."""
+
+    def __init__(self, slot_map: ClusterMap, script: str) -> None:
+        self.script = script
+        self.sha = hashlib.sha1(script.encode()).hexdigest()
+        self._slot_map = slot_map
+        slot_map.scripts[self.sha] = script
+
+    def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
+        node = client or self._slot_map.current()
+        try:
+            return node.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            node.script_load(self.script)
+            return node.evalsha(self.sha, len(keys), *keys, *args)
 
 
 class NodePipeline(redis.client.Pipeline):
@@ -334,10 +358,11 @@ class ClusterMap:
         return cast(int | None, getattr(self._local, "slot", None))
 
     def current(self) -> NodeClient:
-        """The client of the primary of this thread's slot (the first primary when it works on none)."""
+        """The client of the primary of this thread's slot (when it works on none: the first primary, or the first
+        seed before the map is read, which a command it redirects does not mind)."""
         slot = self.current_slot()
         if slot is None:
-            return self.primaries()[0]
+            return self.client(self._primaries[0] if self._primaries else self.address.nodes[0])
         return self.client(self.owner(slot))
 
     def where(self) -> str:
