@@ -22,8 +22,9 @@ from redis.retry import Retry
 from ..config.address import RedisAddress
 from ..errors import AuthenticationFailed, PermissionDenied, ServerUnavailable
 from . import keys, lua
-from .cluster import ClusterMap, NodeClient
+from .cluster import ClusterMap
 from .commands import CLUSTER_COMMANDS, check_commands
+from .nodes import NodeClient
 from .replies import translate, translating
 from .slots import routing
 

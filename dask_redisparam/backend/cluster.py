@@ -2,7 +2,7 @@
 
 Every key of a job carries the ``{job}`` hash tag, so a job's keys share one slot and every pipeline and Lua script
 of a job runs on one primary. A cluster backend therefore keeps the cluster's slot map (``CLUSTER SLOTS``) and one
-ordinary :class:`redis.Redis` client (:class:`NodeClient`, its own connection pool) per primary: pipelines,
+ordinary :class:`redis.Redis` client (:class:`~.nodes.NodeClient`, its own connection pool) per primary: pipelines,
 ``EVALSHA`` scripts and the raw-socket reader of large values (:mod:`.large`) work as on a single server.
 redis-py's :class:`~redis.cluster.RedisCluster` is not used: its pipelines refuse ``EVALSHA``, it has no one pool
 per node to read large values from, and it needs ``COMMAND`` at start.
@@ -47,7 +47,6 @@ None
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 import threading
 import time
@@ -55,27 +54,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis
-import redis.client
 
 from ..config.address import RedisAddress
 from ..errors import ConfigurationError, PermissionDenied, ServerUnavailable
+from .nodes import REDIRECTS, NodeClient
 
-__all__ = [
-    "REDIRECTS",
-    "REDIRECT_GRACE",
-    "ClusterMap",
-    "NodeClient",
-    "NodePipeline",
-]
+__all__ = ["REDIRECTS", "REDIRECT_GRACE", "ClusterMap"]
 
 logger = logging.getLogger(__name__)
-
-REDIRECTS: tuple[type[Exception], ...] = (
-    redis.exceptions.AskError,  # MovedError derives from it
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-)
-"""The replies of a cluster node that mean "not here, not now": the command did not run."""
 
 REDIRECT_GRACE = 20.0
 """Seconds one command keeps following redirections (a migration, a failover) before it fails."""
@@ -99,102 +85,6 @@ def _code(error: Exception) -> str:
 def _describe(node: tuple[str, int]) -> str:
     host, port = node
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class NodeClient(redis.Redis):
-    """An ordinary client of one primary that follows redirections per command (:meth:`ClusterMap.redo`).
-
-    Its :meth:`pipeline` gives a :class:`NodePipeline`, which does the same for the commands of a pipeline.
-    """
-
-    slot_map: ClusterMap | None = None
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        """Run one command here; if the node redirects it, where the cluster says; mark the map stale when the
-        connection fails."""
-        try:
-            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        except REDIRECTS as e:
-            if self.slot_map is None:
-                raise
-            return self.slot_map.redo(args, options, e)
-        except redis.exceptions.ResponseError as e:
-            # a blocking command (BLMOVE) of a primary that became a replica (a failover): it did not run
-            if self.slot_map is None or not str(e).startswith("UNBLOCKED"):
-                raise
-            self.slot_map.stale()
-            return self.slot_map.redo(args, options, redis.exceptions.ClusterDownError(str(e)))
-        except (redis.ConnectionError, redis.TimeoutError):
-            if self.slot_map is not None:
-                self.slot_map.stale()
-            raise
-
-    def register_script(self, script: Any) -> Any:
-        """A script that runs on the primary of the calling thread's slot, whichever node registered it."""
-        return ClusterScript(self.slot_map, script) if self.slot_map is not None else super().register_script(script)
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> NodePipeline:
-        """A pipeline on this node's pool whose redirected commands follow the cluster."""
-        return NodePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint, self.slot_map)
-
-
-class ClusterScript:
-    """A Lua script for :meth:`NodeClient.register_script`: ``EVALSHA`` on the current thread's primary, loaded
-    there when missing (the backend's own scripts are :class:`~.client._Script`, which does the same)."""
-
-    def __init__(self, slot_map: ClusterMap, script: str) -> None:
-        self.script = script
-        self.sha = hashlib.sha1(script.encode()).hexdigest()
-        self._slot_map = slot_map
-        slot_map.scripts[self.sha] = script
-
-    def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
-        node = client or self._slot_map.current()
-        try:
-            return node.evalsha(self.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            node.script_load(self.script)
-            return node.evalsha(self.sha, len(keys), *keys, *args)
-
-
-class NodePipeline(redis.client.Pipeline):
-    """A pipeline on one node that sends its redirected commands again, only those, where the cluster says.
-
-    Attributes
-    ----------
-    redirected : list of int
-        Positions of the commands that the last :meth:`execute` sent again after the pipeline.
-    """
-
-    def __init__(
-        self, pool: Any, callbacks: Any, transaction: bool, shard_hint: Any, slot_map: ClusterMap | None
-    ) -> None:
-        super().__init__(pool, callbacks, transaction, shard_hint)
-        self.slot_map = slot_map
-        self.redirected: list[int] = []
-
-    def execute(self, raise_on_error: bool = True) -> list[Any]:
-        """Run the pipeline; then each redirected command again, in order, where the cluster says."""
-        stack = list(self.command_stack)
-        try:
-            replies = list(super().execute(raise_on_error=False))
-        except (redis.ConnectionError, redis.TimeoutError):
-            if self.slot_map is not None:
-                self.slot_map.stale()
-            raise
-        self.redirected = [i for i, reply in enumerate(replies) if isinstance(reply, REDIRECTS)]
-        if self.slot_map is not None:
-            for i in self.redirected:
-                args, options = stack[i]
-                try:
-                    replies[i] = self.slot_map.redo(args, options, replies[i])
-                except redis.exceptions.ResponseError as e:
-                    replies[i] = e
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        return replies
 
 
 class ClusterMap:

@@ -18,7 +18,7 @@ from ..wire.bulk import Part
 from ..wire.signing import PayloadRejected
 from . import keys
 from .client import SEND_BUFFER, BackendBase
-from .cluster import REDIRECTS
+from .nodes import REDIRECTS
 
 __all__ = ["LargeValues"]
 
