@@ -84,8 +84,9 @@ class RedisParam(ParamData):
         User name (Redis ACL) on the Redis server (``""``: the default user); see the module documentation for how the
         server settings combine with the environment.
     url : str, optional
-        The Redis server as a URL (``redis://``, ``rediss://``, ``unix://``); see the module documentation for how the
-        server settings combine with the environment.
+        The Redis server as a URL (``redis://``, ``rediss://``, ``unix://``; a Redis Cluster's nodes as
+        ``redis+cluster://h:p,h:p``; Sentinels as ``redis+sentinel://h:p,h:p/service``); see the module documentation
+        for how the server settings combine with the environment.
     queue_multiplier : float, default 2.0
         Tasks queued per worker ahead of completion (> 0).
     stop_on_error : bool, default True

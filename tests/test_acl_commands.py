@@ -18,7 +18,7 @@ import redis
 
 from dask_redisparam import PermissionDenied, RedisParam
 from dask_redisparam.backend import Backend
-from dask_redisparam.backend.commands import JOB_COMMANDS, WAIT_COMMAND
+from dask_redisparam.backend.commands import CLUSTER_COMMANDS, JOB_COMMANDS, WAIT_COMMAND
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.worker.restarts import EXIT_CONFIG
 from dask_redisparam.worker.server import EmbeddedRedis
@@ -58,7 +58,9 @@ def _check(address: RedisAddress, jobname: str) -> None:
 
 
 def test_the_checked_commands_are_what_the_backend_sends() -> None:
-    assert set(JOB_COMMANDS) | set(WAIT_COMMAND) == _backend_commands()  # WAIT: checked with replicas > 0
+    # WAIT: checked with replicas > 0; the cluster's: for a cluster address
+    assert set(JOB_COMMANDS) | set(CLUSTER_COMMANDS) | set(WAIT_COMMAND) == _backend_commands()
+    assert not set(JOB_COMMANDS) & set(CLUSTER_COMMANDS)
 
 
 def test_the_documented_rule_passes_and_leaves_nothing(

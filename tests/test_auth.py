@@ -170,8 +170,11 @@ def _backend_commands() -> set[str]:
     pattern = "|".join(re.escape(r) for r in sorted(receivers))
     methods = set(re.findall(rf"(?<![\w.])(?:{pattern})\.(\w+)\(", source))
     commands = {_METHOD_COMMANDS.get(m, m) for m in methods - _NOT_COMMANDS}
-    if "register_script" in methods:  # redis-py runs a script with EVALSHA, loading it first when missing
-        commands |= {"evalsha", "script|load", "script|exists"}
+    if "register_script" in methods or "_Script(" in source:  # a script runs with EVALSHA, loaded when missing
+        commands |= {"evalsha", "script|load"}
+    # commands sent by name, with a subcommand or none: execute_command(client, "CLUSTER SLOTS"), ("ASKING")
+    commands |= {f"{a}|{b}".lower() for a, b in re.findall(r'execute_command\([^"\n]*"([A-Z]+) ([A-Z]+)"', source)}
+    commands |= {c.lower() for c in re.findall(r'execute_command\([^"\n]*"([A-Z]+)"\)', source)}
     commands |= {c.lower() for c in re.findall(r"redis\.p?call\(\s*'(\w+)'", source + lua)}
     commands |= {c.lower() for c in re.findall(r'\(\s*"([A-Z]+)",', source)}  # raw commands: ("HSET", key, ...)
     return commands - _PRIVATE_SERVER_COMMANDS

@@ -12,6 +12,8 @@ The operations are grouped by who uses them, one module each, each group derivin
 :class:`Backend`):
 
 - :mod:`.client`: the connection, its constants and :class:`~.client.BackendBase` (pipelines, connection checks);
+- :mod:`.cluster`: on a Redis Cluster, the slot map and a client per primary, which follows redirections;
+  :mod:`.slots` routes each operation to the primary of its job's slot, :mod:`.nodes` are the clients of the nodes;
 - :mod:`.runs`: the manager's side of a run;
 - :mod:`.workers`: registration, leases, claiming and completing messages, reaping;
 - :mod:`.large`: sending and reading the parts of large values;

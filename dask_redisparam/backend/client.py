@@ -11,7 +11,8 @@ of each of them raises the package's errors, never redis-py's (:mod:`.replies`),
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
@@ -21,9 +22,12 @@ from redis.retry import Retry
 from ..config.address import RedisAddress
 from ..errors import AuthenticationFailed, PermissionDenied, ServerUnavailable
 from . import keys, lua
-from .commands import check_commands
+from .cluster import ClusterMap
+from .commands import CLUSTER_COMMANDS, check_commands
+from .nodes import NodeClient
 from .replies import translate, translating
 from .sentinel import _PrimaryUnknown, _SentinelAuthFailed, close_sentinels, sentinel_client
+from .slots import routing
 
 __all__ = [
     "MAX_BLOCK",
@@ -80,7 +84,9 @@ def evalsha(pipe: Any, script: Any, script_keys: list[str], args: list[Any]) -> 
     pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
 
 
-def _make_client(address: RedisAddress, *, retries: int, connect_timeout: float) -> redis.Redis:
+def _make_client(
+    address: RedisAddress, *, retries: int, connect_timeout: float, client_class: type[redis.Redis] = redis.Redis
+) -> redis.Redis:
     common: dict[str, Any] = {
         "password": address.password,
         "username": address.username,
@@ -93,7 +99,7 @@ def _make_client(address: RedisAddress, *, retries: int, connect_timeout: float)
     if address.kind == "sentinel":
         return sentinel_client(address, common)
     if address.path is not None:
-        return redis.Redis(unix_socket_path=address.path, **common)
+        return client_class(unix_socket_path=address.path, **common)
     if address.tls:  # the server's certificate is always verified (against ca_file, else the system's CAs)
         common.update(
             ssl_ca_certs=address.ca_file,
@@ -101,13 +107,33 @@ def _make_client(address: RedisAddress, *, retries: int, connect_timeout: float)
             ssl_keyfile=address.key_file,
             ssl_cert_reqs="required",
         )
-    return redis.Redis(
+    return client_class(
         host=address.host,
         port=address.port,
         ssl=address.tls,
         socket_keepalive=True,
         **common,
     )
+
+
+class _Script:
+    """A Lua script run with ``EVALSHA`` on the backend's current node (``self._r`` when it is called), loaded there
+    first if the node does not know it: redis-py's ``Script`` stays bound to one client, which a cluster has not."""
+
+    def __init__(self, backend: BackendBase, source: str) -> None:
+        self.script = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._backend = backend
+        if backend._cluster is not None:
+            backend._cluster.scripts[self.sha] = source
+
+    def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        client = self._backend._r
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            client.script_load(self.script)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 class BackendBase:
@@ -134,28 +160,54 @@ class BackendBase:
     def __init__(self, address: RedisAddress, *, retries: int = 3, connect_timeout: float = 5.0) -> None:
         self.address = address
         self.bytes_downloaded = 0
-        self._r = _make_client(address, retries=retries, connect_timeout=connect_timeout)
-        self._complete = self._r.register_script(lua.COMPLETE)
-        self._register = self._r.register_script(lua.REGISTER)
-        self._deregister = self._r.register_script(lua.DEREGISTER)
-        self._heartbeat = self._r.register_script(lua.HEARTBEAT)
-        self._reap = self._r.register_script(lua.REAP)
-        self._notify = self._r.register_script(lua.NOTIFY)
-        self._ack = self._r.register_script(lua.ACK)
-        self._copy = self._r.register_script(lua.COPY)
-        self._move = self._r.register_script(lua.MOVE)
-        self._ask_stop = self._r.register_script(lua.ASK_STOP)
-        self._hold = self._r.register_script(lua.HOLD)
-        self._extend = self._r.register_script(lua.EXTEND)
-        self._unregister = self._r.register_script(lua.UNREGISTER)
-        self._probe = self._r.register_script(lua.PROBE)
-        self._claim_resource = self._r.register_script(lua.CLAIM_RESOURCE)
-        self._release_claim = self._r.register_script(lua.RELEASE_CLAIM)
-        self._requeue_claim = self._r.register_script(lua.REQUEUE_CLAIM)
+        self._cluster: ClusterMap | None = None
+        self._client: redis.Redis | None = None
+        if address.kind == "cluster":
+
+            def node_client(node: RedisAddress) -> NodeClient:
+                made = _make_client(node, retries=retries, connect_timeout=connect_timeout, client_class=NodeClient)
+                return made  # type: ignore[return-value]
+
+            self._cluster = ClusterMap(address, node_client)
+        else:
+            self._client = _make_client(address, retries=retries, connect_timeout=connect_timeout)
+        self._complete = _Script(self, lua.COMPLETE)
+        self._register = _Script(self, lua.REGISTER)
+        self._deregister = _Script(self, lua.DEREGISTER)
+        self._heartbeat = _Script(self, lua.HEARTBEAT)
+        self._reap = _Script(self, lua.REAP)
+        self._notify = _Script(self, lua.NOTIFY)
+        self._ack = _Script(self, lua.ACK)
+        self._copy = _Script(self, lua.COPY)
+        self._move = _Script(self, lua.MOVE)
+        self._ask_stop = _Script(self, lua.ASK_STOP)
+        self._hold = _Script(self, lua.HOLD)
+        self._extend = _Script(self, lua.EXTEND)
+        self._unregister = _Script(self, lua.UNREGISTER)
+        self._probe = _Script(self, lua.PROBE)
+        self._claim_resource = _Script(self, lua.CLAIM_RESOURCE)
+        self._release_claim = _Script(self, lua.RELEASE_CLAIM)
+        self._requeue_claim = _Script(self, lua.REQUEUE_CLAIM)
         # the ones sent inside pipelines
         self._scripts = [self._notify, self._ack, self._ask_stop, self._complete, self._copy, self._extend]
         self._scripts += [self._unregister, self._probe]
         self.rerun: list[int] = []
+
+    @property
+    def _r(self) -> redis.Redis:
+        """The client: of the one server, or on a cluster of the primary of the job this thread works on
+        (:mod:`.cluster`)."""
+        if self._cluster is None:
+            return self._client  # type: ignore[return-value]
+        return self._cluster.current()
+
+    def _where(self) -> str:
+        """The server (on a cluster: the node and the slot) that error messages name."""
+        return self.address.describe() if self._cluster is None else self._cluster.where()
+
+    def _nodes(self) -> list[redis.Redis]:
+        """Every server to ask what spans jobs (on a cluster, every primary)."""
+        return [self._r] if self._cluster is None else list(self._cluster.primaries())
 
     def _execute(self, build: Any, *, raise_on_error: bool = True) -> list[Any]:
         """Build a pipeline with ``build(pipe)`` and run it in one round trip; return the replies (with
@@ -183,8 +235,11 @@ class BackendBase:
 
     def close(self) -> None:
         """Release the connections."""
-        self._r.close()
-        close_sentinels(self._r)
+        if self._cluster is not None:
+            self._cluster.close()
+        elif self._client is not None:
+            self._client.close()
+            close_sentinels(self._client)
 
     def _describe_user(self) -> str:
         return f"user {self.address.username!r}" if self.address.username else "the default user"
@@ -192,7 +247,12 @@ class BackendBase:
     def ping(self) -> bool:
         """Return True if the server answers; raise a package error naming the server otherwise."""
         try:
+            if self._cluster is not None:  # the slot map, then every primary
+                self._cluster.refresh(force=True)
+                return all([bool(client.ping()) for client in self._cluster.primaries()])
             return bool(self._r.ping())
+        except ServerUnavailable:
+            raise
         except redis.exceptions.BusyLoadingError as e:
             raise translate(e, self.address.describe(), self._describe_user()) from None
         except redis.AuthenticationError as e:
@@ -251,7 +311,8 @@ class BackendBase:
                 raise
         if not commands:
             return
-        denied, key_refusals, others = check_commands(self._r, jobname, wait=wait)
+        extra = CLUSTER_COMMANDS if self._cluster is not None else {}
+        denied, key_refusals, others = check_commands(self._r, jobname, extra, wait=wait)
         if denied:
             allow = " ".join(f"+{name}" for name in denied)
             raise PermissionDenied(
@@ -276,7 +337,7 @@ def _translate_methods(cls: type) -> None:
     """Wrap the public methods defined in ``cls`` with :func:`~.replies.translating`."""
     for name, value in list(vars(cls).items()):
         if not name.startswith("_") and callable(value) and not isinstance(value, (classmethod, staticmethod)):
-            setattr(cls, name, translating(value))
+            setattr(cls, name, translating(routing(value)))
 
 
 _translate_methods(BackendBase)

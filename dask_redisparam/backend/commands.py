@@ -23,7 +23,7 @@ from typing import Any
 from . import keys
 from .replies import reply_code
 
-__all__ = ["JOB_COMMANDS", "WAIT_COMMAND", "check_commands"]
+__all__ = ["CLUSTER_COMMANDS", "JOB_COMMANDS", "WAIT_COMMAND", "check_commands"]
 
 JOB_COMMANDS: dict[str, list[str]] = {
     "set": ["SET", "{key}", "1", "PX", "10000"],  # first: the other probes find a string there
@@ -59,7 +59,6 @@ JOB_COMMANDS: dict[str, list[str]] = {
     "smembers": ["SMEMBERS", "{key}"],
     "evalsha": ["EVALSHA", "{sha}", "1", "{key}"],
     "script|load": ["SCRIPT", "LOAD", "("],
-    "script|exists": ["SCRIPT", "EXISTS", "{sha}"],
     "ping": ["PING"],
     "time": ["TIME"],
     "scan": ["SCAN", "0", "MATCH", "{key}", "COUNT", "1"],
@@ -71,13 +70,21 @@ digest of no script)."""
 WAIT_COMMAND: dict[str, list[str]] = {"wait": ["WAIT", "0", "0"]}
 """The command a worker with ``replicas`` > 0 sends after each completion (no replica to wait for: returns at once)."""
 
+CLUSTER_COMMANDS: dict[str, list[str]] = {
+    "cluster|slots": ["CLUSTER", "SLOTS"],  # the slot map (:mod:`.cluster`), at start and after a change
+    "asking": ["ASKING"],  # before a command that a migrating slot's node redirected (ASK)
+}
+"""The commands a job sends besides :data:`JOB_COMMANDS` on a Redis Cluster, checked for a cluster address only."""
+
 _REFUSING_WRITES = {"OOM", "READONLY", "MISCONF"}
 """Codes of the replies that say the server refuses writes (not an ACL matter)."""
 
 
-def check_commands(client: Any, jobname: str, *, wait: bool = False) -> tuple[list[str], list[str], list[Exception]]:
-    """Run every command of :data:`JOB_COMMANDS` (and, with ``wait``, :data:`WAIT_COMMAND`) once, harmlessly, in
-    one round trip.
+def check_commands(
+    client: Any, jobname: str, extra: dict[str, list[str]] | None = None, *, wait: bool = False
+) -> tuple[list[str], list[str], list[Exception]]:
+    """Run every command of :data:`JOB_COMMANDS` (and of ``extra``: :data:`CLUSTER_COMMANDS` on a cluster; with
+    ``wait``, :data:`WAIT_COMMAND`) once, harmlessly, in one round trip.
 
     Parameters
     ----------
@@ -85,6 +92,8 @@ def check_commands(client: Any, jobname: str, *, wait: bool = False) -> tuple[li
         The connection, as the user to check.
     jobname : str
         The job whose keys the commands touch.
+    extra : dict, optional
+        More commands to check (name -> harmless call), sent before the last one (``DEL``).
 
     Returns
     -------
@@ -97,15 +106,16 @@ def check_commands(client: Any, jobname: str, *, wait: bool = False) -> tuple[li
         ``READONLY``, ``MISCONF``); replies such as ``WRONGTYPE`` or ``NOSCRIPT`` are what the probes expect.
     """
     values = {"key": keys.probe(jobname, uuid.uuid4().hex[:12]), "sha": hashlib.sha1(uuid.uuid4().bytes).hexdigest()}
-    commands = {**JOB_COMMANDS, **(WAIT_COMMAND if wait else {})}
+    extra = {**(extra or {}), **(WAIT_COMMAND if wait else {})}
+    probes = dict(list(JOB_COMMANDS.items())[:-1]) | extra | dict(list(JOB_COMMANDS.items())[-1:])
     pipe = client.pipeline(transaction=False)
-    for words in commands.values():
+    for words in probes.values():
         pipe.execute_command(*(word.format(**values) for word in words))
     replies = pipe.execute(raise_on_error=False)
     denied_commands: list[str] = []
     denied_keys: list[str] = []
     other: list[Exception] = []
-    for name, reply in zip(commands, replies, strict=True):
+    for name, reply in zip(probes, replies, strict=True):
         if not isinstance(reply, Exception):
             continue
         code = reply_code(reply)

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from . import keys
 from .large import LargeValues
+from .slots import slot_of_pattern
 
 __all__ = ["HeldOps"]
 
@@ -114,5 +115,8 @@ class HeldOps(LargeValues):
         return bool(self._r.delete(keys.dataset_meta(jobname, name), keys.dataset_values(jobname, name)))
 
     def scan_keys(self, pattern: str) -> list[str]:
-        """Key names matching ``pattern`` (SCAN, never KEYS)."""
-        return sorted(k.decode() for k in self._r.scan_iter(match=pattern, count=1000))
+        """Key names matching ``pattern`` (SCAN, never KEYS); on a cluster, of every primary, unless the pattern's
+        hash tag names one job."""
+        if self._cluster is None or slot_of_pattern(pattern) is not None:
+            return sorted(k.decode() for k in self._r.scan_iter(match=pattern, count=1000))
+        return sorted({k.decode() for node in self._nodes() for k in node.scan_iter(match=pattern, count=1000)})

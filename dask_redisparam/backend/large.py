@@ -18,6 +18,7 @@ from ..wire.bulk import Part
 from ..wire.signing import PayloadRejected
 from . import keys
 from .client import SEND_BUFFER, BackendBase
+from .nodes import REDIRECTS
 
 __all__ = ["LargeValues"]
 
@@ -37,7 +38,7 @@ class LargeValues(BackendBase):
             return True
         pool = self._r.connection_pool
         conn: Any = pool.get_connection()
-        found = True
+        found, redirected = True, False
         try:
             sock = getattr(conn, "_sock", None)
             if not isinstance(sock, socket.socket):  # not a plain (or TLS) socket: through redis-py, with a copy
@@ -45,11 +46,15 @@ class LargeValues(BackendBase):
             conn.send_packed_command([chunk for name, _ in targets for chunk in conn.pack_command("HGET", data, name)])
             for _, view in targets:
                 found = read_bulk_into(sock, view) and found
-        except BaseException:
+        except BaseException as e:
             conn.disconnect()  # replies may be left unread: the connection cannot be reused
-            raise
+            redirected = self._cluster is not None and _is_redirection(e)
+            if not redirected:
+                raise
         finally:
             pool.release(conn)
+        if redirected:  # the slot is moving (a cluster): read through a pipeline, which follows it (.cluster)
+            found = self._read_parts_copying(data, targets)
         self.bytes_downloaded += sum(len(view) for _, view in targets)
         return found
 
@@ -90,7 +95,25 @@ class LargeValues(BackendBase):
             raise
         finally:
             pool.release(conn)
+        if self._cluster is not None:  # what a node redirected (a slot moving), again where the cluster says
+            for i, reply in enumerate(replies):
+                if isinstance(reply, REDIRECTS):
+                    try:
+                        replies[i] = self._cluster.redo(commands[i], {}, reply)
+                    except redis.exceptions.ResponseError as e:
+                        replies[i] = e
         return replies
+
+
+_REDIRECT_CODES = frozenset({"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"})
+
+
+def _is_redirection(error: BaseException) -> bool:
+    """Whether a raw reply's error is a cluster's redirection (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``)."""
+    if isinstance(error, REDIRECTS):
+        return True
+    code = str(error).split(" ", 1)[0]
+    return isinstance(error, redis.exceptions.ResponseError) and code in _REDIRECT_CODES
 
 
 def read_bulk_into(sock: Any, view: memoryview) -> bool:

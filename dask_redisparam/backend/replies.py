@@ -5,16 +5,21 @@ path included) goes through :func:`translating`, so that outside this subpackage
 ever seen, except the lost connections and timeouts of :data:`~.client.TRANSIENT_ERRORS`, which callers catch to
 retry. The replies that a user can meet, and what they become:
 
-=============  =========================================================  ==============================
-reply          cause                                                      exception
-=============  =========================================================  ==============================
-``OOM``        ``maxmemory`` reached, a policy that evicts nothing        :class:`ServerOutOfMemory`
-``NOPERM``     the ACL user may not run a command or touch a key          :class:`PermissionDenied`
-``READONLY``   a replica (``UNBLOCKED``: a server just became one)        :class:`ServerReadOnly`
-``LOADING``    the server is loading its dataset (waited through)         :class:`ServerLoading`
-``MISCONF``    an RDB snapshot failed, ``stop-writes-on-bgsave-error``    :class:`PersistenceFailed`
-any other      (a bug, or a server that is not Redis)                     :class:`ServerError`
-=============  =========================================================  ==============================
+===============  =========================================================  ==============================
+reply            cause                                                      exception
+===============  =========================================================  ==============================
+``OOM``          ``maxmemory`` reached, a policy that evicts nothing        :class:`ServerOutOfMemory`
+``NOPERM``       the ACL user may not run a command or touch a key          :class:`PermissionDenied`
+``READONLY``     a replica (``UNBLOCKED``: a server just became one)        :class:`ServerReadOnly`
+``LOADING``      the server is loading its dataset (waited through)         :class:`ServerLoading`
+``MISCONF``      an RDB snapshot failed, ``stop-writes-on-bgsave-error``    :class:`PersistenceFailed`
+``MOVED``        a plain URL at a node of a Redis Cluster (``ASK`` too)     :class:`ConfigurationError`
+``CLUSTERDOWN``  the same, the cluster down (``TRYAGAIN`` too)              :class:`ServerUnavailable`
+any other        (a bug, or a server that is not Redis)                     :class:`ServerError`
+===============  =========================================================  ==============================
+
+A cluster backend (:mod:`.cluster`) follows ``MOVED``, ``ASK``, ``TRYAGAIN`` and ``CLUSTERDOWN`` itself; only a
+client of one server meets them here.
 
 redis-py raises some of them as a plain ``ResponseError`` (``MISCONF``; all of them when a Lua script's command
 fails), so they are recognized by the reply's code as well as by redis-py's class.
@@ -39,12 +44,14 @@ from typing import Any, TypeVar, cast
 import redis
 
 from ..errors import (
+    ConfigurationError,
     PermissionDenied,
     PersistenceFailed,
     ServerError,
     ServerLoading,
     ServerOutOfMemory,
     ServerReadOnly,
+    ServerUnavailable,
 )
 
 __all__ = ["CODES", "reply_code", "translate", "translating"]
@@ -131,11 +138,18 @@ def translate(error: Exception, where: str, user: str) -> Exception:
             "stop-writes-on-bgsave-error yes): fix the cause that the server's log shows (its dir, free disk "
             "space); it accepts writes again after its next successful save (BGSAVE)"
         )
+    if isinstance(error, redis.exceptions.AskError):  # MOVED or ASK to a client of one server (else: .cluster)
+        return ConfigurationError(
+            f"Redis at {where} is a node of a Redis Cluster and sends this job's slot elsewhere ({error}): use a "
+            "redis+cluster://host:port[,host:port...] URL (or cluster=True)"
+        )
+    if isinstance(error, (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)):
+        return ServerUnavailable(f"Redis at {where}, a node of a Redis Cluster, cannot serve the job now ({text})")
     return ServerError(f"Redis at {where} answered with an error: {text}")
 
 
 def translating(method: _F) -> _F:
-    """Wrap a method of a backend (an object with ``address``, ``_r`` and ``_describe_user()``) so that redis-py's
+    """Wrap a method of a backend (an object with ``_where()``, ``_r`` and ``_describe_user()``) so that redis-py's
     errors leave it as the package's (:func:`translate`). After ``READONLY`` the connections are dropped: the next
     command connects again, to the new primary if a failover moved the address."""
 
@@ -144,7 +158,7 @@ def translating(method: _F) -> _F:
         try:
             return method(self, *args, **kwargs)
         except redis.exceptions.RedisError as e:
-            named = translate(e, self.address.describe(), self._describe_user())
+            named = translate(e, self._where(), self._describe_user())
             if named is e:
                 raise
             if isinstance(named, ServerReadOnly):  # after a failover, the address may lead to the new primary

@@ -163,8 +163,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "url", "str | None", "str | None", None,
-        "The Redis server as a URL (``redis://``, ``rediss://``, ``unix://``)" + _SERVER_DOC,
-        url, env=("REDISPARAM_URL",), server=True, cli=Cli("Redis URL (redis://, rediss://, unix://)"),
+        "The Redis server as a URL (``redis://``, ``rediss://``, ``unix://``; a Redis Cluster's nodes as "
+        "``redis+cluster://h:p,h:p``; Sentinels as ``redis+sentinel://h:p,h:p/service``)" + _SERVER_DOC,
+        url, env=("REDISPARAM_URL",), server=True,
+        cli=Cli("Redis URL (redis://, rediss://, unix://, redis+cluster://h:p,h:p, redis+sentinel://h:p,h:p/service)"),
     ),
     Setting(
         "queue_multiplier", "float", "float", 2.0,
