@@ -133,6 +133,9 @@ def transfer(label: str, nbytes: int, peers: list[str]) -> Study:
         else:
             out.lines += account.lines(ours_rate)
         for name, child in children.items():
+            cpu = _cpu_line(child)
+            if cpu:
+                out.lines.append(f"  {name} CPU s per timed run (median; other load hardly changes it): {cpu}")
             end = child.last("done") or child.last("error") or {}
             procs = ", ".join(f"{p['role']} {_mb(p['peak_rss'])}" for p in end.get("peaks") or [])
             if procs:
@@ -149,6 +152,16 @@ def transfer(label: str, nbytes: int, peers: list[str]) -> Study:
         f"a {nbytes / MB:,.0f} MB float64 array a -> b = a + 1 -> c = b.sum(), {HOPS} hops ({OURS}: fuse_chains=False)"
     )
     return Study(f"transfer-{label}", desc, run)
+
+
+def _cpu_line(child: ChildResult) -> str:
+    runs = [e["cpu"] for e in child.all("run") if "cpu" in e]
+    if not runs:
+        return ""
+    roles = sorted({role for run in runs for role in run})
+    medians = {role: statistics.median(run.get(role, 0.0) for run in runs) for role in roles}
+    total = statistics.median(sum(run.values()) for run in runs)
+    return f"total {total:.2f}: " + ", ".join(f"{role} {t:.2f}" for role, t in medians.items() if t >= 0.005)
 
 
 def _transfer_verdicts(
