@@ -12,7 +12,8 @@ memory, slow on VMs, and our workers start keeping their heap once a value of 51
 Reports, as :func:`~.subproc.emit` events: each run's wall time and CPU time per role of the process tree, then
 every process's first and peak sampled RSS, this process's peak RSS (``VmHWM``) and the largest reaped child's
 ``ru_maxrss``. If a run exceeds ``--run-timeout``, or more worker processes appear than were started plus
-``--max-restarts`` (a crash loop), reports an error (with the peaks so far) and exits at once; the parent kills what is left of the process group.
+``--max-restarts`` (a crash loop), reports an error (with the peaks so far) and exits at once; the parent kills
+what is left of the process group.
 """
 
 from __future__ import annotations
