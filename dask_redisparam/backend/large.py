@@ -22,8 +22,9 @@ from .client import SEND_BUFFER, BackendBase
 
 __all__ = ["READ_WINDOW", "LargeValues"]
 
-READ_WINDOW = 2
-"""Parts of large values asked for at a time: one on its way to the reader, the next one queued in Redis."""
+READ_WINDOW = 4
+"""Parts of large values asked for at a time: one on its way to the reader, the next ones queued in Redis (work for
+it while the reader is descheduled; at most this many parts in its reply buffers)."""
 
 
 class LargeValues(BackendBase):
