@@ -75,7 +75,18 @@ Name = TypeVar("Name")
 
 class Targets(list[Part]):
     """The parts one read fills, and ``on_part(i)``, called by the reader once part ``i`` is in place (in order,
-    while the next ones are still on their way): readers check each part's tag as it arrives."""
+    while the next ones are still on their way): readers check each part's tag as it arrives.
+
+    Examples
+    --------
+    >>> seen = []
+    >>> targets = Targets([("~t.0", memoryview(bytearray(2)))], seen.append)
+    >>> len(targets), targets.on_part is not None
+    (1, True)
+    >>> targets.on_part(0)
+    >>> seen
+    [0]
+    """
 
     def __init__(self, parts: Sequence[Part] = (), on_part: Callable[[int], None] | None = None) -> None:
         super().__init__(parts)
