@@ -7,12 +7,13 @@ state; ``stop`` releases everything ``start`` made, even after a failed ``start`
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from dask.typing import Key
 
@@ -30,6 +31,10 @@ class Scheduler(ABC):
     name: str = ""
     description: str = ""
     workers: int = WORKERS
+
+    def missing(self) -> str | None:
+        """Why this scheduler cannot run here (an optional peer that is not installed), or None."""
+        return None
 
     def start(self) -> None:  # noqa: B027 - optional hook, nothing to do for in-process schedulers
         """Make pools, processes, servers."""
@@ -131,6 +136,35 @@ class Distributed(Scheduler):
             cluster.close()
 
 
+class Ray(Scheduler):
+    """dask-on-Ray, an optional peer (``pip install 'dask-redisparam[bench]'`` or ``pip install ray``)."""
+
+    name = "ray"
+    description = f"ray.util.dask.ray_dask_get on a local ray.init(num_cpus={WORKERS}) (optional: the bench extra)"
+
+    def missing(self) -> str | None:
+        if importlib.util.find_spec("ray") is None:
+            return "ray is not installed (optional peer: pip install 'dask-redisparam[bench]', or pip install ray)"
+        return None
+
+    def start(self) -> None:
+        import ray
+
+        ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+
+    def get(self, dsk: Graph, keys: list[Key]) -> Any:
+        from ray.util.dask import ray_dask_get
+
+        return ray_dask_get(dsk, cast(Any, keys))
+
+    def stop(self) -> None:
+        if importlib.util.find_spec("ray") is not None:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+
+
 def _scheduler_task_count(dask_scheduler: Any) -> int:
     return len(dask_scheduler.tasks)
 
@@ -160,7 +194,7 @@ class Ours(Scheduler):
 
 
 SCHEDULERS: dict[str, Callable[[], Scheduler]] = {
-    cls.name: cls for cls in (Sync, Threads, Processes, Distributed, Ours)
+    cls.name: cls for cls in (Sync, Threads, Processes, Distributed, Ray, Ours)
 }
 """Scheduler factories by name, in the order they run and appear in the table."""
 

@@ -161,6 +161,11 @@ def run_all(
             continue
         scheduler: Scheduler | None = None
         t0 = time.perf_counter()
+        why_missing = factory().missing()
+        if why_missing is not None:
+            out.skipped[name] = why_missing
+            log(f"\n[{name}] skipped: {why_missing}")
+            continue
         try:
             scheduler = factory()
             log(f"\n[{name}] starting: {scheduler.description}")

@@ -1,7 +1,8 @@
 """Studies run in fresh processes: a large array through a chain of tasks, and the manager's peak memory.
 
 ``transfer-<size>``: :mod:`.transfer` once per scheduler (``sync`` first: the compute time of the chain). Per hop
-time = (median wall time - sync's median) / 2 hops; throughput = array size / per hop time. Peak RSS of every
+time = (median wall time - sync's median) / 2 hops; throughput = array size / per hop time, set against this
+machine's limit measured in the same study (:mod:`.transfer_account`, :mod:`.transfer_limit`). Peak RSS of every
 process of the tree (sampled every 20 ms), above its RSS before the runs (interpreter, libraries), against 2x the
 array size: ``b = a + 1`` needs both arrays in one process, so 2x is the floor for any scheduler.
 
@@ -22,14 +23,13 @@ from .runner import log
 from .subproc import ChildResult, run_child
 from .targets import Verdict
 from .transfer import HOPS
+from .transfer_account import Account, verdict
 from .workloads import size_label
 
 __all__ = ["DEFAULT", "QUICK", "STUDIES", "Study", "StudyResult"]
 
 MB = 1e6
 GB = 1e9
-RATE_TARGET = 1.0
-"""GB/s per hop."""
 RSS_LIMIT = 2.0
 """Peak RSS of any process, above what it held before the runs (the interpreter and its libraries), at most this
 many times the array size. (The worker that computes ``b = a + 1`` holds both arrays: 2x is the floor.)"""
@@ -80,10 +80,16 @@ def transfer(label: str, nbytes: int, peers: list[str]) -> Study:
             args = ["--scheduler", name, "--bytes", str(nbytes), "--repeat", str(repeat)]
             args += ["--run-timeout", f"{run_timeout:g}"]
             children[name] = run_child("transfer", args, timeout=60 + (repeat + 2) * run_timeout)
+        log(f"  transfer-{label} machine limit: raw Unix socket to redis-server, tag passes, fresh memory")
+        limit_child = run_child("transfer_limit", ["--bytes", str(nbytes), "--repeat", str(repeat)], run_timeout * 4)
+        found = limit_child.last("limit")
+        account = None if found is None else Account.of(nbytes, found)
+        out.data["limit"] = _child_data(limit_child)
         times = {n: [e["seconds"] for e in c.all("run")] for n, c in children.items()}
         cold = {n: [e["seconds"] for e in c.all("cold")] for n, c in children.items()}
         compute = statistics.median(times["sync"]) if times["sync"] else None
         rows = []
+        ours_rate: float | None = None
         for name, child in children.items():
             median = statistics.median(times[name]) if times[name] else None
             hop = None if median is None or compute is None or name == "sync" else (median - compute) / HOPS
@@ -108,7 +114,8 @@ def transfer(label: str, nbytes: int, peers: list[str]) -> Study:
             out.data[name]["gb_per_s"] = rate
             out.data[name] |= _child_data(child)
             if name == OURS:
-                out.verdicts += _transfer_verdicts(label, nbytes, child, rate, peaks, end)
+                out.verdicts += _transfer_verdicts(label, nbytes, child, rate, peaks, end, account)
+                ours_rate = rate
         header = [
             "scheduler",
             "runs",
@@ -121,7 +128,14 @@ def transfer(label: str, nbytes: int, peers: list[str]) -> Study:
             "status",
         ]
         out.lines.append(align(header, rows, left=1, groups=False))
+        if account is None:
+            out.lines.append(f"  machine limit not measured: {limit_child.error}")
+        else:
+            out.lines += account.lines(ours_rate)
         for name, child in children.items():
+            cpu = _cpu_line(child)
+            if cpu:
+                out.lines.append(f"  {name} CPU s per timed run (median; other load hardly changes it): {cpu}")
             end = child.last("done") or child.last("error") or {}
             procs = ", ".join(f"{p['role']} {_mb(p['peak_rss'])}" for p in end.get("peaks") or [])
             if procs:
@@ -140,8 +154,24 @@ def transfer(label: str, nbytes: int, peers: list[str]) -> Study:
     return Study(f"transfer-{label}", desc, run)
 
 
+def _cpu_line(child: ChildResult) -> str:
+    runs = [e["cpu"] for e in child.all("run") if "cpu" in e]
+    if not runs:
+        return ""
+    roles = sorted({role for run in runs for role in run})
+    medians = {role: statistics.median(run.get(role, 0.0) for run in runs) for role in roles}
+    total = statistics.median(sum(run.values()) for run in runs)
+    return f"total {total:.2f}: " + ", ".join(f"{role} {t:.2f}" for role, t in medians.items() if t >= 0.005)
+
+
 def _transfer_verdicts(
-    label: str, nbytes: int, child: ChildResult, rate: float | None, peaks: list[dict[str, Any]], end: dict[str, Any]
+    label: str,
+    nbytes: int,
+    child: ChildResult,
+    rate: float | None,
+    peaks: list[dict[str, Any]],
+    end: dict[str, Any],
+    account: Account | None,
 ) -> list[Verdict]:
     why = child.error
     if why:
@@ -149,7 +179,7 @@ def _transfer_verdicts(
     elif rate is None:
         speed = Verdict(f"transfer-{label} throughput", None, "no compute time (sync failed)")
     else:
-        speed = Verdict(f"transfer-{label} throughput", rate >= RATE_TARGET, f"{OURS} {rate:.2f} GB/s per hop (>= 1)")
+        speed = verdict(label, rate, account)
     every = [*peaks]
     if "self_maxrss" in end:
         every.append({"role": "manager (VmHWM)", "peak_rss": end["self_maxrss"]})

@@ -14,7 +14,7 @@ from .peers import OURS
 from .runner import Measurement, RunResult
 from .workloads import Workload
 
-__all__ = ["SCALING_LIMIT", "Verdict", "scaling_lines", "workload_verdicts"]
+__all__ = ["SCALING_LIMIT", "TRANSFER_LIMIT_RATIO", "TRANSFER_RATE", "Verdict", "scaling_lines", "workload_verdicts"]
 
 SCALING = ("trivial-1k", "trivial-100k")
 SCALING_LIMIT = 1.3
@@ -23,6 +23,11 @@ TREE = ("tree-10k", "processes", 1.0)
 """Our tree reduction's wall time at most this many times the peer's."""
 EFFICIENCY = 0.93
 """Parallel efficiency of our scheduler on every sleep workload (known task cost)."""
+TRANSFER_RATE = 1.2
+"""GB/s per hop of a large array through the chain (the performance issue: at 256 MB and 1 GB)..."""
+TRANSFER_LIMIT_RATIO = 0.8
+"""... or at least this fraction of what this machine allows, measured in the same run (:mod:`.transfer_limit`: a
+raw socket to redis-server moving the same bytes the same way, plus the two tag passes that signing needs)."""
 
 
 @dataclass(frozen=True)

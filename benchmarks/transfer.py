@@ -9,10 +9,11 @@ called with ``fuse_chains=False``, so ``a`` and ``b`` each really go through Red
 memory, slow on VMs, and our workers start keeping their heap once a value of 512 MiB passes: see
 ``dask_redisparam.worker.memory``) are reported apart and left out of the timed runs, for every scheduler alike.
 
-Reports, as :func:`~.subproc.emit` events: each run's wall time, then every process's first and peak sampled RSS,
-this process's peak RSS (``VmHWM``) and the largest reaped child's ``ru_maxrss``. If a run exceeds
-``--run-timeout``, or more worker processes appear than were started plus ``--max-restarts`` (a crash loop),
-reports an error (with the peaks so far) and exits at once; the parent kills what is left of the process group.
+Reports, as :func:`~.subproc.emit` events: each run's wall time and CPU time per role of the process tree, then
+every process's first and peak sampled RSS, this process's peak RSS (``VmHWM``) and the largest reaped child's
+``ru_maxrss``. If a run exceeds ``--run-timeout``, or more worker processes appear than were started plus
+``--max-restarts`` (a crash loop), reports an error (with the peaks so far) and exits at once; the parent kills
+what is left of the process group.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from typing import Any
 
 from . import peers
-from .rss import RssSampler, maxrss_bytes, peak_rss_bytes
+from .rss import RssSampler, maxrss_bytes, peak_rss_bytes, role_of
 from .runner import warm_up
 from .subproc import child_main, emit
 from .tasks import make_array, plus_one, total
@@ -39,6 +40,23 @@ HOPS = 2
 
 def chain(n: int) -> Graph:
     return {"a": (make_array, n), "b": (plus_one, "a"), "c": (total, "b")}
+
+
+def tree_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each role of this process tree (workers summed): taken before
+    and after a run, the run's CPU time, which other load on the machine hardly changes (unlike its wall time)."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    root = psutil.Process()
+    out: dict[str, float] = {}
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            role = role_of(proc, root.pid)
+        except psutil.Error:
+            continue
+        out[role] = out.get(role, 0.0) + times.user + times.system
+    return out
 
 
 class Watchdog(threading.Thread):
@@ -83,15 +101,17 @@ def _run(args: argparse.Namespace) -> None:
             watchdog.start()
             for r in range(args.cold + args.repeat):  # the first ones: cold runs at full size (memory not yet mapped)
                 scheduler.settle()
+                cpu0 = tree_cpu()
                 t0 = watchdog.run_started = time.perf_counter()
                 got: Any = scheduler.get(dsk, ["c"])
                 elapsed = time.perf_counter() - t0
                 watchdog.run_started = None
+                cpu = {role: round(t - cpu0.get(role, 0.0), 3) for role, t in tree_cpu().items()}
                 value = got[0] if isinstance(got, (tuple, list)) else got
                 if value != 2.0 * n:
                     emit("error", message=f"wrong result {value!r}, expected {2.0 * n!r}")
                     return
-                emit("run" if r >= args.cold else "cold", run=r, seconds=elapsed)
+                emit("run" if r >= args.cold else "cold", run=r, seconds=elapsed, cpu=cpu)
                 if elapsed > args.max_seconds:
                     break
             watchdog.stop.set()

@@ -3,6 +3,7 @@ buffer; fenced completion, release, redo and literals with parts; values over Re
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import os
@@ -22,11 +23,13 @@ from dask.callbacks import Callback
 
 from dask_redisparam import RedisParam
 from dask_redisparam.backend import Backend, keys
+from dask_redisparam.backend.large import READ_WINDOW
 from dask_redisparam.backend.runs import MARKER
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.errors import ServerError
 from dask_redisparam.sentinels import MISSING
 from dask_redisparam.wire import bulk
+from dask_redisparam.wire.buffers import new_map
 from dask_redisparam.wire.bulk import (
     PART_BYTES,
     BufferPool,
@@ -34,6 +37,7 @@ from dask_redisparam.wire.bulk import (
     Part,
     Ref,
     Report,
+    Targets,
     decode_ref,
     layout,
     load,
@@ -265,6 +269,30 @@ def test_read_parts_fills_the_views(backend: Backend, rclient: redis.Redis, jobn
     assert backend._read_parts_copying(data, gap_copy) is False
     assert bytes(gap_copy[1][1]) == payload["~t.1"]
     assert backend.fetch_values(jobname, "r1", ["~t.1"]) == [payload["~t.1"]]  # the connection is in step
+
+
+def test_read_parts_asks_a_few_parts_at_a_time_and_reports_each_in_place(
+    backend: Backend, rclient: redis.Redis, jobname: str
+) -> None:
+    data = keys.data(jobname, "r1")
+    payload = {f"~t.{i}": os.urandom(MB) for i in range(12)}
+    rclient.hset(data, mapping=cast(Any, payload))
+    names = [*payload][:3] + ["~t.gone"] + [*payload][3:]
+    reported: list[int] = []
+    buffered: list[int] = []
+
+    def on_part(i: int) -> None:
+        name, view = targets[i]
+        assert bytes(view) == payload[name]  # in place when reported
+        reported.append(i)
+        # what Redis holds for us meanwhile: at most the window, never a copy of the whole value
+        buffered.append(max(int(c["omem"]) for c in rclient.client_list()))
+
+    targets = Targets([(n, memoryview(bytearray(len(payload.get(n, b"1234567"))))) for n in names], on_part)
+    assert backend.read_parts(jobname, "r1", targets) is False  # one is missing; the others are all read
+    assert reported == [0, 1, 2, *range(4, 13)]
+    assert READ_WINDOW <= 4 and max(buffered) <= READ_WINDOW * MB + 64 * 1024  # all 12 at once: 11.5 MB
+    assert backend.fetch_values(jobname, "r1", ["~t.11"]) == [payload["~t.11"]]  # the connection is in step
 
 
 def test_read_parts_size_mismatch_drops_the_connection(backend: Backend, rclient: redis.Redis, jobname: str) -> None:
@@ -670,6 +698,15 @@ def test_the_buffer_pool_reuses_a_buffer_once_its_value_is_gone() -> None:
     del second, third
     pool.take(10 * MB)  # too large for the kept ones: a new buffer, and only ``keep`` buffers stay
     assert len(pool._buffers) == 2
+
+
+def test_receive_buffers_are_private_memory() -> None:
+    """Private anonymous maps take transparent huge pages; shared ones (shmem) do not, and fault 4 KiB at a time."""
+    buffer = new_map(4 * MB)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    with open("/proc/self/maps") as maps:
+        perms = {int(line.split("-")[0], 16): line.split()[1] for line in maps}
+    assert perms[start] == "rw-p"
 
 
 def load_with(pool: BufferPool, ref: Ref, read_parts: Callable[[Sequence[Part]], bool]) -> Any:

@@ -1,8 +1,9 @@
 """Large values on the wire: their parts go to and come from Redis without intermediate copies.
 
 :class:`LargeValues` reads the parts of large values (:mod:`dask_redisparam.wire.bulk`) straight from the socket into
-their buffers, and sends commands whose arguments are large memoryviews as they are, with a wide send buffer.
-The manager's uploads (:mod:`.runs`) and the workers' completions (:mod:`.workers`) use the latter.
+their buffers (a few parts asked for at a time), and sends commands whose arguments are large memoryviews as they
+are, with a wide send buffer. The manager's uploads (:mod:`.runs`) and the workers' completions (:mod:`.workers`) use
+the latter.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from typing import Any
 import redis
 from redis.connection import PythonRespSerializer
 
-from ..wire.bulk import Part
+from ..wire.bulk import Part, Targets
 from ..wire.signing import PayloadRejected
 from . import keys
 from .client import SEND_BUFFER, BackendBase
 from .nodes import REDIRECTS
 
-__all__ = ["LargeValues"]
+__all__ = ["READ_WINDOW", "LargeValues"]
+
+READ_WINDOW = 4
+"""Parts of large values asked for at a time: one on its way to the reader, the next ones queued in Redis (work for
+it while the reader is descheduled; at most this many parts in its reply buffers)."""
 
 
 class LargeValues(BackendBase):
@@ -33,9 +38,16 @@ class LargeValues(BackendBase):
         return self.read_parts_from(keys.data(jobname, run_id), targets)
 
     def read_parts_from(self, data: str, targets: Sequence[Part]) -> bool:
-        """:meth:`read_parts` from any hash of values ``data`` (a run's, persisted values', a dataset's)."""
+        """:meth:`read_parts` from any hash of values ``data`` (a run's, persisted values', a dataset's).
+
+        At most :data:`READ_WINDOW` parts are asked for at a time: Redis copies a reply into its output buffers
+        before it sends it, so asking for all of them at once would make it hold a second copy of the whole value
+        (its memory doubles) in memory it touches for the first time. Given :class:`~..wire.bulk.Targets`, their
+        ``on_part`` is called once each part is in place, while Redis sends the next.
+        """
         if not targets:
             return True
+        on_part = targets.on_part if isinstance(targets, Targets) else None
         pool = self._r.connection_pool
         conn: Any = pool.get_connection()
         found, redirected = True, False
@@ -43,9 +55,16 @@ class LargeValues(BackendBase):
             sock = getattr(conn, "_sock", None)
             if not isinstance(sock, socket.socket):  # not a plain (or TLS) socket: through redis-py, with a copy
                 return self._read_parts_copying(data, targets)
-            conn.send_packed_command([chunk for name, _ in targets for chunk in conn.pack_command("HGET", data, name)])
-            for _, view in targets:
-                found = read_bulk_into(sock, view) and found
+            ask = [conn.pack_command("HGET", data, name) for name, _ in targets]
+            conn.send_packed_command([chunk for command in ask[:READ_WINDOW] for chunk in command])
+            for i, (_, view) in enumerate(targets):
+                if i + READ_WINDOW < len(ask):  # replies are pending: no health check (it would read one of them)
+                    conn.send_packed_command(ask[i + READ_WINDOW], check_health=False)
+                if read_bulk_into(sock, view):
+                    if on_part is not None:
+                        on_part(i)
+                else:
+                    found = False
         except BaseException as e:
             conn.disconnect()  # replies may be left unread: the connection cannot be reused
             redirected = self._cluster is not None and _is_redirection(e)
@@ -63,11 +82,14 @@ class LargeValues(BackendBase):
         for name, _ in targets:
             pipe.hget(data, name)
         found = True
-        for (_, view), got in zip(targets, pipe.execute(), strict=True):
+        on_part = targets.on_part if isinstance(targets, Targets) else None
+        for i, ((_, view), got) in enumerate(zip(targets, pipe.execute(), strict=True)):
             if got is None or len(got) != len(view):
                 found = False
                 continue
             view[:] = got
+            if on_part is not None:
+                on_part(i)
         return found
 
     def _send_large(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:

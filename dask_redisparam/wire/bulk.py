@@ -13,12 +13,12 @@ Instead:
   its claim never overwrites a committed value; its parts are deleted by the completion script that refuses it);
 - the value's own field holds a :class:`Ref` (sealed like any stored value): token, frame sizes, the embedded
   header and a Poly1305 tag over the parts (its one-time key derived from the shared secret and a random nonce,
-  see :meth:`~dask_redisparam.wire.signing.Signer.bulk_authenticator`: 10 GB/s where HMAC-SHA256 does 2).
+  see :meth:`~dask_redisparam.wire.signing.Signer.bulk_authenticator`: 5-6 GB/s here, where HMAC-SHA256 does 2).
 
-A reader fetches the reference, takes one buffer for all frames of the value (:class:`BufferPool`: a new one from
-numpy's allocator, or in a worker one it kept), has the backend read every part straight into its place (no
-intermediate copy), checks the tag and unpickles with the buffers in place: a numpy array comes back as a writable
-view of that buffer.
+A reader fetches the reference, takes one buffer for all frames of the value (:class:`~.buffers.BufferPool`: a new
+one from numpy's allocator, or in a worker one it kept), has the backend read every part straight into its place
+(no intermediate copy), checks the tag part by part as the parts arrive (:class:`Targets`: while Redis sends the
+next ones) and unpickles with the buffers in place: a numpy array comes back as a writable view of that buffer.
 
 Examples
 --------
@@ -32,15 +32,14 @@ Examples
 
 from __future__ import annotations
 
-import mmap
 import pickle
 import secrets
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from ..errors import PayloadRejected
 from ..sentinels import MISSING
+from .buffers import ALIGN, BufferPool
 from .protocol import seal_value, unseal_value
 from .signing import Signer
 
@@ -53,6 +52,7 @@ __all__ = [
     "Part",
     "Ref",
     "Report",
+    "Targets",
     "decode_ref",
     "is_ref",
     "layout",
@@ -68,8 +68,29 @@ __all__ = [
 Part = tuple[str, memoryview]
 """A part to write: its field in the run's data hash, and a view of the bytes (no copy)."""
 ReadParts = Callable[[Sequence[Part]], bool]
-"""Fills each view with its field's bytes; False when a field is missing (see ``Backend.read_parts``)."""
+"""Fills each view with its field's bytes; False when a field is missing (see ``Backend.read_parts``). Given
+:class:`Targets`, it calls their ``on_part`` with each part's index once the part is in place, in order."""
 Name = TypeVar("Name")
+
+
+class Targets(list[Part]):
+    """The parts one read fills, and ``on_part(i)``, called by the reader once part ``i`` is in place (in order,
+    while the next ones are still on their way): readers check each part's tag as it arrives.
+
+    Examples
+    --------
+    >>> seen = []
+    >>> targets = Targets([("~t.0", memoryview(bytearray(2)))], seen.append)
+    >>> len(targets), targets.on_part is not None
+    (1, True)
+    >>> targets.on_part(0)
+    >>> seen
+    [0]
+    """
+
+    def __init__(self, parts: Sequence[Part] = (), on_part: Callable[[int], None] | None = None) -> None:
+        super().__init__(parts)
+        self.on_part = on_part
 
 
 class Report(NamedTuple):
@@ -97,8 +118,6 @@ PART_BYTES = 4 << 20
 """The largest part: small enough for Redis to send without large reply buffers, large enough to be cheap."""
 EMBED_BYTES = 64 << 10
 """A pickle header up to this size travels inside the reference."""
-ALIGN = 64
-"""Frames start at multiples of this in the reader's buffer (aligned numpy arrays)."""
 REF_MAGIC = b"R1\0"
 """How a reference starts (a pickle starts with ``\\x80``)."""
 
@@ -227,77 +246,8 @@ def layout(ref: Ref) -> list[tuple[str, int, int]]:
     return out
 
 
-class BufferPool:
-    """Where readers get the buffers that large values are read into.
-
-    With ``keep=0`` (the default, e.g. in a manager) every buffer is a new one from numpy's allocator (huge pages)
-    and lives as long as the value made from it. A worker keeps up to ``keep`` buffers (anonymous memory maps) once
-    their values are gone, and reads the next large values into them: memory a process touches for the first time
-    costs a page fault per page, on virtual machines as much as the copy itself (see
-    :mod:`dask_redisparam.worker.memory`). A kept buffer serves a value of at least half its size.
-
-    Examples
-    --------
-    >>> pool = BufferPool(keep=1)
-    >>> view = pool.take(1000)
-    >>> pool.take(1000).obj is view.obj  # still in use: a new buffer
-    False
-    >>> address = id(view.obj)
-    >>> del view
-    >>> id(pool.take(1000).obj) == address  # free again: reused
-    True
-    """
-
-    def __init__(self, keep: int = 0) -> None:
-        self.keep = keep
-        self._buffers: list[mmap.mmap] = []
-        self.on_large: tuple[int, Callable[[], object]] | None = None
-        """``(size, callback)``: called once, when a value of at least ``size`` bytes is read or written."""
-
-    def note(self, nbytes: int) -> None:
-        """A large value of ``nbytes`` passes through this process (see :attr:`on_large`)."""
-        if self.on_large is not None and nbytes >= self.on_large[0]:
-            callback, self.on_large = self.on_large[1], None
-            callback()
-
-    def take(self, nbytes: int) -> memoryview:
-        """A writable buffer of ``nbytes`` that starts at a multiple of :data:`ALIGN`."""
-        self.note(nbytes)
-        if self.keep <= 0:
-            return _allocate(nbytes)
-        best: mmap.mmap | None = None
-        for buffer in self._buffers:  # free: referenced only by the list, the loop and getrefcount's argument
-            if nbytes <= len(buffer) <= 2 * nbytes + mmap.PAGESIZE and sys.getrefcount(buffer) <= 3:
-                if best is None or len(buffer) < len(best):
-                    best = buffer
-        if best is None:
-            best = mmap.mmap(-1, max(nbytes, 1))
-            if hasattr(mmap, "MADV_HUGEPAGE"):
-                best.madvise(mmap.MADV_HUGEPAGE)
-            self._buffers.append(best)
-            self._drop_extra()
-        return memoryview(best)[:nbytes]
-
-    def _drop_extra(self) -> None:
-        """Forget free buffers beyond ``keep``, smallest first (buffers in use go when their values do)."""
-        free = sorted((b for b in self._buffers if sys.getrefcount(b) <= 3), key=len)
-        for buffer in free[: max(0, len(self._buffers) - self.keep)]:
-            self._buffers.remove(buffer)
-
-
 POOL = BufferPool()
 """The process's receive buffers; workers set ``POOL.keep``."""
-
-
-def _allocate(nbytes: int) -> memoryview:
-    """A writable buffer of ``nbytes`` that starts at a multiple of :data:`ALIGN` (with numpy)."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is there whenever large buffers are
-        return memoryview(bytearray(nbytes))
-    buffer: Any = np.empty(nbytes + ALIGN, dtype=np.uint8)  # numpy's allocator: huge pages
-    start = -buffer.ctypes.data % ALIGN
-    return memoryview(buffer)[start : start + nbytes]
 
 
 def load(ref: Ref, signer: Signer | None, jobname: bytes, read_parts: ReadParts) -> Any:
@@ -306,39 +256,61 @@ def load(ref: Ref, signer: Signer | None, jobname: bytes, read_parts: ReadParts)
     Returns :data:`~dask_redisparam.sentinels.MISSING` when a part is gone. Raises
     :class:`~dask_redisparam.errors.PayloadRejected` when the tag does not match (nothing is unpickled).
     """
-    buffer, targets = _place(ref)
-    if not read_parts(targets):
+    opening = _Opening(ref, signer, jobname)
+    if not _read([opening], read_parts):
         return MISSING
-    return _check_and_load(ref, buffer, targets, signer, jobname)
+    return opening.load()
 
 
-def _place(ref: Ref) -> tuple[memoryview, list[Part]]:
-    """One buffer for a large value, and where each of its parts goes in it."""
-    where = layout(ref)
-    buffer = POOL.take(max((offset + size for _, offset, size in where), default=0))
-    return buffer, [(name, buffer[offset : offset + size]) for name, offset, size in where]
+class _Opening:
+    """One large value being read: its buffer, where its parts go, and the check of its tag, fed part by part as
+    the reader reports them in place (the parts still on their way meanwhile), finished by :meth:`load`."""
+
+    def __init__(self, ref: Ref, signer: Signer | None, jobname: bytes) -> None:
+        self.mac: Any = None
+        if signer is not None or ref.tag is not None:
+            if signer is None:
+                raise PayloadRejected("payload is signed but this process has no secret (set REDISPARAM_SECRET)")
+            if ref.tag is None or ref.kid is None:
+                raise PayloadRejected("large value is not signed")
+            self.mac = signer.bulk_authenticator(jobname, ref.nonce, ref.kid)
+        where = layout(ref)
+        self.ref, self.checked = ref, 0
+        self.buffer = POOL.take(max((offset + size for _, offset, size in where), default=0))
+        self.targets = [(name, self.buffer[offset : offset + size]) for name, offset, size in where]
+
+    def check(self, upto: int) -> None:
+        """Feed the tag check with the parts before ``upto`` not fed yet."""
+        if self.mac is not None:
+            for _, view in self.targets[self.checked : upto]:
+                self.mac.update(view)
+        self.checked = max(self.checked, upto)
+
+    def load(self) -> Any:
+        """Check the tag over all parts, then unpickle with the frames in place."""
+        self.check(len(self.targets))
+        if self.mac is not None:
+            try:
+                self.mac.verify(self.ref.tag)
+            except Exception:
+                raise PayloadRejected(f"bad signature on a large value's parts (key id {self.ref.kid!r})") from None
+        frames, offset = [], 0
+        for size in self.ref.sizes:
+            frames.append(self.buffer[offset : offset + size])
+            offset += -(-size // ALIGN) * ALIGN
+        header = self.ref.header if self.ref.header is not None else frames.pop(0)
+        return pickle.loads(header, buffers=frames)
 
 
-def _check_and_load(ref: Ref, buffer: memoryview, targets: list[Part], signer: Signer | None, jobname: bytes) -> Any:
-    """Check the tag over the parts read into ``buffer``, then unpickle with the frames in place."""
-    if signer is not None or ref.tag is not None:
-        if signer is None:
-            raise PayloadRejected("payload is signed but this process has no secret (set REDISPARAM_SECRET)")
-        if ref.tag is None or ref.kid is None:
-            raise PayloadRejected("large value is not signed")
-        mac = signer.bulk_authenticator(jobname, ref.nonce, ref.kid)
-        for _, view in targets:
-            mac.update(view)
-        try:
-            mac.verify(ref.tag)
-        except Exception:
-            raise PayloadRejected(f"bad signature on a large value's parts (key id {ref.kid!r})") from None
-    frames, offset = [], 0
-    for size in ref.sizes:
-        frames.append(buffer[offset : offset + size])
-        offset += -(-size // ALIGN) * ALIGN
-    header = ref.header if ref.header is not None else frames.pop(0)
-    return pickle.loads(header, buffers=frames)
+def _read(openings: Sequence[_Opening], read_parts: ReadParts) -> bool:
+    """Read the parts of all ``openings`` in one call, each part's tag checked once it is in place."""
+    owners = [(o, n) for o in openings for n in range(1, len(o.targets) + 1)]
+
+    def on_part(index: int) -> None:
+        opening, upto = owners[index]
+        opening.check(upto)
+
+    return read_parts(Targets([target for o in openings for target in o.targets], on_part))
 
 
 def open_values(
@@ -347,7 +319,7 @@ def open_values(
     """Like :func:`open_value` for several fields, with the parts of all large ones read in one call.
 
     Each item is the value, :data:`~dask_redisparam.sentinels.MISSING` (the field or a part is gone) or the
-    :class:`~dask_redisparam.errors.PayloadRejected` error that refused it (nothing of it unpickled).
+    :class:`~dask_redisparam.errors.PayloadRejected` error that refused it (nothing of it unpickled, nor read).
 
     Examples
     --------
@@ -355,23 +327,22 @@ def open_values(
     [1, <MISSING>]
     """
     out: list[Any] = [MISSING] * len(stored)
-    large: list[tuple[int, Ref, memoryview, list[Part]]] = []
+    large: list[tuple[int, _Opening]] = []
     for i, sealed in enumerate(stored):
         if sealed is None:
             continue
         try:
             payload = unseal_value(sealed, signer, jobname)
             if is_ref(payload):
-                ref = decode_ref(payload)
-                large.append((i, ref, *_place(ref)))
+                large.append((i, _Opening(decode_ref(payload), signer, jobname.encode())))
             else:
                 out[i] = pickle.loads(payload)
         except PayloadRejected as e:
             out[i] = e
-    if large and read_parts([target for *_, targets in large for target in targets]):
-        for i, ref, buffer, targets in large:
+    if large and _read([o for _, o in large], read_parts):
+        for i, opening in large:
             try:
-                out[i] = _check_and_load(ref, buffer, targets, signer, jobname.encode())
+                out[i] = opening.load()
             except PayloadRejected as e:
                 out[i] = e
     return out
