@@ -29,8 +29,14 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+try:  # OpenSSL's HMAC objects, without the Python wrapper of the hmac module (its copy and hexdigest cost as much)
+    from _hashlib import hmac_new as _hmac_new
+except ImportError:  # pragma: no cover - a Python built without OpenSSL
+    _hmac_new = hmac.new  # type: ignore[assignment]
 
 from ..config.names import SECRET_ENV, SECRET_FILE_ENV
 from ..errors import ConfigurationError, PayloadRejected
@@ -38,6 +44,10 @@ from ..errors import ConfigurationError, PayloadRejected
 __all__ = ["SECRET_ENV", "SECRET_FILE_ENV", "PayloadRejected", "Signer", "signer_from_environment"]
 
 
+_KEPT_PURPOSES = frozenset({b"value", b"done"})
+"""Purposes whose contexts repeat (the job; the job and run), so their HMAC states are worth keeping."""
+_KEPT_HEADS = 64
+"""At most this many kept HMAC states (then they are dropped and made again)."""
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _KEY_ENTRY = re.compile(r"[A-Za-z0-9_.-]+=.+")
 
@@ -60,6 +70,7 @@ class Signer:
             if len(key) < 16:
                 raise ConfigurationError(f"secret: key {kid!r} is too short (at least 16 bytes)")
         self._keys = dict(keys)
+        self._heads: dict[tuple[bytes, bytes, bytes], Any] = {}
         self.key_id = next(iter(self._keys))
         self._prefix = self.key_id.encode() + b"|"
 
@@ -92,15 +103,45 @@ class Signer:
     def __repr__(self) -> str:
         return f"Signer(key_ids={list(self._keys)!r})"
 
+    def _head(self, key: bytes, purpose: bytes, context: bytes) -> Any:
+        """The HMAC state after ``key``, ``purpose`` and ``context``, to copy for each payload. Kept for the purposes
+        whose contexts repeat (values, records: a few per run); a copy costs a third of a new HMAC."""
+        head = (key, purpose, context)
+        base = self._heads.get(head)
+        if base is None:
+            base = _hmac_new(key, purpose + b"\0" + context + b"\0", "sha256")
+            if purpose in _KEPT_PURPOSES:
+                if len(self._heads) >= _KEPT_HEADS:
+                    self._heads.clear()
+                self._heads[head] = base
+        return base
+
     def _mac(self, key: bytes, purpose: bytes, context: bytes, payload: bytes | memoryview) -> bytes:
-        mac = hmac.new(key, purpose + b"\0" + context + b"\0", hashlib.sha256)
+        mac = self._head(key, purpose, context).copy()
         mac.update(payload)
-        return mac.hexdigest().encode()
+        return mac.hexdigest().encode()  # type: ignore[no-any-return]
 
     def seal(self, purpose: bytes, context: bytes, payload: bytes) -> bytes:
         """``<key id>|<MAC>|payload``, the MAC bound to ``purpose`` and ``context`` (job, run, message...)."""
         mac = self._mac(self._keys[self.key_id], purpose, context, payload)
         return self._prefix + mac + b"|" + payload
+
+    def seal_many(self, purpose: bytes, context: bytes, payloads: list[bytes]) -> list[bytes]:
+        """:meth:`seal` of each payload (one context): the same bytes, faster for many small ones.
+
+        Examples
+        --------
+        >>> signer = Signer.from_secret("a-long-enough-s3cret")
+        >>> signer.seal_many(b"value", b"job", [b"a", b"b"]) == [signer.seal(b"value", b"job", p) for p in (b"a", b"b")]
+        True
+        """
+        base, prefix = self._head(self._keys[self.key_id], purpose, context), self._prefix
+        out = []
+        for payload in payloads:
+            mac = base.copy()
+            mac.update(payload)
+            out.append(prefix + mac.hexdigest().encode() + b"|" + payload)
+        return out
 
     def bulk_authenticator(self, context: bytes, nonce: bytes, kid: str | None = None) -> Poly1305:
         """A Poly1305 authenticator for the parts of one large value (see :mod:`dask_redisparam.wire.bulk`).
@@ -148,6 +189,13 @@ def unseal(signer: Signer | None, sealed: bytes | memoryview, purpose: bytes, co
     if bytes(view[:2]) != b"||":
         raise PayloadRejected("payload is signed but this process has no secret (set REDISPARAM_SECRET)", "no-secret")
     return view[2:]
+
+
+def seal_many(signer: Signer | None, purpose: bytes, context: bytes, payloads: list[bytes]) -> list[bytes]:
+    """:func:`seal` of each payload, with one context."""
+    if signer is not None:
+        return signer.seal_many(purpose, context, payloads)
+    return [b"||" + payload for payload in payloads]
 
 
 def seal(signer: Signer | None, purpose: bytes, context: bytes, payload: bytes) -> bytes:
