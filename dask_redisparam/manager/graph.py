@@ -137,31 +137,33 @@ def prepare_graph(
     dependencies: dict[Hashable, set[Hashable]] = {}
     dependents: dict[Hashable, set[Hashable]] = {}
     stack = list(requested)
-    while stack:
+    while stack:  # a task without dependencies (or dependents) gets the shared EMPTY, never a set of its own
         key = stack.pop()
         if key in nodes:
             continue
         node = converted[key]
         nodes[key] = node
-        deps = set() if key in known else set(node.dependencies)
+        found = node.dependencies
+        deps = set(found) if found and key not in known else EMPTY
         if key in deps:
             raise ValueError(f"task {key!r} depends on itself (an argument equal to a key refers to that key)")
         dependencies[key] = deps
-        dependents.setdefault(key, set())
+        if key not in dependents:
+            dependents[key] = EMPTY
         for dep in deps:
             if dep not in converted:
                 raise ValueError(f"Missing dependency {dep!r} of task {key!r}")
-            dependents.setdefault(dep, set()).add(key)
+            linked = dependents.get(dep)
+            if linked is None or linked is EMPTY:
+                dependents[dep] = {key}
+            else:
+                linked.add(key)
             if dep not in nodes:
                 stack.append(dep)
     if any(dependencies.values()):
         priority: dict[Hashable, int] = dict(order(nodes, dependencies=dependencies))  # type: ignore[arg-type]
     else:  # no edges: the graph's own order (as given), since dask.order costs ~20 us a node and adds nothing
         priority = {key: n for n, key in enumerate(k for k in raw if k in nodes)}
-    for table in (dependencies, dependents):  # most tasks of a wide graph have none: share one empty set
-        for key, linked in table.items():
-            if not linked:
-                table[key] = EMPTY
     return Graph(nodes, dependencies, dependents, priority, requested, annotations, set(known) & set(nodes), identities)
 
 

@@ -70,6 +70,9 @@ WAIT_WARNING = 10.0
 """Seconds between warnings while no worker serves the job."""
 DRAIN_SECONDS = 10.0
 """After a failure with ``stop_on_error``, seconds to wait for tasks already running (their results are kept)."""
+FETCH_FIELDS = 65_536
+"""Values downloaded per round trip at the end of a run (one ``HMGET`` each): a run of millions of tasks would
+otherwise hold every stored value twice at once, as Redis's reply and as values."""
 OUTAGE_GRACE = 30.0
 """Seconds the manager keeps trying to reach a Redis server that went away before it gives up."""
 
@@ -196,7 +199,7 @@ def run_graph(
             ) from None
         finally:
             lease.stop()
-            options.last_timeline[:] = run.timeline
+            options.last_timeline.take(run.timeline)
             close_run(backend, run, ending=ending, keep=lease.keep)
             for cb in run.finish_cbs:
                 cb(graph.nodes, run.state, ending != "clean")
@@ -280,9 +283,13 @@ def fetch_stored(
     """Download the values of ``fields`` (key -> field of the run's data hash) ``into`` the dict, in one round trip
     (and one more for the parts of large values); a value that is gone or refused raises."""
     remote = list(fields)
-    blobs = backend.fetch_values(job, run_id, [fields[key] for key in remote])
     read_parts = functools.partial(backend.read_parts, job, run_id)
-    failed = triage(remote, open_values(blobs, signer, job, read_parts), into)
+    failed: dict[Hashable, PayloadRejected | None] = {}
+    for start in range(0, len(remote), FETCH_FIELDS):  # a bounded reply at a time: the memory of a large run's end
+        chunk = remote[start : start + FETCH_FIELDS]
+        blobs = backend.fetch_values(job, run_id, [fields[key] for key in chunk])
+        failed.update(triage(chunk, open_values(blobs, signer, job, read_parts), into))
+        del blobs
     for key, error in failed.items():  # the first one raises
         if error is not None:
             raise PayloadRejected(f"the stored value of {key!r} was rejected, not unpickled: {error}")

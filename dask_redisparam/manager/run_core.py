@@ -47,6 +47,7 @@ every message carries one task, so that stopping one task never costs another it
 
 from __future__ import annotations
 
+import array
 import heapq
 import time
 import uuid
@@ -61,8 +62,9 @@ from ..sentinels import MISSING
 from ..wire.bulk import Part, pack
 from ..wire.serialize import dumps_result, dumps_task
 from .graph import EMPTY, Graph
-from .options import RunOptions, StoredResult, TimelineRecord
+from .options import RunOptions, StoredResult
 from .rejections import Rejections
+from .timeline_store import Timeline
 
 __all__ = ["INLINE_BYTES", "RunCore"]
 
@@ -96,12 +98,12 @@ class RunCore:
         self.new_results: list[Hashable] = []  # requested keys finished, not yet taken by take_new_results()
         self.streaming = options.on_result is not None or options.on_done is not None
         self.new_errors: list[Hashable] = []  # keys failed for good, not yet taken by take_new_errors() (futures)
-        self.timeline: list[TimelineRecord] = []  # one per task run, from the workers' clocks
+        self.timeline = Timeline()  # one record per task run, from the workers' clocks
         self.retried = 0  # tasks that raised and were sent again (counted in the job's metrics by the loop)
         self.idx = {key: n for n, key in enumerate(graph.nodes)}
         self.keys_by_idx = list(graph.nodes)
         self.loc: dict[Hashable, int] = {}  # key -> data field (or inline literal) that holds its value
-        self.holders: dict[int, int] = {}  # field -> number of keys whose value it holds
+        self.holders = array.array("i", bytes(4 * len(self.keys_by_idx)))  # field -> keys whose value it holds
         self.inline: dict[int, Any] = {}  # small literals, by field
         self.parts: dict[int, tuple[str, ...]] = {}  # field of a large value -> the fields of its parts
         self.messages: dict[int, tuple[bytes, list[Hashable]]] = {}  # in flight: message id -> (bytes, keys)
@@ -247,6 +249,7 @@ class RunCore:
         self.requested.add(key)
         field = self.idx[key] = len(self.keys_by_idx)
         self.keys_by_idx.append(key)
+        self.holders.append(0)
         state["waiting_data"][key] = set()
         if identity is not None and self.options.resume_ttl > 0:
             if self.new_ids and self.new_ids[-1][0] + len(self.new_ids[-1][1]) // len(identity) == field:
@@ -377,7 +380,6 @@ class RunCore:
             return
         self.holders[field] -= 1
         if self.holders[field] == 0:
-            del self.holders[field]
             if self.inline.pop(field, MISSING) is MISSING:
                 self.to_release.append(str(field))
                 self.to_release += self.parts.pop(field, ())
