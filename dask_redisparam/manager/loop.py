@@ -34,7 +34,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Container, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from dask.callbacks import local_callbacks
@@ -48,6 +48,7 @@ from ..wire.bulk import open_values, triage
 from ..wire.protocol import lost_notices
 from ..wire.signing import PayloadRejected, Signer
 from .graph import Graph
+from .identity import Identities
 from .lease import RUN_TTL, RunLease
 from .options import Commands, RunOptions
 from .resume import identity_bytes, manager_record
@@ -159,8 +160,10 @@ def run_graph(
                 cb(graph.nodes, run.state)
             registration: dict[str, Any] = {}
             if resume_keep > 0:
-                ids = identity_bytes(run.keys_by_idx, graph_identities(graph))
-                registration = {"record": manager_record(len(graph.nodes), lease.keep), "ids": ids}
+                registration = {
+                    "record": manager_record(len(graph.nodes), lease.keep),
+                    "ids": identity_bytes(run.keys_by_idx, graph_identities(graph)),
+                }
             progress = _progress_totals(graph.nodes, run.state["finished"])
             backend.open_run(
                 run.job,
@@ -173,6 +176,9 @@ def run_graph(
                 progress=progress,
                 **registration,
             )
+            registration.clear()
+            if options.rng_seed is None:  # registered: only a seeded run's messages need them (~100 bytes a task)
+                graph.identities = Identities(unstable=graph.identities.unstable)
             lease.start()
             adoptions = run.take_adoptions()
             if copies or adoptions:
@@ -205,10 +211,10 @@ def run_graph(
                 cb(graph.nodes, run.state, ending != "clean")
 
 
-def graph_identities(graph: Graph) -> dict[Hashable, bytes]:
-    """The stable identities of the graph's keys (empty if the graph has none)."""
+def graph_identities(graph: Graph) -> Mapping[Hashable, bytes]:
+    """The stable identities of the graph's keys (empty if the graph has none; not a copy)."""
     identities = getattr(graph, "identities", None)
-    return dict(getattr(identities, "of", None) or {})
+    return getattr(identities, "of", None) or {}
 
 
 def _progress_totals(nodes: Iterable[Hashable], finished: Container[Hashable]) -> dict[str, int]:

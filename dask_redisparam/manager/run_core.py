@@ -18,7 +18,8 @@ counts, withdrawn messages, tasks fed to a stream) and hands out *commands*
     from Redis unless the key was requested.
 ``ready``
     a heap of ``((-user priority, dask.order priority), n, key)``: tasks whose inputs all exist, highest
-    ``dask.annotate(priority=...)`` first (as dask.distributed), then in ``dask.order`` order.
+    ``dask.annotate(priority=...)`` first (as dask.distributed), then in ``dask.order`` order (a graph without user
+    priorities: ``(dask.order priority, n, key)``).
 ``running``
     keys sent to Redis (queued or executing) and not yet finished.
 ``finished`` / ``released``
@@ -337,7 +338,9 @@ class RunCore:
                 stack.extend(self.mark_finished(key, StoredResult(key, shared.nbytes if shared else 0, "manager")))
                 continue
             self.counter += 1
-            rank = (-self.user_priority.get(key, 0), self.graph.priority.get(key, 0))
+            rank: Any = self.graph.priority.get(key, 0)  # without user priorities, dask.order's alone (a pair less)
+            if self.user_priority:
+                rank = (-self.user_priority.get(key, 0), rank)
             heapq.heappush(self.state["ready"], (rank, self.counter, key))
 
     def mark_finished(self, key: Hashable, result: StoredResult, notify: bool = True) -> list[Hashable]:
