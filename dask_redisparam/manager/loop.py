@@ -187,8 +187,15 @@ def run_graph(
                 if adoptions:
                     _copy_adopted(backend, run, adoptions)
                 backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
-            run_loop(backend, run, count_workers, lease)
-            result = (finish or download_results)(backend, run)
+            early: dict[Hashable, Any] | None = None
+            if finish is None and not run.streaming:  # the requested values are downloaded as they are made
+                early, run.collect_results = {}, True
+            run_loop(backend, run, count_workers, lease, early)
+            if early is None:
+                result = (finish or download_results)(backend, run)
+            else:
+                result = early
+                result.update(download(backend, run, [key for key in run.result_keys() if key not in early]))
             ending = "errors" if run.errors else "clean"
             full = next((e for e in run.errors.values() if isinstance(e, ServerOutOfMemory)), None)
             if full is not None:  # a worker could not store results
@@ -351,8 +358,19 @@ class _Outage:
         self.since, self.delay = None, 0.05
 
 
-def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], lease: RunLease) -> None:
-    """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained."""
+def run_loop(
+    backend: Backend,
+    run: RunState,
+    count_workers: Callable[[], int],
+    lease: RunLease,
+    early: dict[Hashable, Any] | None = None,
+) -> None:
+    """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained.
+
+    With ``early`` (a dict; ``run.collect_results`` set), the values of the requested keys finished in a turn are
+    downloaded into it in the next one, once its messages are pushed: while the workers run them, instead of all
+    at the end (those missed through a lost connection are downloaded at the end).
+    """
     job = run.job
     outage = _Outage(run.options.describe_server)
     last_count = last_warning = time.monotonic()
@@ -402,6 +420,8 @@ def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], 
                     f"Redis at {run.options.describe_server} lost the state of run {run.run_id} of job {job!r}: "
                     "was the server restarted without persistence (or the run's keys deleted)?"
                 )
+            if early is not None and run.new_results:
+                early.update(download(backend, run, run.take_new_results()))
             if not records and run.messages:
                 backend.wait_records(job, run.run_id, run.options.wait_seconds)
             elif not records and not run.state["ready"] and not feeding:

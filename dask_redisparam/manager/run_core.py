@@ -98,6 +98,7 @@ class RunCore:
             self.requested.update(k for k, n in graph.nodes.items() if not isinstance(n, DataNode) and k not in known)
         self.new_results: list[Hashable] = []  # requested keys finished, not yet taken by take_new_results()
         self.streaming = options.on_result is not None or options.on_done is not None
+        self.collect_results = self.streaming  # new_results collects the requested keys as they finish
         self.new_errors: list[Hashable] = []  # keys failed for good, not yet taken by take_new_errors() (futures)
         self.timeline = Timeline()  # one record per task run, from the workers' clocks
         self.retried = 0  # tasks that raised and were sent again (counted in the job's metrics by the loop)
@@ -352,7 +353,7 @@ class RunCore:
         state["running"].discard(key)
         state["finished"].add(key)
         state["cache"][key] = result
-        if self.streaming and key in self.requested:
+        if self.collect_results and key in self.requested:
             self.new_results.append(key)
         if notify:
             for cb in self.posttask_cbs:

@@ -31,9 +31,10 @@ def call_of(node: Any) -> Any:
     """What an entry carries for ``node``: the *call* of a plain ``Task`` (see
     :class:`~dask_redisparam.wire.protocol.Entry`), else the node itself.
 
-    A ``Task`` of this exact type, without keyword arguments, whose arguments are literals and ``TaskRef`` inputs
-    (no nested task spec) runs as ``func(*args)`` with the inputs' values in place, which is what its ``__call__``
-    does; anything else (containers of inputs, subclasses, keywords) travels as it is.
+    A ``Task`` of this exact type, without keyword arguments, whose arguments are literals and inputs (``TaskRef``,
+    or the ``Alias`` that dask's conversion makes of a legacy argument naming a key; no other nested task spec)
+    runs as ``func(*args)`` with the inputs' values in place, which is what its ``__call__`` does; anything else
+    (containers of inputs, subclasses, keywords) travels as it is.
 
     Examples
     --------
@@ -43,19 +44,26 @@ def call_of(node: Any) -> Any:
     (<built-in function add>, ('x', 1), (0,))
     >>> call_of(Task("z", add, 1, 2))
     (<built-in function add>, (1, 2))
+    >>> call_of(Task("w", add, Alias("x"), 2))  # a legacy tuple (add, "x", 2) names its input by key
+    (<built-in function add>, ('x', 2), (0,))
     """
     if type(node) is not Task or node.kwargs:
         return node
     args = node.args
     refs = None
     for i, arg in enumerate(args):
-        if isinstance(arg, GraphNode):
-            return node
-        if isinstance(arg, TaskRef):
+        if type(arg) is Alias or isinstance(arg, TaskRef):  # an input (a legacy graph's argument that names a key)
             refs = [i] if refs is None else [*refs, i]
+        elif isinstance(arg, GraphNode):
+            return node
     if refs is None:
         return (node.func, args)
-    return (node.func, tuple(arg.key if isinstance(arg, TaskRef) else arg for arg in args), tuple(refs))
+    return (node.func, tuple(_input_key(arg) if i in refs else arg for i, arg in enumerate(args)), tuple(refs))
+
+
+def _input_key(arg: Any) -> Any:
+    """The key of the input that a ``TaskRef`` or an argument ``Alias`` stands for."""
+    return arg.target if type(arg) is Alias else arg.key
 
 
 class Dispatch(RunCore):

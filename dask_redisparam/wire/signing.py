@@ -103,6 +103,9 @@ class Signer:
     def __repr__(self) -> str:
         return f"Signer(key_ids={list(self._keys)!r})"
 
+    def __reduce__(self) -> tuple[type[Signer], tuple[dict[str, bytes]]]:
+        return (Signer, (self._keys,))  # without the kept HMAC states, which do not pickle
+
     def _head(self, key: bytes, purpose: bytes, context: bytes) -> Any:
         """The HMAC state after ``key``, ``purpose`` and ``context``, to copy for each payload. Kept for the purposes
         whose contexts repeat (values, records: a few per run); a copy costs a third of a new HMAC."""
