@@ -22,6 +22,7 @@ Examples
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import re
@@ -97,10 +98,14 @@ def progress_totals(tasks: Mapping[str, int], cap: int = PROGRESS_CAP) -> dict[s
 
 
 def _bucket(seconds: float) -> int:
-    for i, bound in enumerate(BUCKETS):
-        if seconds <= bound:
-            return i
-    return len(BUCKETS)
+    """The first bucket whose bound is at least ``seconds`` (``len(BUCKETS)``: none).
+
+    Examples
+    --------
+    >>> _bucket(0.0005), _bucket(0.001), _bucket(0.002), _bucket(1e9)
+    (0, 0, 1, 12)
+    """
+    return bisect.bisect_left(BUCKETS, seconds)
 
 
 @dataclasses.dataclass

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from ..errors import PayloadRejected
 from ..sentinels import MISSING
-from .protocol import seal_value, unseal_value
+from .protocol import seal_value, unseal_value, unseal_values
 from .signing import Signer
 
 __all__ = [
@@ -356,18 +356,16 @@ def open_values(
     """
     out: list[Any] = [MISSING] * len(stored)
     large: list[tuple[int, Ref, memoryview, list[Part]]] = []
-    for i, sealed in enumerate(stored):
-        if sealed is None:
+    for i, payload in enumerate(unseal_values(stored, signer, jobname)):
+        if payload is None:
             continue
-        try:
-            payload = unseal_value(sealed, signer, jobname)
-            if is_ref(payload):
-                ref = decode_ref(payload)
-                large.append((i, ref, *_place(ref)))
-            else:
-                out[i] = pickle.loads(payload)
-        except PayloadRejected as e:
-            out[i] = e
+        if isinstance(payload, PayloadRejected):
+            out[i] = payload
+        elif payload[:3] == REF_MAGIC:  # is_ref
+            ref = decode_ref(payload)
+            large.append((i, ref, *_place(ref)))
+        else:
+            out[i] = pickle.loads(payload)
     if large and read_parts([target for *_, targets in large for target in targets]):
         for i, ref, buffer, targets in large:
             try:

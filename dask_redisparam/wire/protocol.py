@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from .signing import PayloadRejected, Signer, seal, seal_many, unseal
+from .signing import PayloadRejected, Signer, seal, seal_many, unseal, unseal_many
 
 __all__ = [
     "ERROR",
@@ -73,6 +73,7 @@ __all__ = [
     "seal_values",
     "split_payload",
     "unseal_value",
+    "unseal_values",
     "loads_completion",
 ]
 
@@ -400,6 +401,13 @@ def seal_value(blob: bytes, signer: Signer | None, jobname: str) -> bytes:
 def seal_values(blobs: list[bytes], signer: Signer | None, jobname: str) -> list[bytes]:
     """:func:`seal_value` of each pickled value (the same bytes, faster for many)."""
     return seal_many(signer, b"value", jobname.encode(), blobs)
+
+
+def unseal_values(
+    sealed: Sequence[bytes | None], signer: Signer | None, jobname: str
+) -> list[memoryview | PayloadRejected | None]:
+    """:func:`unseal_value` of each stored value: the pickled value, or the refusal (None: no value)."""
+    return unseal_many(signer, sealed, b"value", jobname.encode())
 
 
 def unseal_value(sealed: bytes, signer: Signer | None, jobname: str) -> memoryview:

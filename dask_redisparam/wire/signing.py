@@ -28,7 +28,7 @@ import hmac
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
@@ -146,6 +146,40 @@ class Signer:
             out.append(prefix + mac.hexdigest().encode() + b"|" + payload)
         return out
 
+    def unseal_many(
+        self, sealed: Sequence[bytes | None], purpose: bytes, context: bytes
+    ) -> list[memoryview | PayloadRejected | None]:
+        """:meth:`unseal` of each blob (one context): its payload, or the refusal; None stays None. Faster for many
+        small blobs signed with the signing key (any other goes through :meth:`unseal`).
+
+        Examples
+        --------
+        >>> signer = Signer.from_secret("a-long-enough-s3cret")
+        >>> forged = b"0|" + b"0" * 64 + b"|p"
+        >>> got = signer.unseal_many([signer.seal(b"value", b"job", b"p"), None, forged], b"value", b"job")
+        >>> bytes(got[0]), got[1], got[2]
+        (b'p', None, PayloadRejected("bad signature (key id '0')"))
+        """
+        prefix, start = self._prefix, len(self._prefix)
+        base = self._head(self._keys[self.key_id], purpose, context)
+        out: list[memoryview | PayloadRejected | None] = []
+        for blob in sealed:
+            if blob is None:
+                out.append(None)
+                continue
+            if blob.startswith(prefix) and blob[start + 64 : start + 65] == b"|":
+                payload = memoryview(blob)[start + 65 :]
+                mac = base.copy()
+                mac.update(payload)
+                if hmac.compare_digest(blob[start : start + 64], mac.hexdigest().encode()):
+                    out.append(payload)
+                    continue
+            try:
+                out.append(self.unseal(blob, purpose, context))
+            except PayloadRejected as e:
+                out.append(e)
+        return out
+
     def bulk_authenticator(self, context: bytes, nonce: bytes, kid: str | None = None) -> Poly1305:
         """A Poly1305 authenticator for the parts of one large value (see :mod:`dask_redisparam.wire.bulk`).
 
@@ -182,6 +216,21 @@ class Signer:
         if not hmac.compare_digest(mac, self._mac(key, purpose, context, payload)):
             raise PayloadRejected(f"bad signature (key id {kid!r})", "bad-signature")
         return payload
+
+
+def unseal_many(
+    signer: Signer | None, sealed: Sequence[bytes | None], purpose: bytes, context: bytes
+) -> list[memoryview | PayloadRejected | None]:
+    """:func:`unseal` of each blob: its payload, or the refusal (None stays None)."""
+    if signer is not None:
+        return signer.unseal_many(sealed, purpose, context)
+    out: list[memoryview | PayloadRejected | None] = []
+    for blob in sealed:
+        try:
+            out.append(None if blob is None else unseal(None, blob, purpose, context))
+        except PayloadRejected as e:
+            out.append(e)
+    return out
 
 
 def unseal(signer: Signer | None, sealed: bytes | memoryview, purpose: bytes, context: bytes) -> memoryview:
