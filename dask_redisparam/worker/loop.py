@@ -95,14 +95,22 @@ def task_stats(batch: Batch, outcomes: list[Outcome]) -> TaskStats:
     """The statistics of a message's tasks that ran, per key prefix (for the job's metrics and task stream)."""
     stats, entries = TaskStats(), {entry.idx: entry.key for entry in batch.entries}
     prefixes: dict[Any, str] = {}  # a tuple key's prefix is its name's: split once per name
-    for outcome in outcomes:
-        if outcome.status != UNEVALUATED:
-            key = entries[outcome.idx]
+    groups: dict[str, tuple[list[bool], list[float], list[float]]] = {}
+    for idx, status, _, _, start, end, *_ in outcomes:
+        if status != UNEVALUATED:
+            key = entries[idx]
             name = key[0] if type(key) is tuple and key and type(key[0]) is str else key
             prefix = prefixes.get(name)
             if prefix is None:
                 prefix = prefixes[name] = task_prefix(key)
-            stats.add(prefix, outcome.status == OK, outcome.start, outcome.end)
+            group = groups.get(prefix)
+            if group is None:
+                group = groups[prefix] = ([], [], [])
+            group[0].append(status == OK)
+            group[1].append(start)
+            group[2].append(end)
+    for prefix, (oks, starts, ends) in groups.items():
+        stats.add_many(prefix, oks, starts, ends)
     return stats
 
 
