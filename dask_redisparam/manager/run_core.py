@@ -200,9 +200,17 @@ class RunCore:
                 self.add_literal(field, self.graph.nodes[key]({}), uploads, parts)
             self.loc[key] = field
             self.holders[field] = 1
+        ready, done, priority, heap = [], self.graph.known, self.graph.priority, self.state["ready"]
         for key, node in self.graph.nodes.items():
-            if not isinstance(node, DataNode) and key not in waiting and key not in self.graph.known:
+            if isinstance(node, DataNode) or key in waiting or key in done:
+                continue
+            if isinstance(node, Alias) or self.user_priority:
                 self.make_ready(key)
+            else:  # the heap's entry, as make_ready makes it; the heap is made once below
+                self.counter += 1
+                ready.append((priority.get(key, 0), self.counter, key))
+        heap += ready
+        heapq.heapify(heap)
         for key in literals:
             for dependent in self.mark_finished(key, StoredResult(key, 0, "manager"), notify=False):
                 self.make_ready(dependent)
