@@ -102,7 +102,7 @@ class RunCore:
         self.new_errors: list[Hashable] = []  # keys failed for good, not yet taken by take_new_errors() (futures)
         self.timeline = Timeline()  # one record per task run, from the workers' clocks
         self.retried = 0  # tasks that raised and were sent again (counted in the job's metrics by the loop)
-        self.idx = {key: n for n, key in enumerate(graph.nodes)}
+        self.idx = graph.priority if graph.fields_in_order else {key: n for n, key in enumerate(graph.nodes)}
         self.keys_by_idx = list(graph.nodes)
         self.loc: dict[Hashable, int] = {}  # key -> data field (or inline literal) that holds its value
         self.holders = array.array("i", bytes(4 * len(self.keys_by_idx)))  # field -> keys whose value it holds
@@ -257,6 +257,8 @@ class RunCore:
         graph.dependencies[key], graph.dependents[key] = deps, set()
         graph.requested.append(key)
         self.requested.add(key)
+        if self.idx is graph.priority:  # shared with the priorities (fields_in_order): an added task has none
+            self.idx = dict(self.idx)
         field = self.idx[key] = len(self.keys_by_idx)
         self.keys_by_idx.append(key)
         self.holders.append(0)
