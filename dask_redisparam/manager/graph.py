@@ -29,6 +29,7 @@ from dask._task_spec import Alias, DataNode, GraphNode, Task, convert_legacy_gra
 from dask.core import flatten
 from dask.order import order
 
+from .collector import collect_new_garbage, freeze_long_lived
 from .identity import Identities, task_identities
 
 __all__ = ["EMPTY", "Graph", "convert_graph", "flatten_keys", "materialize", "prepare_graph"]
@@ -220,7 +221,9 @@ def prepare_graph(
             if dep not in nodes:
                 stack.append(dep)
     if any(dependencies.values()):
+        freeze_long_lived()  # during a compute: what exists now is no garbage of dask.order's (collected below)
         priority: dict[Hashable, int] = dict(order(nodes, dependencies=dependencies))  # type: ignore[arg-type]
+        collect_new_garbage()
         in_order = False
     else:  # no edges: the graph's own order (as given), since dask.order costs ~20 us a node and adds nothing;
         # the nodes follow it too, so a task's priority is its field number: one dict serves as both

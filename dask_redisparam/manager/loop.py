@@ -28,13 +28,10 @@ Faults:
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import gc
 import logging
-import threading
 import time
-from collections.abc import Callable, Container, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from dask.callbacks import local_callbacks
@@ -47,6 +44,7 @@ from ..logs import emit_task_log
 from ..wire.bulk import open_values, triage
 from ..wire.protocol import lost_notices
 from ..wire.signing import PayloadRejected, Signer
+from .collector import FREEZE_TASKS, GC_THRESHOLD, fewer_collections, freeze_long_lived
 from .graph import Graph
 from .identity import Identities
 from .lease import RUN_TTL, RunLease
@@ -55,12 +53,15 @@ from .resume import identity_bytes, manager_record
 from .state import RunState
 
 __all__ = [
+    "GC_THRESHOLD",
     "OUTAGE_GRACE",
     "RUN_TTL",
     "WAIT_WARNING",
     "StreamStopped",
     "download_results",
     "fetch_stored",
+    "fewer_collections",
+    "freeze_long_lived",
     "run_graph",
     "run_loop",
 ]
@@ -76,55 +77,6 @@ FETCH_FIELDS = 65_536
 otherwise hold every stored value twice at once, as Redis's reply and as values."""
 OUTAGE_GRACE = 30.0
 """Seconds the manager keeps trying to reach a Redis server that went away before it gives up."""
-
-
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_saved: tuple[int, int, int] = (700, 10, 10)
-
-GC_THRESHOLD = 50_000
-"""Allocations between two young collections of Python's cyclic GC while a compute runs (Python's default: 700)."""
-FREEZE_TASKS = 100_000
-"""Tasks finished between two :func:`freeze_long_lived` of a run (not of a fed, long-lived one: its garbage cycles
-would wait for its end)."""
-
-
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Make Python's cyclic garbage collector run rarely meanwhile.
-
-    A compute allocates a few objects per task that live until its end (the graph, the state); with the default
-    thresholds, Python scans all of them again and again: 30 % of the manager's time at 100,000 tasks. Garbage is
-    still collected, 70 times less often; concurrent computes share one setting, restored when the last one ends.
-    """
-    global _gc_users, _gc_saved
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(GC_THRESHOLD, *_gc_saved[1:])
-        _gc_users += 1
-    freeze_long_lived()
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0:
-                gc.set_threshold(*_gc_saved)
-                gc.unfreeze()
-
-
-def freeze_long_lived() -> None:
-    """While a compute runs, put every object that exists now out of the cyclic collector's reach (``gc.freeze``).
-
-    A full collection scans every tracked object while it holds the GIL: about 0.5 s of CPU per million tasks of
-    graph and state, seconds at ten million, and on a busy machine more than the run's lease (``RUN_TTL``), which a
-    thread renews, so the run would be lost. Frozen objects are still freed when unreferenced; cycles among them
-    wait until the last compute ends (:func:`fewer_collections` unfreezes them). Called as a compute starts, once
-    its graph and state are built, and as its tasks finish (every :data:`FREEZE_TASKS`).
-    """
-    if _gc_users > 0:
-        gc.freeze()
 
 
 def run_graph(
