@@ -252,7 +252,7 @@ def scale(ntasks: int) -> Study:
             out.lines += _leftover_note(graph, child)
         return out
 
-    desc = f"{ntasks:,} trivial tasks and a tree reduction (at most 4M leaves): time, manager peak RSS per task"
+    desc = f"{ntasks:,} trivial tasks and a tree reduction (at most 2M leaves): time, manager peak RSS per task"
     return Study(f"scale-{label}", desc, run)
 
 
