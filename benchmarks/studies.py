@@ -8,6 +8,9 @@ array size: ``b = a + 1`` needs both arrays in one process, so 2x is the floor f
 
 ``manager-rss-<n>``: :mod:`.manager_rss` ``repeat`` times per scheduler (``threads``, ours); median peak RSS
 of the manager process, ours / threads against 1.2x; the largest size must complete.
+
+``scale-<n>``: :mod:`.scale`, ours only, once per graph (trivial, tree): time, peak RSS per task (the user's graph
+included, its share shown) against 1.2 KB a task.
 """
 
 from __future__ import annotations
@@ -264,11 +267,31 @@ def manager_rss(ntasks: int) -> Study:
     return Study(f"manager-rss-{label}", desc, run)
 
 
+def scale(ntasks: int) -> Study:
+    """:mod:`.scale`: one fresh process per graph (trivial, tree), ``repeat`` ignored (minutes each)."""
+    label = size_label(ntasks)
+
+    def run(repeat: int) -> StudyResult:
+        from . import scale as scale_module
+
+        sizes = {"trivial": ntasks, "tree": min(ntasks, scale_module.TREE_LEAVES)}
+        children = {graph: scale_module.measure(sizes[graph], graph) for graph in scale_module.GRAPHS}
+        out = StudyResult(f"scale-{label}")
+        out.lines, out.verdicts, out.data = scale_module.summarize(ntasks, children)
+        for graph, child in children.items():
+            out.lines += _leftover_note(graph, child)
+        return out
+
+    desc = f"{ntasks:,} trivial tasks and a tree reduction (at most 2M leaves): time, manager peak RSS per task"
+    return Study(f"scale-{label}", desc, run)
+
+
 STUDIES: dict[str, Callable[[], Study]] = {
     "transfer-1GB": lambda: transfer("1GB", 1_000_000_000, ["processes"]),
     "transfer-256MB": lambda: transfer("256MB", 256_000_000, []),
     "manager-rss-100k": lambda: manager_rss(100_000),
     "manager-rss-1M": lambda: manager_rss(1_000_000),
+    "scale-10M": lambda: scale(10_000_000),
 }
-DEFAULT: list[str] = ["transfer-1GB", "transfer-256MB", "manager-rss-100k", "manager-rss-1M"]
+DEFAULT: list[str] = ["transfer-1GB", "transfer-256MB", "manager-rss-100k", "manager-rss-1M", "scale-10M"]
 QUICK: list[str] = ["transfer-256MB", "manager-rss-100k"]

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -65,7 +65,7 @@ class ParamLifecycle:
         self._local: LocalWorkers | None = None
         self._dashboard: Dashboard | None = None
         self._lock = threading.RLock()
-        self._timeline: list[TimelineRecord] = []
+        self._timeline: Sequence[TimelineRecord] = []
         self._signer: Signer | None = None
         self._durable: DurableServer | None = None
 

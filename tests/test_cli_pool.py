@@ -79,14 +79,14 @@ def test_clean_removes_dead_workers_and_runs_and_requeues(
 ) -> None:
     # a worker that died holding a message, and a run whose manager died
     rclient.sadd(keys.workers(jobname), "ghost")
-    rclient.rpush(keys.processing(jobname, "ghost"), b"D3|deadrun|0|0|payload", b"D3|liverun|1|0|payload")
+    rclient.rpush(keys.processing(jobname, "ghost"), b"D4|deadrun|0|0|payload", b"D4|liverun|1|0|payload")
     rclient.hset(keys.data(jobname, "deadrun"), "1", b"x")
     rclient.rpush(keys.done(jobname, "deadrun"), b"record")
     rclient.set(keys.alive(jobname, "liverun"), b"1", px=60_000)
     done = run_cli("dask-redisparam", "clean", "--jobname", jobname, url=redis_address.to_url(show_password=True))
     assert done.returncode == 0, done.stderr
     assert "removed 1 dead worker(s), 1 dead run(s); requeued 2 message(s)" in done.stdout
-    assert rclient.lrange(keys.queue(jobname), 0, -1) == [b"D3|liverun|1|0|payload"]
+    assert rclient.lrange(keys.queue(jobname), 0, -1) == [b"D4|liverun|1|0|payload"]
     left = sorted(k.decode() for k in rclient.scan_iter(match=keys.job_pattern(jobname)))
     assert left == sorted([keys.queue(jobname), keys.alive(jobname, "liverun")])
     rclient.delete(keys.queue(jobname), keys.alive(jobname, "liverun"))

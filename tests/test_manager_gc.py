@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dask.callbacks import Callback
 
 from dask_redisparam import RedisParam
-from dask_redisparam.manager.loop import GC_THRESHOLD, fewer_collections
+from dask_redisparam.manager.loop import GC_THRESHOLD, fewer_collections, freeze_long_lived
 from tests import tasks
 from tests.conftest import CliWorkers
 
@@ -35,3 +35,16 @@ def test_a_compute_runs_with_fewer_collections(manager: RedisParam, cli_workers:
         assert manager({"x": (tasks.inc, 1)}, "x") == 2
     assert seen and seen[0][0] == GC_THRESHOLD
     assert gc.get_threshold() == before
+
+
+def test_long_lived_objects_are_frozen_while_computes_run() -> None:
+    """A full collection would scan the graph and state of a large run while holding the GIL (seconds at 10M
+    tasks: longer than the run's lease): they are frozen meanwhile, and given back to the collector after."""
+    assert gc.get_freeze_count() == 0
+    with fewer_collections():
+        kept = [[i] for i in range(1000)]  # long-lived objects made during the compute
+        freeze_long_lived()
+        assert gc.get_freeze_count() >= len(kept)
+    assert gc.get_freeze_count() == 0
+    freeze_long_lived()  # outside a compute: nothing
+    assert gc.get_freeze_count() == 0

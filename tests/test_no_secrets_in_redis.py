@@ -179,7 +179,7 @@ def test_no_connection_setting_or_secret_reaches_redis(
 
     # every task message that reached the server: its exported config has the user's setting, no redisparam key
     signer = Signer.from_secret(SIGNING_SECRET)
-    messages = {arg for arg in args if arg.startswith(b"D3|")}
+    messages = {arg for arg in args if arg.startswith(b"D4|")}
     assert len(messages) >= 5
     for message in messages:
         decode_header(message)

@@ -52,8 +52,8 @@ def test_forged_task_is_rejected_and_the_worker_keeps_serving(
         wait_for_workers(redis_address, jobname, 1)
         forged_payload = pickle.dumps(Marker(str(marker)))
         for forged in (
-            b"D3|r1|0|0|||" + forged_payload,  # unsigned
-            b"D3|r1|0|0|0|" + b"0" * 64 + b"|" + forged_payload,  # a made-up signature
+            b"D4|r1|0|0|||" + forged_payload,  # unsigned
+            b"D4|r1|0|0|0|" + b"0" * 64 + b"|" + forged_payload,  # a made-up signature
             encode_task("r1", 0, 0, forged_payload, Signer.from_secret("some-other-secret-1234"), jobname),
         ):
             rclient.lpush(keys.queue(jobname), forged)

@@ -29,13 +29,10 @@ Faults:
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import gc
 import logging
-import threading
 import time
-from collections.abc import Callable, Container, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from dask.callbacks import local_callbacks
@@ -48,8 +45,10 @@ from ..logs import emit_task_log
 from ..wire.bulk import open_values, triage
 from ..wire.protocol import lost_notices
 from ..wire.signing import PayloadRejected, Signer
+from .collector import FREEZE_TASKS, GC_THRESHOLD, fewer_collections, freeze_long_lived
 from .follow import FailoverWatch, finish_run
 from .graph import Graph
+from .identity import Identities
 from .lease import RUN_TTL, RunLease
 from .options import Commands, RunOptions
 from .resources import daemons_of
@@ -57,12 +56,15 @@ from .resume import identity_bytes, manager_record
 from .state import RunState
 
 __all__ = [
+    "GC_THRESHOLD",
     "OUTAGE_GRACE",
     "RUN_TTL",
     "WAIT_WARNING",
     "StreamStopped",
     "download_results",
     "fetch_stored",
+    "fewer_collections",
+    "freeze_long_lived",
     "run_graph",
     "run_loop",
 ]
@@ -73,39 +75,11 @@ WAIT_WARNING = 10.0
 """Seconds between warnings while no worker serves the job."""
 DRAIN_SECONDS = 10.0
 """After a failure with ``stop_on_error``, seconds to wait for tasks already running (their results are kept)."""
+FETCH_FIELDS = 65_536
+"""Values downloaded per round trip at the end of a run (one ``HMGET`` each): a run of millions of tasks would
+otherwise hold every stored value twice at once, as Redis's reply and as values."""
 OUTAGE_GRACE = 30.0
 """Seconds the manager keeps trying to reach a Redis server that went away before it gives up."""
-
-
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_saved: tuple[int, int, int] = (700, 10, 10)
-
-GC_THRESHOLD = 50_000
-"""Allocations between two young collections of Python's cyclic GC while a compute runs (Python's default: 700)."""
-
-
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Make Python's cyclic garbage collector run rarely meanwhile.
-
-    A compute allocates a few objects per task that live until its end (the graph, the state); with the default
-    thresholds, Python scans all of them again and again: 30 % of the manager's time at 100,000 tasks. Garbage is
-    still collected, 70 times less often; concurrent computes share one setting, restored when the last one ends.
-    """
-    global _gc_users, _gc_saved
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(GC_THRESHOLD, *_gc_saved[1:])
-        _gc_users += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0:
-                gc.set_threshold(*_gc_saved)
 
 
 def run_graph(
@@ -160,10 +134,13 @@ def run_graph(
             uploads, parts, copies = run.start({key: options.load_known(key) for key in run.known_to_load()})
             for cb in run.start_state_cbs:
                 cb(graph.nodes, run.state)
+            freeze_long_lived()  # the graph and the run's state, built: they live until the end
             registration: dict[str, Any] = {}
             if resume_keep > 0:
-                ids = identity_bytes(run.keys_by_idx, graph_identities(graph))
-                registration = {"record": manager_record(len(graph.nodes), lease.keep), "ids": ids}
+                registration = {
+                    "record": manager_record(len(graph.nodes), lease.keep),
+                    "ids": identity_bytes(run.keys_by_idx, graph_identities(graph)),
+                }
             progress = _progress_totals(graph.nodes, run.state["finished"])
             backend.open_run(
                 run.job,
@@ -176,6 +153,9 @@ def run_graph(
                 progress=progress,
                 **registration,
             )
+            registration.clear()
+            if options.rng_seed is None:  # registered: only a seeded run's messages need them (~100 bytes a task)
+                graph.identities = Identities(unstable=graph.identities.unstable)
             lease.start()
             adoptions = run.take_adoptions()
             if copies or adoptions:
@@ -185,9 +165,12 @@ def run_graph(
                     _copy_adopted(backend, run, adoptions)
                 backend.renew_run(run.job, run.run_id, RUN_TTL, lease.keep)  # the copies' hash gets its TTL now
             watch = FailoverWatch.of(backend, run, lease)
-            loop_args = (backend, run, count_workers, lease, watch)
-            run_loop(backend, run, count_workers, lease, watch)
-            result = finish_run(backend, run, finish or download_results, lambda: run_loop(*loop_args), watch)
+            early: dict[Hashable, Any] | None = None
+            if finish is None and not run.streaming:  # the requested values are downloaded as they are made
+                early, run.collect_results = {}, True
+            loop_args = (backend, run, count_workers, lease, watch, early)
+            run_loop(*loop_args)
+            result = finish_run(backend, run, _finisher(finish, early), lambda: run_loop(*loop_args), watch)
             ending = "errors" if run.errors else "clean"
             full = next((e for e in run.errors.values() if isinstance(e, ServerOutOfMemory)), None)
             if full is not None:  # a worker could not store results
@@ -204,16 +187,16 @@ def run_graph(
             ) from None
         finally:
             lease.stop()
-            options.last_timeline[:] = run.timeline
+            options.last_timeline.take(run.timeline)
             close_run(backend, run, ending=ending, keep=lease.keep)
             for cb in run.finish_cbs:
                 cb(graph.nodes, run.state, ending != "clean")
 
 
-def graph_identities(graph: Graph) -> dict[Hashable, bytes]:
-    """The stable identities of the graph's keys (empty if the graph has none)."""
+def graph_identities(graph: Graph) -> Mapping[Hashable, bytes]:
+    """The stable identities of the graph's keys (empty if the graph has none; not a copy)."""
     identities = getattr(graph, "identities", None)
-    return dict(getattr(identities, "of", None) or {})
+    return getattr(identities, "of", None) or {}
 
 
 def _progress_totals(nodes: Iterable[Hashable], finished: Container[Hashable]) -> dict[str, int]:
@@ -288,9 +271,13 @@ def fetch_stored(
     """Download the values of ``fields`` (key -> field of the run's data hash) ``into`` the dict, in one round trip
     (and one more for the parts of large values); a value that is gone or refused raises."""
     remote = list(fields)
-    blobs = backend.fetch_values(job, run_id, [fields[key] for key in remote])
     read_parts = functools.partial(backend.read_parts, job, run_id)
-    failed = triage(remote, open_values(blobs, signer, job, read_parts), into)
+    failed: dict[Hashable, PayloadRejected | None] = {}
+    for start in range(0, len(remote), FETCH_FIELDS):  # a bounded reply at a time: the memory of a large run's end
+        chunk = remote[start : start + FETCH_FIELDS]
+        blobs = backend.fetch_values(job, run_id, [fields[key] for key in chunk])
+        failed.update(triage(chunk, open_values(blobs, signer, job, read_parts), into))
+        del blobs
     for key, error in failed.items():  # the first one raises
         if error is not None:
             raise PayloadRejected(f"the stored value of {key!r} was rejected, not unpickled: {error}")
@@ -346,11 +333,36 @@ class _Outage:
         self.since, self.delay = None, 0.05
 
 
+def _finisher(
+    finish: Callable[[Backend, RunState], dict[Hashable, Any]] | None, early: dict[Hashable, Any] | None
+) -> Callable[[Backend, RunState], dict[Hashable, Any]]:
+    """What ends the run: ``finish``, or the download of the requested values (those not in ``early`` yet)."""
+    if early is None:
+        return finish or download_results
+
+    def rest(backend: Backend, run: RunState) -> dict[Hashable, Any]:
+        result = dict(early)
+        result.update(download(backend, run, [key for key in run.result_keys() if key not in early]))
+        return result
+
+    return rest
+
+
 def run_loop(
-    backend: Backend, run: RunState, count_workers: Callable[[], int], lease: RunLease, watch: Any = None
+    backend: Backend,
+    run: RunState,
+    count_workers: Callable[[], int],
+    lease: RunLease,
+    watch: Any = None,
+    early: dict[Hashable, Any] | None = None,
 ) -> None:
     """Turn until every task finished, or nothing more can run, or (stopping) the running tasks are drained;
-    ``watch`` (a :class:`~dask_redisparam.manager.follow.FailoverWatch`, default a new one) follows failovers."""
+    ``watch`` (a :class:`~dask_redisparam.manager.follow.FailoverWatch`, default a new one) follows failovers.
+
+    With ``early`` (a dict; ``run.collect_results`` set), the values of the requested keys finished in a turn are
+    downloaded into it in the next one, once its messages are pushed: while the workers run them, instead of all
+    at the end (those missed through a lost connection are downloaded at the end).
+    """
     job = run.job
     outage = _Outage(run.options.describe_server)
     last_count = last_warning = time.monotonic()
@@ -363,7 +375,11 @@ def run_loop(
     resume = run.options.resume_ttl > 0
     progress = (-1, -1)
     watch = watch or FailoverWatch.of(backend, run, lease)
+    frozen = 0  # tasks finished at the last freeze_long_lived()
     while feeding or len(run.state["finished"]) < len(run.graph.nodes):
+        if not feeding and len(run.state["finished"]) - frozen >= FREEZE_TASKS:
+            frozen = len(run.state["finished"])
+            freeze_long_lived()
         if run.stopping and drain_until is None:
             drain_until = time.monotonic() + DRAIN_SECONDS
             _withdraw_queued(backend, run)
@@ -406,6 +422,8 @@ def run_loop(
             run.new_ids = []
             outage.succeeded()
             watch.after_exchange(backend, alive)  # RunLost if the run vanished, unless a failover explains it
+            if early is not None and run.new_results:
+                early.update(download(backend, run, run.take_new_results()))
             if not records and run.messages:
                 backend.wait_records(job, run.run_id, run.options.wait_seconds)
             elif not records and not run.any_ready() and not feeding:

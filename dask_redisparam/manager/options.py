@@ -11,11 +11,12 @@ import dataclasses
 import os
 import pickle
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 
 from ..errors import ConfigurationError
+from .timeline_store import Timeline, TimelineRecord
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -111,16 +112,6 @@ class StoredResult:
 
     def __repr__(self) -> str:
         return f"StoredResult({self.key!r}, nbytes={self.nbytes}, worker={self.worker!r})"
-
-
-class TimelineRecord(NamedTuple):
-    """When a task ran, where, and whether it succeeded (``start``/``end``: the worker's clock, in seconds)."""
-
-    key: Any
-    worker: str
-    start: float
-    end: float
-    ok: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,8 +219,8 @@ class RunOptions:
         Signs messages and uploaded values, checks records and results (:mod:`dask_redisparam.wire.signing`).
     describe_server : str
         ``host:port`` for messages.
-    last_timeline : list of TimelineRecord
-        Filled by the manager when the run ends (for :meth:`RedisParam.timeline`).
+    last_timeline : Timeline
+        Filled by the manager when the run ends (for :meth:`RedisParam.timeline`): a sequence of TimelineRecord.
     replicas_required : tuple of (int, float), optional
         ``(replicas, replicas_timeout)`` with ``replicas_required=True``: the run fails unless that many replicas
         acknowledged its writes at its end (:func:`~dask_redisparam.manager.follow.confirm_replicated`).
@@ -260,7 +251,7 @@ class RunOptions:
     feed: Callable[[RunState], bool] | None = None
     on_done: Callable[[RunState], None] | None = None
     wait_seconds: float = 1.0
-    last_timeline: list[TimelineRecord] = dataclasses.field(default_factory=list)  # filled when the run ends
+    last_timeline: Timeline = dataclasses.field(default_factory=Timeline)  # filled when the run ends
     replicas_required: tuple[int, float] | None = None
 
     @classmethod

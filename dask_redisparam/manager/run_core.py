@@ -18,7 +18,8 @@ counts, withdrawn messages, tasks fed to a stream) and hands out *commands*
     from Redis unless the key was requested.
 ``ready``
     a heap of ``((-user priority, dask.order priority), n, key)``: tasks whose inputs all exist, highest
-    ``dask.annotate(priority=...)`` first (as dask.distributed), then in ``dask.order`` order.
+    ``dask.annotate(priority=...)`` first (as dask.distributed), then in ``dask.order`` order (a graph without user
+    priorities: ``(dask.order priority, n, key)``).
 ``running``
     keys sent to Redis (queued or executing) and not yet finished.
 ``finished`` / ``released``
@@ -47,6 +48,7 @@ every message carries one task, so that stopping one task never costs another it
 
 from __future__ import annotations
 
+import array
 import heapq
 import time
 import uuid
@@ -61,9 +63,10 @@ from ..sentinels import MISSING
 from ..wire.bulk import Part, pack
 from ..wire.serialize import dumps_result, dumps_task
 from .graph import EMPTY, Graph
-from .options import RunOptions, StoredResult, TimelineRecord
+from .options import RunOptions, StoredResult
 from .rejections import Rejections
 from .resources import class_of, task_classes
+from .timeline_store import Timeline
 
 __all__ = ["INLINE_BYTES", "RunCore"]
 
@@ -96,13 +99,14 @@ class RunCore:
             self.requested.update(k for k, n in graph.nodes.items() if not isinstance(n, DataNode) and k not in known)
         self.new_results: list[Hashable] = []  # requested keys finished, not yet taken by take_new_results()
         self.streaming = options.on_result is not None or options.on_done is not None
+        self.collect_results = self.streaming  # new_results collects the requested keys as they finish
         self.new_errors: list[Hashable] = []  # keys failed for good, not yet taken by take_new_errors() (futures)
-        self.timeline: list[TimelineRecord] = []  # one per task run, from the workers' clocks
+        self.timeline = Timeline()  # one record per task run, from the workers' clocks
         self.retried = 0  # tasks that raised and were sent again (counted in the job's metrics by the loop)
-        self.idx = {key: n for n, key in enumerate(graph.nodes)}
+        self.idx = graph.priority if graph.fields_in_order else {key: n for n, key in enumerate(graph.nodes)}
         self.keys_by_idx = list(graph.nodes)
         self.loc: dict[Hashable, int] = {}  # key -> data field (or inline literal) that holds its value
-        self.holders: dict[int, int] = {}  # field -> number of keys whose value it holds
+        self.holders = array.array("i", bytes(4 * len(self.keys_by_idx)))  # field -> keys whose value it holds
         self.inline: dict[int, Any] = {}  # small literals, by field
         self.parts: dict[int, tuple[str, ...]] = {}  # field of a large value -> the fields of its parts
         self.messages: dict[int, tuple[bytes, list[Hashable]]] = {}  # in flight: message id -> (bytes, keys)
@@ -207,9 +211,17 @@ class RunCore:
                 self.add_literal(field, self.graph.nodes[key]({}), uploads, parts)
             self.loc[key] = field
             self.holders[field] = 1
+        ready, done, priority, heap = [], self.graph.known, self.graph.priority, self.state["ready"]
         for key, node in self.graph.nodes.items():
-            if not isinstance(node, DataNode) and key not in waiting and key not in self.graph.known:
-                self.make_ready(key)
+            if isinstance(node, DataNode) or key in waiting or key in done:
+                continue
+            if isinstance(node, Alias) or self.user_priority or (self.task_class and key in self.task_class):
+                self.make_ready(key)  # (a task of a resource class goes to its class's heap)
+            else:  # the heap's entry, as make_ready makes it; the heap is made once below
+                self.counter += 1
+                ready.append((priority.get(key, 0), self.counter, key))
+        heap += ready
+        heapq.heapify(heap)
         for key in literals:
             for dependent in self.mark_finished(key, StoredResult(key, 0, "manager"), notify=False):
                 self.make_ready(dependent)
@@ -262,8 +274,11 @@ class RunCore:
         graph.dependencies[key], graph.dependents[key] = deps, set()
         graph.requested.append(key)
         self.requested.add(key)
+        if self.idx is graph.priority:  # shared with the priorities (fields_in_order): an added task has none
+            self.idx = dict(self.idx)
         field = self.idx[key] = len(self.keys_by_idx)
         self.keys_by_idx.append(key)
+        self.holders.append(0)
         state["waiting_data"][key] = set()
         if identity is not None and self.options.resume_ttl > 0:
             if self.new_ids and self.new_ids[-1][0] + len(self.new_ids[-1][1]) // len(identity) == field:
@@ -351,7 +366,9 @@ class RunCore:
                 stack.extend(self.mark_finished(key, StoredResult(key, shared.nbytes if shared else 0, "manager")))
                 continue
             self.counter += 1
-            rank = (-self.user_priority.get(key, 0), self.graph.priority.get(key, 0))
+            rank: Any = self.graph.priority.get(key, 0)  # without user priorities, dask.order's alone (a pair less)
+            if self.user_priority:
+                rank = (-self.user_priority.get(key, 0), rank)
             cls = self.task_class.get(key) if self.task_class else None
             heap = self.state["ready"] if cls is None else self.ready_classes.setdefault(cls, [])
             heapq.heappush(heap, (rank, self.counter, key))
@@ -373,7 +390,7 @@ class RunCore:
         state["running"].discard(key)
         state["finished"].add(key)
         state["cache"][key] = result
-        if self.streaming and key in self.requested:
+        if self.collect_results and key in self.requested:
             self.new_results.append(key)
         if notify:
             for cb in self.posttask_cbs:
@@ -404,7 +421,6 @@ class RunCore:
             return
         self.holders[field] -= 1
         if self.holders[field] == 0:
-            del self.holders[field]
             if self.inline.pop(field, MISSING) is MISSING:
                 self.to_release.append(str(field))
                 self.to_release += self.parts.pop(field, ())

@@ -13,7 +13,7 @@ import math
 from collections.abc import Hashable
 from typing import Any
 
-from dask._task_spec import Alias
+from dask._task_spec import Alias, GraphNode, Task, TaskRef
 
 from ..errors import SerializationError
 from ..wire.protocol import Batch, Entry, encode_task, join_payload
@@ -25,6 +25,45 @@ __all__ = ["TARGET_SECONDS", "Dispatch"]
 
 TARGET_SECONDS = 0.1
 """How long one message should keep a worker busy, in seconds (chunking of small tasks)."""
+
+
+def call_of(node: Any) -> Any:
+    """What an entry carries for ``node``: the *call* of a plain ``Task`` (see
+    :class:`~dask_redisparam.wire.protocol.Entry`), else the node itself.
+
+    A ``Task`` of this exact type, without keyword arguments, whose arguments are literals and inputs (``TaskRef``,
+    or the ``Alias`` that dask's conversion makes of a legacy argument naming a key; no other nested task spec)
+    runs as ``func(*args)`` with the inputs' values in place, which is what its ``__call__`` does; anything else
+    (containers of inputs, subclasses, keywords) travels as it is.
+
+    Examples
+    --------
+    >>> from operator import add
+    >>> from dask._task_spec import Task, TaskRef
+    >>> call_of(Task("y", add, TaskRef("x"), 1))
+    (<built-in function add>, ('x', 1), (0,))
+    >>> call_of(Task("z", add, 1, 2))
+    (<built-in function add>, (1, 2))
+    >>> call_of(Task("w", add, Alias("x"), 2))  # a legacy tuple (add, "x", 2) names its input by key
+    (<built-in function add>, ('x', 2), (0,))
+    """
+    if type(node) is not Task or node.kwargs:
+        return node
+    args = node.args
+    refs = None
+    for i, arg in enumerate(args):
+        if type(arg) is Alias or isinstance(arg, TaskRef):  # an input (a legacy graph's argument that names a key)
+            refs = [i] if refs is None else [*refs, i]
+        elif isinstance(arg, GraphNode):
+            return node
+    if refs is None:
+        return (node.func, args)
+    return (node.func, tuple(_input_key(arg) if i in refs else arg for i, arg in enumerate(args)), tuple(refs))
+
+
+def _input_key(arg: Any) -> Any:
+    """The key of the input that a ``TaskRef`` or an argument ``Alias`` stands for."""
+    return arg.target if type(arg) is Alias else arg.key
 
 
 class Dispatch(RunCore):
@@ -68,24 +107,32 @@ class Dispatch(RunCore):
         inline: dict[int, Any] = {}
         keys: list[Hashable] = []
         identities = self.graph.identities.of if self.options.rng_seed is not None else None
+        nodes, dependencies, idx, loc, literals = (
+            self.graph.nodes,
+            self.graph.dependencies,
+            self.idx,
+            self.loc,
+            self.inline,
+        )
+        requested, pretask, new = self.requested, self.pretask_cbs, tuple.__new__
         while ready and len(entries) < n_tasks:
             _, _, head = heapq.heappop(ready)
-            chain = self.chain_of(head)
+            chain = self.chain_of(head) if self.graph.dependents[head] else (head,)
             for pos, key in enumerate(chain):
                 deps = []
-                for dep in self.graph.dependencies[key]:
-                    field = self.idx[dep] if pos and dep == chain[pos - 1] else self.loc[dep]
+                for dep in dependencies[key]:
+                    field = idx[dep] if pos and dep == chain[pos - 1] else loc[dep]
                     deps.append((dep, field))
-                    if field in self.inline:
-                        inline[field] = self.inline[field]
+                    if field in literals:
+                        inline[field] = literals[field]
                 last = pos == len(chain) - 1
-                store = key in self.requested or last
+                store = last or key in requested
                 identity = None if identities is None else identities.get(key)
-                entries.append(Entry(self.idx[key], key, self.graph.nodes[key], tuple(deps), store, identity))
+                entries.append(new(Entry, (idx[key], key, call_of(nodes[key]), tuple(deps), store, identity)))
                 keys.append(key)
                 running.add(key)
-                for cb in self.pretask_cbs:
-                    cb(key, self.graph.nodes, self.state)
+                for cb in pretask:
+                    cb(key, nodes, self.state)
         msg_id = self.next_msg
         self.next_msg += 1
         options = self.options

@@ -31,7 +31,7 @@ from ..wire.protocol import (
 from ..wire.resources import Resources, describe, parse_class
 from ..wire.serialize import loads_exception, make_remote
 from . import resources as _resources
-from .options import StoredResult, TimelineRecord
+from .options import StoredResult
 from .run_core import RunCore
 
 __all__ = ["Events"]
@@ -151,29 +151,47 @@ class Events(RunCore):
             return
         became_ready: list[Hashable] = []
         again: list[Hashable] = []
-        for outcome in done.outcomes:
-            key = self.keys_by_idx[outcome.idx]
-            if outcome.log is not None:
-                self.logs.append((key, done.worker, outcome.log))
-            if outcome.status != UNEVALUATED:
-                self.timeline.append(TimelineRecord(key, done.worker, outcome.start, outcome.end, outcome.status == OK))
-            if outcome.status == OK:
-                seconds = outcome.end - outcome.start
-                self.mean_seconds = seconds if self.mean_seconds is None else 0.8 * self.mean_seconds + 0.2 * seconds
-                if outcome.nbytes or key in self.requested:
-                    self.loc[key] = outcome.idx
-                    self.holders[outcome.idx] = 1
-                    if outcome.parts:
-                        self.parts[outcome.idx] = outcome.parts
-                became_ready += self.mark_finished(key, StoredResult(key, outcome.nbytes, done.worker))
-            elif outcome.status == ERROR:
-                assert outcome.error is not None
-                if self.retry(key, outcome.error):
+        keys_by_idx, idx_of, requested, loc, holders = (
+            self.keys_by_idx,
+            self.idx,
+            self.requested,
+            self.loc,
+            self.holders,
+        )
+        worker, mean = done.worker, self.mean_seconds
+        ran: list[Hashable] = []  # the timeline's columns of this record
+        starts: list[float] = []
+        ends: list[float] = []
+        oks: list[bool] = []
+        for i, status, error, nbytes, start, end, log, parts in done.outcomes:
+            key = keys_by_idx[i]
+            if log is not None:
+                self.logs.append((key, worker, log))
+            if status != UNEVALUATED:
+                ran.append(key)
+                starts.append(start)
+                ends.append(end)
+                oks.append(status == OK)
+            if status == OK:
+                seconds = end - start
+                mean = seconds if mean is None else 0.8 * mean + 0.2 * seconds
+                if nbytes or key in requested:
+                    field = idx_of[key]  # the run's own int object: no new one per task
+                    loc[key] = field
+                    holders[field] = 1
+                    if parts:
+                        self.parts[field] = parts
+                became_ready += self.mark_finished(key, StoredResult(key, nbytes, worker))
+            elif status == ERROR:
+                assert error is not None
+                if self.retry(key, error):
                     again.append(key)
                 else:
-                    self.fail(key, outcome.error, done.worker)
+                    self.fail(key, error, worker)
             else:  # not evaluated (an earlier entry of the message failed): send it again when it can run
                 again.append(key)
+        self.mean_seconds = mean
+        self.timeline.add(worker, ran, starts, ends, oks)
         for key in again:
             self.redispatch(key)
         for key in became_ready:

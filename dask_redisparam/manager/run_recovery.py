@@ -82,7 +82,7 @@ class Recovery(RunCore):
             field = self.idx[key]
             if self.loc.get(key) is None:  # released meanwhile: held again for the task that runs again
                 self.loc[key] = field
-                self.holders[field] = self.holders.get(field, 0) + 1
+                self.holders[field] += 1
                 state["released"].discard(key)
                 state["cache"][key] = StoredResult(key, 0, "manager")
             self.inline.pop(field, None)
@@ -104,7 +104,7 @@ class Recovery(RunCore):
             if field is not None:
                 self.holders[field] -= 1
                 if self.holders[field] <= 0:
-                    del self.holders[field]
+                    self.holders[field] = 0
                     self.parts.pop(field, None)
             for dep in graph.dependencies[key]:  # it reads its inputs again
                 waiting_data[dep] = _mutable(waiting_data[dep])
@@ -114,12 +114,12 @@ class Recovery(RunCore):
             self.to_withdraw.append(message)  # if no worker claimed it yet; a result that comes is a repeat
             state["running"].difference_update(keys)
             again.update(keys)
-        ready = state["ready"]
-        kept = [entry for entry in ready if not (set(graph.dependencies[entry[2]]) & plan.recompute)]
-        if len(kept) != len(ready):
-            again.update({entry[2] for entry in ready} - {entry[2] for entry in kept})
-            ready[:] = kept
-            heapq.heapify(ready)
+        for ready in (state["ready"], *self.ready_classes.values()):  # of every resource class too
+            kept = [entry for entry in ready if not (set(graph.dependencies[entry[2]]) & plan.recompute)]
+            if len(kept) != len(ready):
+                again.update({entry[2] for entry in ready} - {entry[2] for entry in kept})
+                ready[:] = kept
+                heapq.heapify(ready)
         for key in plan.recompute:  # tasks already waiting for other inputs now wait for this one too
             for dependent in graph.dependents[key]:
                 if dependent in waiting:

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple, TypeVar
 from ..errors import PayloadRejected
 from ..sentinels import MISSING
 from .buffers import ALIGN, BufferPool
-from .protocol import seal_value, unseal_value
+from .protocol import seal_value, unseal_value, unseal_values
 from .signing import Signer
 
 __all__ = [
@@ -328,17 +328,18 @@ def open_values(
     """
     out: list[Any] = [MISSING] * len(stored)
     large: list[tuple[int, _Opening]] = []
-    for i, sealed in enumerate(stored):
-        if sealed is None:
+    for i, payload in enumerate(unseal_values(stored, signer, jobname)):
+        if payload is None:
             continue
-        try:
-            payload = unseal_value(sealed, signer, jobname)
-            if is_ref(payload):
+        if isinstance(payload, PayloadRejected):
+            out[i] = payload
+        elif payload[:3] == REF_MAGIC:  # is_ref
+            try:
                 large.append((i, _Opening(decode_ref(payload), signer, jobname.encode())))
-            else:
-                out[i] = pickle.loads(payload)
-        except PayloadRejected as e:
-            out[i] = e
+            except PayloadRejected as e:
+                out[i] = e
+        else:
+            out[i] = pickle.loads(payload)
     if large and _read([o for _, o in large], read_parts):
         for i, opening in large:
             try:

@@ -3,7 +3,7 @@
 A **task message** (an item of the job's queue) is one *batch* of tasks of one run, wrapped in an envelope whose
 header a worker can read without unpickling anything::
 
-    b"D3|<run_id>|<msg_id>|<attempt>|" + <key id> + b"|" + <MAC> + b"|" + payload
+    b"D4|<run_id>|<msg_id>|<attempt>|" + <key id> + b"|" + <MAC> + b"|" + payload
 
 The MAC (:mod:`dask_redisparam.wire.signing`) covers the protocol version, the job, the run, the message id, the
 attempt and the payload; without a secret, key id and MAC are empty. Stored values and completion records are
@@ -29,7 +29,7 @@ Examples
 --------
 >>> env = encode_task("r1", 7, 0, b"xyz", None, "job")
 >>> env
-b'D3|r1|7|0|||xyz'
+b'D4|r1|7|0|||xyz'
 >>> decode_header(env)
 ('r1', 7, 0, 10)
 >>> bytes(open_task(env, None, "job"))
@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from .signing import PayloadRejected, Signer, seal, unseal
+from .signing import PayloadRejected, Signer, seal, seal_many, unseal, unseal_many
 
 __all__ = [
     "ERROR",
@@ -61,6 +61,7 @@ __all__ = [
     "Unreplicated",
     "decode_unreplicated",
     "encode_unreplicated",
+    "call_entry",
     "classify_rejection",
     "decode_header",
     "decode_rejected",
@@ -73,12 +74,14 @@ __all__ = [
     "join_payload",
     "open_task",
     "seal_value",
+    "seal_values",
     "split_payload",
     "unseal_value",
+    "unseal_values",
     "loads_completion",
 ]
 
-VERSION = b"D3"
+VERSION = b"D4"
 
 OK = 0
 ERROR = 1
@@ -94,8 +97,11 @@ class Entry(NamedTuple):
         The task's number in its run; also the name of its field in the run's data hash.
     key : object
         The dask key.
-    node : dask GraphNode
-        What to call: ``node({dep_key: value, ...})``.
+    node : dask GraphNode or tuple
+        What to call: ``node({dep_key: value, ...})``; or, for a plain ``Task`` (the commonest), its *call*
+        ``(func, args)`` or ``(func, args, refs)``: ``func(*args)`` with each ``args[i]``, ``i`` in ``refs``, a
+        dependency's key to replace by its value (:func:`call_entry`). A call pickles and unpickles several times
+        faster than the ``Task`` object it stands for, and does the same.
     deps : tuple of (key, int)
         Each input's dask key and the number of the field (or earlier entry) that holds it.
     store : bool
@@ -127,6 +133,43 @@ class Batch(NamedTuple):
     timeout: float | None = None
     rng_seed: int | None = None
     log_threshold: int | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the entries travel as plain tuples: a named tuple costs a Python-level call per entry to pickle and unpickle
+        rows = [tuple(entry) for entry in self.entries]
+        return (_batch, (self.stop_on_error, self.inline, rows, self.timeout, self.rng_seed, self.log_threshold))
+
+
+def _batch(
+    stop_on_error: bool,
+    inline: dict[int, Any],
+    rows: list[tuple[Any, ...]],
+    timeout: float | None,
+    rng_seed: int | None,
+    log_threshold: int | None,
+) -> Batch:
+    """Rebuild a :class:`Batch` from its pickled form (see ``Batch.__reduce__``)."""
+    new = tuple.__new__
+    return Batch(stop_on_error, inline, [new(Entry, row) for row in rows], timeout, rng_seed, log_threshold)
+
+
+def call_entry(call: tuple[Any, ...], inputs: dict[Any, Any]) -> Any:
+    """Run an entry's *call* (see :class:`Entry`): ``func(*args)``, the dependencies' keys at ``refs`` replaced by
+    their values in ``inputs`` (key -> value), as ``Task.__call__`` does with its ``TaskRef`` arguments.
+
+    Examples
+    --------
+    >>> from operator import add
+    >>> call_entry((add, (1, 2)), {}), call_entry((add, ("x", 2), (0,)), {"x": 40})
+    (3, 42)
+    """
+    if len(call) == 2:
+        return call[0](*call[1])
+    func, args, refs = call
+    args = list(args)
+    for i in refs:
+        args[i] = inputs[args[i]]
+    return func(*args)
 
 
 class Outcome(NamedTuple):
@@ -389,7 +432,9 @@ def classify_rejection(message: bytes, error: Exception) -> tuple[str, str | Non
 
 def dumps_completion(completion: Completion, signer: Signer | None, jobname: str, run_id: str) -> bytes:
     """Pickle and seal a completion record of a run."""
-    payload = pickle.dumps(tuple(completion), protocol=pickle.HIGHEST_PROTOCOL)
+    msg_id, attempt, worker, outcomes, batch_error = completion
+    rows = [tuple(outcome) for outcome in outcomes]  # plain tuples: a named tuple pickles several times slower
+    payload = pickle.dumps((msg_id, attempt, worker, rows, batch_error), protocol=pickle.HIGHEST_PROTOCOL)
     return seal(signer, b"done", _run_context(jobname, run_id), payload)
 
 
@@ -397,13 +442,26 @@ def loads_completion(data: bytes, signer: Signer | None, jobname: str, run_id: s
     """Inverse of :func:`dumps_completion`; checks the signature first (PayloadRejected)."""
     payload = unseal(signer, data, b"done", _run_context(jobname, run_id))
     msg_id, attempt, worker, outcomes, batch_error = pickle.loads(payload)
-    return Completion(msg_id, attempt, worker, [Outcome(*o) for o in outcomes], batch_error)
+    new = tuple.__new__
+    return Completion(msg_id, attempt, worker, [new(Outcome, o) for o in outcomes], batch_error)
 
 
 def seal_value(blob: bytes, signer: Signer | None, jobname: str) -> bytes:
     """Seal a pickled value for the run's data hash (bound to the job: a value may move between runs, e.g. for
     redo, but not between jobs)."""
     return seal(signer, b"value", jobname.encode(), blob)
+
+
+def seal_values(blobs: list[bytes], signer: Signer | None, jobname: str) -> list[bytes]:
+    """:func:`seal_value` of each pickled value (the same bytes, faster for many)."""
+    return seal_many(signer, b"value", jobname.encode(), blobs)
+
+
+def unseal_values(
+    sealed: Sequence[bytes | None], signer: Signer | None, jobname: str
+) -> list[memoryview | PayloadRejected | None]:
+    """:func:`unseal_value` of each stored value: the pickled value, or the refusal (None: no value)."""
+    return unseal_many(signer, sealed, b"value", jobname.encode())
 
 
 def unseal_value(sealed: bytes, signer: Signer | None, jobname: str) -> memoryview:

@@ -44,6 +44,9 @@ pickling_support.install()
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+_SCALARS = frozenset({int, float, bool, complex, type(None)})
+_SIZED = frozenset({str, bytes})
+
 
 def dumps_task(obj: Any) -> bytes:
     """Pickle a task payload: the standard pickle when every function is importable (it is faster), else
@@ -76,6 +79,10 @@ def dumps_result(obj: Any) -> bytes | Frames:
     >>> type(dumps_result(bytearray(LARGE_BYTES))).__name__
     'Frames'
     """
+    kind = type(obj)
+    if kind in _SCALARS or (kind in _SIZED and len(obj) < LARGE_BYTES):  # no sizeof dispatch for the commonest
+        blob = pickle.dumps(obj, protocol=PROTOCOL)
+        return blob if len(blob) < LARGE_BYTES else Frames(blob, [])
     if sizeof(obj) < LARGE_BYTES:
         blob = dumps_value(obj)
         return blob if len(blob) < LARGE_BYTES else Frames(blob, [])

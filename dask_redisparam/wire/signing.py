@@ -28,9 +28,15 @@ import hmac
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+try:  # OpenSSL's HMAC objects, without the Python wrapper of the hmac module (its copy and hexdigest cost as much)
+    from _hashlib import hmac_new as _hmac_new
+except ImportError:  # pragma: no cover - a Python built without OpenSSL
+    _hmac_new = hmac.new  # type: ignore[assignment]
 
 from ..config.names import SECRET_ENV, SECRET_FILE_ENV
 from ..errors import ConfigurationError, PayloadRejected
@@ -38,6 +44,10 @@ from ..errors import ConfigurationError, PayloadRejected
 __all__ = ["SECRET_ENV", "SECRET_FILE_ENV", "PayloadRejected", "Signer", "signer_from_environment"]
 
 
+_KEPT_PURPOSES = frozenset({b"value", b"done"})
+"""Purposes whose contexts repeat (the job; the job and run), so their HMAC states are worth keeping."""
+_KEPT_HEADS = 64
+"""At most this many kept HMAC states (then they are dropped and made again)."""
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _KEY_ENTRY = re.compile(r"[A-Za-z0-9_.-]+=.+")
 
@@ -60,6 +70,7 @@ class Signer:
             if len(key) < 16:
                 raise ConfigurationError(f"secret: key {kid!r} is too short (at least 16 bytes)")
         self._keys = dict(keys)
+        self._heads: dict[tuple[bytes, bytes, bytes], Any] = {}
         self.key_id = next(iter(self._keys))
         self._prefix = self.key_id.encode() + b"|"
 
@@ -92,15 +103,82 @@ class Signer:
     def __repr__(self) -> str:
         return f"Signer(key_ids={list(self._keys)!r})"
 
+    def __reduce__(self) -> tuple[type[Signer], tuple[dict[str, bytes]]]:
+        return (Signer, (self._keys,))  # without the kept HMAC states, which do not pickle
+
+    def _head(self, key: bytes, purpose: bytes, context: bytes) -> Any:
+        """The HMAC state after ``key``, ``purpose`` and ``context``, to copy for each payload. Kept for the purposes
+        whose contexts repeat (values, records: a few per run); a copy costs a third of a new HMAC."""
+        head = (key, purpose, context)
+        base = self._heads.get(head)
+        if base is None:
+            base = _hmac_new(key, purpose + b"\0" + context + b"\0", "sha256")
+            if purpose in _KEPT_PURPOSES:
+                if len(self._heads) >= _KEPT_HEADS:
+                    self._heads.clear()
+                self._heads[head] = base
+        return base
+
     def _mac(self, key: bytes, purpose: bytes, context: bytes, payload: bytes | memoryview) -> bytes:
-        mac = hmac.new(key, purpose + b"\0" + context + b"\0", hashlib.sha256)
+        mac = self._head(key, purpose, context).copy()
         mac.update(payload)
-        return mac.hexdigest().encode()
+        return mac.hexdigest().encode()  # type: ignore[no-any-return]
 
     def seal(self, purpose: bytes, context: bytes, payload: bytes) -> bytes:
         """``<key id>|<MAC>|payload``, the MAC bound to ``purpose`` and ``context`` (job, run, message...)."""
         mac = self._mac(self._keys[self.key_id], purpose, context, payload)
         return self._prefix + mac + b"|" + payload
+
+    def seal_many(self, purpose: bytes, context: bytes, payloads: list[bytes]) -> list[bytes]:
+        """:meth:`seal` of each payload (one context): the same bytes, faster for many small ones.
+
+        Examples
+        --------
+        >>> signer = Signer.from_secret("a-long-enough-s3cret")
+        >>> signer.seal_many(b"value", b"job", [b"a", b"b"]) == [signer.seal(b"value", b"job", p) for p in (b"a", b"b")]
+        True
+        """
+        base, prefix = self._head(self._keys[self.key_id], purpose, context), self._prefix
+        out = []
+        for payload in payloads:
+            mac = base.copy()
+            mac.update(payload)
+            out.append(prefix + mac.hexdigest().encode() + b"|" + payload)
+        return out
+
+    def unseal_many(
+        self, sealed: Sequence[bytes | None], purpose: bytes, context: bytes
+    ) -> list[memoryview | PayloadRejected | None]:
+        """:meth:`unseal` of each blob (one context): its payload, or the refusal; None stays None. Faster for many
+        small blobs signed with the signing key (any other goes through :meth:`unseal`).
+
+        Examples
+        --------
+        >>> signer = Signer.from_secret("a-long-enough-s3cret")
+        >>> forged = b"0|" + b"0" * 64 + b"|p"
+        >>> got = signer.unseal_many([signer.seal(b"value", b"job", b"p"), None, forged], b"value", b"job")
+        >>> bytes(got[0]), got[1], got[2]
+        (b'p', None, PayloadRejected("bad signature (key id '0')"))
+        """
+        prefix, start = self._prefix, len(self._prefix)
+        base = self._head(self._keys[self.key_id], purpose, context)
+        out: list[memoryview | PayloadRejected | None] = []
+        for blob in sealed:
+            if blob is None:
+                out.append(None)
+                continue
+            if blob.startswith(prefix) and blob[start + 64 : start + 65] == b"|":
+                payload = memoryview(blob)[start + 65 :]
+                mac = base.copy()
+                mac.update(payload)
+                if hmac.compare_digest(blob[start : start + 64], mac.hexdigest().encode()):
+                    out.append(payload)
+                    continue
+            try:
+                out.append(self.unseal(blob, purpose, context))
+            except PayloadRejected as e:
+                out.append(e)
+        return out
 
     def bulk_authenticator(self, context: bytes, nonce: bytes, kid: str | None = None) -> Poly1305:
         """A Poly1305 authenticator for the parts of one large value (see :mod:`dask_redisparam.wire.bulk`).
@@ -140,6 +218,21 @@ class Signer:
         return payload
 
 
+def unseal_many(
+    signer: Signer | None, sealed: Sequence[bytes | None], purpose: bytes, context: bytes
+) -> list[memoryview | PayloadRejected | None]:
+    """:func:`unseal` of each blob: its payload, or the refusal (None stays None)."""
+    if signer is not None:
+        return signer.unseal_many(sealed, purpose, context)
+    out: list[memoryview | PayloadRejected | None] = []
+    for blob in sealed:
+        try:
+            out.append(None if blob is None else unseal(None, blob, purpose, context))
+        except PayloadRejected as e:
+            out.append(e)
+    return out
+
+
 def unseal(signer: Signer | None, sealed: bytes | memoryview, purpose: bytes, context: bytes) -> memoryview:
     """Check and strip a signature; without a signer, accept only unsigned payloads (``||`` prefix)."""
     if signer is not None:
@@ -148,6 +241,13 @@ def unseal(signer: Signer | None, sealed: bytes | memoryview, purpose: bytes, co
     if bytes(view[:2]) != b"||":
         raise PayloadRejected("payload is signed but this process has no secret (set REDISPARAM_SECRET)", "no-secret")
     return view[2:]
+
+
+def seal_many(signer: Signer | None, purpose: bytes, context: bytes, payloads: list[bytes]) -> list[bytes]:
+    """:func:`seal` of each payload, with one context."""
+    if signer is not None:
+        return signer.seal_many(purpose, context, payloads)
+    return [b"||" + payload for payload in payloads]
 
 
 def seal(signer: Signer | None, purpose: bytes, context: bytes, payload: bytes) -> bytes:

@@ -27,10 +27,10 @@ from typing import Any
 import dask.config
 
 from ..errors import SerializationError, ServerError, StopRequested, TaskTimeout
-from ..logs import TaskLog, capture_task_output
+from ..logs import capture_task_output
 from ..rng import seed_task
 from ..wire.bulk import Frames
-from ..wire.protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome
+from ..wire.protocol import ERROR, OK, UNEVALUATED, Batch, Entry, Outcome, call_entry
 from ..wire.serialize import dumps_exception, dumps_result
 
 __all__ = ["EXIT_TASK_EXITED", "WATCHDOG_ENV", "Running", "Watchdog", "apply_globals", "run_batch"]
@@ -151,38 +151,46 @@ def _run_entries(
     outcomes: list[Outcome] = []
     stores: list[tuple[str, bytes | Frames]] = []
     failed: set[int] = set()
+    stop_on_error, threshold, clock, new = batch.stop_on_error, batch.log_threshold, time.time, tuple.__new__
     for entry in batch.entries:
-        start = time.time()
-        if (failed and batch.stop_on_error) or any(i in failed for _, i in entry.deps):
+        start = clock()
+        if failed and (stop_on_error or any(i in failed for _, i in entry.deps)):
             failed.add(entry.idx)
-            outcomes.append(Outcome(entry.idx, UNEVALUATED, None, 0, start, start))
+            outcomes.append(new(Outcome, (entry.idx, UNEVALUATED, None, 0, start, start, None, ())))
             continue
         running.key = entry.key
-        with _capture(batch.log_threshold) as log:
-            try:
-                seed_task(batch.rng_seed, entry.key, entry.identity)
-                nbytes = _run_entry(entry, values, missing, batch.timeout, watchdog, stores)
-                status, error = OK, None
-            except StopRequested:
-                raise
-            except SystemExit as e:
-                logger.error("task %r called sys.exit(%s): the worker process ends as a crash", entry.key, e.code)
-                os._exit(EXIT_TASK_EXITED)
-            except BaseException as e:  # noqa: B036 - a task's failure, whatever it is, is reported
-                failed.add(entry.idx)
-                status, error, nbytes = ERROR, dumps_exception(e, e.__traceback__), 0
-        kept = None if log is None or log.empty else log
-        outcomes.append(Outcome(entry.idx, status, error, nbytes, start, time.time(), kept))
+        if threshold is None:  # no capture: no context manager to enter per task
+            status, error, nbytes = _attempt(entry, batch, values, missing, watchdog, stores, failed)
+            kept = None
+        else:
+            with capture_task_output(threshold) as log:
+                status, error, nbytes = _attempt(entry, batch, values, missing, watchdog, stores, failed)
+            kept = None if log.empty else log
+        outcomes.append(new(Outcome, (entry.idx, status, error, nbytes, start, clock(), kept, ())))
     return outcomes, stores
 
 
-@contextmanager
-def _capture(threshold: int | None) -> Iterator[TaskLog | None]:
-    if threshold is None:
-        yield None
-    else:
-        with capture_task_output(threshold) as log:
-            yield log
+def _attempt(
+    entry: Entry,
+    batch: Batch,
+    values: dict[int, Any],
+    missing: set[int],
+    watchdog: Watchdog,
+    stores: list[tuple[str, bytes | Frames]],
+    failed: set[int],
+) -> tuple[int, bytes | None, int]:
+    """Run one entry: ``(status, pickled error or None, stored bytes)``."""
+    try:
+        seed_task(batch.rng_seed, entry.key, entry.identity)
+        return OK, None, _run_entry(entry, values, missing, batch.timeout, watchdog, stores)
+    except StopRequested:
+        raise
+    except SystemExit as e:
+        logger.error("task %r called sys.exit(%s): the worker process ends as a crash", entry.key, e.code)
+        os._exit(EXIT_TASK_EXITED)
+    except BaseException as e:  # noqa: B036 - a task's failure, whatever it is, is reported
+        failed.add(entry.idx)
+        return ERROR, dumps_exception(e, e.__traceback__), 0
 
 
 def _run_entry(
@@ -193,11 +201,16 @@ def _run_entry(
     watchdog: Watchdog,
     stores: list[tuple[str, bytes | Frames]],
 ) -> int:
-    lost = [key for key, i in entry.deps if i in missing]
+    lost = [key for key, i in entry.deps if i in missing] if missing else None
     if lost:
         raise ServerError(f"input(s) {lost!r} of task {entry.key!r} are missing from Redis (was the server restarted?)")
-    with time_limit(entry.key, timeout, watchdog):
-        result = entry.node({key: values[i] for key, i in entry.deps})
+    inputs = {key: values[i] for key, i in entry.deps}
+    node = entry.node
+    if timeout is None:
+        result = call_entry(node, inputs) if type(node) is tuple else node(inputs)
+    else:
+        with time_limit(entry.key, timeout, watchdog):
+            result = call_entry(node, inputs) if type(node) is tuple else node(inputs)
     values[entry.idx] = result
     if not entry.store:
         return 0

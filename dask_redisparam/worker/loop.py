@@ -69,6 +69,7 @@ from ..wire.protocol import (
     decode_header,
     dumps_completion,
     open_task,
+    seal_values,
     split_payload,
 )
 from ..wire.resources import Resources, class_name
@@ -96,9 +97,23 @@ REFUSAL_WARNING = 10.0
 def task_stats(batch: Batch, outcomes: list[Outcome]) -> TaskStats:
     """The statistics of a message's tasks that ran, per key prefix (for the job's metrics and task stream)."""
     stats, entries = TaskStats(), {entry.idx: entry.key for entry in batch.entries}
-    for outcome in outcomes:
-        if outcome.status != UNEVALUATED:
-            stats.add(task_prefix(entries[outcome.idx]), outcome.status == OK, outcome.start, outcome.end)
+    prefixes: dict[Any, str] = {}  # a tuple key's prefix is its name's: split once per name
+    groups: dict[str, tuple[list[bool], list[float], list[float]]] = {}
+    for idx, status, _, _, start, end, *_ in outcomes:
+        if status != UNEVALUATED:
+            key = entries[idx]
+            name = key[0] if type(key) is tuple and key and type(key[0]) is str else key
+            prefix = prefixes.get(name)
+            if prefix is None:
+                prefix = prefixes[name] = task_prefix(key)
+            group = groups.get(prefix)
+            if group is None:
+                group = groups[prefix] = ([], [], [])
+            group[0].append(status == OK)
+            group[1].append(start)
+            group[2].append(end)
+    for prefix, (oks, starts, ends) in groups.items():
+        stats.add_many(prefix, oks, starts, ends)
     return stats
 
 
@@ -372,9 +387,15 @@ class Worker:
         large: list[tuple[str, bytes]] = []
         parts: list[Part] = []
         part_names: dict[int, tuple[str, ...]] = {}
+        small_fields: list[str] = []
+        small: list[bytes] = []
         for field, pickled in results:  # later tasks on this worker that need these values find them here
             nbytes = pickled.nbytes if isinstance(pickled, Frames) else len(pickled)
             self._cache.put(run_id, int(field), made.pop(int(field)), nbytes)
+            if not isinstance(pickled, Frames):  # sealed below, all in one go
+                small_fields.append(field)
+                small.append(pickled)
+                continue
             sealed, value_parts = pack(pickled, self.signer, self.jobname, field)
             if value_parts:
                 large.append((field, sealed))
@@ -382,6 +403,7 @@ class Worker:
                 part_names[int(field)] = tuple(name for name, _ in value_parts)
             else:
                 stores.append((field, sealed))
+        stores += zip(small_fields, seal_values(small, self.signer, self.jobname), strict=True)
         if part_names:
             outcomes = [o._replace(parts=part_names.get(o.idx, ())) for o in outcomes]
         record = dumps_completion(
