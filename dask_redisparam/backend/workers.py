@@ -131,6 +131,17 @@ class WorkerOps(LargeValues):
         (see :meth:`held_messages`). A claim refused when the completion was stored (memory full: ``LMOVE`` may
         grow the memory, the script may not be stopped halfway) only returns no message.
         """
+        status, claimed, _ = self.complete_and_claim_many(report, 1 if claim_next else 0)
+        return status, (claimed[0] if claimed else None)
+
+    def complete_and_claim_many(self, report: Report, claims: int) -> tuple[int, list[bytes], int]:
+        """:meth:`complete_and_claim` with up to ``claims`` messages claimed (``LMOVE`` each, in queue order), and
+        the queue's length after them (``LLEN``; -1 when ``claims`` is 0), all in the one round trip:
+        ``(what complete returns, the messages claimed, the queue's length)``.
+
+        A worker that claims two keeps the second one *prefetched* (:mod:`dask_redisparam.worker.prefetch`): it sits
+        in its processing list like the first, so a reaper requeues it and deregistration gives it back.
+        """
         jobname, worker_id, run_id, message, record, values, ntasks, large, parts, stats = report
         metric_args = [worker_id, run_id, *stats] if stats else []
         args: list[Any] = [message, record, ntasks, len(metric_args), *metric_args]
@@ -147,19 +158,19 @@ class WorkerOps(LargeValues):
             keys.events(jobname),
         ]
         claim = ("LMOVE", keys.queue(jobname), keys.processing(jobname, worker_id), "RIGHT", "LEFT")
+        tail: list[tuple[Any, ...]] = [claim] * claims + ([("LLEN", keys.queue(jobname))] if claims else [])
         if not parts:
 
             def build(pipe: Any) -> None:
                 evalsha(pipe, self._complete, script_keys, args)
-                if claim_next:
-                    pipe.lmove(*claim[1:])
+                for command in tail:
+                    pipe.execute_command(*command)
 
             replies = self._execute(build, raise_on_error=False)
         else:
             commands: list[tuple[Any, ...]] = [("HSET", keys.data(jobname, run_id), n, view) for n, view in parts]
             commands.append(("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args))
-            if claim_next:
-                commands.append(claim)
+            commands += tail
             replies = self._send_large(commands)
             if isinstance(replies[len(parts)], redis.exceptions.NoScriptError):  # the parts are written
                 replies[len(parts)] = self._complete(keys=script_keys, args=args)
@@ -174,12 +185,17 @@ class WorkerOps(LargeValues):
                 f"Redis at {self.address.describe()}: a part of a large value of run {run_id} vanished before its "
                 "completion was stored (deleted by someone else?); nothing was stored"
             )
-        claimed = replies[1] if claim_next else None
-        if isinstance(claimed, Exception):
-            if reply_code(claimed) != "OOM":
-                raise claimed
-            claimed = None  # the next claim meets the full server itself
-        return int(replies[0]), claimed
+        claimed: list[bytes] = []
+        for reply in replies[1 : 1 + claims]:
+            if isinstance(reply, Exception):
+                if reply_code(reply) != "OOM":
+                    raise reply
+                break  # the next claim meets the full server itself
+            if reply is None:
+                break
+            claimed.append(reply)
+        length = replies[1 + claims] if claims else -1
+        return int(replies[0]), claimed, (int(length) if isinstance(length, int) else -1)
 
     def held_messages(self, jobname: str, worker_id: str) -> list[bytes]:
         """The messages in a worker's processing list (claimed, not completed), oldest first."""

@@ -32,6 +32,8 @@ Examples
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -76,7 +78,8 @@ from .cache import CACHE_BYTES, ValueCache
 from .execute import Running, Watchdog, apply_globals, run_batch
 from .held import serving
 from .memory import resident_bytes
-from .report import complete, reject, report_unstored
+from .prefetch import Claimed, Pending, PrefetchPolicy, Reporter
+from .report import complete_many, reject, report_unstored
 from .signals import fault_test_hook, install_stop_handlers
 
 __all__ = ["Worker", "new_worker_id"]
@@ -162,6 +165,10 @@ class Worker:
         self._cache = ValueCache(CACHE_BYTES)
         self._rejected = 0  # messages refused in a row (they slow this worker down: _slow_down_after_refusal)
         self._globals = contextlib.ExitStack()  # the exported globals of the message being processed
+        self._held: collections.deque[Claimed] = collections.deque()  # claimed, not started, oldest first
+        self._pending: Pending | None = None  # a completion on its way (prefetching)
+        self._policy = PrefetchPolicy()
+        self._reporter: Reporter | None = None
         self.signer: Signer | None = signer_from_environment() if signer is FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- lifecycle
@@ -236,23 +243,37 @@ class Worker:
         return self.tasks_done
 
     def _serve(self, backend: Backend) -> None:
+        self._reporter = Reporter(self.id)
+        try:
+            self._serve_messages(backend)
+        finally:
+            try:
+                self._finish_pending(backend)  # before deregistering: its message must not go back to the queue
+            finally:
+                self._reporter.close()
+
+    def _serve_messages(self, backend: Backend) -> None:
         delay, recover, warned = 0.05, False, -REFUSAL_WARNING
-        claimed: bytes | None = None  # claimed with the last completion
         while not self._stop.is_set():
             self._busy = False
             try:
-                # after a lost connection, a claim may have moved a message that never reached us
-                held = backend.held_messages(self.jobname, self.id) if recover or self._recover else []
-                recover = self._recover = False
-                message = held[0] if held else claimed or backend.claim(self.jobname, self.id, timeout=1.0)
-                claimed = None
-                if message is None:
-                    if self.burst:
-                        return
-                    continue
+                if recover or self._recover:
+                    # after a lost connection, a claim may have moved a message that never reached us
+                    self._finish_pending(backend)
+                    self._held = collections.deque(Claimed(m) for m in backend.held_messages(self.jobname, self.id))
+                    recover = self._recover = False
+                if not self._held:
+                    self._finish_pending(backend)
+                if not self._held:
+                    message = backend.claim(self.jobname, self.id, timeout=1.0)
+                    if message is None:
+                        if self.burst:
+                            return
+                        continue
+                    self._held.append(Claimed(message))
                 self._busy = True
                 fault_test_hook("claimed")
-                claimed = self._process(backend, message)
+                self._process(backend, self._held.popleft())
                 delay = 0.05
             except TRANSIENT_ERRORS as e:
                 logger.warning("worker %s: lost Redis at %s (%s); retrying", self.id, self.address.describe(), e)
@@ -286,23 +307,24 @@ class Worker:
                 logger.warning("worker %s: heartbeat failed: %s", self.id, e)
 
     # ---------------------------------------------------------------- one message
-    def _process(self, backend: Backend, message: bytes) -> bytes | None:
-        """Run one message; return the next one if it was claimed with the completion. The manager's exported
-        globals, once applied (``self._globals``), hold until the message is done."""
+    def _process(self, backend: Backend, claimed: Claimed) -> None:
+        """Run one message and send its completion (which claims the next ones). The manager's exported globals,
+        once applied (``self._globals``), hold until the message is done."""
         try:
             with contextlib.ExitStack() as self._globals:
-                return self._process_message(backend, message)
+                self._process_message(backend, claimed)
         finally:
             self._current = ""
 
-    def _process_message(self, backend: Backend, message: bytes) -> bytes | None:
+    def _process_message(self, backend: Backend, claimed: Claimed) -> None:
+        message = claimed.message
         try:
             run_id, msg_id, attempt, _ = decode_header(message)
             payload = open_task(message, self.signer, self.jobname)
         except (ValueError, PayloadRejected) as e:
             reject(backend, self.jobname, self.id, message, e)
             self._slow_down_after_refusal()
-            return None
+            return
         self._current, self._rejected = f"{run_id}/{msg_id}", 0
         try:
             exported, body = split_payload(payload)  # the manager's globals apply from before the batch is unpickled
@@ -316,16 +338,21 @@ class Worker:
                 Completion(msg_id, attempt, self.id, [], error), self.signer, self.jobname, run_id
             )
             backend.complete(Report(self.jobname, self.id, run_id, message, record))
-            return None
+            return
         produced = {entry.idx for entry in batch.entries}
         needed = {i for entry in batch.entries for _, i in entry.deps} - produced - set(batch.inline)
         cached = self._cache.take(run_id, needed)
         external = sorted(needed - set(cached))
-        alive, raw = backend.load_inputs(self.jobname, run_id, [str(i) for i in external])
+        if external or not claimed.confirmed(run_id):  # else the completion that claimed it found the run alive
+            started = time.perf_counter()
+            alive, raw = backend.load_inputs(self.jobname, run_id, [str(i) for i in external])
+            self._policy.round_trip(time.perf_counter() - started)
+        else:
+            alive, raw = True, []
         if not alive:
             logger.info("worker %s: run %s is gone; skipping message %d", self.id, run_id, msg_id)
             backend.release_message(self.jobname, self.id, message)
-            return None
+            return
         if batch.rng_seed is None:
             reseed_from_entropy()
         values: dict[int, Any] = dict(batch.inline)
@@ -336,7 +363,9 @@ class Worker:
             if refusal is not None:
                 logger.warning("worker %s: input %d of run %s rejected, not unpickled: %s", self.id, i, run_id, refusal)
         missing = set(failed)
+        started = time.perf_counter()
         outcomes, results = run_batch(batch, values, missing, self._watchdog, self._running)
+        self._policy.ran(time.perf_counter() - started)
         made = {int(field): values[int(field)] for field, _ in results}
         values.clear()  # free the inputs before the results are written
         stores: list[tuple[str, bytes]] = []
@@ -361,25 +390,67 @@ class Worker:
         fault_test_hook("executed")
         stats = task_stats(batch, outcomes).arguments()
         report = Report(self.jobname, self.id, run_id, message, record, stores, len(outcomes), large, parts, stats)
-        last = self.max_tasks is not None and self.messages_done + 1 >= self.max_tasks
-        claim_next = not (last or self._stop.is_set())
+        self._send(backend, report, msg_id, attempt, len(outcomes))
+
+    def _send(self, backend: Backend, report: Report, msg_id: int, attempt: int, ntasks: int) -> None:
+        """Send a message's completion, claiming in the same round trip what keeps the worker busy: the next
+        message, plus one more if prefetching pays (:class:`~dask_redisparam.worker.prefetch.PrefetchPolicy`).
+        With a claimed message in hand, the completion travels on the reporter's thread while that one runs; else
+        the worker waits for it, as it has nothing else to do."""
+        self._finish_pending(backend)  # the one before: long back, as this message ran meanwhile
+        claims = 0 if self._stop.is_set() else max(0, 1 + self._policy.ahead() - len(self._held))
+        if self.max_tasks is not None:  # never claim beyond the last message this worker will run
+            claims = max(0, min(claims, self.max_tasks - self.messages_done - 1 - len(self._held)))
+        if self._held and self._reporter is not None:
+            future = self._reporter.submit(self._timed_complete, backend, report, claims)
+        else:
+            future = concurrent.futures.Future()
+            try:
+                future.set_result(self._timed_complete(backend, report, claims))
+            except BaseException as e:  # noqa: B036 - handed to _finish_pending, which raises it
+                future.set_exception(e)
+        self._pending = Pending(future, report, msg_id, attempt, ntasks)
+        if not self._held:
+            self._finish_pending(backend)
+
+    def _timed_complete(self, backend: Backend, report: Report, claims: int) -> tuple[int, list[bytes], int, bool]:
+        started = time.perf_counter()
+        out = complete_many(backend, report, claims, self._stop, self.address)
+        self._policy.round_trip(time.perf_counter() - started)
+        return out
+
+    def _finish_pending(self, backend: Backend) -> None:
+        """Wait for the completion on its way, if any, and take what it claimed."""
+        pending = self._pending
+        if pending is None:
+            return
+        report, msg_id = pending.report, pending.msg_id
         try:
-            status, claimed, lost_claim = complete(backend, report, claim_next, self._stop, self.address)
+            status, claimed, length, lost_claim = pending.future.result()
         except ServerOutOfMemory as e:
+            self._pending = None
             self._recover = True  # the refused completion may have claimed the next message
-            report_unstored(backend, report, msg_id, attempt, self.signer, e)
-            return None
+            report_unstored(backend, report, msg_id, pending.attempt, self.signer, e)
+            return
+        except BaseException:
+            if pending.future.done():  # else (a stop signal while waiting) the next call waits again
+                self._pending = None
+            raise
+        self._pending = None
         self._recover = self._recover or lost_claim  # (if it gave up, the loop looks in the processing list anyway)
+        now = time.monotonic()
+        alive_run = report.run_id if status == 1 else ""
+        self._held.extend(Claimed(m, alive_run, now) for m in claimed)
+        self._policy.queued(length)
         if status < 0:
             logger.warning(
                 "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",
                 self.id,
                 msg_id,
-                run_id,
+                report.run_id,
             )
         fault_test_hook("completed")
-        self.tasks_done += len(outcomes)
-        return claimed
+        self.tasks_done += pending.ntasks
 
     def _slow_down_after_refusal(self) -> None:
         """After several refused messages in a row, wait a little before each claim (up to a second), so that a

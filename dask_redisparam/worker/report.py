@@ -26,7 +26,7 @@ from ..wire.protocol import REJECTION_REASONS, Completion, classify_rejection, d
 from ..wire.serialize import dumps_exception
 from ..wire.signing import Signer
 
-__all__ = ["REPORT_GRACE", "complete", "reject", "report_unstored"]
+__all__ = ["REPORT_GRACE", "complete", "complete_many", "reject", "report_unstored"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +69,25 @@ def complete(
         After :data:`REPORT_GRACE` seconds (or 5 s once a stop was asked for) without reaching Redis: the message
         stays claimed in Redis, and is requeued when the worker's lease runs out.
     """
+    status, claimed, _, lost_claim = complete_many(backend, report, 1 if claim_next else 0, stop, address)
+    return status, (claimed[0] if claimed else None), lost_claim
+
+
+def complete_many(
+    backend: Backend, report: Report, claims: int, stop: threading.Event, address: RedisAddress
+) -> tuple[int, list[bytes], int, bool]:
+    """:func:`complete` claiming up to ``claims`` messages
+    (:meth:`Backend.complete_and_claim_many <dask_redisparam.backend.Backend.complete_and_claim_many>`):
+    ``(status, the messages claimed, the queue's length after them, whether a lost reply may have claimed some)``.
+    """
     delay, started, lost_claim = 0.05, time.monotonic(), False
     while True:
         try:
-            status, claimed = backend.complete_and_claim(report, claim_next=claim_next)
-            return status, claimed, lost_claim
+            status, claimed, length = backend.complete_and_claim_many(report, claims)
+            return status, claimed, length, lost_claim
         except _REPORT_RETRIED as e:
             # a message claimed by a call whose reply was lost sits in our processing list: picked up later
-            lost_claim, claim_next = lost_claim or claim_next, False
+            lost_claim, claims = lost_claim or claims > 0, 0
             waited = time.monotonic() - started
             if waited > REPORT_GRACE or (stop.is_set() and waited > 5.0):
                 raise ServerUnavailable(
