@@ -378,9 +378,11 @@ def run_loop(backend: Backend, run: RunState, count_workers: Callable[[], int], 
             if resume:
                 registry, progress = _registry_update(run, progress)
             retried = run.retried - retried_counted
+            started = time.perf_counter()
             records, alive = backend.exchange(
                 job, run.run_id, todo.push, todo.release, RUN_TTL, acknowledge, registry=registry, retried=retried
             )
+            run.turn_took(time.perf_counter() - started)
             todo.push, todo.release, acknowledge, retried_counted = [], [], records, run.retried
             run.new_ids = []
             outage.succeeded()

@@ -61,6 +61,7 @@ from ..sentinels import MISSING
 from ..wire.bulk import Part, pack
 from ..wire.serialize import dumps_result, dumps_task
 from .graph import EMPTY, Graph
+from .latency import RoundTrip
 from .options import RunOptions, StoredResult, TimelineRecord
 from .rejections import Rejections
 
@@ -117,6 +118,8 @@ class RunCore:
         self.retries: dict[Hashable, int] = dict(graph.annotations.get("retries", {}))
         self.user_priority: dict[Hashable, float] = dict(graph.annotations.get("priority", {}))
         self.window = 0
+        self.live = 0  # live workers, as last counted
+        self.round_trip = RoundTrip()  # the shortest turn of the loop (manager/latency.py)
         self.errors: dict[Hashable, BaseException] = {}  # task key -> what it raised (first one first)
         self.to_withdraw: list[bytes] = []  # requeued messages given up on
         self.losses: dict[int, set[int]] = {}  # message id -> stamps of the deaths of workers running it

@@ -27,6 +27,7 @@ from ..wire.protocol import (
     open_lost,
 )
 from ..wire.serialize import loads_exception, make_remote
+from . import latency
 from .options import StoredResult, TimelineRecord
 from .run_core import RunCore
 
@@ -40,8 +41,15 @@ class Events(RunCore):
 
     # ------------------------------------------------------------------ events from the loop
     def set_workers(self, live: int) -> None:
-        """The number of live workers: the window is ``ceil(live × queue_multiplier)`` messages."""
-        self.window = math.ceil(live * self.options.queue_multiplier)
+        """The number of live workers: the window is ``ceil(live × queue_multiplier)`` messages, more when the round
+        trip to Redis is significant (:func:`~dask_redisparam.manager.latency.window`)."""
+        self.live = live
+        self.window = latency.window(live, self.options.queue_multiplier, self.round_trip.seconds, self.mean_seconds)
+
+    def turn_took(self, seconds: float) -> None:
+        """A turn's round trip took ``seconds``: the window may grow (:mod:`~dask_redisparam.manager.latency`)."""
+        if self.round_trip.seen(seconds):
+            self.set_workers(self.live)
 
     def workers_seen(self, live: Iterable[str]) -> None:
         """The live workers' ids, asked for by :attr:`Commands.ask_live_workers`: raise

@@ -78,8 +78,8 @@ from .cache import CACHE_BYTES, ValueCache
 from .execute import Running, Watchdog, apply_globals, run_batch
 from .held import serving
 from .memory import resident_bytes
-from .prefetch import Claimed, Pending, PrefetchPolicy, Reporter
-from .report import complete_many, reject, report_unstored
+from .prefetch import Claimed, Pending, Pipelining, PrefetchPolicy, Reporter
+from .report import reject, report_unstored
 from .signals import fault_test_hook, install_stop_handlers
 
 __all__ = ["Worker", "new_worker_id"]
@@ -107,7 +107,7 @@ def new_worker_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
-class Worker:
+class Worker(Pipelining):
     """A worker process's loop.
 
     Parameters
@@ -273,7 +273,10 @@ class Worker:
                     self._held.append(Claimed(message))
                 self._busy = True
                 fault_test_hook("claimed")
-                self._process(backend, self._held.popleft())
+                claimed = self._held.popleft()
+                if self._held:
+                    fault_test_hook("prefetched")  # this message is started with the next one claimed
+                self._process(backend, claimed)
                 delay = 0.05
             except TRANSIENT_ERRORS as e:
                 logger.warning("worker %s: lost Redis at %s (%s); retrying", self.id, self.address.describe(), e)
@@ -391,66 +394,6 @@ class Worker:
         stats = task_stats(batch, outcomes).arguments()
         report = Report(self.jobname, self.id, run_id, message, record, stores, len(outcomes), large, parts, stats)
         self._send(backend, report, msg_id, attempt, len(outcomes))
-
-    def _send(self, backend: Backend, report: Report, msg_id: int, attempt: int, ntasks: int) -> None:
-        """Send a message's completion, claiming in the same round trip what keeps the worker busy: the next
-        message, plus one more if prefetching pays (:class:`~dask_redisparam.worker.prefetch.PrefetchPolicy`).
-        With a claimed message in hand, the completion travels on the reporter's thread while that one runs; else
-        the worker waits for it, as it has nothing else to do."""
-        self._finish_pending(backend)  # the one before: long back, as this message ran meanwhile
-        claims = 0 if self._stop.is_set() else max(0, 1 + self._policy.ahead() - len(self._held))
-        if self.max_tasks is not None:  # never claim beyond the last message this worker will run
-            claims = max(0, min(claims, self.max_tasks - self.messages_done - 1 - len(self._held)))
-        if self._held and self._reporter is not None:
-            future = self._reporter.submit(self._timed_complete, backend, report, claims)
-        else:
-            future = concurrent.futures.Future()
-            try:
-                future.set_result(self._timed_complete(backend, report, claims))
-            except BaseException as e:  # noqa: B036 - handed to _finish_pending, which raises it
-                future.set_exception(e)
-        self._pending = Pending(future, report, msg_id, attempt, ntasks)
-        if not self._held:
-            self._finish_pending(backend)
-
-    def _timed_complete(self, backend: Backend, report: Report, claims: int) -> tuple[int, list[bytes], int, bool]:
-        started = time.perf_counter()
-        out = complete_many(backend, report, claims, self._stop, self.address)
-        self._policy.round_trip(time.perf_counter() - started)
-        return out
-
-    def _finish_pending(self, backend: Backend) -> None:
-        """Wait for the completion on its way, if any, and take what it claimed."""
-        pending = self._pending
-        if pending is None:
-            return
-        report, msg_id = pending.report, pending.msg_id
-        try:
-            status, claimed, length, lost_claim = pending.future.result()
-        except ServerOutOfMemory as e:
-            self._pending = None
-            self._recover = True  # the refused completion may have claimed the next message
-            report_unstored(backend, report, msg_id, pending.attempt, self.signer, e)
-            return
-        except BaseException:
-            if pending.future.done():  # else (a stop signal while waiting) the next call waits again
-                self._pending = None
-            raise
-        self._pending = None
-        self._recover = self._recover or lost_claim  # (if it gave up, the loop looks in the processing list anyway)
-        now = time.monotonic()
-        alive_run = report.run_id if status == 1 else ""
-        self._held.extend(Claimed(m, alive_run, now) for m in claimed)
-        self._policy.queued(length)
-        if status < 0:
-            logger.warning(
-                "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",
-                self.id,
-                msg_id,
-                report.run_id,
-            )
-        fault_test_hook("completed")
-        self.tasks_done += pending.ntasks
 
     def _slow_down_after_refusal(self) -> None:
         """After several refused messages in a row, wait a little before each claim (up to a second), so that a

@@ -30,14 +30,34 @@ Examples
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
+from ..backend import Backend
+from ..config.address import RedisAddress
+from ..errors import ServerOutOfMemory
 from ..wire.bulk import Report
+from ..wire.signing import Signer
+from .report import complete_many, report_unstored
+from .signals import fault_test_hook
 
-__all__ = ["ALPHA", "CONFIRMED_SECONDS", "PREFETCH_RATIO", "Claimed", "Pending", "PrefetchPolicy", "Reporter"]
+__all__ = [
+    "ALPHA",
+    "CONFIRMED_SECONDS",
+    "PREFETCH_RATIO",
+    "Claimed",
+    "Pending",
+    "Pipelining",
+    "PrefetchPolicy",
+    "Reporter",
+]
+
+logger = logging.getLogger(__name__)
 
 PREFETCH_RATIO = 0.03
 """Prefetch when a round trip costs at least this share of a message's run time (3 %: 3 ms for 100 ms messages)."""
@@ -151,3 +171,82 @@ class Reporter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Pipelining:
+    """The part of :class:`~dask_redisparam.worker.loop.Worker` that sends completions and keeps what they claim:
+    :meth:`_send` a message's completion (on the :class:`Reporter`'s thread if a claimed message is in hand to run
+    meanwhile), :meth:`_finish_pending` to collect it. The worker declares the attributes used here."""
+
+    id: str
+    address: RedisAddress
+    max_tasks: int | None
+    messages_done: int
+    tasks_done: int
+    signer: Signer | None
+    _stop: threading.Event
+    _recover: bool
+    _held: collections.deque[Claimed]
+    _pending: Pending | None
+    _policy: PrefetchPolicy
+    _reporter: Reporter | None
+
+    def _send(self, backend: Backend, report: Report, msg_id: int, attempt: int, ntasks: int) -> None:
+        """Send a message's completion, claiming in the same round trip what keeps the worker busy: the next
+        message, plus one more if prefetching pays (:class:`~dask_redisparam.worker.prefetch.PrefetchPolicy`).
+        With a claimed message in hand, the completion travels on the reporter's thread while that one runs; else
+        the worker waits for it, as it has nothing else to do."""
+        self._finish_pending(backend)  # the one before: long back, as this message ran meanwhile
+        claims = 0 if self._stop.is_set() else max(0, 1 + self._policy.ahead() - len(self._held))
+        if self.max_tasks is not None:  # never claim beyond the last message this worker will run
+            claims = max(0, min(claims, self.max_tasks - self.messages_done - 1 - len(self._held)))
+        if self._held and self._reporter is not None:
+            future = self._reporter.submit(self._timed_complete, backend, report, claims)
+        else:
+            future = concurrent.futures.Future()
+            try:
+                future.set_result(self._timed_complete(backend, report, claims))
+            except BaseException as e:  # noqa: B036 - handed to _finish_pending, which raises it
+                future.set_exception(e)
+        self._pending = Pending(future, report, msg_id, attempt, ntasks)
+        if not self._held:
+            self._finish_pending(backend)
+
+    def _timed_complete(self, backend: Backend, report: Report, claims: int) -> tuple[int, list[bytes], int, bool]:
+        started = time.perf_counter()
+        out = complete_many(backend, report, claims, self._stop, self.address)
+        self._policy.round_trip(time.perf_counter() - started)
+        return out
+
+    def _finish_pending(self, backend: Backend) -> None:
+        """Wait for the completion on its way, if any, and take what it claimed."""
+        pending = self._pending
+        if pending is None:
+            return
+        report, msg_id = pending.report, pending.msg_id
+        try:
+            status, claimed, length, lost_claim = pending.future.result()
+        except ServerOutOfMemory as e:
+            self._pending = None
+            self._recover = True  # the refused completion may have claimed the next message
+            report_unstored(backend, report, msg_id, pending.attempt, self.signer, e)
+            return
+        except BaseException:
+            if pending.future.done():  # else (a stop signal while waiting) the next call waits again
+                self._pending = None
+            raise
+        self._pending = None
+        self._recover = self._recover or lost_claim  # (if it gave up, the loop looks in the processing list anyway)
+        now = time.monotonic()
+        alive_run = report.run_id if status == 1 else ""
+        self._held.extend(Claimed(m, alive_run, now) for m in claimed)
+        self._policy.queued(length)
+        if status < 0:
+            logger.warning(
+                "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",
+                self.id,
+                msg_id,
+                report.run_id,
+            )
+        fault_test_hook("completed")
+        self.tasks_done += pending.ntasks
