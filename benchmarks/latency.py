@@ -193,5 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  child failed: {child.error}")
     return 0 if child.error is None else 1
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

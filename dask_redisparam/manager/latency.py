@@ -54,8 +54,9 @@ class RoundTrip:
 
     Examples
     --------
-    >>> rt = RoundTrip(); rt.seen(0.004); rt.seen(0.009); rt.seconds
-    0.004
+    >>> rt = RoundTrip()
+    >>> rt.seen(0.004), rt.seen(0.009), rt.seconds
+    (True, False, 0.004)
     """
 
     def __init__(self) -> None:

@@ -10,7 +10,6 @@ messages count their attempts up to :class:`~dask_redisparam.errors.KilledWorker
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Hashable, Iterable
 
 from ..errors import KilledWorker, PayloadRejected, TaskTimeout

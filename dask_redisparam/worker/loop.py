@@ -33,7 +33,6 @@ Examples
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -79,7 +78,7 @@ from .execute import Running, Watchdog, apply_globals, run_batch
 from .held import serving
 from .memory import resident_bytes
 from .prefetch import Claimed, Pending, Pipelining, PrefetchPolicy, Reporter
-from .report import reject, report_unstored
+from .report import reject
 from .signals import fault_test_hook, install_stop_handlers
 
 __all__ = ["Worker", "new_worker_id"]
