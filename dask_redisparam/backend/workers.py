@@ -8,7 +8,7 @@ Lua script), gives messages back or dead-letters them, and reaps a dead worker's
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -21,10 +21,45 @@ from .large import LargeValues
 from .lua import METRICS_TTL
 from .replies import reply_code
 
-__all__ = ["DEAD_TTL", "WorkerOps"]
+__all__ = ["DEAD_TTL", "SentCompletion", "WorkerOps"]
 
 DEAD_TTL = 86400
 """Seconds the dead-letter list and the record of the last rejection are kept after the last rejection."""
+
+
+class SentCompletion(NamedTuple):
+    """A completion sent by :meth:`WorkerOps.send_completion` whose reply is not read yet: the connection it holds
+    (given back by :meth:`WorkerOps.finish_completion`), how many replies to read, and what a script reload needs."""
+
+    pool: Any
+    conn: Any
+    replies: int
+    script_keys: list[str]
+    args: list[Any]
+    claims: int
+
+
+def _completion_commands(report: Report, claims: int) -> tuple[list[str], list[Any], list[tuple[Any, ...]]]:
+    """The keys and arguments of the completion script for ``report``, and the commands after it: ``claims``
+    claims (``LMOVE`` queue -> processing list) and, if any, the queue's length (``LLEN``)."""
+    jobname, worker_id, run_id, message, record, values, ntasks, large, parts, stats = report
+    metric_args = [worker_id, run_id, *stats] if stats else []
+    args: list[Any] = [message, record, ntasks, len(metric_args), *metric_args]
+    args += [len(parts), *(name for name, _ in parts)]
+    args += [len(large), *pairs(large), *pairs(values)]
+    script_keys = [
+        keys.alive(jobname, run_id),
+        keys.data(jobname, run_id),
+        keys.done(jobname, run_id),
+        keys.processing(jobname, worker_id),
+        keys.worker(jobname, worker_id),
+        keys.metrics(jobname),
+        keys.progress(jobname, run_id),
+        keys.events(jobname),
+    ]
+    claim = ("LMOVE", keys.queue(jobname), keys.processing(jobname, worker_id), "RIGHT", "LEFT")
+    tail: list[tuple[Any, ...]] = [claim] * claims + ([("LLEN", keys.queue(jobname))] if claims else [])
+    return script_keys, args, tail
 
 
 class WorkerOps(LargeValues):
@@ -142,23 +177,8 @@ class WorkerOps(LargeValues):
         A worker that claims two keeps the second one *prefetched* (:mod:`dask_redisparam.worker.prefetch`): it sits
         in its processing list like the first, so a reaper requeues it and deregistration gives it back.
         """
-        jobname, worker_id, run_id, message, record, values, ntasks, large, parts, stats = report
-        metric_args = [worker_id, run_id, *stats] if stats else []
-        args: list[Any] = [message, record, ntasks, len(metric_args), *metric_args]
-        args += [len(parts), *(name for name, _ in parts)]
-        args += [len(large), *pairs(large), *pairs(values)]
-        script_keys = [
-            keys.alive(jobname, run_id),
-            keys.data(jobname, run_id),
-            keys.done(jobname, run_id),
-            keys.processing(jobname, worker_id),
-            keys.worker(jobname, worker_id),
-            keys.metrics(jobname),
-            keys.progress(jobname, run_id),
-            keys.events(jobname),
-        ]
-        claim = ("LMOVE", keys.queue(jobname), keys.processing(jobname, worker_id), "RIGHT", "LEFT")
-        tail: list[tuple[Any, ...]] = [claim] * claims + ([("LLEN", keys.queue(jobname))] if claims else [])
+        script_keys, args, tail = _completion_commands(report, claims)
+        jobname, run_id, parts = report.jobname, report.run_id, report.parts
         if not parts:
 
             def build(pipe: Any) -> None:
@@ -178,6 +198,47 @@ class WorkerOps(LargeValues):
                 if isinstance(reply, Exception):
                     raise reply
             replies = replies[len(parts) :]
+        return self._completion_result(replies, claims, run_id)
+
+    def send_completion(self, report: Report, claims: int) -> SentCompletion:
+        """Send what :meth:`complete_and_claim_many` sends (a report without large parts), on a connection of its
+        own, without waiting for the reply: the worker runs its next message meanwhile, then reads the reply with
+        :meth:`finish_completion`."""
+        if report.parts:
+            raise ValueError("send_completion takes no large values: use complete_and_claim_many")
+        script_keys, args, tail = _completion_commands(report, claims)
+        commands: list[tuple[Any, ...]] = [("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args)]
+        commands += tail
+        pool = self._r.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        return SentCompletion(pool, conn, len(commands), script_keys, args, claims)
+
+    def finish_completion(self, report: Report, sent: SentCompletion) -> tuple[int, list[bytes], int]:
+        """Read the reply of :meth:`send_completion`: what :meth:`complete_and_claim_many` returns. A lost
+        connection raises (the completion may or may not be stored, a message may have been claimed)."""
+        replies: list[Any] = []
+        try:
+            for _ in range(sent.replies):
+                try:
+                    replies.append(sent.conn.read_response())
+                except redis.exceptions.ResponseError as e:
+                    replies.append(e)
+        except BaseException:
+            sent.conn.disconnect()
+            raise
+        finally:
+            sent.pool.release(sent.conn)
+        if isinstance(replies[0], redis.exceptions.NoScriptError):  # the claims after it did run
+            replies[0] = self._complete(keys=sent.script_keys, args=sent.args)
+        return self._completion_result(replies, sent.claims, report.run_id)
+
+    def _completion_result(self, replies: list[Any], claims: int, run_id: str) -> tuple[int, list[bytes], int]:
         if isinstance(replies[0], Exception):
             raise replies[0]
         if int(replies[0]) == -2:

@@ -77,7 +77,7 @@ from .cache import CACHE_BYTES, ValueCache
 from .execute import Running, Watchdog, apply_globals, run_batch
 from .held import serving
 from .memory import resident_bytes
-from .prefetch import Claimed, Pending, Pipelining, PrefetchPolicy, Reporter
+from .prefetch import Claimed, Pending, Pipelining, PrefetchPolicy
 from .report import reject
 from .signals import fault_test_hook, install_stop_handlers
 
@@ -167,7 +167,6 @@ class Worker(Pipelining):
         self._held: collections.deque[Claimed] = collections.deque()  # claimed, not started, oldest first
         self._pending: Pending | None = None  # a completion on its way (prefetching)
         self._policy = PrefetchPolicy()
-        self._reporter: Reporter | None = None
         self.signer: Signer | None = signer_from_environment() if signer is FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- lifecycle
@@ -242,14 +241,10 @@ class Worker(Pipelining):
         return self.tasks_done
 
     def _serve(self, backend: Backend) -> None:
-        self._reporter = Reporter(self.id)
         try:
             self._serve_messages(backend)
         finally:
-            try:
-                self._finish_pending(backend)  # before deregistering: its message must not go back to the queue
-            finally:
-                self._reporter.close()
+            self._finish_pending(backend)  # before deregistering: its message must not go back to the queue
 
     def _serve_messages(self, backend: Backend) -> None:
         delay, recover, warned = 0.05, False, -REFUSAL_WARNING

@@ -4,8 +4,9 @@ A worker completes a message and claims the next one in one round trip
 (:meth:`Backend.complete_and_claim_many <dask_redisparam.backend.Backend.complete_and_claim_many>`). Without a
 message in hand it has to wait for that round trip before it can run anything; with one *prefetched* (claimed
 earlier, so it sits in the worker's processing list in Redis like any claimed message: a reaper requeues it, a
-warm or cold stop gives it back), it runs that one at once while the completion travels on a thread of its own
-(:class:`Reporter`). Across a network (a round trip of milliseconds) that is the difference between a worker that
+warm or cold stop gives it back), it sends the completion, runs that one at once, and reads the completion's reply
+only then (:class:`Pipelining`; no thread: the reply waits in the socket). Across a network (a round trip of
+milliseconds) that is the difference between a worker that
 waits a round trip per message and one that never waits.
 
 A prefetched message is one that no other worker can take meanwhile: at the end of a run, a worker may hold the
@@ -31,19 +32,18 @@ Examples
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple
 
-from ..backend import Backend
+from ..backend import TRANSIENT_ERRORS, Backend
+from ..backend.workers import SentCompletion
 from ..config.address import RedisAddress
 from ..errors import ServerOutOfMemory
 from ..wire.bulk import Report
 from ..wire.signing import Signer
-from .report import complete_many, report_unstored
+from .report import REPORT_RETRIED, complete_many, report_unstored
 from .signals import fault_test_hook
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
     "Pending",
     "Pipelining",
     "PrefetchPolicy",
-    "Reporter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,8 +66,6 @@ ALPHA = 0.3
 CONFIRMED_SECONDS = 1.0
 """A message claimed in the round trip of a completion that found its run alive needs no check of its own that the
 run is alive (``EXISTS alive``) if it needs no input from Redis and starts within this many seconds."""
-
-T = TypeVar("T")
 
 
 class Claimed(NamedTuple):
@@ -94,10 +91,11 @@ class Claimed(NamedTuple):
 
 
 class Pending(NamedTuple):
-    """A completion on its way (:class:`Reporter`): its future (what
-    :func:`~dask_redisparam.worker.report.complete_many` returns) and what the worker needs once it is back."""
+    """A completion sent whose reply is not read yet
+    (:meth:`Backend.send_completion <dask_redisparam.backend.Backend.send_completion>`), and what the worker needs
+    once it is back."""
 
-    future: concurrent.futures.Future[tuple[int, list[bytes], int, bool]]
+    sent: SentCompletion
     report: Report
     msg_id: int
     attempt: int
@@ -145,38 +143,10 @@ class PrefetchPolicy:
         return 1 if self.rtt >= PREFETCH_RATIO * self.run else 0
 
 
-class Reporter:
-    """One thread that sends completions while the worker runs its next message; :meth:`submit` returns a
-    future.
-
-    Examples
-    --------
-    >>> with Reporter("doc") as reporter:
-    ...     reporter.submit(sum, [1, 2]).result()
-    3
-    """
-
-    def __init__(self, worker_id: str) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"report-{worker_id}")
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-        return self._pool.submit(fn, *args)
-
-    def close(self) -> None:
-        """Wait for what was submitted, then end the thread."""
-        self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> Reporter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class Pipelining:
     """The part of :class:`~dask_redisparam.worker.loop.Worker` that sends completions and keeps what they claim:
-    :meth:`_send` a message's completion (on the :class:`Reporter`'s thread if a claimed message is in hand to run
-    meanwhile), :meth:`_finish_pending` to collect it. The worker declares the attributes used here."""
+    :meth:`_send` a message's completion (without waiting for the reply if a claimed message is in hand to run
+    meanwhile), :meth:`_finish_pending` to read the reply. The worker declares the attributes used here."""
 
     id: str
     address: RedisAddress
@@ -189,56 +159,69 @@ class Pipelining:
     _held: collections.deque[Claimed]
     _pending: Pending | None
     _policy: PrefetchPolicy
-    _reporter: Reporter | None
 
     def _send(self, backend: Backend, report: Report, msg_id: int, attempt: int, ntasks: int) -> None:
         """Send a message's completion, claiming in the same round trip what keeps the worker busy: the next
-        message, plus one more if prefetching pays (:class:`~dask_redisparam.worker.prefetch.PrefetchPolicy`).
-        With a claimed message in hand, the completion travels on the reporter's thread while that one runs; else
-        the worker waits for it, as it has nothing else to do."""
+        message, plus one more if prefetching pays (:class:`PrefetchPolicy`). With a claimed message in hand, the
+        reply is read after that message ran (:meth:`_finish_pending`); else the worker waits for it, as it has
+        nothing else to do."""
         self._finish_pending(backend)  # the one before: long back, as this message ran meanwhile
         claims = 0 if self._stop.is_set() else max(0, 1 + self._policy.ahead() - len(self._held))
         if self.max_tasks is not None:  # never claim beyond the last message this worker will run
             claims = max(0, min(claims, self.max_tasks - self.messages_done - 1 - len(self._held)))
-        if self._held and self._reporter is not None:
-            future = self._reporter.submit(self._timed_complete, backend, report, claims)
-        else:
-            future = concurrent.futures.Future()
+        if self._held and not report.parts:
             try:
-                future.set_result(self._timed_complete(backend, report, claims))
-            except BaseException as e:  # noqa: B036 - handed to _finish_pending, which raises it
-                future.set_exception(e)
-        self._pending = Pending(future, report, msg_id, attempt, ntasks)
-        if not self._held:
-            self._finish_pending(backend)
-
-    def _timed_complete(self, backend: Backend, report: Report, claims: int) -> tuple[int, list[bytes], int, bool]:
+                sent = backend.send_completion(report, claims)
+            except TRANSIENT_ERRORS:  # sent or not: the retries of the synchronous path below find out
+                self._recover = True
+            else:
+                self._pending = Pending(sent, report, msg_id, attempt, ntasks)
+                return
+            claims = 0
         started = time.perf_counter()
-        out = complete_many(backend, report, claims, self._stop, self.address)
+        try:
+            status, claimed, length, lost_claim = complete_many(backend, report, claims, self._stop, self.address)
+        except ServerOutOfMemory as e:
+            self._recover = True  # the refused completion may have claimed the next message
+            report_unstored(backend, report, msg_id, attempt, self.signer, e)
+            return
         self._policy.round_trip(time.perf_counter() - started)
-        return out
+        self._completed(report, msg_id, ntasks, status, claimed, length, lost_claim)
 
     def _finish_pending(self, backend: Backend) -> None:
-        """Wait for the completion on its way, if any, and take what it claimed."""
-        pending = self._pending
+        """Read the reply of the completion sent last, if any, and take what it claimed. A lost reply: the
+        completion is sent again (a repeat after success stores nothing), and the processing list is read again
+        (a claim may have moved a message)."""
+        pending, self._pending = self._pending, None
         if pending is None:
             return
         report, msg_id = pending.report, pending.msg_id
+        lost_claim = False
         try:
-            status, claimed, length, lost_claim = pending.future.result()
+            try:
+                status, claimed, length = backend.finish_completion(report, pending.sent)
+            except REPORT_RETRIED:
+                lost_claim = True
+                status, claimed, length, _ = complete_many(backend, report, 0, self._stop, self.address)
         except ServerOutOfMemory as e:
-            self._pending = None
             self._recover = True  # the refused completion may have claimed the next message
             report_unstored(backend, report, msg_id, pending.attempt, self.signer, e)
             return
-        except BaseException:
-            if pending.future.done():  # else (a stop signal while waiting) the next call waits again
-                self._pending = None
-            raise
-        self._pending = None
+        self._completed(report, msg_id, pending.ntasks, status, claimed, length, lost_claim)
+
+    def _completed(
+        self,
+        report: Report,
+        msg_id: int,
+        ntasks: int,
+        status: int,
+        claimed: list[bytes],
+        length: int,
+        lost_claim: bool,
+    ) -> None:
         self._recover = self._recover or lost_claim  # (if it gave up, the loop looks in the processing list anyway)
-        now = time.monotonic()
         alive_run = report.run_id if status == 1 else ""
+        now = time.monotonic()
         self._held.extend(Claimed(m, alive_run, now) for m in claimed)
         self._policy.queued(length)
         if status < 0:
@@ -249,4 +232,4 @@ class Pipelining:
                 report.run_id,
             )
         fault_test_hook("completed")
-        self.tasks_done += pending.ntasks
+        self.tasks_done += ntasks

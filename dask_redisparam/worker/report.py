@@ -26,14 +26,15 @@ from ..wire.protocol import REJECTION_REASONS, Completion, classify_rejection, d
 from ..wire.serialize import dumps_exception
 from ..wire.signing import Signer
 
-__all__ = ["REPORT_GRACE", "complete", "complete_many", "reject", "report_unstored"]
+__all__ = ["REPORT_GRACE", "REPORT_RETRIED", "complete", "complete_many", "reject", "report_unstored"]
 
 logger = logging.getLogger(__name__)
 
 REPORT_GRACE = 120.0
 """Seconds a worker keeps trying to report a finished message to an unreachable Redis before it gives up."""
 
-_REPORT_RETRIED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, PersistenceFailed, ServerReadOnly)
+REPORT_RETRIED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, PersistenceFailed, ServerReadOnly)
+"""What a report is repeated through: a lost connection, a server that refuses writes for a while."""
 
 
 def complete(
@@ -85,7 +86,7 @@ def complete_many(
         try:
             status, claimed, length = backend.complete_and_claim_many(report, claims)
             return status, claimed, length, lost_claim
-        except _REPORT_RETRIED as e:
+        except REPORT_RETRIED as e:
             # a message claimed by a call whose reply was lost sits in our processing list: picked up later
             lost_claim, claims = lost_claim or claims > 0, 0
             waited = time.monotonic() - started
