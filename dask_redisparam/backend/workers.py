@@ -41,7 +41,8 @@ class SentCompletion(NamedTuple):
 
 def _completion_commands(report: Report, claims: int) -> tuple[list[str], list[Any], list[tuple[Any, ...]]]:
     """The keys and arguments of the completion script for ``report``, and the commands after it: ``claims``
-    claims (``LMOVE`` queue -> processing list) and, if any, the queue's length (``LLEN``)."""
+    claims (``LMOVE`` queue -> processing list) and, if any, the queue's length and the job's registered workers
+    (``LLEN``, ``SCARD``)."""
     jobname, worker_id, run_id, message, record, values, ntasks, large, parts, stats = report
     metric_args = [worker_id, run_id, *stats] if stats else []
     args: list[Any] = [message, record, ntasks, len(metric_args), *metric_args]
@@ -58,7 +59,8 @@ def _completion_commands(report: Report, claims: int) -> tuple[list[str], list[A
         keys.events(jobname),
     ]
     claim = ("LMOVE", keys.queue(jobname), keys.processing(jobname, worker_id), "RIGHT", "LEFT")
-    tail: list[tuple[Any, ...]] = [claim] * claims + ([("LLEN", keys.queue(jobname))] if claims else [])
+    depth = [("LLEN", keys.queue(jobname)), ("SCARD", keys.workers(jobname))]
+    tail: list[tuple[Any, ...]] = [claim] * claims + (depth if claims else [])
     return script_keys, args, tail
 
 
@@ -169,10 +171,11 @@ class WorkerOps(LargeValues):
         status, claimed, _ = self.complete_and_claim_many(report, 1 if claim_next else 0)
         return status, (claimed[0] if claimed else None)
 
-    def complete_and_claim_many(self, report: Report, claims: int) -> tuple[int, list[bytes], int]:
+    def complete_and_claim_many(self, report: Report, claims: int) -> tuple[int, list[bytes], int | None]:
         """:meth:`complete_and_claim` with up to ``claims`` messages claimed (``LMOVE`` each, in queue order), and
-        the queue's length after them (``LLEN``; -1 when ``claims`` is 0), all in the one round trip:
-        ``(what complete returns, the messages claimed, the queue's length)``.
+        the queue's *surplus* after them: its length minus the job's registered workers (``LLEN`` - ``SCARD``; None
+        when ``claims`` is 0), all in the one round trip: ``(what complete returns, the messages claimed, the
+        surplus)``. A surplus of 0 or more means that every worker could claim one more message now.
 
         A worker that claims two keeps the second one *prefetched* (:mod:`dask_redisparam.worker.prefetch`): it sits
         in its processing list like the first, so a reaper requeues it and deregistration gives it back.
@@ -219,7 +222,7 @@ class WorkerOps(LargeValues):
             raise
         return SentCompletion(pool, conn, len(commands), script_keys, args, claims)
 
-    def finish_completion(self, report: Report, sent: SentCompletion) -> tuple[int, list[bytes], int]:
+    def finish_completion(self, report: Report, sent: SentCompletion) -> tuple[int, list[bytes], int | None]:
         """Read the reply of :meth:`send_completion`: what :meth:`complete_and_claim_many` returns. A lost
         connection raises (the completion may or may not be stored, a message may have been claimed)."""
         replies: list[Any] = []
@@ -238,7 +241,7 @@ class WorkerOps(LargeValues):
             replies[0] = self._complete(keys=sent.script_keys, args=sent.args)
         return self._completion_result(replies, sent.claims, report.run_id)
 
-    def _completion_result(self, replies: list[Any], claims: int, run_id: str) -> tuple[int, list[bytes], int]:
+    def _completion_result(self, replies: list[Any], claims: int, run_id: str) -> tuple[int, list[bytes], int | None]:
         if isinstance(replies[0], Exception):
             raise replies[0]
         if int(replies[0]) == -2:
@@ -255,8 +258,9 @@ class WorkerOps(LargeValues):
             if reply is None:
                 break
             claimed.append(reply)
-        length = replies[1 + claims] if claims else -1
-        return int(replies[0]), claimed, (int(length) if isinstance(length, int) else -1)
+        depth = replies[1 + claims : 3 + claims]
+        surplus = int(depth[0]) - int(depth[1]) if claims and all(isinstance(x, int) for x in depth) else None
+        return int(replies[0]), claimed, surplus
 
     def held_messages(self, jobname: str, worker_id: str) -> list[bytes]:
         """The messages in a worker's processing list (claimed, not completed), oldest first."""

@@ -12,9 +12,11 @@ waits a round trip per message and one that never waits.
 A prefetched message is one that no other worker can take meanwhile: at the end of a run, a worker may hold the
 last message while another is idle, which lengthens the tail by up to one message. :class:`PrefetchPolicy` hence
 prefetches only when it pays: when the measured round trip is at least :data:`PREFETCH_RATIO` of the measured run
-time of a message, and the queue still held messages after the last claim (a non-empty queue means that no worker
-is idle: idle workers wait on it). On a local server (round trips of a tenth of a millisecond) and messages of
-~100 ms, it never prefetches.
+time of a message, and the queue still held at least one message per worker of the job after the last claim (a
+*surplus* of 0 or more: no worker is idle, idle workers wait on the queue, and each could take one more now). Near
+the end of a run the surplus turns negative and no worker takes a new spare, so the last messages go to whoever is
+free first. On a local server (round trips of a tenth of a millisecond) and messages of ~100 ms, it never
+prefetches.
 
 Examples
 --------
@@ -25,7 +27,7 @@ Examples
 ...     policy.round_trip(0.005); policy.ran(0.1); policy.queued(10)
 >>> policy.ahead()  # 5 ms round trips for 100 ms messages, and a queue
 1
->>> policy.queued(0); policy.ahead()  # the queue ran dry: others may be idle
+>>> policy.queued(-3); policy.ahead()  # fewer queued messages than workers: the end of a run is near
 0
 """
 
@@ -109,14 +111,14 @@ class PrefetchPolicy:
     ----------
     rtt, run : float or None
         Moving averages of the round trips to Redis and of the run time of a message, in seconds.
-    queue : int
-        The queue's length after the worker's last claim (-1: unknown).
+    surplus : int or None
+        The queue's length minus the job's workers after the worker's last claim (None: unknown).
     """
 
     def __init__(self) -> None:
         self.rtt: float | None = None
         self.run: float | None = None
-        self.queue = -1
+        self.surplus: int | None = None
 
     @staticmethod
     def _average(old: float | None, new: float) -> float:
@@ -130,15 +132,16 @@ class PrefetchPolicy:
         """A message's tasks ran ``seconds``."""
         self.run = self._average(self.run, seconds)
 
-    def queued(self, length: int) -> None:
-        """The queue held ``length`` messages after the last claim (-1: not asked)."""
-        if length >= 0:
-            self.queue = length
+    def queued(self, surplus: int | None) -> None:
+        """The queue held ``surplus`` messages more than the job has workers after the last claim (None: not
+        asked, nothing changes)."""
+        if surplus is not None:
+            self.surplus = surplus
 
     def ahead(self) -> int:
-        """Messages to keep claimed beyond the next one: 1 if the round trip is significant and the queue is not
-        empty, else 0."""
-        if self.rtt is None or self.run is None or self.queue < 1:
+        """Messages to keep claimed beyond the next one: 1 if the round trip is significant and the queue's surplus
+        is not negative, else 0."""
+        if self.rtt is None or self.run is None or self.surplus is None or self.surplus < 0:
             return 0
         return 1 if self.rtt >= PREFETCH_RATIO * self.run else 0
 
@@ -180,13 +183,13 @@ class Pipelining:
             claims = 0
         started = time.perf_counter()
         try:
-            status, claimed, length, lost_claim = complete_many(backend, report, claims, self._stop, self.address)
+            status, claimed, surplus, lost_claim = complete_many(backend, report, claims, self._stop, self.address)
         except ServerOutOfMemory as e:
             self._recover = True  # the refused completion may have claimed the next message
             report_unstored(backend, report, msg_id, attempt, self.signer, e)
             return
         self._policy.round_trip(time.perf_counter() - started)
-        self._completed(report, msg_id, ntasks, status, claimed, length, lost_claim)
+        self._completed(report, msg_id, ntasks, status, claimed, surplus, lost_claim)
 
     def _finish_pending(self, backend: Backend) -> None:
         """Read the reply of the completion sent last, if any, and take what it claimed. A lost reply: the
@@ -199,15 +202,15 @@ class Pipelining:
         lost_claim = False
         try:
             try:
-                status, claimed, length = backend.finish_completion(report, pending.sent)
+                status, claimed, surplus = backend.finish_completion(report, pending.sent)
             except REPORT_RETRIED:
                 lost_claim = True
-                status, claimed, length, _ = complete_many(backend, report, 0, self._stop, self.address)
+                status, claimed, surplus, _ = complete_many(backend, report, 0, self._stop, self.address)
         except ServerOutOfMemory as e:
             self._recover = True  # the refused completion may have claimed the next message
             report_unstored(backend, report, msg_id, pending.attempt, self.signer, e)
             return
-        self._completed(report, msg_id, pending.ntasks, status, claimed, length, lost_claim)
+        self._completed(report, msg_id, pending.ntasks, status, claimed, surplus, lost_claim)
 
     def _completed(
         self,
@@ -216,14 +219,14 @@ class Pipelining:
         ntasks: int,
         status: int,
         claimed: list[bytes],
-        length: int,
+        surplus: int | None,
         lost_claim: bool,
     ) -> None:
         self._recover = self._recover or lost_claim  # (if it gave up, the loop looks in the processing list anyway)
         alive_run = report.run_id if status == 1 else ""
         now = time.monotonic()
         self._held.extend(Claimed(m, alive_run, now) for m in claimed)
-        self._policy.queued(length)
+        self._policy.queued(surplus)
         if status < 0:
             logger.warning(
                 "worker %s: lost the claim on message %d of run %s (lease expired); its result is dropped",

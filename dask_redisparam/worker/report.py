@@ -76,16 +76,16 @@ def complete(
 
 def complete_many(
     backend: Backend, report: Report, claims: int, stop: threading.Event, address: RedisAddress
-) -> tuple[int, list[bytes], int, bool]:
+) -> tuple[int, list[bytes], int | None, bool]:
     """:func:`complete` claiming up to ``claims`` messages
     (:meth:`Backend.complete_and_claim_many <dask_redisparam.backend.Backend.complete_and_claim_many>`):
-    ``(status, the messages claimed, the queue's length after them, whether a lost reply may have claimed some)``.
+    ``(status, the messages claimed, the queue's surplus after them, whether a lost reply may have claimed some)``.
     """
     delay, started, lost_claim = 0.05, time.monotonic(), False
     while True:
         try:
-            status, claimed, length = backend.complete_and_claim_many(report, claims)
-            return status, claimed, length, lost_claim
+            status, claimed, surplus = backend.complete_and_claim_many(report, claims)
+            return status, claimed, surplus, lost_claim
         except REPORT_RETRIED as e:
             # a message claimed by a call whose reply was lost sits in our processing list: picked up later
             lost_claim, claims = lost_claim or claims > 0, 0
