@@ -148,3 +148,42 @@ def test_a_warm_stop_gives_the_prefetched_message_back(
     assert not thread.is_alive()
     assert result == [tuple(range(1, 61))]
     assert set(counter.counts.values()) == {1} and len(counter.counts) == 60
+
+
+def test_lost_connections_while_replies_are_pending_lose_nothing(
+    param: RedisParam,
+    redis_address: RedisAddress,
+    jobname: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(prefetch, "PREFETCH_RATIO", 0.0)
+    worker = Worker(redis_address, jobname, signer=None)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        wait_for_workers(redis_address, jobname, 1)
+        dsk = _graph(80, 0.005)
+        counter = CountCompletions()
+        result: list[object] = []
+
+        def compute() -> None:
+            with counter:
+                result.append(param(dsk, list(dsk)))
+
+        thread = threading.Thread(target=compute)
+        thread.start()
+        cut = 0
+        while thread.is_alive() and cut < 20:  # drop the worker's connections, replies in flight included
+            backend = worker._backend
+            if backend is not None and worker._pending is not None:
+                backend._r.connection_pool.disconnect()
+                cut += 1
+            thread.join(0.01)
+        thread.join(40)
+        assert not thread.is_alive()
+        assert cut > 0
+        assert result == [tuple(range(1, 81))]
+        assert set(counter.counts.values()) == {1} and len(counter.counts) == 80
+    finally:
+        worker.request_stop()
+        runner.join(20)
