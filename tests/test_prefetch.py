@@ -59,7 +59,10 @@ def test_policy_prefetches_only_for_significant_round_trips_and_a_queue() -> Non
     assert policy.ahead() == 0  # loopback, 100 ms messages: a prefetched message would only lengthen the tail
     for _ in range(10):
         policy.round_trip(0.01)
-    assert policy.ahead() == 1
+    assert policy.ahead() == 0  # a few slow round trips (a busy machine) do not raise the estimate much
+    for _ in range(200):
+        policy.round_trip(0.01)
+    assert policy.ahead() == 1  # the network got slower for good
     policy.queued(-1)
     assert policy.ahead() == 0  # fewer queued messages than workers: near the end, others may soon be idle
 

@@ -51,6 +51,7 @@ from .signals import fault_test_hook
 __all__ = [
     "ALPHA",
     "CONFIRMED_SECONDS",
+    "RISE",
     "PREFETCH_RATIO",
     "Claimed",
     "Pending",
@@ -63,7 +64,9 @@ logger = logging.getLogger(__name__)
 PREFETCH_RATIO = 0.03
 """Prefetch when a round trip costs at least this share of a message's run time (3 %: 3 ms for 100 ms messages)."""
 ALPHA = 0.3
-"""Weight of the newest measurement in the moving averages of :class:`PrefetchPolicy`."""
+"""Weight of the newest measurement in the moving average of a message's run time (:class:`PrefetchPolicy`)."""
+RISE = 0.02
+"""Weight of a longer round trip in the estimate of the round trip (a shorter one replaces it)."""
 
 CONFIRMED_SECONDS = 1.0
 """A message claimed in the round trip of a completion that found its run alive needs no check of its own that the
@@ -110,7 +113,8 @@ class PrefetchPolicy:
     Attributes
     ----------
     rtt, run : float or None
-        Moving averages of the round trips to Redis and of the run time of a message, in seconds.
+        The round trip to Redis (its floor, see :meth:`round_trip`) and the moving average of a message's run
+        time, in seconds.
     surplus : int or None
         The queue's length minus the job's workers after the worker's last claim (None: unknown).
     """
@@ -125,8 +129,13 @@ class PrefetchPolicy:
         return new if old is None else old + ALPHA * (new - old)
 
     def round_trip(self, seconds: float) -> None:
-        """A round trip took ``seconds`` (a completion, a load of inputs)."""
-        self.rtt = self._average(self.rtt, seconds)
+        """A round trip took ``seconds`` (a completion, a load of inputs). The estimate follows a shorter one at
+        once and a longer one slowly (:data:`RISE`): it is the network's floor, not the delays of a busy machine
+        (a worker that waits for a CPU would hold messages that idle workers could run)."""
+        if self.rtt is None or seconds < self.rtt:
+            self.rtt = seconds
+        else:
+            self.rtt += RISE * (seconds - self.rtt)
 
     def ran(self, seconds: float) -> None:
         """A message's tasks ran ``seconds``."""
