@@ -34,7 +34,7 @@ import sys
 from dask_redisparam.config.address import RedisAddress
 from dask_redisparam.worker import prefetch
 from dask_redisparam.worker.loop import Worker
-prefetch.PREFETCH_RATIO = 0.0  # every round trip counts: prefetch whenever the queue holds a message
+prefetch.PREFETCH_RATIO = prefetch.MIN_ROUND_TRIP = 0.0  # every round trip counts: prefetch when the queue allows
 Worker(RedisAddress.from_url(sys.argv[1]), sys.argv[2], heartbeat_interval=0.2, heartbeat_ttl=1.5).run()
 """
 
@@ -118,6 +118,7 @@ def test_a_warm_stop_gives_the_prefetched_message_back(
     rclient: redis.Redis,
 ) -> None:
     monkeypatch.setattr(prefetch, "PREFETCH_RATIO", 0.0)
+    monkeypatch.setattr(prefetch, "MIN_ROUND_TRIP", 0.0)
     worker = Worker(redis_address, jobname, signer=None)
     served: list[int] = []
     runner = threading.Thread(target=lambda: served.append(worker.run()))
@@ -160,6 +161,7 @@ def test_lost_connections_while_replies_are_pending_lose_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(prefetch, "PREFETCH_RATIO", 0.0)
+    monkeypatch.setattr(prefetch, "MIN_ROUND_TRIP", 0.0)
     worker = Worker(redis_address, jobname, signer=None)
     runner = threading.Thread(target=worker.run)
     runner.start()

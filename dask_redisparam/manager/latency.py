@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["PREFETCH_RATIO", "REFILL_TRIPS", "RoundTrip", "window"]
+__all__ = ["MIN_ROUND_TRIP", "PREFETCH_RATIO", "REFILL_TRIPS", "RoundTrip", "window"]
 
 PREFETCH_RATIO = 0.03
 """The share of a message's run time from which a round trip is significant (the workers' threshold, see
 :data:`dask_redisparam.worker.prefetch.PREFETCH_RATIO`; the two sides share no code)."""
+MIN_ROUND_TRIP = 0.002
+"""...and at least this many seconds (the workers' :data:`~dask_redisparam.worker.prefetch.MIN_ROUND_TRIP`): a
+shorter turn is a local server, whose turns grow on a busy machine, not with a network."""
 REFILL_TRIPS = 3
 """Round trips between a completion and the next message in the queue."""
 TARGET_SECONDS = 0.1
@@ -44,7 +47,7 @@ def window(live: int, multiplier: float, rtt: float | None, mean_seconds: float 
     if rtt is None or live == 0:
         return base
     message = max(TARGET_SECONDS, mean_seconds or 0.0)
-    if rtt < PREFETCH_RATIO * message:
+    if rtt < max(MIN_ROUND_TRIP, PREFETCH_RATIO * message):
         return base
     return base + live + math.ceil(live * REFILL_TRIPS * rtt / message)
 
