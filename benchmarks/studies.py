@@ -1,4 +1,5 @@
-"""Studies run in fresh processes: a large array through a chain of tasks, and the manager's peak memory.
+"""Studies run in fresh processes: a large array through a chain of tasks, the manager's peak memory, Redis
+behind a delaying proxy (:mod:`.latency`) and many workers (:mod:`.workers`).
 
 ``transfer-<size>``: :mod:`.transfer` once per scheduler (``sync`` first: the compute time of the chain). Per hop
 time = (median wall time - sync's median) / 2 hops; throughput = array size / per hop time, set against this
@@ -286,12 +287,50 @@ def scale(ntasks: int) -> Study:
     return Study(f"scale-{label}", desc, run)
 
 
+def _child_study(name: str, module: str, description: str, timeout: float) -> Study:
+    """A study whose child (:mod:`.latency`, :mod:`.workers`) makes its own table and verdicts (``analyse``)."""
+
+    def run(repeat: int) -> StudyResult:
+        from importlib import import_module
+
+        child = run_child(module, ["--quiet", "--repeat", str(repeat)], timeout=timeout * repeat)
+        lines, verdicts, data = import_module(f"benchmarks.{module}").analyse(child.events)
+        out = StudyResult(name, lines, verdicts, {"figures": data} | _child_data(child))
+        if child.error:
+            out.lines.append(f"  study child failed: {child.error}")
+            out.verdicts.append(Verdict(name, False, f"did not complete: {child.error}"))
+        out.lines += _leftover_note(name, child)
+        return out
+
+    return Study(name, description, run)
+
+
 STUDIES: dict[str, Callable[[], Study]] = {
+    "latency": lambda: _child_study(
+        "latency",
+        "latency",
+        "manager and 2 workers through a proxy delaying each way 0, 0.5, 2, 5 ms: trivial-10k, tree-10k, 500 x 10 ms",
+        300,
+    ),
+    "workers": lambda: _child_study(
+        "workers",
+        "workers",
+        "2, 24, 96 local workers, 20 sleeps of 100 ms each (1,920 at 96): efficiency, Redis/manager CPU per task",
+        600,
+    ),
     "transfer-1GB": lambda: transfer("1GB", 1_000_000_000, ["processes"]),
     "transfer-256MB": lambda: transfer("256MB", 256_000_000, []),
     "manager-rss-100k": lambda: manager_rss(100_000),
     "manager-rss-1M": lambda: manager_rss(1_000_000),
     "scale-10M": lambda: scale(10_000_000),
 }
-DEFAULT: list[str] = ["transfer-1GB", "transfer-256MB", "manager-rss-100k", "manager-rss-1M", "scale-10M"]
+DEFAULT: list[str] = [
+    "transfer-1GB",
+    "transfer-256MB",
+    "manager-rss-100k",
+    "manager-rss-1M",
+    "latency",
+    "workers",
+    "scale-10M",
+]
 QUICK: list[str] = ["transfer-256MB", "manager-rss-100k"]

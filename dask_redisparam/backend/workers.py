@@ -8,7 +8,7 @@ Lua script), gives messages back or dead-letters them, and reaps a dead worker's
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -21,10 +21,51 @@ from .lua import METRICS_TTL
 from .replies import reply_code
 from .resources import ResourceOps
 
-__all__ = ["DEAD_TTL", "WorkerOps"]
+__all__ = ["DEAD_TTL", "SentCompletion", "WorkerOps"]
 
 DEAD_TTL = 86400
 """Seconds the dead-letter list and the record of the last rejection are kept after the last rejection."""
+
+
+class SentCompletion(NamedTuple):
+    """A completion sent by :meth:`WorkerOps.send_completion` whose reply is not read yet: the connection it holds
+    (given back by :meth:`WorkerOps.finish_completion`), how many replies to read, and what a script reload needs."""
+
+    pool: Any
+    conn: Any
+    replies: int
+    script_keys: list[str]
+    args: list[Any]
+    claims: int
+    wait: tuple[Any, ...]
+
+
+def _completion_commands(
+    report: Report, claims: int, wait: tuple[Any, ...] = ()
+) -> tuple[list[str], list[Any], list[tuple[Any, ...]]]:
+    """The keys and arguments of the completion script for ``report``, and the commands after it: ``wait`` (a
+    ``WAIT`` for replicas, if given: a script cannot call it, so it follows on the same connection), ``claims``
+    claims (``LMOVE`` queue -> processing list) and, if any, the queue's length and the job's registered workers
+    (``LLEN``, ``SCARD``)."""
+    jobname, worker_id, run_id, message, record, values, ntasks, large, parts, stats = report
+    metric_args = [worker_id, run_id, *stats] if stats else []
+    args: list[Any] = [message, record, ntasks, len(metric_args), *metric_args]
+    args += [len(parts), *(name for name, _ in parts)]
+    args += [len(large), *pairs(large), *pairs(values)]
+    script_keys = [
+        keys.alive(jobname, run_id),
+        keys.data(jobname, run_id),
+        keys.done(jobname, run_id),
+        keys.processing(jobname, worker_id),
+        keys.worker(jobname, worker_id),
+        keys.metrics(jobname),
+        keys.progress(jobname, run_id),
+        keys.events(jobname),
+    ]
+    claim = ("LMOVE", keys.queue(jobname), keys.processing(jobname, worker_id), "RIGHT", "LEFT")
+    depth = [("LLEN", keys.queue(jobname)), ("SCARD", keys.workers(jobname))]
+    tail: list[tuple[Any, ...]] = ([wait] if wait else []) + [claim] * claims + (depth if claims else [])
+    return script_keys, args, tail
 
 
 class WorkerOps(ResourceOps):
@@ -150,42 +191,34 @@ class WorkerOps(ResourceOps):
         With :attr:`wait_replicas`, ``WAIT`` follows the script (before the claim) and :attr:`last_acked` holds its
         reply; the completion is stored either way (the caller decides what too few replicas mean).
         """
-        jobname, worker_id, run_id, message, record, values, ntasks, large, parts, stats = report
-        metric_args = [worker_id, run_id, *stats] if stats else []
-        args: list[Any] = [message, record, ntasks, len(metric_args), *metric_args]
-        args += [len(parts), *(name for name, _ in parts)]
-        args += [len(large), *pairs(large), *pairs(values)]
-        script_keys = [
-            keys.alive(jobname, run_id),
-            keys.data(jobname, run_id),
-            keys.done(jobname, run_id),
-            keys.processing(jobname, worker_id),
-            keys.worker(jobname, worker_id),
-            keys.metrics(jobname),
-            keys.progress(jobname, run_id),
-            keys.events(jobname),
-        ]
-        claim = ("LMOVE", keys.queue(jobname), keys.processing(jobname, worker_id), "RIGHT", "LEFT")
-        wait = self.wait_replicas
-        wait_command = () if wait is None else ("WAIT", wait[0], max(1, int(wait[1] * 1000)))
+        status, claimed, _ = self.complete_and_claim_many(report, 1 if claim_next else 0)
+        return status, (claimed[0] if claimed else None)
+
+    def complete_and_claim_many(self, report: Report, claims: int) -> tuple[int, list[bytes], int | None]:
+        """:meth:`complete_and_claim` with up to ``claims`` messages claimed (``LMOVE`` each, in queue order), and
+        the queue's *surplus* after them: its length minus the job's registered workers (``LLEN`` - ``SCARD``; None
+        when ``claims`` is 0), all in the one round trip: ``(what complete returns, the messages claimed, the
+        surplus)``. A surplus of 0 or more means that every worker could claim one more message now.
+
+        A worker that claims two keeps the second one *prefetched* (:mod:`dask_redisparam.worker.prefetch`): it sits
+        in its processing list like the first, so a reaper requeues it and deregistration gives it back.
+        """
+        wait = self._wait_command()
+        script_keys, args, tail = _completion_commands(report, claims, wait)
+        jobname, run_id, parts = report.jobname, report.run_id, report.parts
         if not parts:
 
             def build(pipe: Any) -> None:
                 evalsha(pipe, self._complete, script_keys, args)
-                if wait_command:  # a script cannot call WAIT: right after it, on the same connection
-                    pipe.execute_command(*wait_command)
-                if claim_next:
-                    pipe.lmove(*claim[1:])
+                for command in tail:
+                    pipe.execute_command(*command)
 
             replies = self._execute(build, raise_on_error=False)
             rerun = 0 in self.rerun  # the script ran after the pipeline (a server without it: after a failover)
         else:
             commands: list[tuple[Any, ...]] = [("HSET", keys.data(jobname, run_id), n, view) for n, view in parts]
             commands.append(("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args))
-            if wait_command:
-                commands.append(wait_command)
-            if claim_next:
-                commands.append(claim)
+            commands += tail
             replies = self._send_large(commands)
             rerun = isinstance(replies[len(parts)], redis.exceptions.NoScriptError)
             if rerun:  # the parts are written
@@ -194,6 +227,56 @@ class WorkerOps(ResourceOps):
                 if isinstance(reply, Exception):
                     raise reply
             replies = replies[len(parts) :]
+        return self._completion_result(replies, claims, run_id, wait, rerun)
+
+    def _wait_command(self) -> tuple[Any, ...]:
+        """``WAIT n ms`` for :attr:`wait_replicas`, or ``()``."""
+        wait = self.wait_replicas
+        return () if wait is None else ("WAIT", wait[0], max(1, int(wait[1] * 1000)))
+
+    def send_completion(self, report: Report, claims: int) -> SentCompletion:
+        """Send what :meth:`complete_and_claim_many` sends (a report without large parts), on a connection of its
+        own, without waiting for the reply: the worker runs its next message meanwhile, then reads the reply with
+        :meth:`finish_completion`."""
+        if report.parts:
+            raise ValueError("send_completion takes no large values: use complete_and_claim_many")
+        wait = self._wait_command()
+        script_keys, args, tail = _completion_commands(report, claims, wait)
+        commands: list[tuple[Any, ...]] = [("EVALSHA", self._complete.sha, len(script_keys), *script_keys, *args)]
+        commands += tail
+        pool = self._r.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        return SentCompletion(pool, conn, len(commands), script_keys, args, claims, wait)
+
+    def finish_completion(self, report: Report, sent: SentCompletion) -> tuple[int, list[bytes], int | None]:
+        """Read the reply of :meth:`send_completion`: what :meth:`complete_and_claim_many` returns. A lost
+        connection raises (the completion may or may not be stored, a message may have been claimed)."""
+        replies: list[Any] = []
+        try:
+            for _ in range(sent.replies):
+                try:
+                    replies.append(sent.conn.read_response())
+                except redis.exceptions.ResponseError as e:
+                    replies.append(e)
+        except BaseException:
+            sent.conn.disconnect()
+            raise
+        finally:
+            sent.pool.release(sent.conn)
+        rerun = isinstance(replies[0], redis.exceptions.NoScriptError)
+        if rerun:  # the claims after it did run
+            replies[0] = self._complete(keys=sent.script_keys, args=sent.args)
+        return self._completion_result(replies, sent.claims, report.run_id, sent.wait, rerun)
+
+    def _completion_result(
+        self, replies: list[Any], claims: int, run_id: str, wait_command: tuple[Any, ...] = (), rerun: bool = False
+    ) -> tuple[int, list[bytes], int | None]:
         if isinstance(replies[0], Exception):
             raise replies[0]
         if wait_command:
@@ -208,12 +291,18 @@ class WorkerOps(ResourceOps):
                 f"Redis at {self.address.describe()}: a part of a large value of run {run_id} vanished before its "
                 "completion was stored (deleted by someone else?); nothing was stored"
             )
-        claimed = replies[1] if claim_next else None
-        if isinstance(claimed, Exception):
-            if reply_code(claimed) != "OOM":
-                raise claimed
-            claimed = None  # the next claim meets the full server itself
-        return int(replies[0]), claimed
+        claimed: list[bytes] = []
+        for reply in replies[1 : 1 + claims]:
+            if isinstance(reply, Exception):
+                if reply_code(reply) != "OOM":
+                    raise reply
+                break  # the next claim meets the full server itself
+            if reply is None:
+                break
+            claimed.append(reply)
+        depth = replies[1 + claims : 3 + claims]
+        surplus = int(depth[0]) - int(depth[1]) if claims and all(isinstance(x, int) for x in depth) else None
+        return int(replies[0]), claimed, surplus
 
     def held_messages(self, jobname: str, worker_id: str) -> list[bytes]:
         """The messages in a worker's processing list (claimed, not completed), oldest first."""

@@ -406,6 +406,7 @@ def run_loop(
             if resume:
                 registry, progress = _registry_update(run, progress)
             retried = run.retried - retried_counted
+            started = time.perf_counter()
             records, alive = backend.exchange(
                 job,
                 run.run_id,
@@ -418,6 +419,7 @@ def run_loop(
                 routes=run.routes,
                 classes=run.classes(),
             )
+            run.turn_took(time.perf_counter() - started)
             todo.push, todo.release, acknowledge, retried_counted = [], [], records, run.retried
             run.new_ids = []
             outage.succeeded()

@@ -63,6 +63,7 @@ from ..sentinels import MISSING
 from ..wire.bulk import Part, pack
 from ..wire.serialize import dumps_result, dumps_task
 from .graph import EMPTY, Graph
+from .latency import RoundTrip
 from .options import RunOptions, StoredResult
 from .rejections import Rejections
 from .resources import class_of, task_classes
@@ -132,6 +133,8 @@ class RunCore:
         self.msg_class: dict[int, tuple[str, bytes]] = {}
         self.routes: dict[bytes, str] = {}
         self.starved: dict[str, tuple[float, float]] = {}  # class -> (waiting since, last warning)
+        self.live = 0  # live workers, as last counted
+        self.round_trip = RoundTrip()  # the shortest turn of the loop (manager/latency.py)
         self.errors: dict[Hashable, BaseException] = {}  # task key -> what it raised (first one first)
         self.to_withdraw: list[bytes] = []  # requeued messages given up on
         self.losses: dict[int, set[int]] = {}  # message id -> stamps of the deaths of workers running it

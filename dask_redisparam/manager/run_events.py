@@ -10,7 +10,6 @@ messages count their attempts up to :class:`~dask_redisparam.errors.KilledWorker
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Hashable, Iterable
 
 from ..errors import KilledWorker, PayloadRejected, ReplicationFailed, TaskTimeout
@@ -30,6 +29,7 @@ from ..wire.protocol import (
 )
 from ..wire.resources import Resources, describe, parse_class
 from ..wire.serialize import loads_exception, make_remote
+from . import latency
 from . import resources as _resources
 from .options import StoredResult
 from .run_core import RunCore
@@ -44,8 +44,15 @@ class Events(RunCore):
 
     # ------------------------------------------------------------------ events from the loop
     def set_workers(self, live: int) -> None:
-        """The number of live workers: the window is ``ceil(live × queue_multiplier)`` messages."""
-        self.window = math.ceil(live * self.options.queue_multiplier)
+        """The number of live workers: the window is ``ceil(live × queue_multiplier)`` messages, more when the round
+        trip to Redis is significant (:func:`~dask_redisparam.manager.latency.window`)."""
+        self.live = live
+        self.window = latency.window(live, self.options.queue_multiplier, self.round_trip.seconds, self.mean_seconds)
+
+    def turn_took(self, seconds: float) -> None:
+        """A turn's round trip took ``seconds``: the window may grow (:mod:`~dask_redisparam.manager.latency`)."""
+        if self.round_trip.seen(seconds):
+            self.set_workers(self.live)
 
     def set_capacity(self, workers: Iterable[tuple[str, Resources]]) -> None:
         """The live worker processes as ``(daemon id, its resources)``: the window of each resource class

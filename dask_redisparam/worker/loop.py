@@ -33,6 +33,7 @@ Examples
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -80,7 +81,8 @@ from .claims import ResourceClaims
 from .execute import Running, Watchdog, apply_globals, run_batch
 from .held import serving
 from .memory import resident_bytes
-from .report import check_replicated, complete, reject, report_unstored
+from .prefetch import Claimed, Pending, Pipelining, PrefetchPolicy
+from .report import reject
 from .signals import fault_test_hook, install_stop_handlers
 
 __all__ = ["Worker", "new_worker_id"]
@@ -122,7 +124,7 @@ def new_worker_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
-class Worker:
+class Worker(Pipelining):
     """A worker process's loop.
 
     Parameters
@@ -197,6 +199,9 @@ class Worker:
         self._cache = ValueCache(CACHE_BYTES)
         self._rejected = 0  # messages refused in a row (they slow this worker down: _slow_down_after_refusal)
         self._globals = contextlib.ExitStack()  # the exported globals of the message being processed
+        self._held: collections.deque[Claimed] = collections.deque()  # claimed, not started, oldest first
+        self._pending: Pending | None = None  # a completion on its way (prefetching)
+        self._policy = PrefetchPolicy()
         self.signer: Signer | None = signer_from_environment() if signer is FROM_ENVIRONMENT else signer  # type: ignore[assignment]
 
     # ---------------------------------------------------------------- lifecycle
@@ -275,25 +280,38 @@ class Worker:
         return self.tasks_done
 
     def _serve(self, backend: Backend) -> None:
+        try:
+            self._serve_messages(backend)
+        finally:
+            self._finish_pending(backend)  # before deregistering: its message must not go back to the queue
+
+    def _serve_messages(self, backend: Backend) -> None:
         delay, recover, warned = 0.05, False, -REFUSAL_WARNING
-        claimed: bytes | None = None  # claimed with the last completion
         while not self._stop.is_set():
             self._busy = False
             try:
-                # after a lost connection, a claim may have moved a message that never reached us
-                held = backend.held_messages(self.jobname, self.id) if recover or self._recover else []
-                recover = self._recover = False
-                if held and self.resources:
-                    self._claims.holding = True
-                message = held[0] if held else claimed or self._claims.claim(backend)
-                claimed = None
-                if message is None:
-                    if self.burst:
-                        return
-                    continue
+                if recover or self._recover:
+                    # after a lost connection, a claim may have moved a message that never reached us
+                    self._finish_pending(backend)
+                    self._held = collections.deque(Claimed(m) for m in backend.held_messages(self.jobname, self.id))
+                    if self._held and self.resources:
+                        self._claims.holding = True
+                    recover = self._recover = False
+                if not self._held:
+                    self._finish_pending(backend)
+                if not self._held:
+                    message = self._claims.claim(backend)  # (worker/claims.py: resource classes first)
+                    if message is None:
+                        if self.burst:
+                            return
+                        continue
+                    self._held.append(Claimed(message))
                 self._busy = True
                 fault_test_hook("claimed")
-                claimed = self._process(backend, message)
+                claimed = self._held.popleft()
+                if self._held:
+                    fault_test_hook("prefetched")  # this message is started with the next one claimed
+                self._process(backend, claimed)
                 delay = 0.05
             except TRANSIENT_ERRORS as e:
                 logger.warning("worker %s: lost Redis at %s (%s); retrying", self.id, self.address.describe(), e)
@@ -327,26 +345,27 @@ class Worker:
                 logger.warning("worker %s: heartbeat failed: %s", self.id, e)
 
     # ---------------------------------------------------------------- one message
-    def _process(self, backend: Backend, message: bytes) -> bytes | None:
-        """Run one message; return the next one if it was claimed with the completion. The manager's exported
-        globals, once applied (``self._globals``), hold until the message is done."""
+    def _process(self, backend: Backend, claimed: Claimed) -> None:
+        """Run one message and send its completion (which claims the next ones). The manager's exported globals,
+        once applied (``self._globals``), hold until the message is done."""
         try:
             with contextlib.ExitStack() as self._globals:
-                return self._process_message(backend, message)
+                self._process_message(backend, claimed)
         finally:
             self._current = ""
             if self._claims.holding:
                 with contextlib.suppress(*TRANSIENT_ERRORS):  # else freed before the next claim
                     self._claims.release(backend)
 
-    def _process_message(self, backend: Backend, message: bytes) -> bytes | None:
+    def _process_message(self, backend: Backend, claimed: Claimed) -> None:
+        message = claimed.message
         try:
             run_id, msg_id, attempt, _ = decode_header(message)
             payload = open_task(message, self.signer, self.jobname)
         except (ValueError, PayloadRejected) as e:
             reject(backend, self.jobname, self.id, message, e)
             self._slow_down_after_refusal()
-            return None
+            return
         self._current, self._rejected = f"{run_id}/{msg_id}", 0
         try:
             exported, body = split_payload(payload)  # the manager's globals apply from before the batch is unpickled
@@ -360,16 +379,21 @@ class Worker:
                 Completion(msg_id, attempt, self.id, [], error), self.signer, self.jobname, run_id
             )
             backend.complete(Report(self.jobname, self.id, run_id, message, record))
-            return None
+            return
         produced = {entry.idx for entry in batch.entries}
         needed = {i for entry in batch.entries for _, i in entry.deps} - produced - set(batch.inline)
         cached = self._cache.take(run_id, needed)
         external = sorted(needed - set(cached))
-        alive, raw = backend.load_inputs(self.jobname, run_id, [str(i) for i in external])
+        if external or not claimed.confirmed(run_id):  # else the completion that claimed it found the run alive
+            started = time.perf_counter()
+            alive, raw = backend.load_inputs(self.jobname, run_id, [str(i) for i in external])
+            self._policy.round_trip(time.perf_counter() - started)
+        else:
+            alive, raw = True, []
         if not alive:
             logger.info("worker %s: run %s is gone; skipping message %d", self.id, run_id, msg_id)
             backend.release_message(self.jobname, self.id, message)
-            return None
+            return
         if batch.rng_seed is None:
             reseed_from_entropy()
         values: dict[int, Any] = dict(batch.inline)
@@ -380,7 +404,9 @@ class Worker:
             if refusal is not None:
                 logger.warning("worker %s: input %d of run %s rejected, not unpickled: %s", self.id, i, run_id, refusal)
         missing = set(failed)
+        started = time.perf_counter()
         outcomes, results = run_batch(batch, values, missing, self._watchdog, self._running)
+        self._policy.ran(time.perf_counter() - started)
         made = {int(field): values[int(field)] for field, _ in results}
         values.clear()  # free the inputs before the results are written
         stores: list[tuple[str, bytes]] = []
@@ -412,27 +438,7 @@ class Worker:
         fault_test_hook("executed")
         stats = task_stats(batch, outcomes).arguments()
         report = Report(self.jobname, self.id, run_id, message, record, stores, len(outcomes), large, parts, stats)
-        last = self.max_tasks is not None and self.messages_done + 1 >= self.max_tasks
-        claim_next = not (last or self._stop.is_set() or self.resources)  # (see worker/claims.py)
-        try:
-            status, claimed, lost_claim = complete(backend, report, claim_next, self._stop, self.address)
-        except ServerOutOfMemory as e:
-            self._recover = True  # the refused completion may have claimed the next message
-            report_unstored(backend, report, msg_id, attempt, self.signer, e)
-            return None
-        self._recover = self._recover or lost_claim  # (if it gave up, the loop looks in the processing list anyway)
-        if status > 0 and self.replicas > 0:
-            check_replicated(backend, report, msg_id, batch.entries[0].idx, required=self.replicas_required)
-        if status < 0:
-            logger.warning(
-                "worker %s: lost the claim on message %d of run %s (lease expired, or a failover lost it): dropped",
-                self.id,
-                msg_id,
-                run_id,
-            )
-        fault_test_hook("completed")
-        self.tasks_done += len(outcomes)
-        return claimed
+        self._send(backend, report, msg_id, attempt, len(outcomes), batch.entries[0].idx)
 
     def _slow_down_after_refusal(self) -> None:
         """After several refused messages in a row, wait a little before each claim (up to a second), so that a

@@ -37,14 +37,23 @@ from ..wire.protocol import (
 from ..wire.serialize import dumps_exception
 from ..wire.signing import Signer
 
-__all__ = ["REPORT_GRACE", "check_replicated", "complete", "reject", "report_unstored"]
+__all__ = [
+    "REPORT_GRACE",
+    "REPORT_RETRIED",
+    "check_replicated",
+    "complete",
+    "complete_many",
+    "reject",
+    "report_unstored",
+]
 
 logger = logging.getLogger(__name__)
 
 REPORT_GRACE = 120.0
 """Seconds a worker keeps trying to report a finished message to an unreachable Redis before it gives up."""
 
-_REPORT_RETRIED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, PersistenceFailed, ServerReadOnly)
+REPORT_RETRIED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, PersistenceFailed, ServerReadOnly)
+"""What a report is repeated through: a lost connection, a server that refuses writes for a while."""
 
 
 def complete(
@@ -80,14 +89,25 @@ def complete(
         After :data:`REPORT_GRACE` seconds (or 5 s once a stop was asked for) without reaching Redis: the message
         stays claimed in Redis, and is requeued when the worker's lease runs out.
     """
+    status, claimed, _, lost_claim = complete_many(backend, report, 1 if claim_next else 0, stop, address)
+    return status, (claimed[0] if claimed else None), lost_claim
+
+
+def complete_many(
+    backend: Backend, report: Report, claims: int, stop: threading.Event, address: RedisAddress
+) -> tuple[int, list[bytes], int | None, bool]:
+    """:func:`complete` claiming up to ``claims`` messages
+    (:meth:`Backend.complete_and_claim_many <dask_redisparam.backend.Backend.complete_and_claim_many>`):
+    ``(status, the messages claimed, the queue's surplus after them, whether a lost reply may have claimed some)``.
+    """
     delay, started, lost_claim = 0.05, time.monotonic(), False
     while True:
         try:
-            status, claimed = backend.complete_and_claim(report, claim_next=claim_next)
-            return status, claimed, lost_claim
-        except _REPORT_RETRIED as e:
+            status, claimed, surplus = backend.complete_and_claim_many(report, claims)
+            return status, claimed, surplus, lost_claim
+        except REPORT_RETRIED as e:
             # a message claimed by a call whose reply was lost sits in our processing list: picked up later
-            lost_claim, claim_next = lost_claim or claim_next, False
+            lost_claim, claims = lost_claim or claims > 0, 0
             waited = time.monotonic() - started
             if waited > REPORT_GRACE or (stop.is_set() and waited > 5.0):
                 raise ServerUnavailable(

@@ -62,7 +62,8 @@ def install_stop_handlers(worker_id: str, stop: threading.Event, busy: Callable[
 
 TEST_HOOK_ENV = "REDISPARAM_TEST_KILL_AT"
 """For fault tests only: ``<point>:<marker file>`` makes the worker SIGKILL itself once at ``point`` (claimed,
-executed, completed) if the marker file does not exist yet (it is created first)."""
+prefetched: starting a message with the next one claimed, executed, completed) if the marker file does not exist
+yet (it is created first)."""
 
 
 def fault_test_hook(point: str) -> None:
