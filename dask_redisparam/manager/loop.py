@@ -341,9 +341,10 @@ def _finisher(
         return finish or download_results
 
     def rest(backend: Backend, run: RunState) -> dict[Hashable, Any]:
-        result = dict(early)
-        result.update(download(backend, run, [key for key in run.result_keys() if key not in early]))
-        return result
+        wanted = run.result_keys()
+        got = download(backend, run, [key for key in wanted if key not in early])
+        # in the order of the request, as a download at the end gives them (partial results print the same)
+        return {key: early[key] if key in early else got[key] for key in wanted if key in early or key in got}
 
     return rest
 

@@ -252,8 +252,8 @@ class Pipelining:
         self._policy.queued(surplus)
         if status < 0:
             logger.warning(
-                "worker %s: lost the claim on message %d of run %s (lease expired, or a failover lost it); its result is"
-                " dropped",
+                "worker %s: lost the claim on message %d of run %s (lease expired, or a failover lost it); its "
+                "result is dropped",
                 self.id,
                 msg_id,
                 report.run_id,

@@ -191,6 +191,6 @@ def check_replicated(backend: Backend, report: Report, msg_id: int, first_idx: i
             try:
                 backend.notify_run(report.jobname, report.run_id, encode_unreplicated(notice))
                 return
-            except _REPORT_RETRIED:
+            except REPORT_RETRIED:
                 time.sleep(delay)
                 delay = min(2 * delay, 2.0)
