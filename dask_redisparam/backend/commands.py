@@ -57,6 +57,7 @@ JOB_COMMANDS: dict[str, list[str]] = {
     "sadd": ["SADD", "{key}", "x"],
     "srem": ["SREM", "{key}", "x"],
     "smembers": ["SMEMBERS", "{key}"],
+    "scard": ["SCARD", "{key}"],
     "evalsha": ["EVALSHA", "{sha}", "1", "{key}"],
     "script|load": ["SCRIPT", "LOAD", "("],
     "ping": ["PING"],
