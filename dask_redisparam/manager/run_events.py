@@ -45,9 +45,12 @@ class Events(RunCore):
     # ------------------------------------------------------------------ events from the loop
     def set_workers(self, live: int) -> None:
         """The number of live workers: the window is ``ceil(live × queue_multiplier)`` messages, more when the round
-        trip to Redis is significant (:func:`~dask_redisparam.manager.latency.window`)."""
+        trip to Redis is significant (:func:`~dask_redisparam.manager.latency.window`), but for a fed run (iterate:
+        the window bounds what is read ahead of the reducer)."""
         self.live = live
-        self.window = latency.window(live, self.options.queue_multiplier, self.round_trip.seconds, self.mean_seconds)
+        # a fed run (iterate, streams) keeps the plain window: it bounds the elements read ahead of the reducer
+        rtt = None if self.options.feed is not None else self.round_trip.seconds
+        self.window = latency.window(live, self.options.queue_multiplier, rtt, self.mean_seconds)
 
     def turn_took(self, seconds: float) -> None:
         """A turn's round trip took ``seconds``: the window may grow (:mod:`~dask_redisparam.manager.latency`)."""
